@@ -1,0 +1,1 @@
+"""hybridrec: cluster."""

@@ -1,0 +1,1 @@
+"""Sources of raw interactions and item metadata: MovieLens, generic CSV/Parquet, synthetic."""

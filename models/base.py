@@ -1,0 +1,225 @@
+"""One interface for every signal: a factor model whose score is an inner product.
+
+Every signal (ALS, content, LightGCN, popularity) ends as user vectors and item vectors with
+score(u, i) = <u, i>; that is what lets hybrid/ fuse them into one index (../shared/DESIGN.md).
+Subclasses implement ``_fit`` and ``fold_in``; recommend, similar_items, save and load are shared.
+
+Constructors only store the config; learned state ends in ``_``.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+
+from etl.dataset import Dataset
+from etl.errors import ModelDivergedError, NotFittedError
+from etl.vocabulary import Vocabulary
+
+_REGISTRY: dict[str, type[FactorModel]] = {}
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """Runtime options, kept apart from a model's config."""
+
+    client: Any = None
+    """A dask.distributed Client; None runs on the default (cluster.client.get_client())."""
+    device: str = "auto"
+    """'auto' (a GPU when the worker has one), 'cpu' or 'cuda'."""
+    seed: int = 0
+    """Seed for every random draw of the fit."""
+    progress: bool = False
+    """Show a progress bar in the terminal."""
+
+
+@dataclass
+class TrainData:
+    """What a model is fit on: a dataset, the split to fit, and the split to validate on."""
+
+    dataset: Dataset
+    split: str = "train"
+    """'train' for a final fit, 'fit' while tuning (then validation is 'validation')."""
+    validation: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.validation is not None and self.split == "train":
+            raise ValueError("validation must be None when fitting on the whole 'train' split (it is part of it)")
+
+    def matrix(self, split: str | None = None) -> sp.csr_matrix:
+        """users x items CSR of ``split`` (default: the fitted split), cached per split."""
+        key = split or self.split
+        cache = self.__dict__.setdefault("_matrices", {})
+        if key not in cache:
+            cache[key] = self.dataset.matrix(key)
+        return cache[key]
+
+
+def register(cls: type[FactorModel]) -> type[FactorModel]:
+    """Class decorator: make a model loadable by its ``kind``."""
+    _REGISTRY[cls.kind] = cls
+    return cls
+
+
+def model_class(kind: str) -> type[FactorModel]:
+    if kind not in _REGISTRY:
+        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[kind]
+
+
+class FactorModel(ABC):
+    """A recommender with score(u, i) = <user_factors_[u], item_factors_[i]>."""
+
+    kind: ClassVar[str]
+    Config: ClassVar[type]
+
+    def __init__(self, config: Any = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    # -- learning -----------------------------------------------------------------------------
+    def fit(self, data: TrainData, options: TrainingOptions | None = None) -> Self:
+        """Learn user and item factors from ``data.split``."""
+        options = options or TrainingOptions()
+        self.users_ = data.dataset.users
+        self.items_ = data.dataset.items
+        self.seen_ = data.matrix()
+        self._fit(data, options)
+        self._check_finite()
+        return self
+
+    @abstractmethod
+    def _fit(self, data: TrainData, options: TrainingOptions) -> None:
+        """Set user_factors_ and item_factors_ (float32, rows in vocabulary order)."""
+
+    @abstractmethod
+    def fold_in(self, items: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+        """A user vector for a history (item rows, optional values), with item factors fixed.
+
+        Used for users with new or no training history; an empty history gives a defined vector.
+        """
+
+    def _check_finite(self) -> None:
+        for name in ("user_factors_", "item_factors_"):
+            arr = getattr(self, name)
+            if not np.isfinite(arr).all():
+                raise ModelDivergedError(f"{self.kind}: {name} has non-finite values after fit (diverged)")
+
+    # -- scoring ------------------------------------------------------------------------------
+    def _require_fitted(self) -> None:
+        if not hasattr(self, "item_factors_"):
+            raise NotFittedError(f"{self.kind} model is not fitted: call fit() or load() first")
+
+    @property
+    def dim(self) -> int:
+        self._require_fitted()
+        return int(self.item_factors_.shape[1])
+
+    def user_vectors(self, user_rows: np.ndarray) -> np.ndarray:
+        self._require_fitted()
+        return self.user_factors_[np.asarray(user_rows, dtype=np.int64)]
+
+    def score(self, user_rows: np.ndarray) -> np.ndarray:
+        """Dense (len(user_rows), n_items) float32 scores for a batch of users."""
+        return self.user_vectors(user_rows) @ self.item_factors_.T
+
+    def recommend(
+        self,
+        user_rows: np.ndarray,
+        n: int = 10,
+        filter_seen: bool = True,
+        candidates: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-n item rows and scores per user, best first; -1 pads when too few are eligible."""
+        user_rows = np.atleast_1d(np.asarray(user_rows, dtype=np.int64))
+        scores = self.score(user_rows).astype(np.float32, copy=True)
+        if candidates is not None:
+            mask = np.ones(scores.shape[1], dtype=bool)
+            mask[np.asarray(candidates, dtype=np.int64)] = False
+            scores[:, mask] = -np.inf
+        if filter_seen:
+            seen = self.seen_[user_rows]
+            scores[np.repeat(np.arange(len(user_rows)), np.diff(seen.indptr)), seen.indices] = -np.inf
+        return _top_n(scores, n)
+
+    def similar_items(self, item_rows: np.ndarray, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Top-n most similar items by cosine of item factors (the item itself excluded)."""
+        self._require_fitted()
+        item_rows = np.atleast_1d(np.asarray(item_rows, dtype=np.int64))
+        norms = np.linalg.norm(self.item_factors_, axis=1)
+        norms[norms == 0] = 1.0
+        unit = self.item_factors_ / norms[:, None]
+        scores = unit[item_rows] @ unit.T
+        scores[np.arange(len(item_rows)), item_rows] = -np.inf
+        return _top_n(scores, n)
+
+    # -- persistence (npy/JSON/Parquet, no pickle) ----------------------------------------------
+    def save(self, path: str | Path) -> None:
+        self._require_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {"kind": self.kind, "config": asdict(self.config), "state": self._extra_state()}
+        (path / "model.json").write_text(json.dumps(meta, indent=2, default=str))
+        np.save(path / "user_factors.npy", self.user_factors_, allow_pickle=False)
+        np.save(path / "item_factors.npy", self.item_factors_, allow_pickle=False)
+        sp.save_npz(path / "seen.npz", self.seen_.tocsr(), compressed=True)
+        self.users_.save(path / "users.parquet")
+        self.items_.save(path / "items.parquet")
+        for name, arr in self._extra_arrays().items():
+            np.save(path / f"{name}.npy", arr, allow_pickle=False)
+
+    @classmethod
+    def load(cls, path: str | Path, mmap: bool = False) -> FactorModel:
+        """Load any registered model kind from a folder written by save()."""
+        path = Path(path)
+        meta = json.loads((path / "model.json").read_text())
+        klass = model_class(meta["kind"])
+        if cls is not FactorModel and klass is not cls:
+            raise ValueError(f"{path} holds a {meta['kind']} model, not {cls.kind}")
+        known = {f.name for f in fields(klass.Config)}
+        model = klass(klass.Config(**{k: v for k, v in meta["config"].items() if k in known}))
+        mode = "r" if mmap else None
+        model.user_factors_ = np.load(path / "user_factors.npy", mmap_mode=mode, allow_pickle=False)
+        model.item_factors_ = np.load(path / "item_factors.npy", mmap_mode=mode, allow_pickle=False)
+        model.seen_ = sp.load_npz(path / "seen.npz").tocsr()
+        model.users_ = Vocabulary.load(path / "users.parquet", kind="user")
+        model.items_ = Vocabulary.load(path / "items.parquet", kind="item")
+        arrays = {p.stem: np.load(p, allow_pickle=False) for p in path.glob("*.npy")
+                  if p.stem not in ("user_factors", "item_factors")}
+        model._restore(meta.get("state", {}), arrays)
+        return model
+
+    def _extra_state(self) -> dict[str, Any]:
+        """JSON-able learned state beyond the factors (subclasses override)."""
+        return {}
+
+    def _extra_arrays(self) -> dict[str, np.ndarray]:
+        """Array state beyond the factors, saved as <name>.npy (subclasses override)."""
+        return {}
+
+    def _restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Inverse of _extra_state/_extra_arrays."""
+
+
+def _top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise top-n (descending score, ties by lower column); -inf entries become -1 padding."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    n_cols = scores.shape[1]
+    k = min(n, n_cols)
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n_cols else np.tile(np.arange(n_cols), (len(scores), 1))
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -part_scores), axis=1)
+    top = np.take_along_axis(part, order, axis=1)
+    top_scores = np.take_along_axis(part_scores, order, axis=1)
+    top = np.where(np.isneginf(top_scores), -1, top)
+    if k < n:
+        pad = n - k
+        top = np.pad(top, ((0, 0), (0, pad)), constant_values=-1)
+        top_scores = np.pad(top_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+    return top.astype(np.int64), top_scores.astype(np.float32)
