@@ -290,7 +290,11 @@ def ingest(
         rejected_lines=rejected_lines,
     )
     if strict and report.rejected:
-        raise DataError(f"{source.name}: {sum(report.rejected.values())} invalid rows (--strict)\n" + report.summary())
+        reasons = "; ".join(
+            f"{reason}: {count} (lines {', '.join(map(str, report.rejected_lines.get(reason, [])))})"
+            for reason, count in report.rejected.items()
+        )
+        raise DataError(f"{source.name}: {sum(report.rejected.values())} invalid rows (--strict): {reasons}")
     if int(n_valid) == 0:
         raise DataError(f"{source.name}: all {raw_rows} rows were rejected\n{report.summary()}")
 
@@ -302,7 +306,7 @@ def ingest(
 
     fs, root = fsspec.core.url_to_fs(out)
     tmp_root = f"{root}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp = out.replace(root, tmp_root) if out != root else tmp_root
+    tmp = fs.unstrip_protocol(tmp_root)
     fs.makedirs(tmp, exist_ok=True)
     n_parts = max(1, -(-int(n_valid) // rows_per_partition))
     user_index = pd.Index(users.ids, dtype=object)
@@ -328,8 +332,8 @@ def ingest(
 
     digest = hashlib.sha256()
     for split in STORED_SPLITS:
-        total = sum(np.uint64(r["hashes"][split]) for r in results) if results else 0
-        digest.update(f"{split}:{splits[split]}:{int(total)};".encode())
+        total = sum(r["hashes"][split] for r in results) % 2**64  # order-free: partitioning does not matter
+        digest.update(f"{split}:{splits[split]}:{total};".encode())
     digest.update("\n".join(users.ids).encode())
     digest.update("\n".join(items.ids).encode())
 

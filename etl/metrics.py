@@ -51,17 +51,24 @@ def _top_k_block(scores: np.ndarray, k: int) -> np.ndarray:
     kk = min(k, n)
     if kk == 0 or b == 0:
         return out
-    kth = np.partition(scores, n - kk, axis=1)[:, n - kk][:, None]  # kk-th largest per row
-    gt = scores > kth
-    # Among scores equal to the k-th largest, keep only the lowest columns needed to reach kk.
-    eq = (scores == kth) & np.isfinite(kth)
-    need = kk - gt.sum(axis=1, keepdims=True)
-    chosen = gt | (eq & (np.cumsum(eq, axis=1, dtype=np.int32) <= need))
-    r, c = np.nonzero(chosen)
-    order = np.lexsort((c, -scores[r, c], r))
-    r, c = r[order], c[order]
-    starts = np.searchsorted(r, np.arange(b))
-    out[r, np.arange(r.size) - starts[r]] = c
+    cols = np.argpartition(scores, n - kk, axis=1)[:, n - kk :]
+    vals = np.take_along_axis(scores, cols, axis=1)
+    kth = vals.min(axis=1)
+    # argpartition picks arbitrarily among scores equal to the k-th largest; where it left some
+    # out, redo those rows keeping the lowest columns among the tied ones.
+    kth_col = kth[:, None]
+    short = np.isfinite(kth) & ((scores == kth_col).sum(axis=1) > (vals == kth_col).sum(axis=1))
+    if short.any():
+        s, t = scores[short], kth_col[short]
+        gt, eq = s > t, s == t
+        need = kk - gt.sum(axis=1, keepdims=True)
+        chosen = gt | (eq & (np.cumsum(eq, axis=1, dtype=np.int32) <= need))
+        cols[short] = np.nonzero(chosen)[1].reshape(-1, kk)  # row-major: kk per row, in order
+        vals[short] = np.take_along_axis(s, cols[short], axis=1)
+    order = np.lexsort((cols, -vals), axis=1)
+    cols = np.take_along_axis(cols, order, axis=1)
+    vals = np.take_along_axis(vals, order, axis=1)
+    out[:, :kk] = np.where(vals > -np.inf, cols, -1)
     return out
 
 

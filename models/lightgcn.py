@@ -1,0 +1,148 @@
+"""The LightGCN signal: graph-propagated embeddings, score = <final user, final item>.
+
+User and item vectors are PyG LightGCN's final (layer-averaged) embeddings, so the signal fits
+the FactorModel contract as it is (../shared/DESIGN.md, "The fused-embedding identity"). Training
+runs as one named Dask task (``lightgcn-train-*``) through models.lightgcn_trainer.
+
+Tuning protocol: fit on ``TrainData(split='fit', validation='validation')`` to early-stop and read
+``best_epoch_``; the final model is refit on ``'train'`` for ``epochs`` (no validation then).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from models.base import FactorModel, TrainData, TrainingOptions, register
+from models.lightgcn_trainer import LightGCNResult, train_lightgcn
+
+
+@dataclass
+class LightGCNConfig:
+    """Hyper-parameters of LightGCN.
+
+    Defaults are tuned on ml-latest-small (early-stopped on validation NDCG@10, fit split):
+    see TUNED below for the figures.
+    """
+
+    embedding_dim: int = 64
+    """Size of the layer-0 embeddings (and of the final vectors)."""
+    num_layers: int = 3
+    """Propagation layers; final embeddings average layers 0..num_layers."""
+    learning_rate: float = 1e-3
+    """Adam step size."""
+    batch_size: int = 2048
+    """Positive interactions per BPR step."""
+    epochs: int = 200
+    """Epochs of a final fit; with validation, the most epochs before early stopping."""
+    l2: float = 1e-4
+    """L2 weight on the batch's layer-0 embeddings (half squared norms / batch size)."""
+    negatives: int = 1
+    """Uniform negatives sampled per positive."""
+    init_std: float = 0.1
+    """Standard deviation of the normal initialisation of layer-0 embeddings."""
+    patience: int = 5
+    """Evaluations without a better validation NDCG@10 before stopping."""
+    eval_every: int = 5
+    """Epochs between validation evaluations."""
+    validation_users: int | None = None
+    """Validation users sampled for early stopping (seeded); None evaluates all of them."""
+
+    def __post_init__(self) -> None:
+        for name in ("embedding_dim", "num_layers", "batch_size", "epochs", "negatives", "patience", "eval_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("learning_rate", "init_std"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not self.l2 >= 0:
+            raise ValueError(f"l2 must be >= 0, got {self.l2!r}")
+        if self.validation_users is not None and (
+            isinstance(self.validation_users, bool) or not isinstance(self.validation_users, int) or self.validation_users < 1
+        ):
+            raise ValueError(f"validation_users must be None or an integer >= 1, got {self.validation_users!r}")
+        if self.eval_every > self.epochs:
+            raise ValueError(f"eval_every ({self.eval_every}) must not exceed epochs ({self.epochs})")
+
+
+@register
+class LightGCN(FactorModel):
+    """LightGCN (He et al. 2020) trained with BPR on a Dask worker.
+
+    Learned state: ``user_factors_``, ``item_factors_`` (final embeddings), ``item_degrees_``
+    (for fold_in), ``epochs_run_``, and with validation ``best_epoch_`` / ``best_ndcg_``.
+    """
+
+    kind = "lightgcn"
+    Config = LightGCNConfig
+
+    def _fit(self, data: TrainData, options: TrainingOptions) -> None:
+        train = data.matrix()
+        validation = data.matrix(data.validation) if data.validation is not None else None
+        client = options.client
+        if client is None:
+            from cluster.client import get_client
+
+            client = get_client()
+        train_f, val_f = client.scatter([train, validation])
+        future = client.submit(
+            train_lightgcn,
+            train_f,
+            val_f,
+            self.config,
+            device=options.device,
+            seed=options.seed,
+            progress=options.progress,
+            key=f"lightgcn-train-{uuid.uuid4().hex}",
+            pure=False,
+        )
+        result: LightGCNResult = future.result()
+        self.user_factors_ = np.asarray(result.user_embeddings, dtype=np.float32)
+        self.item_factors_ = np.asarray(result.item_embeddings, dtype=np.float32)
+        self.item_degrees_ = np.diff(train.tocsc().indptr).astype(np.float32)
+        self.epochs_run_ = int(result.epochs_run)
+        self.best_epoch_ = result.best_epoch
+        self.best_ndcg_ = result.best_ndcg
+        self.history_ = list(result.history)
+
+    def fold_in(self, items: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+        """One LightGCN propagation step from the fixed item embeddings to a new user.
+
+        A trained user's layer-1 embedding is sum_i e_i / sqrt(d_u d_i) over its items; the
+        fold-in applies that to the final (layer-averaged) item embeddings, with the item degrees
+        of the training graph and d_u = the number of distinct items. The graph is binary, so
+        ``values`` are only checked for shape, not used. An empty history gives zeros.
+        """
+        self._require_fitted()
+        items = np.asarray(items, dtype=np.int64).ravel()
+        if values is not None and np.asarray(values).size != items.size:
+            raise ValueError(f"values has {np.asarray(values).size} entries for {items.size} items")
+        bad = items[(items < 0) | (items >= self.item_factors_.shape[0])]
+        if bad.size:
+            raise ValueError(f"item rows out of range [0, {self.item_factors_.shape[0]}): {bad[:5].tolist()}")
+        items = np.unique(items)
+        if items.size == 0:
+            return np.zeros(self.dim, dtype=np.float32)
+        weights = 1.0 / np.sqrt(np.maximum(self.item_degrees_[items], 1.0))
+        vec = weights @ self.item_factors_[items] / np.sqrt(items.size)
+        return vec.astype(np.float32)
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {
+            "epochs_run": getattr(self, "epochs_run_", None),
+            "best_epoch": getattr(self, "best_epoch_", None),
+            "best_ndcg": getattr(self, "best_ndcg_", None),
+        }
+
+    def _extra_arrays(self) -> dict[str, np.ndarray]:
+        return {"item_degrees": self.item_degrees_}
+
+    def _restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.item_degrees_ = arrays["item_degrees"]
+        self.epochs_run_ = state.get("epochs_run")
+        self.best_epoch_ = state.get("best_epoch")
+        self.best_ndcg_ = state.get("best_ndcg")

@@ -1,0 +1,245 @@
+"""Training of the LightGCN signal: BPR sampling, Adam, epochs and early stopping.
+
+The propagation model is PyG's ``torch_geometric.nn.models.LightGCN``, a pure ``nn.Module`` over
+the bipartite graph (users ``0..U-1``, items ``U..U+I-1``, both edge directions). This module owns
+everything around it (as lenskit's ``LightGCNTrainer`` does): the optimiser, uniform negative
+sampling, the epoch loop and early stopping on validation NDCG@10 (etl.metrics, fit items
+excluded). ``train_lightgcn`` is the function a Dask worker runs (see models.lightgcn).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch_geometric.nn.models import LightGCN
+from tqdm.auto import tqdm
+
+from etl.metrics import evaluate
+
+if TYPE_CHECKING:
+    from models.lightgcn import LightGCNConfig
+
+
+@dataclass
+class LightGCNResult:
+    """What a training run hands back: final (layer-averaged) embeddings and its history."""
+
+    user_embeddings: np.ndarray
+    """(n_users, dim) float32."""
+    item_embeddings: np.ndarray
+    """(n_items, dim) float32."""
+    epochs_run: int
+    """Epochs trained before stopping."""
+    best_epoch: int | None = None
+    """Epoch of the kept embeddings when early stopping ran; None without validation."""
+    best_ndcg: float | None = None
+    """Validation NDCG@10 at ``best_epoch``."""
+    history: list[tuple[int, float]] = field(default_factory=list)
+    """(epoch, validation NDCG@10) at every evaluation."""
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' is CUDA when this process sees a GPU, else CPU; 'cpu'/'cuda' are taken as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {device!r}")
+    return torch.device(device)
+
+
+def normalized_adjacency(interactions: sp.csr_matrix) -> torch.Tensor:
+    """D^-1/2 A D^-1/2 of the user-item graph as a sparse CSR tensor (binary, both directions).
+
+    Normalised once here so that LGConv runs with ``normalize=False``: the same propagation as
+    PyG's default, without recomputing the degrees at every batch.
+    """
+    n_users, n_items = interactions.shape
+    r = sp.csr_matrix(interactions, dtype=np.float32, copy=True)
+    r.sum_duplicates()
+    r.eliminate_zeros()
+    r.data[:] = 1.0
+    adj = sp.bmat([[None, r], [r.T, None]], format="csr", dtype=np.float32)
+    deg = np.asarray(adj.sum(axis=1)).ravel()
+    inv_sqrt = np.divide(1.0, np.sqrt(deg), out=np.zeros_like(deg), where=deg > 0)
+    norm = sp.diags(inv_sqrt) @ adj @ sp.diags(inv_sqrt)
+    norm = sp.csr_matrix(norm, dtype=np.float32)
+    norm.sort_indices()
+    return torch.sparse_csr_tensor(
+        torch.from_numpy(norm.indptr.astype(np.int64)),
+        torch.from_numpy(norm.indices.astype(np.int64)),
+        torch.from_numpy(norm.data),
+        size=(n_users + n_items, n_users + n_items),
+    )
+
+
+class BPRSampler:
+    """Uniform negative sampling for BPR: every positive once per epoch, in random order.
+
+    A sampled negative that is one of the user's positives is redrawn (a few vectorised rounds;
+    the rare survivors stay, as in the official LightGCN code's tolerance of such noise).
+    """
+
+    ROUNDS = 5
+
+    def __init__(self, interactions: sp.csr_matrix, negatives: int, rng: np.random.Generator) -> None:
+        coo = sp.csr_matrix(interactions).tocoo()
+        self.users = coo.row.astype(np.int64)
+        self.items = coo.col.astype(np.int64)
+        self.n_items = interactions.shape[1]
+        self.negatives = negatives
+        self.rng = rng
+        self._keys = np.unique(self.users * self.n_items + self.items)
+
+    def _is_positive(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        keys = users * self.n_items + items
+        pos = np.searchsorted(self._keys, keys)
+        pos[pos == self._keys.size] = 0
+        return self._keys[pos] == keys
+
+    def epoch(self, batch_size: int):
+        """Yield (users, positives, negatives) int64 arrays; negatives are (batch, negatives)."""
+        order = self.rng.permutation(self.users.size)
+        for start in range(0, order.size, batch_size):
+            idx = order[start : start + batch_size]
+            users = self.users[idx]
+            neg = self.rng.integers(0, self.n_items, size=(idx.size, self.negatives))
+            rep = np.repeat(users[:, None], self.negatives, axis=1)
+            for _ in range(self.ROUNDS):
+                clash = self._is_positive(rep, neg)
+                if not clash.any():
+                    break
+                neg[clash] = self.rng.integers(0, self.n_items, size=int(clash.sum()))
+            yield users, self.items[idx], neg
+
+
+class LightGCNTrainer:
+    """Fits a PyG LightGCN with BPR; early-stops on validation NDCG@10 when validation is given."""
+
+    def __init__(self, config: LightGCNConfig, device: str = "auto", seed: int = 0, progress: bool = False) -> None:
+        self.config = config
+        self.device = resolve_device(device)
+        self.seed = seed
+        self.progress = progress
+
+    def fit(self, train: sp.csr_matrix, validation: sp.csr_matrix | None = None) -> LightGCNResult:
+        """Train on ``train`` (users x items); with ``validation``, keep the best evaluated epoch."""
+        cfg = self.config
+        n_users, n_items = train.shape
+        if validation is not None and validation.shape != train.shape:
+            raise ValueError(f"validation shape {validation.shape} differs from train {train.shape}")
+        torch.manual_seed(self.seed)
+        rng = np.random.default_rng(self.seed)
+        model = LightGCN(n_users + n_items, cfg.embedding_dim, cfg.num_layers, normalize=False).to(self.device)
+        torch.nn.init.normal_(model.embedding.weight, std=cfg.init_std)
+        adj = normalized_adjacency(train).to(self.device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+        sampler = BPRSampler(train, cfg.negatives, rng)
+        val = self._validation_rows(validation, rng) if validation is not None else None
+
+        best: tuple[np.ndarray, np.ndarray] | None = None
+        best_epoch, best_ndcg, history, stale = None, -np.inf, [], 0
+        epoch = 0
+        bar = tqdm(range(1, cfg.epochs + 1), desc="lightgcn", disable=not self.progress)
+        for epoch in bar:
+            model.train()
+            for users, pos, neg in sampler.epoch(cfg.batch_size):
+                loss = self._batch_loss(model, adj, n_users, users, pos, neg)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            if val is None or (epoch % cfg.eval_every and epoch != cfg.epochs):
+                continue
+            user_emb, item_emb = self._embeddings(model, adj, n_users)
+            ndcg = evaluate(lambda rows: user_emb[rows] @ item_emb.T, train, val)["ndcg@10"]
+            history.append((epoch, ndcg))
+            bar.set_postfix(ndcg=f"{ndcg:.4f}")
+            if ndcg > best_ndcg:
+                best, best_epoch, best_ndcg, stale = (user_emb, item_emb), epoch, ndcg, 0
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    break
+        bar.close()
+        if best is None:
+            best = self._embeddings(model, adj, n_users)
+        return LightGCNResult(
+            user_embeddings=best[0],
+            item_embeddings=best[1],
+            epochs_run=epoch,
+            best_epoch=best_epoch,
+            best_ndcg=None if best_epoch is None else float(best_ndcg),
+            history=history,
+        )
+
+    def _batch_loss(
+        self, model: LightGCN, adj: torch.Tensor, n_users: int, users: np.ndarray, pos: np.ndarray, neg: np.ndarray
+    ) -> torch.Tensor:
+        """BPR over (user, positive, negative) triples plus L2 on the batch's layer-0 embeddings.
+
+        The L2 term follows the official LightGCN: half the squared norms of the ego embeddings
+        of the batch's users, positives and negatives, divided by the batch size.
+        """
+        u = torch.from_numpy(users).to(self.device)
+        p = torch.from_numpy(pos + n_users).to(self.device)
+        n = torch.from_numpy(neg + n_users).to(self.device)
+        out = model.get_embedding(adj)
+        eu, ep, en = out[u], out[p], out[n]
+        pos_score = (eu * ep).sum(-1, keepdim=True)
+        neg_score = torch.einsum("bd,bkd->bk", eu, en)
+        bpr = torch.nn.functional.softplus(neg_score - pos_score).mean()
+        ego = model.embedding.weight
+        reg = 0.5 * (ego[u].pow(2).sum() + ego[p].pow(2).sum() + ego[n].pow(2).sum() / n.shape[1]) / users.size
+        return bpr + self.config.l2 * reg
+
+    @staticmethod
+    @torch.no_grad()
+    def _embeddings(model: LightGCN, adj: torch.Tensor, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+        model.eval()
+        out = model.get_embedding(adj).float().cpu().numpy()
+        return np.ascontiguousarray(out[:n_users]), np.ascontiguousarray(out[n_users:])
+
+    def _validation_rows(self, validation: sp.csr_matrix, rng: np.random.Generator) -> sp.csr_matrix:
+        """The validation matrix, restricted to a seeded sample of its users when configured."""
+        size = self.config.validation_users
+        val = sp.csr_matrix(validation)
+        users = np.flatnonzero(np.diff(val.indptr) > 0)
+        if users.size == 0:
+            raise ValueError("validation split has no interactions: cannot early-stop on it")
+        if size is None or size >= users.size:
+            return val
+        keep = np.zeros(val.shape[0], dtype=np.float32)
+        keep[rng.choice(users, size=size, replace=False)] = 1.0
+        return sp.csr_matrix(sp.diags(keep) @ val)
+
+
+def train_lightgcn(
+    train: sp.csr_matrix,
+    validation: sp.csr_matrix | None,
+    config: LightGCNConfig,
+    device: str = "auto",
+    seed: int = 0,
+    progress: bool = False,
+) -> LightGCNResult:
+    """The task a Dask worker runs: train with this worker's threads, then restore torch's setting."""
+    threads = _worker_threads()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return LightGCNTrainer(config, device=device, seed=seed, progress=progress).fit(train, validation)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _worker_threads() -> int:
+    """Threads this task may use: the Dask worker's thread count, else the machine's cores."""
+    try:
+        from distributed import get_worker
+
+        return max(1, int(get_worker().state.nthreads))
+    except (ImportError, ValueError, AttributeError):
+        return max(1, os.cpu_count() or 1)
