@@ -1,0 +1,64 @@
+"""The command line: --help everywhere, one-line errors with a non-zero exit, a real ingest + evaluate."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cluster.cli import build_parser, main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _commands(parser, prefix=()):
+    for action in parser._subparsers._group_actions if parser._subparsers else []:
+        for name, sub in action.choices.items():
+            yield (*prefix, name)
+            yield from _commands(sub, (*prefix, name))
+
+
+@pytest.mark.parametrize("command", list(_commands(build_parser())), ids=" ".join)
+def test_every_command_has_help(command: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: hybridrec" in capsys.readouterr().out
+
+
+def test_console_script_is_installed() -> None:
+    out = subprocess.run([str(Path(sys.executable).parent / "hybridrec"), "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "data" in out.stdout
+
+
+def test_bad_input_exits_nonzero_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "ingest", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "ds")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"hybridrec data: error: {tmp_path / 'missing.csv'}: no such file or folder"]
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "manifest.json is missing" in capsys.readouterr().err
+
+
+def test_download_unknown_name(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "download", "ml-nope"]) == 2
+    assert "ml-nope" in capsys.readouterr().err
+
+
+def test_ingest_csv_with_mapping_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lines = ["uid,sku,stars,ts"]
+    for u in range(1, 21):
+        for t, i in enumerate(range(u % 5, u % 5 + 8)):
+            lines.append(f"u{u},p{i},{(i % 5) + 1},{1000 + t}")
+    lines.append("u1,p1,,1")  # a row with no value: counted, not fatal
+    (tmp_path / "events.csv").write_text("\n".join(lines) + "\n")
+    code = main([
+        "data", "ingest", str(tmp_path / "events.csv"), "--format", "table", "--user-col", "uid",
+        "--item-col", "sku", "--value-col", "stars", "--timestamp-col", "ts", "--out", str(tmp_path / "ds"),
+    ])
+    assert code == 0, capsys.readouterr().err
+    assert "rejected 1 rows" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "ds")]) == 0
+    table = capsys.readouterr().out
+    assert "popularity" in table and "ndcg@10" in table

@@ -1,0 +1,121 @@
+"""The shared contract every signal implements (models/base.py); each model only adds a factory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from etl.dataset import Dataset
+from etl.errors import NotFittedError
+from models.base import FactorModel, TrainData, TrainingOptions
+
+
+def _popularity() -> FactorModel:
+    from models.popularity import Popularity
+
+    return Popularity()
+
+
+def _als() -> FactorModel:
+    from models.als import ALS, ALSConfig
+
+    return ALS(ALSConfig(factors=8, iterations=3))
+
+
+def _content() -> FactorModel:
+    from models.content import ContentConfig, ContentModel
+
+    return ContentModel(ContentConfig(dim=8))
+
+
+def _lightgcn() -> FactorModel:
+    from models.lightgcn import LightGCNConfig, LightGCNModel
+
+    return LightGCNModel(LightGCNConfig(embedding_dim=8, num_layers=2, epochs=3, batch_size=64))
+
+
+FACTORIES: dict[str, Callable[[], FactorModel]] = {
+    "popularity": _popularity,
+    "als": _als,
+    "content": _content,
+    "lightgcn": _lightgcn,
+}
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster:
+        with Client(cluster) as c:
+            yield c
+
+
+@pytest.fixture(scope="module", params=sorted(FACTORIES))
+def fitted(request: pytest.FixtureRequest, tiny_dataset: Dataset, client) -> FactorModel:
+    model = FACTORIES[request.param]()
+    return model.fit(TrainData(tiny_dataset, split="train"), TrainingOptions(client=client, seed=0))
+
+
+def test_unfitted_model_says_so() -> None:
+    with pytest.raises(NotFittedError):
+        _popularity().recommend(np.array([0]))
+
+
+def test_factors_cover_vocabularies(fitted: FactorModel, tiny_dataset: Dataset) -> None:
+    assert fitted.user_factors_.shape == (tiny_dataset.n_users, fitted.dim)
+    assert fitted.item_factors_.shape == (tiny_dataset.n_items, fitted.dim)
+    assert fitted.user_factors_.dtype == np.float32 and fitted.item_factors_.dtype == np.float32
+    assert np.isfinite(fitted.user_factors_).all() and np.isfinite(fitted.item_factors_).all()
+
+
+def test_score_is_inner_product(fitted: FactorModel) -> None:
+    users = np.array([0, 3, 7])
+    expected = fitted.user_factors_[users] @ fitted.item_factors_.T
+    np.testing.assert_allclose(fitted.score(users), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_recommend_is_batch_first_and_filters_seen(fitted: FactorModel) -> None:
+    users = np.arange(10)
+    items, scores = fitted.recommend(users, n=5)
+    assert items.shape == scores.shape == (10, 5)
+    for u, row in zip(users, items, strict=True):
+        seen = set(fitted.seen_[u].indices)
+        assert not seen & set(row[row >= 0].tolist())
+    assert (np.diff(scores, axis=1) <= 1e-6).all(), "scores must be sorted best first"
+    unfiltered, _ = fitted.recommend(users, n=5, filter_seen=False)
+    assert unfiltered.shape == (10, 5)
+
+
+def test_recommend_within_candidates(fitted: FactorModel) -> None:
+    candidates = np.array([1, 2, 3, 41])
+    items, _ = fitted.recommend(np.arange(5), n=10, filter_seen=False, candidates=candidates)
+    assert set(items[items >= 0].ravel()) <= set(candidates.tolist())
+    assert (items[:, 4:] == -1).all(), "fewer candidates than n pad with -1"
+
+
+def test_similar_items_excludes_itself(fitted: FactorModel) -> None:
+    items, _ = fitted.similar_items(np.array([0, 5]), n=3)
+    assert items.shape == (2, 3)
+    assert 0 not in items[0] and 5 not in items[1]
+
+
+def test_fold_in_gives_a_user_vector(fitted: FactorModel) -> None:
+    vec = fitted.fold_in(np.array([0, 2, 4]), np.array([4.0, 5.0, 3.0], dtype=np.float32))
+    assert vec.shape == (fitted.dim,) and np.isfinite(vec).all()
+    empty = fitted.fold_in(np.array([], dtype=np.int64))
+    assert empty.shape == (fitted.dim,) and np.isfinite(empty).all()
+
+
+def test_save_load_roundtrip(fitted: FactorModel, tmp_path: Path) -> None:
+    fitted.save(tmp_path / "m")
+    assert not list((tmp_path / "m").glob("*.pkl"))
+    loaded = FactorModel.load(tmp_path / "m")
+    assert type(loaded) is type(fitted) and loaded.config == fitted.config
+    np.testing.assert_array_equal(loaded.item_factors_, fitted.item_factors_)
+    np.testing.assert_array_equal(loaded.recommend(np.arange(4), n=5)[0], fitted.recommend(np.arange(4), n=5)[0])
+    mm = FactorModel.load(tmp_path / "m", mmap=True)
+    np.testing.assert_array_equal(mm.user_factors_, fitted.user_factors_)
