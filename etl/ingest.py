@@ -264,15 +264,19 @@ def ingest(
     )
     rejected = validated[~validated["reason"].isna()]
     valid = validated[validated["reason"].isna()]
-    lengths, reason_counts, samples, user_ids, item_ids, n_valid = dask.compute(
-        source.interactions.map_partitions(len, meta=("n", "int64")),
-        rejected["reason"].value_counts(),
-        rejected.map_partitions(_sample_rejects, meta=_VALIDATED_META[["reason", "part", "pos"]]),
-        valid["user_id"].unique(),
-        valid["item_id"].unique(),
-        valid.shape[0],
-        scheduler=get,
-    )
+    try:
+        first_pass = dask.compute(
+            source.interactions.map_partitions(len, meta=("n", "int64")),
+            rejected["reason"].value_counts(),
+            rejected.map_partitions(_sample_rejects, meta=_VALIDATED_META[["reason", "part", "pos"]]),
+            valid["user_id"].unique(),
+            valid["item_id"].unique(),
+            valid.shape[0],
+            scheduler=get,
+        )
+    except pd.errors.ParserError as err:  # a malformed line deep inside a CSV
+        raise DataError(f"{source.name}: unreadable line: {str(err).strip()}") from err
+    lengths, reason_counts, samples, user_ids, item_ids, n_valid = first_pass
     clock["validate"] = time.perf_counter() - started
     offsets = np.r_[0, np.cumsum(np.asarray(lengths, dtype=np.int64))]
     raw_rows = int(offsets[-1])

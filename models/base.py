@@ -9,6 +9,7 @@ Constructors only store the config; learned state ends in ``_``.
 
 from __future__ import annotations
 
+import importlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, fields
@@ -23,6 +24,13 @@ from etl.errors import ModelDivergedError, NotFittedError
 from etl.vocabulary import Vocabulary
 
 _REGISTRY: dict[str, type[FactorModel]] = {}
+#: Where each signal lives, so that model_class() can import it on first use.
+SIGNAL_MODULES: dict[str, str] = {
+    "als": "models.als",
+    "content": "models.content",
+    "lightgcn": "models.lightgcn",
+    "popularity": "models.popularity",
+}
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,9 @@ def register(cls: type[FactorModel]) -> type[FactorModel]:
 
 
 def model_class(kind: str) -> type[FactorModel]:
+    """The registered class of a model kind, importing its module on first use."""
+    if kind not in _REGISTRY and kind in SIGNAL_MODULES:
+        importlib.import_module(SIGNAL_MODULES[kind])
     if kind not in _REGISTRY:
         raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[kind]

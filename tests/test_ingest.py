@@ -142,3 +142,13 @@ def test_real_movielens_protocol_counts(ml_small: Dataset) -> None:
     assert ml_small.n_users == 610 and ml_small.n_items == 9_742
     assert m["items_with_interactions"] == 9_724
     assert ml_small.count("train") == 80_419 and ml_small.count("test") == 20_417
+
+
+def test_malformed_csv_line_is_a_clear_error(tmp_path: Path) -> None:
+    from etl.sources.tabular import read_interactions
+
+    path = tmp_path / "events.csv"
+    path.write_text("user_id,item_id\n1,2\n3,4,5,6\n")
+    with pytest.raises(DataError, match="unreadable line"):
+        ingest(read_interactions(path), tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()

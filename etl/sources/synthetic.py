@@ -80,9 +80,9 @@ class SyntheticConfig:
     """Tag vocabulary size."""
     popularity_exponent: float = 1.0
     """Zipf exponent s of item popularity: the item at popularity rank r has weight r**-s."""
-    taste_concentration: float = 0.2
+    taste_concentration: float = 0.15
     """Dirichlet concentration of user tastes over topics; smaller: users stick to fewer topics."""
-    item_concentration: float = 0.15
+    item_concentration: float = 0.05
     """Dirichlet concentration of item topic mixtures; smaller: items belong to fewer topics."""
     cold_item_share: float = 0.01
     """Share of the catalog released after the rating period: no interactions (cold-start items)."""
@@ -162,7 +162,7 @@ class _ItemWorld:
     topics: np.ndarray  # (n_items, n_topics) topic mixtures
     popularity: np.ndarray  # (n_items,) power-law weights summing to 1; 0 for cold items
     warm: np.ndarray  # indices of the items with popularity > 0
-    cdf: np.ndarray  # flat (n_topics * n_items,): t + cumulative popularity x topic-t weight
+    cdf: np.ndarray  # flat (n_topics * n_items,): t + cumulative popularity over topic t's items
     bias: np.ndarray  # (n_items,) rating offset
     factors: np.ndarray  # (n_items, latent_dim)
 
@@ -181,7 +181,14 @@ def _item_world(
     z_pop[rank <= n_warm] = (log_pop - log_pop.mean()) / (log_pop.std() + 1e-12)
     bias = 0.3 * rng.standard_normal(n_items) + 0.15 * z_pop
     factors = rng.normal(0.0, (0.25 / dim) ** 0.25, size=(n_items, dim))
-    cdf = _stacked_cdf(popularity[:, None] * topics)
+    # Who watches an item is decided by one primary topic drawn from its mixture; without this
+    # the head items of the power law would dominate every topic and tastes would not show.
+    primary = _categorical(rng, np.cumsum(topics, axis=1))
+    weights = np.zeros_like(topics)
+    weights[np.arange(n_items), primary] = popularity
+    empty = weights.sum(axis=0) == 0
+    weights[:, empty] = popularity[:, None]  # a topic without items falls back to popularity
+    cdf = _stacked_cdf(weights)
     return _ItemWorld(topics, popularity, np.flatnonzero(rank <= n_warm), cdf, bias, factors)
 
 
@@ -329,8 +336,8 @@ def _partition(config: SyntheticConfig, blocks: tuple[int, int], counts: np.ndar
         parts.append(_block(config, world, b, counts[lo : lo + BLOCK_USERS]))
     cols = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     return pd.DataFrame({
-        "user_id": pd.Series(cols["user"] + 1).astype("str"),
-        "item_id": pd.Series(cols["item"] + 1).astype("str"),
+        "user_id": pd.Series(cols["user"] + 1).astype("string[pyarrow]"),
+        "item_id": pd.Series(cols["item"] + 1).astype("string[pyarrow]"),
         "value": cols["value"],
         "timestamp": cols["ts"],
     })  # fmt: skip
@@ -338,8 +345,8 @@ def _partition(config: SyntheticConfig, blocks: tuple[int, int], counts: np.ndar
 
 def _meta() -> pd.DataFrame:
     return pd.DataFrame({
-        "user_id": pd.Series([], dtype="str"),
-        "item_id": pd.Series([], dtype="str"),
+        "user_id": pd.Series([], dtype="string[pyarrow]"),
+        "item_id": pd.Series([], dtype="string[pyarrow]"),
         "value": pd.Series([], dtype="float64"),
         "timestamp": pd.Series([], dtype="int64"),
     })[list(INTERACTION_COLUMNS)]  # fmt: skip
@@ -362,7 +369,7 @@ def items_table(config: SyntheticConfig) -> pd.DataFrame:
     rng = np.random.default_rng([config.seed, _S_META])
     n_items, k, n_genres = config.items, config.n_topics, config.n_genres
     # Genres: 1..n distinct per item, Gumbel-top-k on the item's topic-mixed genre distribution.
-    topic_genres = rng.dirichlet(np.full(n_genres, 0.3), size=k)
+    topic_genres = rng.dirichlet(np.full(n_genres, 0.1), size=k)
     keys = np.log(world.topics @ topic_genres + 1e-12) + rng.gumbel(size=(n_items, n_genres))
     how_many = np.minimum(1 + rng.poisson(0.9, n_items), n_genres)
     top = np.argsort(-keys, axis=1)
@@ -371,7 +378,7 @@ def items_table(config: SyntheticConfig) -> pd.DataFrame:
     genres = [names[row[row < n_genres]].tolist() for row in picked]
 
     # Tags: popular items get more; each tag comes from a topic of the item.
-    tag_cdf = _stacked_cdf(rng.dirichlet(np.full(config.n_tags, 0.05), size=k).T)
+    tag_cdf = _stacked_cdf(rng.dirichlet(np.full(config.n_tags, 0.02), size=k).T)
     pop_pct = np.argsort(np.argsort(world.popularity)) / max(n_items - 1, 1)
     slots = rng.poisson(0.3 + 5.0 * pop_pct**3)
     owner = np.repeat(np.arange(n_items), slots)

@@ -179,10 +179,13 @@ def _read_table(path: Path, fmt: str, sep: str, blocksize: str | int | None, com
     """A lazily read table: CSV as text columns, Parquet as stored; DataError when unreadable."""
     if fmt == "csv":
         csv_header(path, sep=sep)  # fails early, with the file name, on an empty/broken file
-        return dd.read_csv(
-            str(path), sep=sep, dtype="string", blocksize=None if compression else blocksize,
-            compression="infer" if compression else None,
-        )
+        try:
+            return dd.read_csv(
+                str(path), sep=sep, dtype="string", blocksize=None if compression else blocksize,
+                compression="infer" if compression else None,
+            )
+        except pd.errors.ParserError as exc:  # dask reads the head eagerly to infer the layout
+            raise DataError(f"{path}: unreadable line: {str(exc).splitlines()[-1].strip()}") from None
     if not path.exists():
         raise DataError(f"{path}: file not found")
     if path.is_file() and path.stat().st_size == 0:
