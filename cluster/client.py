@@ -10,13 +10,22 @@ import os
 import sys
 
 import psutil
-from distributed import Client, LocalCluster, default_client
+from distributed import Client, LocalCluster, default_client, get_worker
+from distributed import get_client as worker_client_of_task
 
 _LOCAL: dict[str, object] = {}
 
 
 def get_client(address: str | None = None, *, n_workers: int | None = None, quiet: bool = False) -> Client:
-    """A client for ``address``, $DASK_SCHEDULER_ADDRESS, the current default client, or a new LocalCluster."""
+    """A client for ``address``, $DASK_SCHEDULER_ADDRESS, the current default client, or a new LocalCluster.
+
+    Inside a Dask task (a job submitted with `hybridrec submit`) it is the worker's own client.
+    """
+    try:
+        get_worker()
+        return worker_client_of_task()
+    except ValueError:
+        pass
     address = address or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
     if address:
         client = Client(address)

@@ -1,0 +1,483 @@
+"""The model bundle: the versioned folder that training publishes and serving loads.
+
+Layout of ``root``::
+
+    latest -> <version>            a relative symlink, swapped atomically (os.replace)
+    <version>/
+        manifest.json              version, created_at, dataset facts, signals (order, dims,
+                                   scales, params), tuned weights, variants, metrics, index config
+        signals/<name>/            each FactorModel.save (factors npy, seen npz, vocabularies)
+        vocab/users.parquet        external id <-> row
+        vocab/items.parquet
+        items.parquet              item metadata (item_id, title, genres, tags, year, count,
+                                   mean_rating), one row per item row
+        item_vectors.npy           fused item vectors [c_s * i_s for s] (float32)
+        index.usearch              the HNSW inner-product index over item_vectors
+        history.npz                training interactions, users x items, each row's entries in
+                                   time order (what fold-ins that weigh recency expect)
+
+A version is written to a hidden temporary folder and renamed into place in one step, then
+``latest`` is swapped, so a reader sees either the old bundle or the whole new one, never half of
+one. No pickle anywhere: JSON, Parquet, npy/npz and the usearch file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from dataclasses import asdict, dataclass, field, is_dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from etl.dataset import Dataset
+from etl.errors import BundleError
+from etl.vocabulary import Vocabulary
+from hybrid.fusion import Fusion, check_weights
+from hybrid.index import FusedIndex, IndexConfig, ItemCatalog
+from hybrid.variants import Variants
+from models.base import FactorModel
+
+__all__ = ["Bundle", "BundleInfo", "publish", "load", "list_bundles", "latest_version", "rollback", "FORMAT"]
+
+FORMAT = "hybridrec-bundle/1"
+LATEST = "latest"
+_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_FILES = (
+    "manifest.json",
+    "vocab/users.parquet",
+    "vocab/items.parquet",
+    "items.parquet",
+    "item_vectors.npy",
+    "index.usearch",
+    "history.npz",
+)
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: everything serving needs, factors and index memory-mapped."""
+
+    path: Path
+    manifest: dict[str, Any]
+    fusion: Fusion
+    index: FusedIndex
+    items_table: pd.DataFrame
+    users: Vocabulary
+    items: Vocabulary
+    variants: Variants
+    seen: sp.csr_matrix
+    """users x items training interactions (values), shared by every signal."""
+    catalog: ItemCatalog = field(repr=False)
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """The tuned blend weights."""
+        return dict(self.manifest["weights"])
+
+    @property
+    def signals(self) -> tuple[str, ...]:
+        return self.fusion.signals
+
+    @cached_property
+    def seen_by_item(self) -> sp.csc_matrix:
+        """The training interactions by item (column access), built on first use."""
+        return self.seen.tocsc()
+
+    @cached_property
+    def history(self) -> sp.csr_matrix:
+        """Training interactions with each row's entries oldest first (read on first use).
+
+        Not canonical on purpose (indices are in time order): use it for a user's history,
+        never for sparse arithmetic, which would re-sort it.
+        """
+        with np.load(self.path / "history.npz", allow_pickle=False) as z:
+            return sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """One published version, as list_bundles reports it."""
+
+    version: str
+    created_at: str
+    path: Path
+    is_latest: bool
+    metrics: dict[str, Any]
+
+
+# -- publish -------------------------------------------------------------------------------------
+def publish(
+    root: str | Path,
+    fusion: Fusion,
+    dataset: Dataset,
+    *,
+    weights: dict[str, float],
+    variants: Variants,
+    metrics: dict[str, Any],
+    params: dict[str, Any],
+    version: str | None = None,
+    index_config: IndexConfig | None = None,
+) -> Path:
+    """Write a new bundle version under ``root`` and point ``latest`` at it; returns its folder.
+
+    ``weights`` are the tuned blend weights (variant 'tuned' must carry the same); ``metrics`` the
+    test figures; ``params`` the training parameters (per signal under its name, or global).
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    created = datetime.now(UTC)
+    version = created.strftime("%Y%m%dT%H%M%S%fZ") if version is None else version
+    _check_version(version)
+    final = root / version
+    if final.exists():
+        raise BundleError(f"bundle version {version!r} already exists in {root}")
+    weights = check_weights(weights, fusion.signals)
+    if variants.signals != fusion.signals:
+        raise BundleError(f"variants are for signals {variants.signals}, the fusion has {fusion.signals}")
+    if dict(variants.get("tuned").weights) != weights:
+        raise BundleError(f"variant 'tuned' has weights {dict(variants.get('tuned').weights)}, not the tuned {weights}")
+    n_users, n_items = dataset.n_users, dataset.n_items
+    for s in fusion.signals:
+        m = fusion.models[s]
+        if m.item_factors_.shape[0] != n_items or m.user_factors_.shape[0] != n_users:
+            raise BundleError(
+                f"signal {s!r} has {m.user_factors_.shape[0]} users x {m.item_factors_.shape[0]} items, "
+                f"the dataset {n_users} x {n_items}"
+            )
+    index_config = index_config or IndexConfig()
+
+    tmp = root / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        for s in fusion.signals:
+            fusion.models[s].save(tmp / "signals" / s)
+        (tmp / "vocab").mkdir()
+        dataset.users.save(tmp / "vocab" / "users.parquet")
+        dataset.items.save(tmp / "vocab" / "items.parquet")
+        items_table = dataset.items_table
+        if len(items_table) != n_items:
+            raise BundleError(f"items table has {len(items_table)} rows for {n_items} items")
+        items_table.to_parquet(tmp / "items.parquet", index=False)
+        _save_history(tmp / "history.npz", dataset, fusion.models[fusion.signals[0]].seen_)
+        vectors = fusion.item_vectors()
+        np.save(tmp / "item_vectors.npy", vectors, allow_pickle=False)
+        FusedIndex.build(vectors, index_config).save(tmp / "index.usearch")
+        manifest = {
+            "format": FORMAT,
+            "version": version,
+            "created_at": created.isoformat(),
+            "dataset": _dataset_facts(dataset),
+            "signals": {
+                s: {
+                    "kind": fusion.models[s].kind,
+                    "dim": fusion.models[s].dim,
+                    "scale": float(fusion.scales[s]),
+                    "config": _jsonable(fusion.models[s].config),
+                    "params": _jsonable(params.get(s, {})),
+                }
+                for s in fusion.signals
+            },
+            "signal_order": list(fusion.signals),
+            "dim": fusion.dim,
+            "n_users": n_users,
+            "n_items": n_items,
+            "weights": weights,
+            "variants": variants.to_dict(),
+            "metrics": _jsonable(metrics),
+            "params": _jsonable({k: v for k, v in params.items() if k not in fusion.signals}),
+            "index": {"file": "index.usearch", "metric": "ip", "dtype": "f32", **asdict(index_config)},
+        }
+        _write_json(tmp / "manifest.json", manifest)
+        _fsync_tree(tmp)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _point_latest(root, version)
+    return final
+
+
+def _save_history(path: Path, dataset: Dataset, seen: sp.csr_matrix) -> None:
+    """The fitted interactions with each user's entries in time order (timestamp, then item).
+
+    Read partition by partition; the signals' ``seen_`` fixes which split that is, and the
+    result must hold exactly its pairs.
+    """
+    split = "train" if dataset.count("train") == seen.nnz else "fit"
+    users, items, values, times = [], [], [], []
+    for part in dataset.read(split)[["user", "item", "value", "timestamp"]].to_delayed():
+        frame = part.compute()
+        users.append(frame["user"].to_numpy(np.int64))
+        items.append(frame["item"].to_numpy(np.int64))
+        values.append(frame["value"].to_numpy(np.float32))
+        times.append(frame["timestamp"].to_numpy(np.int64))
+    cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt)  # noqa: E731
+    u, i, v, t = cat(users, np.int64), cat(items, np.int64), cat(values, np.float32), cat(times, np.int64)
+    order = np.lexsort((i, t, u))
+    u, i, v = u[order], i[order], v[order]
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(u, minlength=dataset.n_users))]).astype(np.int64)
+    if len(i) != seen.nnz or not np.array_equal(np.diff(indptr), np.diff(seen.indptr)):
+        raise BundleError(
+            f"the dataset's {split!r} split ({len(i)} interactions) is not what the signals were fit on "
+            f"({seen.nnz}); publish with the dataset the models were trained on"
+        )
+    np.savez_compressed(
+        path, data=v, indices=i.astype(np.int32), indptr=indptr, shape=np.array([dataset.n_users, dataset.n_items])
+    )
+
+
+def _dataset_facts(dataset: Dataset) -> dict[str, Any]:
+    m = dataset.manifest
+    return {
+        "path": str(dataset.path),
+        "content_hash": m.get("content_hash"),
+        "source": m.get("source"),
+        "users": m.get("users", dataset.n_users),
+        "items": m.get("items", dataset.n_items),
+        "interactions": m.get("interactions"),
+        "splits": m.get("splits"),
+    }
+
+
+# -- the latest pointer --------------------------------------------------------------------------
+def _point_latest(root: Path, version: str) -> None:
+    """Swap root/latest to ``version`` in one step (a new symlink renamed over the old)."""
+    tmp = root / f".latest-{uuid.uuid4().hex[:8]}"
+    os.symlink(version, tmp)
+    try:
+        os.replace(tmp, root / LATEST)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(root)
+
+
+def latest_version(root: str | Path) -> str | None:
+    """The version ``latest`` points at, or None when nothing is published."""
+    link = Path(root) / LATEST
+    if not link.is_symlink():
+        return None
+    return os.readlink(link)
+
+
+def list_bundles(root: str | Path) -> list[BundleInfo]:
+    """Published versions, oldest first (by created_at, then name)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    latest = latest_version(root)
+    out = []
+    for p in root.iterdir():
+        if p.name.startswith(".") or p.name == LATEST or not p.is_dir() or not (p / "manifest.json").exists():
+            continue
+        try:
+            m = json.loads((p / "manifest.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        out.append(BundleInfo(p.name, str(m.get("created_at", "")), p, p.name == latest, dict(m.get("metrics", {}))))
+    return sorted(out, key=lambda b: (b.created_at, b.version))
+
+
+def rollback(root: str | Path, version: str) -> Path:
+    """Point ``latest`` at an existing (usually older) version, after checking that it loads."""
+    root = Path(root)
+    _check_version(version)
+    target = root / version
+    if not (target / "manifest.json").exists():
+        known = [b.version for b in list_bundles(root)]
+        raise BundleError(f"no bundle version {version!r} in {root}; published: {known}")
+    load(target)
+    _point_latest(root, version)
+    return target
+
+
+# -- load ----------------------------------------------------------------------------------------
+def load(path: str | Path, mmap: bool = True) -> Bundle:
+    """Load a bundle from a version folder, or from a root (its ``latest``).
+
+    Checks that every file is present and that dims and sizes agree with the manifest; anything
+    wrong raises BundleError naming it.
+    """
+    path = Path(path)
+    if not (path / "manifest.json").exists():
+        if (path / LATEST).exists():
+            path = path / LATEST
+        elif (path / LATEST).is_symlink():
+            raise BundleError(f"{path}/latest points at {os.readlink(path / LATEST)!r}, which does not exist")
+        else:
+            raise BundleError(f"{path} is neither a bundle version (no manifest.json) nor a bundle root (no latest)")
+    path = path.resolve()
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path}/manifest.json is not valid JSON: {exc}") from exc
+    if manifest.get("format") != FORMAT:
+        raise BundleError(f"{path}: unsupported bundle format {manifest.get('format')!r}, expected {FORMAT!r}")
+    for key in ("version", "signal_order", "signals", "dim", "n_users", "n_items", "weights", "variants", "index"):
+        if key not in manifest:
+            raise BundleError(f"{path}/manifest.json lacks {key!r}")
+    order = list(manifest["signal_order"])
+    missing = [f for f in _FILES if not (path / f).exists()]
+    missing += [f"signals/{s}/" for s in order if not (path / "signals" / s / "model.json").exists()]
+    if missing:
+        raise BundleError(f"bundle {path} is incomplete: missing {', '.join(missing)}")
+
+    n_users, n_items, dim = int(manifest["n_users"]), int(manifest["n_items"]), int(manifest["dim"])
+    models: dict[str, FactorModel] = {}
+    for s in order:
+        try:
+            model = FactorModel.load(path / "signals" / s, mmap=mmap)
+        except (OSError, ValueError, KeyError) as exc:
+            raise BundleError(f"bundle {path}: signal {s!r} does not load: {exc}") from exc
+        spec = manifest["signals"][s]
+        if model.kind != spec["kind"]:
+            raise BundleError(f"bundle {path}: signal {s!r} holds a {model.kind} model, manifest says {spec['kind']}")
+        if model.dim != int(spec["dim"]):
+            raise BundleError(f"bundle {path}: signal {s!r} has dim {model.dim}, manifest says {spec['dim']}")
+        shape = (model.user_factors_.shape[0], model.item_factors_.shape[0])
+        if shape != (n_users, n_items):
+            raise BundleError(
+                f"bundle {path}: signal {s!r} has {shape[0]} users x {shape[1]} items, "
+                f"manifest says {n_users} x {n_items}"
+            )
+        models[s] = model
+    fusion = Fusion(models, {s: float(manifest["signals"][s]["scale"]) for s in order})
+    if list(fusion.signals) != order:
+        raise BundleError(f"bundle {path}: signals order {list(fusion.signals)} differs from the manifest's {order}")
+    if fusion.dim != dim:
+        raise BundleError(f"bundle {path}: fused dim {fusion.dim} differs from the manifest's {dim}")
+
+    users = Vocabulary.load(path / "vocab" / "users.parquet", kind="user")
+    items = Vocabulary.load(path / "vocab" / "items.parquet", kind="item")
+    if (len(users), len(items)) != (n_users, n_items):
+        raise BundleError(
+            f"bundle {path}: vocabularies hold {len(users)} users, {len(items)} items; "
+            f"manifest says {n_users}, {n_items}"
+        )
+    try:
+        with np.load(path / "history.npz", allow_pickle=False) as z:
+            history_shape = tuple(int(x) for x in z["shape"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise BundleError(f"bundle {path}: history.npz does not load: {exc}") from exc
+    if history_shape != (n_users, n_items):
+        raise BundleError(f"bundle {path}: history.npz has shape {history_shape}, manifest says ({n_users}, {n_items})")
+    items_table = pd.read_parquet(path / "items.parquet")
+    if len(items_table) != n_items:
+        raise BundleError(f"bundle {path}: items.parquet has {len(items_table)} rows for {n_items} items")
+    try:
+        vectors = np.load(path / "item_vectors.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+    except ValueError as exc:
+        raise BundleError(f"bundle {path}: item_vectors.npy does not load: {exc}") from exc
+    if vectors.shape != (n_items, dim):
+        raise BundleError(
+            f"bundle {path}: item_vectors.npy has shape {vectors.shape}, manifest says ({n_items}, {dim})"
+        )
+    known = {f for f in IndexConfig.__dataclass_fields__}
+    config = IndexConfig(**{k: v for k, v in manifest["index"].items() if k in known})
+    try:
+        index = FusedIndex.load(path / "index.usearch", mmap=mmap, vectors=vectors, config=config)
+    except ValueError as exc:
+        raise BundleError(f"bundle {path}: index.usearch: {exc}") from exc
+    try:
+        variants = Variants.from_dict(manifest["variants"])
+    except (ValueError, KeyError) as exc:
+        raise BundleError(f"bundle {path}: variants in the manifest are invalid: {exc}") from exc
+    if variants.signals != fusion.signals:
+        raise BundleError(
+            f"bundle {path}: variants are for signals {variants.signals}, the bundle has {fusion.signals}"
+        )
+
+    seen = models[order[0]].seen_
+    if seen.shape != (n_users, n_items):
+        raise BundleError(
+            f"bundle {path}: seen interactions have shape {seen.shape}, manifest says ({n_users}, {n_items})"
+        )
+    for s in order[1:]:
+        models[s].seen_ = seen  # one copy in memory: every signal was fit on the same interactions
+    return Bundle(
+        path=path,
+        manifest=manifest,
+        fusion=fusion,
+        index=index,
+        items_table=items_table,
+        users=users,
+        items=items,
+        variants=variants,
+        seen=seen,
+        catalog=ItemCatalog(items_table),
+    )
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def _check_version(version: str) -> None:
+    if not isinstance(version, str) or not _VERSION_RE.match(version) or version == LATEST:
+        raise ValueError(f"bad bundle version {version!r}: use letters, digits, '.', '_' and '-', not 'latest'")
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON data (dataclasses as dicts, numpy scalars as numbers, NaN/inf as None)."""
+    if is_dataclass(value) and not isinstance(value, type):
+        value = asdict(value)
+    return _finite(json.loads(json.dumps(value, default=_json_default)))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False, allow_nan=False))
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush the written files before the rename makes them visible."""
+    for p in folder.rglob("*"):
+        if p.is_file():
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,301 @@
+"""Content signal: TF-IDF of item metadata, a truncated-SVD item embedding, user = weighted mean.
+
+Item vectors come from metadata alone (genres, tags, title words, decade), so an item nobody has
+interacted with still gets one (cold start); an item without metadata gets a zero vector. A user
+vector is a weighted mean of the item vectors in the user's history, so score(u, i) = <u, i> as
+every signal's (../shared/DESIGN.md, "The fused-embedding identity"), and a new interaction
+updates it at once through ``fold_in``.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from dask.base import tokenize
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
+from sklearn.preprocessing import normalize
+from threadpoolctl import threadpool_limits
+
+from etl.dataset import Dataset
+from models.base import FactorModel, TrainData, TrainingOptions, register
+
+Profile = Literal["uniform", "value", "recency"]
+PROFILES: tuple[str, ...] = ("uniform", "value", "recency")
+FIELDS: tuple[str, ...] = ("genres", "tags", "title", "decade")
+_WEIGHT_OF: dict[str, str] = {
+    "genres": "genre_weight", "tags": "tag_weight", "title": "title_weight", "decade": "decade_weight",
+}
+_YEAR_SUFFIX = re.compile(r"\s*\(\s*\d{4}(?:\s*-\s*\d{0,4})?\s*\)\s*$")
+_WORD = re.compile(r"[a-z0-9]{2,}")
+
+
+@dataclass
+class ContentConfig:
+    """Hyperparameters of the content signal.
+
+    Defaults are tuned on ml-latest-small (fit on 'fit', NDCG@10 on 'validation', alone and
+    added to log-popularity): short recency half-life, tags and decade on, title words off.
+    """
+
+    dim: int = 32
+    """Dimension of the item embedding (truncated SVD of the TF-IDF matrix); when the matrix has
+    rank below dim (fewer features or items), the exact embedding of that smaller rank is used."""
+    genre_weight: float = 1.0
+    """Weight of the genre block ('genre:Action'); 0 leaves the field out."""
+    tag_weight: float = 1.0
+    """Weight of the tag block ('tag:dark comedy'); 0 leaves the field out."""
+    title_weight: float = 0.0
+    """Weight of the title-word block ('title:toy', English stop words dropped); 0 leaves it out."""
+    decade_weight: float = 0.5
+    """Weight of the release-decade block ('decade:1990s'); 0 leaves it out."""
+    min_df: int = 2
+    """A token becomes a feature only when at least this many items carry it (drops one-off tags)."""
+    sublinear_tf: bool = True
+    """Use 1 + log(tf) for repeated tokens (title words); genres, tags and decades occur once."""
+    idf_power: float = 1.0
+    """Feature weight tf * idf**idf_power: 0 turns IDF off, > 1 stresses rare tokens further."""
+    profile: Profile = "recency"
+    """Weights of history items in the user mean: 'uniform', 'value' (the interaction value, e.g.
+    the rating) or 'recency' (halving every ``half_life`` interactions back from the newest)."""
+    half_life: float = 2.0
+    """For profile='recency': how many interactions back an item's weight halves."""
+    shrink: float = 0.0
+    """Added to the sum of weights in the mean: a short history gives a shorter user vector, so
+    the blend trusts the content signal less for it. 0 gives the plain weighted mean."""
+    svd_iter: int = 7
+    """Power iterations of the randomised SVD."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.dim, int | np.integer) or self.dim < 1:
+            raise ValueError(f"dim must be a positive integer, got {self.dim!r}")
+        for name in _WEIGHT_OF.values():
+            value = getattr(self, name)
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if all(getattr(self, name) == 0 for name in _WEIGHT_OF.values()):
+            raise ValueError("genre_weight, tag_weight, title_weight and decade_weight are all 0: no field to use")
+        if not isinstance(self.min_df, int | np.integer) or self.min_df < 1:
+            raise ValueError(f"min_df must be an integer >= 1, got {self.min_df!r}")
+        if not np.isfinite(self.idf_power) or self.idf_power < 0:
+            raise ValueError(f"idf_power must be a finite number >= 0, got {self.idf_power!r}")
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {self.profile!r}")
+        if not self.half_life > 0:
+            raise ValueError(f"half_life must be > 0, got {self.half_life!r}")
+        if not np.isfinite(self.shrink) or self.shrink < 0:
+            raise ValueError(f"shrink must be a finite number >= 0, got {self.shrink!r}")
+        if not isinstance(self.svd_iter, int | np.integer) or self.svd_iter < 1:
+            raise ValueError(f"svd_iter must be a positive integer, got {self.svd_iter!r}")
+
+    def field_weights(self) -> dict[str, float]:
+        """Weight of each field of FIELDS (0: left out)."""
+        return {f: float(getattr(self, _WEIGHT_OF[f])) for f in FIELDS}
+
+
+# ------------------------------------------------------------------------------ item features
+def item_tokens(items: pd.DataFrame, field: str) -> list[list[str]]:
+    """The tokens of one field for every item row, e.g. ['genre:Comedy', 'genre:Romance']."""
+    n = len(items)
+
+    def column(name: str) -> list[Any]:
+        return items[name].tolist() if name in items.columns else [None] * n
+
+    def as_list(v: Any) -> list[str]:
+        return [] if v is None or (not isinstance(v, list | tuple | np.ndarray) and pd.isna(v)) else [str(x) for x in v]
+
+    if field == "genres":
+        return [[f"genre:{g}" for g in as_list(v)] for v in column("genres")]
+    if field == "tags":
+        return [[f"tag:{t}" for t in as_list(v)] for v in column("tags")]
+    if field == "decade":
+        return [[] if pd.isna(y) else [f"decade:{int(y) // 10 * 10}s"] for y in column("year")]
+    if field == "title":
+        out = []
+        for t in column("title"):
+            words = _WORD.findall(_YEAR_SUFFIX.sub("", "" if pd.isna(t) else str(t)).lower())
+            out.append([f"title:{w}" for w in words if w not in ENGLISH_STOP_WORDS])
+        return out
+    raise ValueError(f"unknown field {field!r}; expected one of {', '.join(FIELDS)}")
+
+
+def _identity(tokens: list[str]) -> list[str]:
+    return tokens
+
+
+def tfidf_features(items: pd.DataFrame, config: ContentConfig) -> tuple[sp.csr_matrix, list[str]]:
+    """Items x features TF-IDF matrix and its feature names.
+
+    Each field is its own block (its own IDF), rows L2-normalised within the block and scaled by
+    the field's weight, so a weight says how much a field counts whatever its vocabulary size.
+    """
+    blocks: list[sp.csr_matrix] = []
+    names: list[str] = []
+    for field, weight in config.field_weights().items():
+        if weight == 0:
+            continue
+        docs = item_tokens(items, field)
+        df = Counter(t for doc in docs for t in set(doc))
+        if not any(c >= config.min_df for c in df.values()):
+            continue  # nothing in this field (no tags in ml-1m, say)
+        vec = TfidfVectorizer(
+            analyzer=_identity,
+            lowercase=False,
+            min_df=config.min_df,
+            sublinear_tf=config.sublinear_tf,
+            use_idf=config.idf_power > 0,
+            smooth_idf=True,
+            norm=None,
+            dtype=np.float64,
+        )
+        block = vec.fit_transform(docs)
+        if config.idf_power not in (0, 1):
+            block = block @ sp.diags(vec.idf_ ** (config.idf_power - 1))
+        blocks.append(sp.csr_matrix(normalize(block) * weight))
+        names.extend(vec.get_feature_names_out().tolist())
+    if not blocks:
+        return sp.csr_matrix((len(items), 0)), []
+    return sp.hstack(blocks, format="csr"), names
+
+
+def embed_items(features: sp.csr_matrix, dim: int, seed: int = 0, n_iter: int = 7) -> tuple[np.ndarray, float]:
+    """L2-normalised dense item rows (float32) from a TF-IDF matrix, and the share of its squared
+    norm the embedding keeps. Rows without features stay zero."""
+    n_items, n_features = features.shape
+    if n_features == 0:
+        return np.zeros((n_items, 1), np.float32), 0.0
+    if min(n_items, n_features) <= dim:
+        # Exact: the rows in the basis of their own span, so every inner product is kept.
+        _, s, vt = np.linalg.svd(features.toarray(), full_matrices=False)
+        components = vt[s > s[0] * 1e-10]
+    else:
+        svd = TruncatedSVD(dim, algorithm="randomized", n_iter=n_iter, random_state=seed)
+        components = svd.fit(features).components_
+    dense = np.asarray(features @ components.T)  # a zero row maps to an exact zero row
+    total = float(features.multiply(features).sum())
+    kept = float((dense**2).sum() / total) if total > 0 else 0.0
+    return normalize(dense).astype(np.float32), kept
+
+
+def _fit_item_vectors(dataset_path: str, config: ContentConfig, seed: int) -> dict[str, Any]:
+    """The worker-side fit: read the items table, TF-IDF, SVD.
+
+    scikit-learn in one task is enough here: the items table has 62k rows at most (MovieLens
+    25M), its TF-IDF matrix a few hundred thousand non-zeros, and the randomised SVD takes
+    seconds; partitioning it would only add overhead. Keeping a real vocabulary (not hashing)
+    lets the feature names travel with the model.
+    """
+    items = Dataset.open(dataset_path).items_table
+    features, names = tfidf_features(items, config)
+    # One BLAS thread, as Dask's nanny sets for worker processes: a task shares the worker's
+    # cores with other tasks, and an oversubscribed OpenBLAS QR runs ~40x slower.
+    with threadpool_limits(limits=1):
+        vectors, kept = embed_items(features, config.dim, seed=seed, n_iter=config.svd_iter)
+    return {"item_factors": vectors, "n_features": len(names), "explained": kept}
+
+
+# ------------------------------------------------------------------------------ user profiles
+def history_weights(
+    lengths: np.ndarray, positions: np.ndarray, values: np.ndarray | None, config: ContentConfig
+) -> np.ndarray:
+    """Weight of each history entry: ``positions`` counts from 0 (oldest) within a history of
+    ``lengths`` entries (per entry); ``values`` are interaction values (None: all 1)."""
+    if config.profile == "recency":
+        age = (lengths - 1 - positions).astype(np.float64)
+        return np.power(0.5, age / config.half_life)
+    if config.profile == "value" and values is not None:
+        return np.asarray(values, dtype=np.float64)
+    return np.ones(len(positions), dtype=np.float64)
+
+
+def _ordered_histories(dataset: Dataset, split: str) -> sp.csr_matrix:
+    """users x items CSR of interaction values whose stored order within a row is by time
+    (timestamp, then item row): the order ``fold_in`` expects. Built partition by partition."""
+    users, items, values, times = [], [], [], []
+    for part in dataset.read(split)[["user", "item", "value", "timestamp"]].to_delayed():
+        frame = part.compute()
+        users.append(frame["user"].to_numpy(np.int32))
+        items.append(frame["item"].to_numpy(np.int32))
+        values.append(frame["value"].to_numpy(np.float32))
+        times.append(frame["timestamp"].to_numpy(np.int64))
+
+    def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+    u, i, v, t = cat(users, np.int32), cat(items, np.int32), cat(values, np.float32), cat(times, np.int64)
+    order = np.lexsort((i, t, u))
+    u, i, v = u[order], i[order], v[order]
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(u, minlength=dataset.n_users))])
+    # Not canonical on purpose: column indices stay in time order (never call sort_indices).
+    return sp.csr_matrix((v, i, indptr), shape=(dataset.n_users, dataset.n_items))
+
+
+# ------------------------------------------------------------------------------ the model
+@register
+class ContentModel(FactorModel):
+    """TF-IDF over item metadata -> truncated SVD item vectors; user = weighted mean of history."""
+
+    kind = "content"
+    Config = ContentConfig
+
+    def _fit(self, data: TrainData, options: TrainingOptions) -> None:
+        from cluster.client import get_client
+
+        client = options.client or get_client(quiet=True)
+        # A unique suffix: Dask reuses a live future with the same key, and two fits with
+        # different configs must never share a result. The dashboard groups by the prefix.
+        token = tokenize(data.dataset.path, data.dataset.manifest.get("content_hash"), self.config, options.seed)
+        key = f"content-tfidf-svd-{token}"
+        result = client.submit(_fit_item_vectors, data.dataset.path, self.config, options.seed, key=key).result()
+        self.item_factors_ = np.ascontiguousarray(result["item_factors"], dtype=np.float32)
+        self.n_features_ = int(result["n_features"])
+        self.explained_ = float(result["explained"])
+        if self.n_features_ == 0:
+            warnings.warn("content: the items table has no metadata tokens; every item vector is zero", stacklevel=3)
+        self.user_factors_ = self._profiles(_ordered_histories(data.dataset, data.split))
+
+    def _profiles(self, histories: sp.csr_matrix) -> np.ndarray:
+        """User vectors of every row of a time-ordered history matrix (see _ordered_histories)."""
+        lengths = np.diff(histories.indptr)
+        positions = np.arange(histories.nnz) - np.repeat(histories.indptr[:-1], lengths)
+        w = history_weights(np.repeat(lengths, lengths), positions, histories.data, self.config)
+        weights = sp.csr_matrix((w, histories.indices, histories.indptr), shape=histories.shape)
+        denom = np.asarray(weights.sum(axis=1)).ravel() + self.config.shrink
+        scale = np.divide(1.0, denom, out=np.zeros_like(denom), where=denom > 0)
+        return np.asarray(sp.diags(scale) @ weights @ self.item_factors_.astype(np.float64), dtype=np.float32)
+
+    def fold_in(self, items: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+        """The user vector of a history given oldest first (item rows, optional values).
+
+        An empty history (or one whose weights sum to 0) gives the zero vector.
+        """
+        self._require_fitted()
+        items = np.asarray(items, dtype=np.int64).ravel()
+        n_items = self.item_factors_.shape[0]
+        bad = items[(items < 0) | (items >= n_items)]
+        if bad.size:
+            raise ValueError(f"item rows out of range [0, {n_items}): {bad[:5].tolist()}")
+        if values is not None:
+            values = np.asarray(values, dtype=np.float64).ravel()
+            if values.shape != items.shape:
+                raise ValueError(f"values has shape {values.shape}, items {items.shape}")
+        n = len(items)
+        w = history_weights(np.full(n, n), np.arange(n), values, self.config)
+        denom = w.sum() + self.config.shrink
+        if n == 0 or denom <= 0:
+            return np.zeros(self.item_factors_.shape[1], dtype=np.float32)
+        return (w @ self.item_factors_[items].astype(np.float64) / denom).astype(np.float32)
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"n_features": self.n_features_, "explained": self.explained_}
+
+    def _restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.n_features_ = int(state.get("n_features", 0))
+        self.explained_ = float(state.get("explained", 0.0))

@@ -1,0 +1,311 @@
+"""The model bundle: publish/load round trip, atomic publish, list/rollback, load validation.
+
+Also home of the small deterministic signals the hybrid tests share (an SVD stand-in for the
+collaborative signals, a genre/tag one-hot stand-in for content), so that bundle, recommender and
+explanation tests run without training the real models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.sparse.linalg import svds
+
+from etl.dataset import Dataset
+from etl.errors import BundleError
+from hybrid import bundle as bundle_mod
+from hybrid.bundle import latest_version, list_bundles, load, publish, rollback
+from hybrid.fusion import Fusion
+from hybrid.index import FusedIndex, as_list
+from hybrid.variants import Variants
+from models.base import FactorModel, TrainData, TrainingOptions, register
+from models.popularity import Popularity
+
+TUNED = {"als": 1.0, "content": 0.3, "lightgcn": 0.6, "popularity": 0.2}
+METRICS = {"ndcg@10": 0.12, "recall@10": 0.06}
+
+
+# -- stand-in signals -----------------------------------------------------------------------------
+@dataclass
+class SVDConfig:
+    """Truncated SVD of the binary interaction matrix."""
+
+    factors: int = 8
+
+
+@register
+class SVDFactors(FactorModel):
+    """user = R V, item = V: score is the rank-k reconstruction; fold-in is exact (x = r V)."""
+
+    kind = "test_svd"
+    Config = SVDConfig
+
+    def _fit(self, data: TrainData, options: TrainingOptions) -> None:
+        binary = (data.matrix() > 0).astype(np.float64)
+        _, _, vt = svds(binary, k=self.config.factors, random_state=options.seed)
+        self.item_factors_ = np.ascontiguousarray(vt.T, dtype=np.float32)
+        self.user_factors_ = np.asarray(binary @ vt.T, dtype=np.float32)
+
+    def fold_in(self, items: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+        items = np.unique(np.asarray(items, dtype=np.int64))
+        return np.asarray(self.item_factors_[items].sum(axis=0), dtype=np.float32)
+
+
+@dataclass
+class GenreConfig:
+    """One-hot genres and tags per item (a stand-in for TF-IDF content)."""
+
+
+@register
+class GenreFactors(FactorModel):
+    """item = unit one-hot of its genres and tags; user = weighted mean of its items."""
+
+    kind = "test_genre"
+    Config = GenreConfig
+
+    def _fit(self, data: TrainData, options: TrainingOptions) -> None:
+        table = data.dataset.items_table
+        terms = sorted({t for col in ("genres", "tags") for cell in table[col] for t in as_list(cell)})
+        col = {t: j for j, t in enumerate(terms)}
+        items = np.zeros((len(table), len(terms)), dtype=np.float32)
+        for i, (g, t) in enumerate(zip(table["genres"], table["tags"], strict=True)):
+            for term in [*as_list(g), *as_list(t)]:
+                items[i, col[term]] = 1.0
+        items /= np.maximum(np.linalg.norm(items, axis=1, keepdims=True), 1e-12)
+        self.item_factors_ = items
+        seen = self.seen_
+        users = np.zeros((seen.shape[0], items.shape[1]), dtype=np.float32)
+        for u in range(seen.shape[0]):
+            lo, hi = seen.indptr[u], seen.indptr[u + 1]
+            users[u] = self.fold_in(seen.indices[lo:hi], seen.data[lo:hi])
+        self.user_factors_ = users
+
+    def fold_in(self, items: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+        items = np.asarray(items, dtype=np.int64)
+        if items.size == 0:
+            return np.zeros(self.item_factors_.shape[1], dtype=np.float32)
+        w = np.ones(items.size) if values is None else np.asarray(values, dtype=np.float64)
+        return np.asarray(w @ self.item_factors_[items] / w.sum(), dtype=np.float32)
+
+
+def make_fusion(dataset: Dataset) -> Fusion:
+    data = TrainData(dataset, "train")
+    models = {
+        "als": SVDFactors(SVDConfig(8)).fit(data),
+        "content": GenreFactors().fit(data),
+        "lightgcn": SVDFactors(SVDConfig(5)).fit(data),
+        "popularity": Popularity().fit(data),
+    }
+    return Fusion.fit_scales(models, dataset.matrix("test"))
+
+
+def publish_tiny(root: Path, dataset: Dataset, fusion: Fusion, version: str | None = None, **kwargs) -> Path:
+    variants = kwargs.pop("variants", None) or Variants(
+        fusion.signals,
+        TUNED,
+        {"als_heavy": {"weights": {"als": 2.0, "popularity": 0.2}}},
+        {"tuned": 0.8, "als_heavy": 0.2},
+    )
+    return publish(
+        root,
+        fusion,
+        dataset,
+        weights=TUNED,
+        variants=variants,
+        metrics=METRICS,
+        params={"als": {"note": "svd stand-in"}, "seed": 0},
+        version=version,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_fusion(tiny_dataset: Dataset) -> Fusion:
+    return make_fusion(tiny_dataset)
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle_root(tiny_dataset: Dataset, tiny_fusion: Fusion, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("bundles")
+    publish_tiny(root, tiny_dataset, tiny_fusion, version="v1")
+    return root
+
+
+# -- tests ------------------------------------------------------------------------------------------
+def test_publish_and_load_round_trip(tiny_dataset: Dataset, tiny_fusion: Fusion, tiny_bundle_root: Path):
+    root = tiny_bundle_root
+    assert latest_version(root) == "v1" and (root / "latest").is_symlink()
+    folder = root / "v1"
+    files = ["manifest.json", "items.parquet", "item_vectors.npy", "index.usearch", "history.npz"]
+    files += ["vocab/users.parquet", "vocab/items.parquet", *(f"signals/{s}/model.json" for s in tiny_fusion.signals)]
+    for name in files:
+        assert (folder / name).exists(), name
+    assert not [p for p in folder.rglob("*") if p.suffix in (".pkl", ".pickle")]
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["version"] == "v1" and manifest["created_at"]
+    assert manifest["dataset"]["content_hash"] == tiny_dataset.manifest["content_hash"]
+    assert (manifest["n_users"], manifest["n_items"]) == (tiny_dataset.n_users, tiny_dataset.n_items)
+    assert manifest["signal_order"] == ["als", "content", "lightgcn", "popularity"]
+    assert manifest["dim"] == tiny_fusion.dim
+    assert manifest["signals"]["als"]["dim"] == 8 and manifest["signals"]["als"]["config"] == {"factors": 8}
+    assert manifest["signals"]["als"]["scale"] == pytest.approx(tiny_fusion.scales["als"])
+    assert manifest["signals"]["als"]["params"] == {"note": "svd stand-in"} and manifest["params"] == {"seed": 0}
+    assert manifest["weights"] == TUNED and manifest["metrics"] == METRICS
+    assert set(manifest["variants"]["variants"]) >= {"tuned", "als", "content", "lightgcn", "popularity", "als_heavy"}
+
+    b = load(root)
+    assert b.version == "v1" and b.path == folder.resolve()
+    assert b.index.mapped and isinstance(b.index.vectors, np.memmap)
+    assert isinstance(b.fusion.models["als"].item_factors_, np.memmap)
+    np.testing.assert_allclose(b.fusion.item_vectors(), tiny_fusion.item_vectors(), rtol=1e-6)
+    assert b.users == tiny_dataset.users and b.items == tiny_dataset.items
+    assert b.items_table["title"].tolist() == tiny_dataset.items_table["title"].tolist()
+    assert (b.seen != tiny_dataset.matrix("train")).nnz == 0
+    assert b.variants.traffic == {"als_heavy": 0.2, "tuned": 0.8}
+    assert b.weights == TUNED
+    q = tiny_fusion.query(tiny_fusion.user_parts(np.array([0])), TUNED)[0]
+    fresh = FusedIndex.build(tiny_fusion.item_vectors())
+    assert b.index.search(q, 10)[0].tolist() == fresh.search(q, 10)[0].tolist()
+
+
+def test_failed_publish_leaves_latest_alone(tiny_dataset, tiny_fusion, tmp_path, monkeypatch):
+    publish_tiny(tmp_path, tiny_dataset, tiny_fusion, version="v1")
+    before = load(tmp_path)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(bundle_mod.FusedIndex, "build", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        publish_tiny(tmp_path, tiny_dataset, tiny_fusion, version="v2")
+    assert latest_version(tmp_path) == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "v1"], "no v2 and no temporary folder left"
+    assert [b.version for b in list_bundles(tmp_path)] == ["v1"]
+    assert load(tmp_path).version == "v1"
+    # a reader that loaded v1 before keeps serving it
+    assert len(before.index.search(np.ones(before.index.dim, np.float32), 3)[0]) == 3
+
+
+def test_list_and_rollback(tiny_dataset, tiny_fusion, tmp_path):
+    assert list_bundles(tmp_path) == [] and latest_version(tmp_path) is None
+    publish_tiny(tmp_path, tiny_dataset, tiny_fusion, version="v1")
+    auto = publish_tiny(tmp_path, tiny_dataset, tiny_fusion).name  # a timestamp version
+    infos = list_bundles(tmp_path)
+    assert [b.version for b in infos] == ["v1", auto]
+    assert [b.is_latest for b in infos] == [False, True] and infos[0].metrics == METRICS
+    assert load(tmp_path).version == auto
+
+    rollback(tmp_path, "v1")
+    assert latest_version(tmp_path) == "v1" and load(tmp_path).version == "v1"
+    assert [b.is_latest for b in list_bundles(tmp_path)] == [True, False]
+    rollback(tmp_path, auto)
+    assert latest_version(tmp_path) == auto
+
+    with pytest.raises(BundleError, match=r"no bundle version 'v9'.*published: \['v1'"):
+        rollback(tmp_path, "v9")
+    with pytest.raises(BundleError, match="already exists"):
+        publish_tiny(tmp_path, tiny_dataset, tiny_fusion, version="v1")
+    for bad in ("latest", "../escape", ".hidden", ""):
+        with pytest.raises(ValueError, match="bad bundle version"):
+            publish_tiny(tmp_path, tiny_dataset, tiny_fusion, version=bad)
+
+
+def test_publish_checks_inputs(tiny_dataset, tiny_fusion, tmp_path):
+    wrong = Variants(tiny_fusion.signals, {"als": 1.0})
+    with pytest.raises(BundleError, match="variant 'tuned'"):
+        publish_tiny(tmp_path, tiny_dataset, tiny_fusion, version="v1", variants=wrong)
+    assert list_bundles(tmp_path) == []
+
+
+@pytest.fixture
+def broken_copy(tiny_bundle_root: Path, tmp_path: Path):
+    """A fresh copy of the published v1 to damage."""
+
+    def make() -> Path:
+        dst = tmp_path / f"copy{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(tiny_bundle_root / "v1", dst)
+        return dst
+
+    return make
+
+
+def _edit_manifest(folder: Path, edit) -> None:
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def test_load_validation_names_the_problem(broken_copy, tmp_path):
+    b = broken_copy()
+    (b / "index.usearch").unlink()
+    with pytest.raises(BundleError, match="missing index.usearch"):
+        load(b)
+
+    b = broken_copy()
+    shutil.rmtree(b / "signals" / "content")
+    with pytest.raises(BundleError, match="missing signals/content/"):
+        load(b)
+
+    b = broken_copy()
+    _edit_manifest(b, lambda m: m.update(dim=m["dim"] + 1))
+    with pytest.raises(BundleError, match="fused dim"):
+        load(b)
+
+    b = broken_copy()
+    _edit_manifest(b, lambda m: m["signals"]["als"].update(dim=9))
+    with pytest.raises(BundleError, match="signal 'als' has dim 8, manifest says 9"):
+        load(b)
+
+    b = broken_copy()
+    _edit_manifest(b, lambda m: m.update(n_items=m["n_items"] + 1))
+    with pytest.raises(BundleError, match="items"):
+        load(b)
+
+    b = broken_copy()
+    vectors = np.load(b / "item_vectors.npy")
+    np.save(b / "item_vectors.npy", vectors[:, :-1])
+    with pytest.raises(BundleError, match=r"item_vectors.npy has shape"):
+        load(b)
+
+    b = broken_copy()
+    (b / "index.usearch").write_bytes(b"\0" * 64)
+    with pytest.raises(BundleError, match="index.usearch"):
+        load(b)
+
+    b = broken_copy()
+    (b / "history.npz").write_bytes(b"junk")
+    with pytest.raises(BundleError, match="history.npz"):
+        load(b)
+
+    b = broken_copy()
+    (b / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        load(b)
+
+    b = broken_copy()
+    _edit_manifest(b, lambda m: m.pop("weights"))
+    with pytest.raises(BundleError, match="lacks 'weights'"):
+        load(b)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(BundleError, match="neither a bundle version"):
+        load(empty)
+    os.symlink("gone", empty / "latest")
+    with pytest.raises(BundleError, match="points at 'gone'"):
+        load(empty)
+
+
+def test_load_without_mmap(tiny_bundle_root: Path):
+    b = load(tiny_bundle_root / "v1", mmap=False)
+    assert not b.index.mapped and not isinstance(b.index.vectors, np.memmap)
+    assert sp.issparse(b.seen) and b.seen.shape == (len(b.users), len(b.items))

@@ -1,0 +1,236 @@
+"""Content signal (models/content.py): metadata vectors, weighted-mean profiles, real-data quality.
+
+The shared FactorModel contract is in test_model_contract.py; this file checks what only the
+content signal promises.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from distributed import Client, LocalCluster, get_task_stream
+from sklearn.preprocessing import normalize
+
+from etl.dataset import Dataset
+from etl.metrics import ranking_metrics, top_k
+from models.base import FactorModel, TrainData, TrainingOptions
+from models.content import ContentConfig, ContentModel, embed_items, tfidf_features
+
+
+@pytest.fixture(scope="module")
+def client():
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster:
+        with Client(cluster, set_as_default=False) as c:  # fits get it explicitly
+            yield c
+
+
+def fit(dataset: Dataset, client: Client, split: str = "train", **config) -> ContentModel:
+    return ContentModel(ContentConfig(**config)).fit(TrainData(dataset, split), TrainingOptions(client=client))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_dataset: Dataset, client: Client) -> ContentModel:
+    return fit(tiny_dataset, client)
+
+
+def time_ordered_history(dataset: Dataset, user: int, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """A user's (item rows, values), oldest first by (timestamp, item): fold_in's order."""
+    frame = dataset.load(split)
+    frame = frame[frame["user"] == user].sort_values(["timestamp", "item"])
+    return frame["item"].to_numpy(), frame["value"].to_numpy()
+
+
+# ---------------------------------------------------------------- tiny data
+
+
+def test_fit_is_a_named_task_and_every_item_gets_a_vector(tiny_dataset: Dataset, client: Client) -> None:
+    with get_task_stream(client) as stream:
+        model = fit(tiny_dataset, client)
+    assert any(str(t["key"]).startswith("content-tfidf-svd") for t in stream.data)
+    assert model.item_factors_.shape[0] == tiny_dataset.n_items == 42
+    # Every tiny item has genres, so every row is a unit vector, seen or not.
+    np.testing.assert_allclose(np.linalg.norm(model.item_factors_, axis=1), 1.0, rtol=1e-5)
+
+
+def test_cold_items_get_vectors_from_metadata(tiny_model: ContentModel, tiny_dataset: Dataset) -> None:
+    cold = tiny_dataset.items.rows(["41", "42"])
+    assert np.asarray(tiny_model.seen_[:, cold].sum(axis=0)).ravel().tolist() == [0, 0]
+    # Items alternate between two tastes (genre half and tag by parity of the row): a cold item's
+    # nearest neighbours are items of its own taste, learnt from metadata alone.
+    neighbours, _ = tiny_model.similar_items(cold, n=10)
+    assert ((neighbours % 2) == (cold % 2)[:, None]).all()
+
+
+def test_items_without_metadata_get_zero_vectors() -> None:
+    items = pd.DataFrame(
+        {
+            "item_id": ["a", "b", "c", "d"],
+            "title": ["Alpha Movie (1999)", "Beta Movie (2001)", "", "Gamma (1999)"],
+            "genres": [["Drama"], ["Drama", "Comedy"], [], ["Comedy"]],
+            "tags": [["slow"], [], [], ["slow"]],
+            "year": pd.array([1999, 2001, None, 1999], dtype="Int64"),
+        }
+    )
+    features, names = tfidf_features(items, ContentConfig(min_df=1, title_weight=1.0))
+    assert "genre:Drama" in names and "tag:slow" in names and "decade:1990s" in names and "title:movie" in names
+    vectors, _ = embed_items(features, dim=64)
+    norms = np.linalg.norm(vectors, axis=1)
+    assert norms[2] == 0.0
+    np.testing.assert_allclose(norms[[0, 1, 3]], 1.0, rtol=1e-6)
+
+
+def test_embedding_below_dim_keeps_every_inner_product(tiny_dataset: Dataset) -> None:
+    features, names = tfidf_features(tiny_dataset.items_table, ContentConfig())
+    assert len(names) < 64  # fewer features than dim: the exact embedding of that rank is used
+    vectors, kept = embed_items(features, dim=64)
+    assert vectors.shape[1] <= len(names) and kept == pytest.approx(1.0)
+    unit = normalize(features).toarray()
+    np.testing.assert_allclose(vectors @ vectors.T, unit @ unit.T, atol=1e-5)
+
+
+@pytest.mark.parametrize("profile", ["uniform", "value", "recency"])
+def test_fold_in_reproduces_the_fitted_user_vector(tiny_dataset: Dataset, client: Client, profile: str) -> None:
+    model = fit(tiny_dataset, client, profile=profile, half_life=3.0, shrink=0.5)
+    for user in (0, 7, 31):
+        items, values = time_ordered_history(tiny_dataset, user)
+        np.testing.assert_allclose(model.fold_in(items, values), model.user_factors_[user], rtol=1e-5, atol=1e-6)
+
+
+def test_fold_in_weights(tiny_model: ContentModel) -> None:
+    e = tiny_model.item_factors_
+    assert not tiny_model.fold_in(np.array([], dtype=np.int64)).any()
+    np.testing.assert_allclose(tiny_model.fold_in(np.array([5])), e[5], rtol=1e-6)
+    # recency (the default profile): the newest item (last) weighs most, so order matters.
+    newest_first, newest_last = tiny_model.fold_in(np.array([4, 5])), tiny_model.fold_in(np.array([5, 4]))
+    assert np.dot(newest_last, e[4]) > np.dot(newest_first, e[4])
+    with pytest.raises(ValueError, match="out of range"):
+        tiny_model.fold_in(np.array([0, 42]))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"dim": 0}, "dim"),
+        ({"tag_weight": -1.0}, "tag_weight"),
+        ({"genre_weight": 0.0, "tag_weight": 0.0, "title_weight": 0.0, "decade_weight": 0.0}, "genre_weight"),
+        ({"min_df": 0}, "min_df"),
+        ({"idf_power": float("nan")}, "idf_power"),
+        ({"profile": "newest"}, "profile"),
+        ({"half_life": 0.0}, "half_life"),
+        ({"shrink": -0.1}, "shrink"),
+    ],
+)
+def test_config_validation_names_the_field(kwargs: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        ContentConfig(**kwargs)
+
+
+def test_save_load_round_trip(tiny_model: ContentModel, tmp_path: Path) -> None:
+    tiny_model.save(tmp_path / "content")
+    loaded = FactorModel.load(tmp_path / "content")
+    assert isinstance(loaded, ContentModel) and loaded.config == tiny_model.config
+    assert loaded.n_features_ == tiny_model.n_features_ > 0
+    np.testing.assert_array_equal(loaded.item_factors_, tiny_model.item_factors_)
+    users = np.arange(5)
+    for a, b in zip(loaded.recommend(users, n=5), tiny_model.recommend(users, n=5), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(loaded.fold_in(np.array([1, 3])), tiny_model.fold_in(np.array([1, 3])))
+
+
+# ---------------------------------------------------------------- real data (ml-latest-small)
+
+
+@pytest.fixture(scope="module")
+def ml_content(ml_small: Dataset, client: Client) -> ContentModel:
+    return fit(ml_small, client)  # default config: tuned on fit -> validation
+
+
+@pytest.mark.realdata
+def test_toy_story_neighbours_share_its_genres(ml_content: ContentModel, ml_small: Dataset) -> None:
+    toy_story = ml_small.items.row("1")
+    genres = set(ml_small.items_table.loc[toy_story, "genres"])
+    assert genres == {"Adventure", "Animation", "Children", "Comedy", "Fantasy"}
+    neighbours, _ = ml_content.similar_items(np.array([toy_story]), n=10)
+    shared = [len(genres & set(g)) for g in ml_small.items_table.loc[neighbours[0], "genres"]]
+    assert sum(s >= 2 for s in shared) >= 8, shared
+
+
+# Users with few train interactions: the bottom third of the evaluated users by train history
+# length. ml-latest-small keeps only users with >= 20 ratings, so nobody has fewer than 16 train
+# interactions and a fixed cut such as "<= 20" leaves ~85 users (a noisy mean); a third (~200
+# users, <= ~35 train interactions) is the same relative cut on any dataset.
+FEW_SHARE = 1 / 3
+# pop + BLEND_WEIGHT * content, both as fitted (log1p count; unit item vectors): the weight was
+# chosen on fit -> validation (1, 2, 3 tried), never on test.
+BLEND_WEIGHT = 2.0
+# DESIGN.md reference row "TF-IDF genres+tags, user profile = sum of history rows".
+REFERENCE_TFIDF = {"ndcg@10": 0.0087, "recall@10": 0.0032}
+
+
+@pytest.fixture(scope="module")
+def ml_eval(ml_small: Dataset, ml_content: ContentModel) -> dict:
+    """Top-10 lists on the test split for content, popularity and their sum, and user groups."""
+    from models.popularity import Popularity
+
+    train, test = ml_small.matrix("train"), ml_small.matrix("test")
+    users = np.flatnonzero(np.diff(test.indptr) > 0)
+    history = np.diff(train.indptr)[users]
+    few = users[history <= np.quantile(history, FEW_SHARE)]
+    pop = Popularity().fit(TrainData(ml_small, "train")).item_factors_[:, 0]
+    content = ml_content.score
+    scorers = {
+        "content": content,
+        "popularity": lambda rows: np.tile(pop, (len(rows), 1)),
+        "popularity+content": lambda rows: pop[None, :] + BLEND_WEIGHT * content(rows),
+    }
+    tops = {name: top_k(scorer, users, train, k=10) for name, scorer in scorers.items()}
+    return {"train": train, "test": test, "users": users, "few": few, "pop": pop, "tops": tops}
+
+
+def group_metrics(ml_eval: dict, name: str, group: np.ndarray, test=None) -> dict[str, float]:
+    rows = np.searchsorted(ml_eval["users"], group)
+    return ranking_metrics(ml_eval["tops"][name][rows], group, ml_eval["test"] if test is None else test)
+
+
+@pytest.mark.realdata
+def test_content_alone_beats_the_reference_tfidf_row(ml_eval: dict) -> None:
+    overall = group_metrics(ml_eval, "content", ml_eval["users"])
+    print(f"\ncontent, all {ml_eval['users'].size} test users: {overall}")
+    assert overall["ndcg@10"] > 2 * REFERENCE_TFIDF["ndcg@10"]
+    assert overall["recall@10"] > 2 * REFERENCE_TFIDF["recall@10"]
+
+
+@pytest.mark.realdata
+def test_content_adds_to_popularity(ml_eval: dict) -> None:
+    ndcg = {
+        group: {name: round(group_metrics(ml_eval, name, ml_eval[group])["ndcg@10"], 4) for name in ml_eval["tops"]}
+        for group in ("users", "few")
+    }
+    n_all, n_few = ml_eval["users"].size, ml_eval["few"].size
+    print(f"\nNDCG@10, all {n_all} users: {ndcg['users']}; the {n_few} with few interactions: {ndcg['few']}")
+    assert ndcg["users"]["popularity+content"] > ndcg["users"]["popularity"] * 1.05
+
+
+@pytest.mark.realdata
+@pytest.mark.xfail(strict=True, reason="content alone does not beat popularity on ml-latest-small's time split "
+                   "(~0.01 vs ~0.06 NDCG@10 on test for the users with few interactions): it ranks long-tail items "
+                   "whose metadata matches; it helps as a part of the blend and for cold items (tests beside)")
+def test_content_alone_beats_popularity_for_users_with_few_interactions(ml_eval: dict) -> None:
+    few = ml_eval["few"]
+    assert group_metrics(ml_eval, "content", few)["ndcg@10"] > group_metrics(ml_eval, "popularity", few)["ndcg@10"]
+
+
+@pytest.mark.realdata
+def test_content_finds_test_items_that_nobody_interacted_with_in_train(ml_eval: dict) -> None:
+    cold = np.asarray(ml_eval["train"].sum(axis=0)).ravel() == 0
+    test_cold = ml_eval["test"].multiply(cold[None, :].astype(np.float32)).tocsr()
+    test_cold.eliminate_zeros()
+    hits = {name: np.isin(ml_eval["tops"][name], np.flatnonzero(cold)).any(axis=1) for name in ml_eval["tops"]}
+    users = np.flatnonzero(np.diff(test_cold.indptr) > 0)
+    found = {name: group_metrics(ml_eval, name, users, test=test_cold) for name in ml_eval["tops"]}
+    print(f"\n{users.size} users with cold test items: { {n: round(m['hit_rate@10'], 4) for n, m in found.items()} }")
+    assert not hits["popularity"].any()  # popularity ranks them last: it cannot recommend them
+    assert found["content"]["hit_rate@10"] > 0.02

@@ -1,0 +1,134 @@
+"""Explanations on the tiny dataset: contributions, drivers, shared genres, graph path, sentence."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hybrid.bundle import Bundle, load
+from hybrid.explain import Explanation
+from hybrid.index import as_list
+from hybrid.recommender import History, HybridRecommender
+from tests.test_bundle import tiny_bundle_root, tiny_fusion  # noqa: F401  (fixtures)
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_bundle_root: Path) -> Bundle:  # noqa: F811
+    return load(tiny_bundle_root)
+
+
+@pytest.fixture(scope="module")
+def rec(bundle: Bundle) -> HybridRecommender:
+    return HybridRecommender(bundle)
+
+
+def history_of(bundle: Bundle, user_id: str) -> np.ndarray:
+    row = bundle.users.row(user_id)
+    return bundle.seen.indices[bundle.seen.indptr[row] : bundle.seen.indptr[row + 1]]
+
+
+def genres_of(bundle: Bundle, row: int) -> list[str]:
+    return as_list(bundle.items_table["genres"][row])
+
+
+def short(title: str) -> str:
+    return re.sub(r"\s*\(\d{4}\)$", "", title)
+
+
+def check_path(bundle: Bundle, expl: Explanation, user_row: int | None, history: np.ndarray) -> None:
+    path = expl.graph_path
+    assert path is not None and len(path) == 4
+    assert [p.kind for p in path] == ["user", "item", "user", "item"]
+    assert path[0].label == "you" and path[0].id == expl.user_id and path[-1].id == expl.item_id
+    seen_item = bundle.items.row(path[1].id)
+    other = bundle.users.row(path[2].id)
+    assert seen_item in history, "the first hop is an item the user saw"
+    other_items = bundle.seen.indices[bundle.seen.indptr[other] : bundle.seen.indptr[other + 1]]
+    assert seen_item in other_items and bundle.items.row(expl.item_id) in other_items
+    assert other != user_row
+
+
+def test_explanation_of_a_top_recommendation(bundle: Bundle, rec: HybridRecommender):
+    recs = rec.recommend("1", 5, variant="tuned", explain=True)
+    history = history_of(bundle, "1")
+    for item in recs.items:
+        expl = item.explanation
+        assert expl.item_id == item.item_id and expl.user_id == "1"
+        # contributions: the same split as the recommendation, adding up to its score
+        assert expl.score == pytest.approx(item.score, abs=1e-4)
+        assert sum(expl.contributions.values()) == pytest.approx(item.score, abs=1e-4)
+        for s, v in item.contributions.items():
+            assert expl.contributions[s] == pytest.approx(v, abs=1e-5)
+        assert sum(expl.shares.values()) == pytest.approx(1.0)
+        assert expl.main_signal == max(expl.contributions, key=expl.contributions.get)
+
+        # shared genres: the item's genres that appear in the history, most frequent first
+        freq = Counter(g for h in history for g in set(genres_of(bundle, h)))
+        expected = sorted({g for g in genres_of(bundle, item.item_row) if freq[g]}, key=lambda g: -freq[g])
+        assert set(expl.shared_genres) == set(expected) and expl.shared_genres
+        assert [freq[g] for g in expl.shared_genres] == sorted((freq[g] for g in expected), reverse=True)
+        assert "funny" in expl.shared_tags or "dark" in expl.shared_tags
+
+        # drivers: history items ranked by <i_j, i_item> on the driver signal's item factors
+        factors = np.asarray(bundle.fusion.models[expl.driver_signal].item_factors_)
+        sims = factors[history] @ factors[item.item_row]
+        top = history[np.lexsort((history, -sims))][: len(expl.drivers)]
+        assert [bundle.items.row(d.item_id) for d in expl.drivers] == top.tolist()
+        assert all(d.similarity > 0 for d in expl.drivers)
+
+        check_path(bundle, expl, bundle.users.row("1"), history)
+
+        # the sentence says which signal, how much, why, and what is shared
+        label = {"als": "collaborative", "lightgcn": "graph", "content": "content", "popularity": "popularity"}
+        share = expl.shares[expl.main_signal]
+        assert expl.sentence.startswith(f"Recommended mostly for its {label[expl.main_signal]} signal ({share:.0%})")
+        assert expl.sentence.endswith(f"; shares {', '.join(expl.shared_genres[:3])} with your history.")
+
+
+def test_collaborative_sentence_names_the_drivers(rec: HybridRecommender):
+    item = rec.recommend("1", 1, variant="als", explain=True).items[0]
+    expl = item.explanation
+    a, b = (short(d.title) for d in expl.drivers[:2])
+    assert expl.driver_signal == "als" and expl.shares["als"] == pytest.approx(1.0)
+    assert expl.sentence == (
+        f"Recommended for its collaborative signal (100%): people who watched {a} and {b} also watched this; "
+        f"shares {', '.join(expl.shared_genres[:3])} with your history."
+    )
+    assert "(19" not in expl.sentence.split(":")[1], "titles are shown without their year"
+
+
+@pytest.mark.parametrize(
+    ("variant", "phrase"),
+    [
+        ("content", "it is similar in content to"),
+        ("lightgcn", "in the viewing graph"),
+        ("popularity", "people watched it)"),
+    ],
+)
+def test_sentence_per_dominant_signal(rec: HybridRecommender, variant: str, phrase: str):
+    expl = rec.recommend("1", 1, variant=variant, explain=True).items[0].explanation
+    assert expl.main_signal == variant
+    assert phrase in expl.sentence
+
+
+def test_cold_user_explanation(bundle: Bundle, rec: HybridRecommender):
+    item = rec.recommend("brand-new", 1, explain=True).items[0]
+    expl = item.explanation
+    count = int(bundle.items_table["count"][item.item_row])
+    assert expl.sentence == f"Recommended for its popularity signal (100%): it is popular ({count} people watched it)."
+    assert expl.drivers == [] and expl.graph_path is None and expl.shared_genres == []
+
+
+def test_folded_in_user_explanation(bundle: Bundle, rec: HybridRecommender):
+    history = History(np.array([0, 6, 12]))
+    recs = rec.recommend("visitor", 3, variant="tuned", history_override=history, explain=True)
+    expl = recs.items[0].explanation
+    assert expl.drivers and {bundle.items.row(d.item_id) for d in expl.drivers} <= {0, 6, 12}
+    check_path(bundle, expl, None, history.items)
+    assert expl.graph_path[0].id == "visitor"
+    same = rec.explain("visitor", recs.items[0].item_id, variant="tuned", history_override=history)
+    assert same.sentence == expl.sentence and same.score == pytest.approx(recs.items[0].score, abs=1e-4)
