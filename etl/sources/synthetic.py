@@ -1,10 +1,11 @@
 """Deterministic synthetic interactions shaped like MovieLens, generated partition by partition.
 
 A small topic model drives everything, so that collaborative and content signals both carry
-information: users have Dirichlet tastes over topics, items have topic mixtures, an item's
-genres and tags are drawn from its topics, item popularity follows a power law, and a user picks
-items by popularity x taste (topic from the taste, then an item within the topic weighted by
-popularity). Ratings grow with user-item affinity; timestamps increase per user.
+information: users have Dirichlet tastes over topics, items have topic mixtures (one of them the
+item's primary topic), an item's genres and tags are drawn from its topics, item popularity
+follows a power law, and a user picks distinct items by taste x popularity (a topic from the
+taste, then an item of that topic weighted by popularity). Ratings (0.5..5.0 in half stars) grow
+with user-item affinity; timestamps increase per user. A small share of items is cold.
 
 Users are generated in fixed blocks of ``BLOCK_USERS``, each from its own random stream
 ``(seed, block)``; a Dask partition is a run of whole blocks. So the data depend on the config's
@@ -85,11 +86,11 @@ class SyntheticConfig:
     item_concentration: float = 0.05
     """Dirichlet concentration of item topic mixtures; smaller: items belong to fewer topics."""
     cold_item_share: float = 0.01
-    """Share of the catalog released after the rating period: no interactions (cold-start items)."""
+    """Share of items released after the rating period, so without interactions (cold start)."""
     latent_dim: int = 8
     """Dimension of the user/item factors that add taste beyond topics to ratings."""
     min_user_interactions: int = 20
-    """Floor of a user's activity (MovieLens: 20), lowered when n_interactions/n_users is smaller."""
+    """Least interactions per user (MovieLens: 20); lowered when n_interactions can't afford it."""
     seed: int = 0
     """Seed of every random stream; same config, same data."""
     partition_size: int = 1_000_000
@@ -180,10 +181,10 @@ def _item_world(
     z_pop = np.zeros(n_items)
     z_pop[rank <= n_warm] = (log_pop - log_pop.mean()) / (log_pop.std() + 1e-12)
     bias = 0.3 * rng.standard_normal(n_items) + 0.15 * z_pop
-    factors = rng.normal(0.0, (0.25 / dim) ** 0.25, size=(n_items, dim))
+    factors = rng.normal(0.0, (0.25 / dim) ** 0.25, size=(n_items, dim))  # as in _block
     # Who watches an item is decided by one primary topic drawn from its mixture; without this
     # the head items of the power law would dominate every topic and tastes would not show.
-    primary = _categorical(rng, np.cumsum(topics, axis=1))
+    primary = _draw(rng, np.arange(n_items), _stacked_cdf(topics.T), n_topics)
     weights = np.zeros_like(topics)
     weights[np.arange(n_items), primary] = popularity
     empty = weights.sum(axis=0) == 0
@@ -193,7 +194,10 @@ def _item_world(
 
 
 def _stacked_cdf(weights: np.ndarray) -> np.ndarray:
-    """Column t of weights (n, k) as a cumulative distribution shifted by t, all k in one array."""
+    """Column t of weights (n, k) as a cumulative distribution shifted by t, all k in one array.
+
+    One searchsorted over it then draws from many distributions at once (see _draw).
+    """
     cdf = np.cumsum(weights, axis=0).T
     cdf = cdf / cdf[:, -1:]
     return (cdf + np.arange(weights.shape[1])[:, None]).ravel()
@@ -224,19 +228,13 @@ def user_activity(config: SyntheticConfig) -> np.ndarray:
     return counts
 
 
-def _categorical(rng: np.random.Generator, cum: np.ndarray) -> np.ndarray:
-    """One draw per row of cum (rows are cumulative distributions)."""
-    u = rng.random(len(cum)) * cum[:, -1]
-    return np.minimum((u[:, None] > cum).sum(axis=1), cum.shape[1] - 1)
-
-
-def _draw(rng: np.random.Generator, topic: np.ndarray, cdf: np.ndarray, n: int) -> np.ndarray:
-    """One of n choices per draw, from the distribution of its topic in a _stacked_cdf."""
-    q = topic + rng.random(len(topic)) * (1.0 - 1e-9)  # stays inside the topic's segment
+def _draw(rng: np.random.Generator, which: np.ndarray, cdf: np.ndarray, n: int) -> np.ndarray:
+    """One of n outcomes per draw, from distribution which[i] of a _stacked_cdf."""
+    q = which + rng.random(len(which)) * (1.0 - 1e-9)  # stays inside its segment
     order = np.argsort(q)  # sorted queries search several times faster
     found = np.empty(len(q), dtype=np.int64)
     found[order] = np.searchsorted(cdf, q[order], side="right")
-    return found - topic * n
+    return found - which * n
 
 
 def _distinct_items(
@@ -248,7 +246,7 @@ def _distinct_items(
     whose taste is too narrow for their activity) by topic popularity; then uniformly.
     """
     n_users, n_items, k = len(counts), len(world.popularity), taste.shape[1]
-    taste_cum = np.cumsum(taste, axis=1)
+    taste_cdf = _stacked_cdf(taste.T)
     chosen = np.empty(0, dtype=np.int64)
     have = np.zeros(n_users, dtype=np.int64)
     hit_rate = np.ones(n_users)
@@ -262,7 +260,7 @@ def _distinct_items(
         draws = draws.astype(np.int64) + 2 * (need > 0)
         user = np.repeat(np.arange(n_users), draws)
         if rnd < _TASTE_ROUNDS:
-            item = _draw(rng, _categorical(rng, taste_cum[user]), world.cdf, n_items)
+            item = _draw(rng, _draw(rng, user, taste_cdf, k), world.cdf, n_items)
         elif rnd < _TASTE_ROUNDS + _TOPIC_ROUNDS:
             item = _draw(rng, rng.integers(0, k, len(user)), world.cdf, n_items)
         else:
@@ -287,13 +285,16 @@ def _distinct_items(
     return keys[np.argsort(keys // n_items, kind="stable")]
 
 
-def _block(config: SyntheticConfig, world: _ItemWorld, block: int, counts: np.ndarray) -> dict:
+def _block(
+    config: SyntheticConfig, world: _ItemWorld, block: int, counts: np.ndarray
+) -> dict[str, np.ndarray]:
     """Interactions of one block of users, from the block's own random stream."""
     rng = np.random.default_rng([config.seed, _S_USERS, block])
     n_users, k, n_items = len(counts), config.n_topics, config.items
     taste = rng.dirichlet(np.full(k, config.taste_concentration), size=n_users)
     user_bias = 0.35 * rng.standard_normal(n_users)
-    user_factors = rng.normal(0.0, (0.25 / config.latent_dim) ** 0.25, (n_users, config.latent_dim))
+    scale = (0.25 / config.latent_dim) ** 0.25  # latent dot products have spread ~0.5
+    user_factors = rng.normal(0.0, scale, (n_users, config.latent_dim))
     start_frac = rng.beta(1.2, 1.0, n_users)
     span = np.exp(rng.normal(math.log(60 * 86_400), 2.5, n_users))
 
@@ -327,7 +328,9 @@ def _block(config: SyntheticConfig, world: _ItemWorld, block: int, counts: np.nd
     return {"user": user + block * BLOCK_USERS, "item": item, "value": value, "ts": timestamp}
 
 
-def _partition(config: SyntheticConfig, blocks: tuple[int, int], counts: np.ndarray) -> pd.DataFrame:
+def _partition(
+    config: SyntheticConfig, blocks: tuple[int, int], counts: np.ndarray
+) -> pd.DataFrame:
     """Interactions of the users in blocks [blocks[0], blocks[1]); counts covers those users."""
     world = _world(config)
     parts = []
@@ -352,8 +355,10 @@ def _meta() -> pd.DataFrame:
     })[list(INTERACTION_COLUMNS)]  # fmt: skip
 
 
-def partition_plan(config: SyntheticConfig, counts: np.ndarray | None = None) -> list[tuple[int, int]]:
-    """Block ranges [start, stop) of each partition: runs of whole blocks of ~partition_size rows."""
+def partition_plan(
+    config: SyntheticConfig, counts: np.ndarray | None = None
+) -> list[tuple[int, int]]:
+    """Block ranges [start, stop) of the partitions: runs of whole blocks, ~partition_size rows."""
     counts = user_activity(config) if counts is None else counts
     block_rows = np.add.reduceat(counts, np.arange(0, len(counts), BLOCK_USERS))
     before = np.cumsum(block_rows) - block_rows
@@ -382,7 +387,7 @@ def items_table(config: SyntheticConfig) -> pd.DataFrame:
     pop_pct = np.argsort(np.argsort(world.popularity)) / max(n_items - 1, 1)
     slots = rng.poisson(0.3 + 5.0 * pop_pct**3)
     owner = np.repeat(np.arange(n_items), slots)
-    topic = _categorical(rng, np.cumsum(world.topics[owner], axis=1))
+    topic = _draw(rng, owner, _stacked_cdf(world.topics.T), k)
     tag = _draw(rng, topic, tag_cdf, config.n_tags)
     pairs = np.unique(owner * config.n_tags + tag)
     vocab = np.array(_tag_names(config.n_tags), dtype=object)
@@ -439,8 +444,10 @@ def generate(config: SyntheticConfig, *, client: Any | None = None) -> RawSource
     )
 
 
-def write_parquet(config: SyntheticConfig, out_dir: str | Path, client: Any | None = None) -> Path:
-    """Write ``out_dir/interactions/`` (one Parquet file per partition) and ``out_dir/items.parquet``.
+def write_parquet(
+    config: SyntheticConfig, out_dir: str | Path, client: Any | None = None
+) -> Path:
+    """Write ``out_dir/interactions/`` (a Parquet file per partition) and ``out_dir/items.parquet``.
 
     Runs on ``client`` when given, else on the current Dask scheduler. Returns out_dir.
     """
