@@ -1,46 +1,179 @@
-"""The `hybridrec` command line. Every command has --help and exits non-zero with a one-line reason."""
+"""The `hybridrec` command line. Every command has --help and exits non-zero with a one-line reason.
+
+Each command's handler returns the text to print (or None), so that `hybridrec submit` can run the
+same handler on a cluster worker and print its answer here.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from etl.errors import HybridrecError
 
 
-def _cmd_download(args: argparse.Namespace) -> None:
+def _signals(text: str) -> list[str]:
+    from models.base import SIGNAL_MODULES
+
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in names if s not in SIGNAL_MODULES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown signal(s) {unknown}; choose from {', '.join(SIGNAL_MODULES)}")
+    return names
+
+
+def _client(args: argparse.Namespace):
+    from cluster.client import get_client
+
+    return get_client(getattr(args, "scheduler", None))
+
+
+def _events(args: argparse.Namespace) -> dict[str, str | None]:
+    return {
+        "events_dir": args.events_dir or os.environ.get("HYBRIDREC_EVENTS_DIR") or None,
+        "redis_url": args.redis_url or os.environ.get("HYBRIDREC_REDIS_URL") or None,
+    }
+
+
+# -- handlers ---------------------------------------------------------------------------------------
+def _cmd_download(args: argparse.Namespace) -> str:
     from etl.sources.download import download_movielens
 
-    folder = download_movielens(args.name, args.dest, base_url=args.base_url)
-    print(folder)
+    return str(download_movielens(args.name, args.dest, base_url=args.base_url))
 
 
-def _cmd_ingest(args: argparse.Namespace) -> None:
-    from cluster.client import get_client
+def _cmd_ingest(args: argparse.Namespace) -> str:
     from cluster.jobs import ingest_job, read_source
 
     columns = {"user": args.user_col, "item": args.item_col, "value": args.value_col, "timestamp": args.timestamp_col}
     source = read_source(args.source, fmt=args.format, columns=columns, items=args.items)
-    ingest_job(source, args.out, strict=args.strict, client=get_client(args.scheduler))
+    return ingest_job(source, args.out, strict=args.strict, client=_client(args)).summary()
 
 
-def _cmd_synth(args: argparse.Namespace) -> None:
-    from cluster.client import get_client
+def _cmd_synth(args: argparse.Namespace) -> str:
     from etl.sources.synthetic import SyntheticConfig, write_parquet
 
     config = SyntheticConfig(n_interactions=args.interactions, seed=args.seed)
-    print(write_parquet(config, args.out, client=get_client(args.scheduler)))
+    return str(write_parquet(config, args.out, client=_client(args)))
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> None:
+def _cmd_train(args: argparse.Namespace) -> str:
+    from cluster.jobs import train_job
+
+    saved = train_job(args.dataset, args.out, args.signals, split=args.split, client=_client(args), seed=args.seed)
+    return "\n".join(f"{kind}: {path}" for kind, path in saved.items())
+
+
+def _cmd_tune(args: argparse.Namespace) -> str:
+    from cluster.jobs import tune_job
+
+    summary = tune_job(args.dataset, args.run, signals=args.signals, client=_client(args), seed=args.seed,
+                       generations=args.generations)
+    return json.dumps({"weights": summary["weights"], "validation": summary["validation"],
+                       "test_ndcg@10": {k: v["ndcg@10"] for k, v in summary["test"].items()}}, indent=2)
+
+
+def _cmd_index(args: argparse.Namespace) -> str:
+    from cluster.jobs import index_job
+
+    return str(index_job(args.run, args.bundle_root, args.dataset))
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> str:
     from cluster.jobs import evaluate_job, format_table
 
-    rows = evaluate_job(args.dataset, k=args.k, split=args.split)
-    print(json.dumps(rows, indent=2) if args.json else format_table(rows, k=args.k))
+    rows = evaluate_job(args.dataset, run_dir=args.run, k=args.k)
+    return json.dumps(rows, indent=2) if args.json else format_table(rows, k=args.k)
 
 
+def _cmd_pipeline(args: argparse.Namespace) -> str:
+    from cluster.jobs import pipeline_job
+
+    return str(pipeline_job(args.data_root, args.bundle_root, source=args.source, client=_client(args), seed=args.seed,
+                            **_events(args)))
+
+
+def _cmd_retrain(args: argparse.Namespace) -> str:
+    from cluster.retrain import parse_duration, retrain_loop
+
+    every = parse_duration(args.every)
+    decision = retrain_loop(every, once=args.once, data_root=args.data_root, bundle_root=args.bundle_root,
+                            min_new_events=args.min_new_events, tolerance=args.tolerance, source=args.source,
+                            client=_client(args), **_events(args))
+    return decision.reason
+
+
+def _cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    os.environ["HYBRIDREC_BUNDLE_ROOT"] = args.bundle_root
+    print(f"GraphiQL: http://{args.host}:{args.port}/graphql", file=sys.stderr, flush=True)
+    uvicorn.run("graphql_api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+                log_level="info")
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from cluster.jobs import pipeline_job
+
+    client = _client(args)
+    path = pipeline_job(args.data_root, args.bundle_root, client=client, **_events(args))
+    print(f"published {path}", file=sys.stderr)
+    print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
+    _cmd_serve(args)
+
+
+def _cmd_bundle_list(args: argparse.Namespace) -> str:
+    from hybrid.bundle import list_bundles
+
+    rows = [f"{'version':<28}{'created_at':<28}{'test ndcg@10':>14}  latest"]
+    for info in list_bundles(args.bundle_root):
+        ndcg = (info.metrics or {}).get("test", {}).get("hybrid", {}).get("ndcg@10", float("nan"))
+        rows.append(f"{info.version:<28}{info.created_at:<28}{ndcg:>14.4f}  {'*' if info.is_latest else ''}")
+    return "\n".join(rows)
+
+
+def _cmd_bundle_show(args: argparse.Namespace) -> str:
+    from pathlib import Path
+
+    from hybrid.bundle import latest_version, load
+
+    version = args.version or latest_version(args.bundle_root)
+    if version is None:
+        raise HybridrecError(f"no bundle published under {args.bundle_root}")
+    return json.dumps(load(Path(args.bundle_root) / version, mmap=True).manifest, indent=2, default=str)
+
+
+def _cmd_bundle_rollback(args: argparse.Namespace) -> str:
+    from hybrid.bundle import rollback
+
+    rollback(args.bundle_root, args.version)
+    return f"latest -> {args.version}"
+
+
+def _cmd_submit(args: argparse.Namespace) -> str | None:
+    from cluster.submit import follow_job, submit_job
+
+    scheduler = args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if not scheduler:
+        raise ValueError("submit needs --scheduler or DASK_SCHEDULER_ADDRESS")
+    if args.follow:
+        return follow_job(args.follow, scheduler)
+    if not args.job:
+        raise ValueError("submit needs a job, e.g. `hybridrec submit --scheduler tcp://host:8786 pipeline ...`")
+    job_args = build_parser().parse_args(args.job)
+    if job_args.command in ("submit", "serve", "demo"):
+        raise ValueError(f"`{job_args.command}` cannot be submitted as a cluster job")
+    job_args.scheduler = scheduler
+    key, output = submit_job(job_args, scheduler, detach=args.detach)
+    if args.detach:
+        return f"submitted {key}; follow it with: hybridrec submit --scheduler {scheduler} --follow {key}"
+    return output
+
+
+# -- the parser ---------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hybridrec", description="A Dask-distributed hybrid recommender.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -48,11 +181,20 @@ def build_parser() -> argparse.ArgumentParser:
     def command(parent, name: str, help_: str, run: Callable | None = None) -> argparse.ArgumentParser:
         p = parent.add_parser(name, help=help_, description=help_)
         if run is not None:
-            p.set_defaults(run=run)
+            p.set_defaults(handler=run)
         return p
 
     def scheduler(p: argparse.ArgumentParser) -> None:
         p.add_argument("--scheduler", help="Dask scheduler address (default: $DASK_SCHEDULER_ADDRESS, else a LocalCluster)")
+
+    def events(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--events-dir", help="the API's accepted-events folder (default: $HYBRIDREC_EVENTS_DIR)")
+        p.add_argument("--redis-url", help="the API's Redis (default: $HYBRIDREC_REDIS_URL)")
+
+    def serving(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=8000)
+        p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
 
     data = command(sub, "data", "Get, generate and ingest datasets.")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
@@ -79,11 +221,78 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder to write")
     scheduler(p)
 
-    p = command(sub, "evaluate", "Print the evaluation protocol's table for the baselines and models.", _cmd_evaluate)
+    p = command(sub, "train", "Fit signals on a dataset as one Dask job and save each signal's artifacts.", _cmd_train)
     p.add_argument("dataset", help="dataset folder written by `hybridrec data ingest`")
+    p.add_argument("--signals", type=_signals, default=["als", "content", "lightgcn"], help="comma-separated (default: als,content,lightgcn)")
+    p.add_argument("--out", required=True, help="folder for the signals (one subfolder each)")
+    p.add_argument("--split", default="train", choices=["train", "fit"], help="train (final) or fit (validation kept out)")
+    p.add_argument("--seed", type=int, default=0)
+    scheduler(p)
+
+    p = command(sub, "tune", "Tune blend weights (GA on validation NDCG@10), refit on train, evaluate on test; save the run.", _cmd_tune)
+    p.add_argument("dataset", help="dataset folder")
+    p.add_argument("--run", required=True, help="run folder to write (signals, run.json, convergence.png)")
+    p.add_argument("--signals", type=_signals, default=None, help="comma-separated (default: all)")
+    p.add_argument("--generations", type=int, default=None, help="GA generations (default: the tuner's)")
+    p.add_argument("--seed", type=int, default=0)
+    scheduler(p)
+
+    p = command(sub, "index", "Index a tuned run's fused item vectors with usearch and publish a bundle version.", _cmd_index)
+    p.add_argument("run", help="run folder written by `hybridrec tune`")
+    p.add_argument("--bundle-root", required=True, help="folder of bundle versions (with the `latest` pointer)")
+    p.add_argument("--dataset", default=None, help="dataset folder (default: the one the run was tuned on)")
+
+    p = command(sub, "evaluate", "Print the evaluation protocol's table for the baselines, each signal and the tuned blend.", _cmd_evaluate)
+    p.add_argument("dataset", help="dataset folder written by `hybridrec data ingest`")
+    p.add_argument("--run", default=None, help="a tuned run folder: adds each signal and the hybrid")
     p.add_argument("--k", type=int, default=10)
-    p.add_argument("--split", default="test", choices=["test", "validation"])
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = command(sub, "pipeline", "Ingest (with the API's accepted events), tune, index and publish a bundle.", _cmd_pipeline)
+    p.add_argument("--data-root", required=True, help="working folder (raw/, dataset/, runs/)")
+    p.add_argument("--bundle-root", required=True, help="folder of bundle versions")
+    p.add_argument("--source", default=None, help="raw data (default: $HYBRIDREC_DATA, else download, else synthetic)")
+    p.add_argument("--seed", type=int, default=0)
+    events(p)
+    scheduler(p)
+
+    p = command(sub, "retrain", "Retrain when enough new interactions arrived; publish only if validation NDCG@10 holds.", _cmd_retrain)
+    p.add_argument("--every", default="1h", help="how often to check (e.g. 15m, 1h)")
+    p.add_argument("--min-new-events", type=int, default=1000, help="new interactions needed to retrain")
+    p.add_argument("--tolerance", type=float, default=0.005, help="allowed drop of validation NDCG@10")
+    p.add_argument("--data-root", required=True)
+    p.add_argument("--bundle-root", required=True)
+    p.add_argument("--source", default=None)
+    p.add_argument("--once", action="store_true", help="check once and exit")
+    events(p)
+    scheduler(p)
+
+    p = command(sub, "serve", "Serve the GraphQL API (GraphiQL at /graphql) on the newest bundle.", _cmd_serve)
+    p.add_argument("--bundle-root", default=os.environ.get("HYBRIDREC_BUNDLE_ROOT", "data/bundles"))
+    serving(p)
+
+    p = command(sub, "demo", "Prepare data, train, tune, index and serve, on a LocalCluster whose dashboard stays up.", _cmd_demo)
+    p.add_argument("--data-root", default="data")
+    p.add_argument("--bundle-root", default="data/bundles")
+    events(p)
+    serving(p)
+    scheduler(p)
+
+    bundle = command(sub, "bundle", "List, show and roll back published bundles.")
+    bundle_sub = bundle.add_subparsers(dest="bundle_command", required=True, metavar="SUBCOMMAND")
+    for name, help_, run in (("list", "List bundle versions.", _cmd_bundle_list),
+                             ("show", "Print a bundle's manifest.", _cmd_bundle_show),
+                             ("rollback", "Point `latest` at an earlier version.", _cmd_bundle_rollback)):
+        p = command(bundle_sub, name, help_, run)
+        p.add_argument("--bundle-root", default=os.environ.get("HYBRIDREC_BUNDLE_ROOT", "data/bundles"))
+        if name != "list":
+            p.add_argument("version", nargs=None if name == "rollback" else "?")
+
+    p = command(sub, "submit", "Run a job on a running Dask cluster and return when it is done (or --detach).", _cmd_submit)
+    scheduler(p)
+    p.add_argument("--detach", action="store_true", help="return at once, printing how to follow the job")
+    p.add_argument("--follow", metavar="KEY", help="wait for a detached job and print its output")
+    p.add_argument("job", nargs=argparse.REMAINDER, help="the job's command line, e.g. pipeline --data-root ...")
     return parser
 
 
@@ -91,11 +300,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.run(args)
-    except (HybridrecError, ValueError, FileNotFoundError) as err:
+        output = args.handler(args)
+    except (HybridrecError, ValueError, FileNotFoundError, argparse.ArgumentTypeError) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"hybridrec {args.command}: error: {message}", file=sys.stderr)
         return 2
+    if output:
+        print(output)
     return 0
 
 

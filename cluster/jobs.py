@@ -1,28 +1,41 @@
 """Jobs: functions that run the same on a LocalCluster and on a remote Dask cluster.
 
-The CLI (cluster.cli) parses arguments and calls these; nothing here parses argv.
+The CLI (cluster.cli) parses arguments and calls these; nothing here parses argv. Every job that
+writes publishes atomically (a temp folder renamed into place), so a job re-run after a worker
+died leaves no half-written result.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sys
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
+
+import dask.dataframe as dd
+import pandas as pd
 
 from etl.dataset import Dataset
 from etl.errors import DataError, DownloadError
 from etl.ingest import IngestReport, ingest
 from etl.metrics import evaluate
 from etl.sources.base import RawSource
+from models.base import FactorModel, TrainData, TrainingOptions, model_class
 
 DEMO_DATASET = "ml-latest-small"
+RUN_FILE = "run.json"
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+# -- data ------------------------------------------------------------------------------------------
 def read_source(
     path: str | Path,
     *,
@@ -66,27 +79,148 @@ def demo_source(data_root: str | Path, client: Any = None) -> RawSource:
     return generate(config, client=client)
 
 
-def ingest_job(source: RawSource, out: str | Path, *, strict: bool = False, client: Any = None) -> IngestReport:
-    report = ingest(source, out, strict=strict, client=client)
+def with_accepted_events(source: RawSource, events_dir: str | Path | None, redis_url: str | None) -> tuple[RawSource, set[str]]:
+    """The source plus every interaction the API accepted, and the users deleted on request."""
+    if events_dir is None and redis_url is None:
+        return source, set()
+    from graphql_api.events import deleted_users, read_accepted_events
+
+    events = read_accepted_events(events_dir, redis_url=redis_url)
+    deleted = set(deleted_users(events_dir, redis_url=redis_url))
+    if len(events):
+        frame = events[["user_id", "item_id", "value", "timestamp"]].astype("string")
+        merged = dd.concat([source.interactions, dd.from_pandas(frame, npartitions=1)])
+        log(f"data: adding {len(events):,} interactions accepted by the API")
+        source = RawSource(**{**source.__dict__, "interactions": merged, "name": f"{source.name}+api-events"})
+    if deleted:
+        log(f"data: leaving out {len(deleted):,} users whose data was deleted on request")
+    return source, deleted
+
+
+def ingest_job(
+    source: RawSource, out: str | Path, *, strict: bool = False, client: Any = None, exclude_users: Sequence[str] = ()
+) -> IngestReport:
+    report = ingest(source, out, strict=strict, client=client, exclude_users=exclude_users)
     log(report.summary())
     return report
 
 
-def evaluate_job(dataset: str | Path, *, k: int = 10, split: str = "test") -> dict[str, dict[str, float]]:
-    """The protocol's table on ``split`` for the baselines and models available."""
-    from models.base import TrainData
+# -- training ------------------------------------------------------------------------------------
+def train_job(
+    dataset: str | Path, out: str | Path, signals: Sequence[str], *, split: str = "train", client: Any = None,
+    seed: int = 0, progress: bool = True,
+) -> dict[str, Path]:
+    """Fit each signal with its default (tuned) config, concurrently on the cluster; save each."""
+    from hybrid.pipeline import default_config
+    from tqdm import tqdm
+
+    ds = Dataset.open(dataset)
+    options = TrainingOptions(client=client, seed=seed)
+    data = TrainData(ds, split=split, validation="validation" if split == "fit" else None)
+    data.matrix()  # read once, before the threads share it
+
+    def fit(kind: str) -> FactorModel:
+        return model_class(kind)(default_config(kind)).fit(data, options)
+
+    saved: dict[str, Path] = {}
+    with ThreadPoolExecutor(max_workers=len(signals)) as pool, tqdm(total=len(signals), desc="train", disable=not progress) as bar:
+        futures = {pool.submit(fit, kind): kind for kind in signals}
+        for future in as_completed(futures):
+            kind = futures[future]
+            target = Path(out) / kind
+            _replace_dir(target, future.result().save)
+            saved[kind] = target
+            bar.set_postfix_str(f"{kind} saved")
+            bar.update()
+    return saved
+
+
+def tune_job(
+    dataset: str | Path, run_dir: str | Path, *, signals: Sequence[str] | None = None, client: Any = None,
+    seed: int = 0, generations: int | None = None,
+) -> dict[str, Any]:
+    """Tune the blend on validation, refit on train, evaluate on test; save the run folder.
+
+    The run folder holds the final signals (signals/<kind>/), run.json (weights, scales, metrics,
+    parameters, the GA's history) and the GA's convergence plot (convergence.png).
+    """
+    from hybrid.pipeline import DEFAULT_SIGNALS, PipelineConfig, run_pipeline
+    from hybrid.tuner import GAConfig
+
+    ga = GAConfig(seed=seed) if generations is None else GAConfig(seed=seed, generations=generations)
+    config = PipelineConfig(signals=tuple(signals or DEFAULT_SIGNALS), ga=ga, seed=seed)
+    run = Path(run_dir)
+
+    def write(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        result = run_pipeline(dataset, config, TrainingOptions(client=client, seed=seed), plot=tmp / "convergence.png")
+        for kind, model in result.fusion.models.items():
+            model.save(tmp / "signals" / kind)
+        summary = result.summary() | {"dataset": str(dataset), "dataset_hash": Dataset.open(dataset).manifest["content_hash"]}
+        (tmp / RUN_FILE).write_text(json.dumps(summary, indent=2))
+        log("tune: results\n" + result.table())
+
+    _replace_dir(run, write)
+    return json.loads((run / RUN_FILE).read_text())
+
+
+def load_run(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
+    """The Fusion of a tuned run and its run.json."""
+    from hybrid.fusion import Fusion
+
+    run = Path(run_dir)
+    if not (run / RUN_FILE).exists():
+        raise DataError(f"{run} is not a tuned run: {RUN_FILE} is missing (run `hybridrec tune`)")
+    summary = json.loads((run / RUN_FILE).read_text())
+    models = {s: FactorModel.load(run / "signals" / s) for s in summary["signals"]}
+    return Fusion(models, {s: float(summary["scales"][s]) for s in summary["signals"]}), summary
+
+
+def index_job(run_dir: str | Path, bundle_root: str | Path, dataset: str | Path | None = None) -> Path:
+    """Build the usearch index over the run's fused item vectors and publish a bundle version."""
+    from hybrid.pipeline import publish_bundle
+
+    fusion, summary = load_run(run_dir)
+    ds = Dataset.open(dataset or summary["dataset"])
+    if ds.manifest["content_hash"] != summary.get("dataset_hash"):
+        raise DataError(f"{ds.path} is not the dataset the run was tuned on (content hash differs)")
+    metrics = {"test": summary["test"], "validation": summary["validation"]}
+    params = {**summary["params"], "tuning": summary["tuning"], "pool": summary["pool"]}
+    path = publish_bundle(bundle_root, fusion, ds, summary["weights"], metrics, params)
+    log(f"index: published {path}")
+    return path
+
+
+def evaluate_job(dataset: str | Path, *, run_dir: str | Path | None = None, k: int = 10) -> dict[str, dict[str, float]]:
+    """The protocol's table on the test split: popularity, and each signal and the blend of a run."""
+    from hybrid.pipeline import fused_scorer
     from models.popularity import Popularity
 
     ds = Dataset.open(dataset)
-    fit_split = "train" if split == "test" else "fit"
-    if split not in ("test", "validation"):
-        raise DataError(f"evaluate: split must be test or validation, not {split!r}")
-    data = TrainData(ds, split=fit_split)
-    train, truth = data.matrix(), ds.matrix(split)
-    rows: dict[str, dict[str, float]] = {}
-    model = Popularity().fit(data)
-    rows["popularity"] = evaluate(model.score, train, truth, k=k)
+    data = TrainData(ds, split="train")
+    train, truth = data.matrix(), ds.matrix("test")
+    rows: dict[str, dict[str, float]] = {"popularity": evaluate(Popularity().fit(data).score, train, truth, k=k)}
+    if run_dir is not None:
+        fusion, summary = load_run(run_dir)
+        for s in fusion.signals:
+            rows[s] = evaluate(fusion.models[s].score, train, truth, k=k)
+        rows["hybrid (tuned)"] = evaluate(fused_scorer(fusion, summary["weights"]), train, truth, k=k)
     return rows
+
+
+def pipeline_job(
+    data_root: str | Path, bundle_root: str | Path, *, source: str | Path | None = None, client: Any = None,
+    events_dir: str | Path | None = None, redis_url: str | None = None, seed: int = 0,
+) -> Path:
+    """Everything: data (with the API's accepted events) -> ingest -> tune -> index -> publish."""
+    root = Path(data_root)
+    raw = read_source(source) if source else demo_source(root / "raw", client=client)
+    raw, deleted = with_accepted_events(raw, events_dir, redis_url)
+    dataset = root / "dataset"
+    ingest_job(raw, dataset, client=client, exclude_users=sorted(deleted))
+    run = root / "runs" / "latest"
+    tune_job(dataset, run, client=client, seed=seed)
+    return index_job(run, bundle_root, dataset)
 
 
 def format_table(rows: dict[str, dict[str, float]], k: int = 10) -> str:
@@ -96,3 +230,19 @@ def format_table(rows: dict[str, dict[str, float]], k: int = 10) -> str:
     for name, metrics in rows.items():
         lines.append(f"{name:<22}" + "".join(f"{metrics.get(key, float('nan')):>14.4f}" for key in keys))
     return "\n".join(lines)
+
+
+def _replace_dir(target: str | Path, write: Any) -> None:
+    """Call write(tmp) on a fresh temp folder beside target, then swap it into place."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        write(tmp)
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        if target.exists():
+            target.rename(old)
+        tmp.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -22,12 +22,12 @@ JOB_RETRIES = 3
 
 def _run_remote(args: argparse.Namespace) -> str | None:
     with worker_client(separate_thread=True):
-        return args.run(args)
+        return args.handler(args)
 
 
 def submit_job(args: argparse.Namespace, scheduler: str, *, detach: bool = False) -> tuple[str, Any]:
     """Run a parsed CLI job on the cluster; returns (key, its output) or (key, None) when detached."""
-    if getattr(args, "run", None) is None:
+    if getattr(args, "handler", None) is None:
         raise ValueError(f"`{args.command}` cannot be submitted: it has subcommands; name one")
     client = Client(scheduler)
     key = f"job-{args.command}-{uuid.uuid4().hex[:8]}"

@@ -15,6 +15,7 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,6 +63,7 @@ class IngestReport:
     rejected_lines: dict[str, list[int]] = field(default_factory=dict)
     duplicates_dropped: int = 0
     repeats_collapsed: int = 0
+    deleted_user_rows: int = 0
     interactions: int = 0
     users: int = 0
     items: int = 0
@@ -77,6 +79,8 @@ class IngestReport:
             f"  exact duplicates dropped {self.duplicates_dropped:,}; repeated (user, item) pairs collapsed "
             f"to the latest {self.repeats_collapsed:,}",
         ]
+        if self.deleted_user_rows:
+            lines.append(f"  rows of users whose data was deleted on request, left out: {self.deleted_user_rows:,}")
         if self.rejected:
             lines.append(f"  rejected {sum(self.rejected.values()):,} rows:")
             for reason, count in sorted(self.rejected.items(), key=lambda kv: -kv[1]):
@@ -244,12 +248,14 @@ def ingest(
     strict: bool = False,
     client: Any = None,
     rows_per_partition: int = ROWS_PER_PARTITION,
+    exclude_users: Iterable[str] = (),
 ) -> IngestReport:
     """Validate, de-duplicate, build vocabularies, split and write a dataset folder.
 
     ``strict`` makes any rejected row fatal (DataError listing reasons and sample lines) before
     anything is written. The folder is written under a temporary name and renamed at the end, so a
-    failed ingest leaves no half-written dataset.
+    failed ingest leaves no half-written dataset. ``exclude_users`` (external ids whose data was
+    deleted on request) are left out and counted.
     """
     missing = [c for c in INTERACTION_COLUMNS if c not in source.interactions.columns]
     if missing:
@@ -264,6 +270,10 @@ def ingest(
     )
     rejected = validated[~validated["reason"].isna()]
     valid = validated[validated["reason"].isna()]
+    excluded = sorted({str(u) for u in exclude_users})
+    deleted = valid["user_id"].isin(excluded)
+    n_deleted = deleted.sum()
+    valid = valid[~deleted]
     try:
         first_pass = dask.compute(
             source.interactions.map_partitions(len, meta=("n", "int64")),
@@ -272,11 +282,12 @@ def ingest(
             valid["user_id"].unique(),
             valid["item_id"].unique(),
             valid.shape[0],
+            n_deleted,
             scheduler=get,
         )
     except pd.errors.ParserError as err:  # a malformed line deep inside a CSV
         raise DataError(f"{source.name}: unreadable line: {str(err).strip()}") from err
-    lengths, reason_counts, samples, user_ids, item_ids, n_valid = first_pass
+    lengths, reason_counts, samples, user_ids, item_ids, n_valid, n_deleted = first_pass
     clock["validate"] = time.perf_counter() - started
     offsets = np.r_[0, np.cumsum(np.asarray(lengths, dtype=np.int64))]
     raw_rows = int(offsets[-1])
@@ -292,6 +303,7 @@ def ingest(
         raw_rows=raw_rows,
         rejected={str(k): int(v) for k, v in reason_counts.items()},
         rejected_lines=rejected_lines,
+        deleted_user_rows=int(n_deleted),
     )
     if strict and report.rejected:
         reasons = "; ".join(

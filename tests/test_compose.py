@@ -82,3 +82,19 @@ def test_volumes_agree() -> None:
 def test_redis_persists() -> None:
     assert "--appendonly" in SERVICES["redis"]["command"]
     assert SERVICES["api"]["depends_on"]["trainer"]["condition"] == "service_completed_successfully"
+
+
+def test_grafana_dashboard_uses_metrics_the_api_exports() -> None:
+    import json
+    import re
+
+    from graphql_api.metrics import Metrics
+
+    exported = {m.name for m in Metrics().registry.collect()}
+    dashboard = json.loads((REPO / "ops/grafana/dashboards/hybridrec-api.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert exprs
+    for expr in exprs:
+        for name in re.findall(r"hybridrec_[a-z_]+", expr):
+            base = re.sub(r"_(bucket|count|sum|total)$", "", name)
+            assert base in exported, f"dashboard queries {name}, which the API does not export"

@@ -152,3 +152,12 @@ def test_malformed_csv_line_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="unreadable line"):
         ingest(read_interactions(path), tmp_path / "ds")
     assert not (tmp_path / "ds").exists()
+
+
+def test_deleted_users_are_left_out_and_counted(tmp_path: Path) -> None:
+    rows = [("1", "10", "4.0", "100"), ("2", "10", "3.0", "100"), ("2", "11", "3.0", "101"), ("3", "11", "1.0", "5")]
+    report = ingest(_source(rows), tmp_path / "ds", exclude_users={"2"})
+    assert report.deleted_user_rows == 2 and report.users == 2
+    ds = Dataset.open(tmp_path / "ds")
+    assert "2" not in ds.users and ds.manifest["deleted_user_rows"] == 2
+    assert report.rejected == {}
