@@ -158,7 +158,6 @@ def tune_job(
             model.save(tmp / "signals" / kind)
         summary = result.summary() | {"dataset": str(dataset), "dataset_hash": Dataset.open(dataset).manifest["content_hash"]}
         (tmp / RUN_FILE).write_text(json.dumps(summary, indent=2))
-        log("tune: results\n" + result.table())
 
     _replace_dir(run, write)
     return json.loads((run / RUN_FILE).read_text())
