@@ -9,7 +9,7 @@ DATA_ROOT ?= data
 DATASET ?= $(DATA_ROOT)/dataset
 PYTEST_ARGS ?=
 
-.PHONY: venv demo data evaluate test test-fast bench clean
+.PHONY: venv demo redis test bench clean
 
 venv: $(STAMP)
 
@@ -19,24 +19,19 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet -e '.[test,bench]'
 	@touch $(STAMP)
 
-## Prepare the demo dataset: $$HYBRIDREC_DATA, else a GroupLens download, else synthetic data.
-$(DATASET)/manifest.json: | $(STAMP)
-	$(PY) -c "from cluster.jobs import demo_source, ingest_job; ingest_job(demo_source('$(DATA_ROOT)'), '$(DATASET)')"
+## Everything: data ($$HYBRIDREC_DATA, else a GroupLens download, else synthetic), ingest, train,
+## tune, index, publish, then serve the API with GraphiQL; prints the GraphiQL and dashboard URLs.
+demo: $(STAMP)
+	$(VENV)/bin/hybridrec demo --data-root $(DATA_ROOT) --bundle-root $(DATA_ROOT)/bundles --host 127.0.0.1 --port 8000
 
-data: $(DATASET)/manifest.json
+## redis-server from Debian's packages for the Redis-path tests (CI runs as root on a clean machine).
+redis: 
+	@command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null)
 
-evaluate: data
-	$(VENV)/bin/hybridrec evaluate $(DATASET)
-
-## The demo so far: ingest, split and evaluate the baselines (training, tuning, indexing and the
-## GraphQL API are added to this target as they land).
-demo: evaluate
-	@echo "demo: ingested $(DATASET) and evaluated the popularity baseline on the protocol."
-
-test: $(STAMP)
+test: $(STAMP) redis
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP) redis
 	$(PY) bench/synthetic_scale.py --interactions 25000000
 
 clean:

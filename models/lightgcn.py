@@ -42,6 +42,8 @@ class LightGCNConfig:
     """L2 weight on the batch's layer-0 embeddings (half squared norms / batch size)."""
     negatives: int = 1
     """Uniform negatives sampled per positive."""
+    sampling: str = "edge"
+    """'edge': every positive once per epoch; 'user': uniform user, then one of its positives."""
     init_std: float = 0.1
     """Standard deviation of the normal initialisation of layer-0 embeddings."""
     patience: int = 5
@@ -59,6 +61,8 @@ class LightGCNConfig:
         for name in ("learning_rate", "init_std"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.sampling not in ("edge", "user"):
+            raise ValueError(f"sampling must be 'edge' or 'user', got {self.sampling!r}")
         if not self.l2 >= 0:
             raise ValueError(f"l2 must be >= 0, got {self.l2!r}")
         if self.validation_users is not None and (
@@ -88,7 +92,8 @@ class LightGCN(FactorModel):
             from cluster.client import get_client
 
             client = get_client()
-        train_f, val_f = client.scatter([train, validation])
+        train_f = client.scatter(train)
+        val_f = client.scatter(validation) if validation is not None else None
         future = client.submit(
             train_lightgcn,
             train_f,

@@ -10,6 +10,8 @@ excluded). ``train_lightgcn`` is the function a Dask worker runs (see models.lig
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -69,52 +71,70 @@ def normalized_adjacency(interactions: sp.csr_matrix) -> torch.Tensor:
     norm = sp.diags(inv_sqrt) @ adj @ sp.diags(inv_sqrt)
     norm = sp.csr_matrix(norm, dtype=np.float32)
     norm.sort_indices()
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(norm.indptr.astype(np.int64)),
-        torch.from_numpy(norm.indices.astype(np.int64)),
-        torch.from_numpy(norm.data),
-        size=(n_users + n_items, n_users + n_items),
-    )
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": it is what PyG's spmm uses
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(norm.indptr.astype(np.int64)),
+            torch.from_numpy(norm.indices.astype(np.int64)),
+            torch.from_numpy(norm.data),
+            size=(n_users + n_items, n_users + n_items),
+            check_invariants=True,
+        )
 
 
 class BPRSampler:
-    """Uniform negative sampling for BPR: every positive once per epoch, in random order.
+    """Uniform negative sampling for BPR, one epoch = as many triples as there are positives.
 
-    A sampled negative that is one of the user's positives is redrawn (a few vectorised rounds;
-    the rare survivors stay, as in the official LightGCN code's tolerance of such noise).
+    ``by='edge'`` visits every positive once per epoch in random order; ``by='user'`` draws each
+    triple's user uniformly, then one of its positives (the official LightGCN sampler: light
+    users weigh as much as heavy ones, as in the per-user average of the metrics). A sampled
+    negative that is one of the user's positives is redrawn for a few vectorised rounds; the
+    rare survivors stay.
     """
 
     ROUNDS = 5
 
-    def __init__(self, interactions: sp.csr_matrix, negatives: int, rng: np.random.Generator) -> None:
-        coo = sp.csr_matrix(interactions).tocoo()
-        self.users = coo.row.astype(np.int64)
-        self.items = coo.col.astype(np.int64)
-        self.n_items = interactions.shape[1]
-        self.negatives = negatives
-        self.rng = rng
-        self._keys = np.unique(self.users * self.n_items + self.items)
+    def __init__(self, interactions: sp.csr_matrix, negatives: int, rng: np.random.Generator, by: str = "edge") -> None:
+        if by not in ("edge", "user"):
+            raise ValueError(f"by must be 'edge' or 'user', not {by!r}")
+        csr = sp.csr_matrix(interactions)
+        csr.sum_duplicates()
+        csr.eliminate_zeros()
+        self.indptr, self.indices = csr.indptr.astype(np.int64), csr.indices.astype(np.int64)
+        self.n_items = csr.shape[1]
+        self.n_pos = self.indices.size
+        self.active = np.flatnonzero(np.diff(self.indptr) > 0)
+        self.negatives, self.rng, self.by = negatives, rng, by
+        rows = np.repeat(np.arange(csr.shape[0], dtype=np.int64), np.diff(self.indptr))
+        self._edge_users = rows
+        self._keys = rows * self.n_items + self.indices  # sorted: canonical CSR
 
     def _is_positive(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         keys = users * self.n_items + items
-        pos = np.searchsorted(self._keys, keys)
-        pos[pos == self._keys.size] = 0
+        pos = np.minimum(np.searchsorted(self._keys, keys), self._keys.size - 1)
         return self._keys[pos] == keys
 
-    def epoch(self, batch_size: int):
+    def _positives(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.by == "edge":
+            idx = self.rng.permutation(self.n_pos)[:size]
+            return self._edge_users[idx], self.indices[idx]
+        users = self.rng.choice(self.active, size=size)
+        start, count = self.indptr[users], np.diff(self.indptr)[users]
+        return users, self.indices[start + (self.rng.random(size) * count).astype(np.int64)]
+
+    def epoch(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Yield (users, positives, negatives) int64 arrays; negatives are (batch, negatives)."""
-        order = self.rng.permutation(self.users.size)
-        for start in range(0, order.size, batch_size):
-            idx = order[start : start + batch_size]
-            users = self.users[idx]
-            neg = self.rng.integers(0, self.n_items, size=(idx.size, self.negatives))
+        users_all, pos_all = self._positives(self.n_pos)
+        for start in range(0, self.n_pos, batch_size):
+            users, pos = users_all[start : start + batch_size], pos_all[start : start + batch_size]
+            neg = self.rng.integers(0, self.n_items, size=(users.size, self.negatives))
             rep = np.repeat(users[:, None], self.negatives, axis=1)
             for _ in range(self.ROUNDS):
                 clash = self._is_positive(rep, neg)
                 if not clash.any():
                     break
                 neg[clash] = self.rng.integers(0, self.n_items, size=int(clash.sum()))
-            yield users, self.items[idx], neg
+            yield users, pos, neg
 
 
 class LightGCNTrainer:
@@ -138,7 +158,7 @@ class LightGCNTrainer:
         torch.nn.init.normal_(model.embedding.weight, std=cfg.init_std)
         adj = normalized_adjacency(train).to(self.device)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-        sampler = BPRSampler(train, cfg.negatives, rng)
+        sampler = BPRSampler(train, cfg.negatives, rng, by=cfg.sampling)
         val = self._validation_rows(validation, rng) if validation is not None else None
 
         best: tuple[np.ndarray, np.ndarray] | None = None
@@ -184,16 +204,20 @@ class LightGCNTrainer:
         The L2 term follows the official LightGCN: half the squared norms of the ego embeddings
         of the batch's users, positives and negatives, divided by the batch size.
         """
-        u = torch.from_numpy(users).to(self.device)
-        p = torch.from_numpy(pos + n_users).to(self.device)
-        n = torch.from_numpy(neg + n_users).to(self.device)
-        out = model.get_embedding(adj)
-        eu, ep, en = out[u], out[p], out[n]
+        b, k = neg.shape
+        nodes = np.concatenate([users, pos + n_users, neg.ravel() + n_users])
+        idx = torch.from_numpy(nodes).to(self.device)
+        # One gather (index_select: its backward is a plain index_add, no sort).
+        emb = torch.index_select(model.get_embedding(adj), 0, idx)
+        eu, ep, en = emb[:b], emb[b : 2 * b], emb[2 * b :].view(b, k, -1)
         pos_score = (eu * ep).sum(-1, keepdim=True)
-        neg_score = torch.einsum("bd,bkd->bk", eu, en)
+        neg_score = (eu.unsqueeze(1) * en).sum(-1)
         bpr = torch.nn.functional.softplus(neg_score - pos_score).mean()
-        ego = model.embedding.weight
-        reg = 0.5 * (ego[u].pow(2).sum() + ego[p].pow(2).sum() + ego[n].pow(2).sum() / n.shape[1]) / users.size
+        # sum over the batch of squared ego norms, as counts per node (negatives averaged over k)
+        weights = np.concatenate([np.ones(2 * b), np.full(b * k, 1.0 / k)])
+        counts = np.bincount(nodes, weights=weights, minlength=model.num_nodes).astype(np.float32)
+        ego_sq = model.embedding.weight.pow(2).sum(-1)
+        reg = 0.5 * (torch.from_numpy(counts).to(self.device) @ ego_sq) / b
         return bpr + self.config.l2 * reg
 
     @staticmethod

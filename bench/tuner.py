@@ -1,0 +1,273 @@
+"""Blend-weight tuners at equal budgets, and the cost of tuning at MovieLens-25M size.
+
+    python bench/tuner.py                          # ml-latest-small: GA vs grid vs random
+    python bench/tuner.py --budgets 25 50 100 200 400 --seeds 3 --png /tmp/tuners.png
+    python bench/tuner.py --synthetic 25000000     # time pool precompute + GA at 25M
+
+ml-latest-small: the signals are fit once on 'fit' (pipeline defaults), the validation pool is
+built once, then each method gets each budget of fitness evaluations (validation NDCG@10 on the
+pool); GA and random search are repeated over --seeds and averaged. With --test, the signals
+are also refit on 'train' and each method's chosen weights are scored on the test split (for
+the report only: nothing is chosen on test).
+
+--synthetic N: tuning cost given fitted signals, at N interactions shaped like MovieLens (users
+and items scaled as etl.sources.synthetic does: 162k x 62k at 25M). The interaction matrices
+are drawn directly (power-law item popularity, log-normal user activity, 16% of interactions in
+validation), and the signals are stand-ins with the pipeline's dimensions and random factors:
+the cost of a pool and of a fitness evaluation depends on shapes, not on what was learned. The
+GA runs its full budget (no early stopping). Timed: pool precompute + GA, on the current
+machine's LocalCluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask
+import numpy as np
+import scipy.sparse as sp
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from etl.dataset import Dataset  # noqa: E402
+from hybrid.candidates import build_pool  # noqa: E402
+from hybrid.fusion import Fusion  # noqa: E402
+from hybrid.pipeline import (  # noqa: E402
+    DEFAULT_SIGNALS,
+    PipelineConfig,
+    evaluate_fusion,
+    fit_signals,
+    refit_signals,
+)
+from hybrid.tuner import GAConfig, TuneResult, tune_ga, tune_grid, tune_random  # noqa: E402
+from models.base import FactorModel, TrainData, TrainingOptions  # noqa: E402
+
+ML_SMALL = REPO.parent / "shared" / "data" / "ml-latest-small"
+
+
+def dataset_ml_small(src: Path, cache: Path) -> Dataset:
+    from etl.ingest import ingest
+    from etl.sources.movielens import read_movielens
+
+    out = cache / "ml-latest-small"
+    if not (out / "manifest.json").exists():
+        with dask.config.set(scheduler="threads"):
+            ingest(read_movielens(src), out)
+    return Dataset.open(out)
+
+
+def ga_for_budget(budget: int, seed: int) -> GAConfig:
+    """A GA that uses at most ``budget`` evaluations (no early stopping)."""
+    population = 12 if budget < 100 else 24
+    population = min(population, budget)
+    elite = 2 if population > 4 else 0
+    generations = max(1, 1 + (budget - population) // (population - elite))
+    return GAConfig(population=population, generations=generations, elite=elite,
+                    tournament=min(3, population), seed=seed, patience=generations)
+
+
+@dataclass
+class Row:
+    method: str
+    budget: int
+    used: float
+    best: list[float]
+    test: list[float]
+
+
+def compare(pool, budgets, seeds, client, test_of=None) -> list[Row]:
+    rows = []
+    for budget in budgets:
+        runs: dict[str, list[TuneResult]] = {"ga": [], "random": [], "grid": []}
+        for seed in range(seeds):
+            runs["ga"].append(tune_ga(pool, config=ga_for_budget(budget, seed), client=client))
+            runs["random"].append(tune_random(pool, budget=budget, seed=seed, client=client))
+        runs["grid"].append(tune_grid(pool, budget=budget, client=client))
+        for method, results in runs.items():
+            rows.append(Row(
+                method, budget, float(np.mean([r.evaluations for r in results])), [r.fitness for r in results],
+                [test_of(r.weights) for r in results] if test_of else [],
+            ))
+            print(f"  budget {budget:>4} {method:<6} val {np.mean(rows[-1].best):.4f}", file=sys.stderr, flush=True)
+    return rows
+
+
+def print_table(rows: list[Row]) -> None:
+    has_test = any(r.test for r in rows)
+    head = f"{'budget':>6}  {'method':<7}{'evals':>7}{'val NDCG@10 (mean ± sd)':>26}"
+    head += f"{'test NDCG@10':>15}" if has_test else ""
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        sd = np.std(r.best) if len(r.best) > 1 else 0.0
+        line = f"{r.budget:>6}  {r.method:<7}{r.used:>7.0f}{np.mean(r.best):>17.4f} ± {sd:.4f}"
+        line += f"{np.mean(r.test):>15.4f}" if r.test else ""
+        print(line)
+
+
+def plot(rows: list[Row], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method in ("ga", "random", "grid"):
+        pts = [r for r in rows if r.method == method]
+        ax.errorbar([r.used for r in pts], [np.mean(r.best) for r in pts],
+                    yerr=[np.std(r.best) for r in pts], marker="o", capsize=3, label=method)
+    ax.set_xscale("log")
+    ax.set_xlabel("fitness evaluations")
+    ax.set_ylabel("best validation NDCG@10")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
+def run_ml_small(args: argparse.Namespace, client) -> None:
+    cache = Path(args.cache or tempfile.mkdtemp(prefix="hybridrec-bench-"))
+    ds = Dataset.open(args.dataset) if args.dataset else dataset_ml_small(ML_SMALL, cache)
+    options = TrainingOptions(client=client, device="cpu", seed=0)
+    config = PipelineConfig(signals=tuple(args.signals), verbose=False)
+    data = TrainData(ds, split="fit", validation="validation")
+    start = time.perf_counter()
+    models, _ = fit_signals(data, {s: config.config_for(s) for s in config.signals}, options, verbose=True)
+    fusion = Fusion.fit_scales(models, data.matrix("validation"))
+    print(f"signals fit in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    start = time.perf_counter()
+    pool = build_pool(models, fusion.scales, data.matrix(), data.matrix("validation"), per_signal=config.per_signal,
+                      client=client)
+    print(f"pool: {pool.n_users} users x {pool.width} in {time.perf_counter() - start:.1f}s; "
+          f"per-signal validation NDCG@10: " + ", ".join(f"{s} {pool.ndcg({s: 1.0}):.4f}" for s in pool.signals))
+    test_of = None
+    if args.test:
+        final, _ = refit_signals(ds, models, options)
+        final_fusion = Fusion(final, dict(fusion.scales))
+
+        def test_of(weights):
+            return evaluate_fusion(final_fusion, weights, ds, signals=False)["hybrid"]["ndcg@10"]
+
+    rows = compare(pool, args.budgets, args.seeds, client, test_of)
+    print(f"\nGA vs grid vs random on ml-latest-small validation pool ({', '.join(pool.signals)}); "
+          f"GA/random over {args.seeds} seeds")
+    print_table(rows)
+    if args.png:
+        plot(rows, Path(args.png), "blend tuners on ml-latest-small (validation)")
+
+
+# -- synthetic scale ------------------------------------------------------------------------------
+class StandIn(FactorModel):
+    """A 'fitted' signal of given dimension with random factors (shapes are what cost)."""
+
+    kind = "bench-stand-in"
+    Config = dict
+
+    def _fit(self, data, options):  # pragma: no cover - never fit
+        raise NotImplementedError
+
+    def fold_in(self, items, values=None):  # pragma: no cover
+        raise NotImplementedError
+
+
+def synthetic_matrices(n: int, seed: int = 0) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """fit and validation matrices with MovieLens-like shapes for n interactions."""
+    from etl.sources.synthetic import _scaled
+
+    n_users, n_items = _scaled(n, 1), _scaled(n, 2)
+    rng = np.random.default_rng(seed)
+    activity = rng.lognormal(0.0, 1.0, n_users)
+    per_user = np.maximum(5, np.round(activity / activity.sum() * n)).astype(np.int64)
+    popularity = 1.0 / np.arange(1, n_items + 1) ** 0.9
+    popularity /= popularity.sum()
+    rows, cols = [], []
+    for lo in range(0, n_users, 8192):  # in slices: a draw of 25M at once needs several GB
+        counts = np.minimum(per_user[lo : lo + 8192], n_items // 2)
+        items = rng.choice(n_items, size=int(counts.sum()), p=popularity)
+        rows.append(np.repeat(np.arange(lo, lo + counts.size), counts))
+        cols.append(items)
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    m = sp.csr_matrix((np.ones(r.size, np.float32), (r, c)), shape=(n_users, n_items))
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    # The last 20% of each user's entries (in column order here) go to validation.
+    lengths = np.diff(m.indptr)
+    pos = np.arange(m.nnz) - np.repeat(m.indptr[:-1], lengths)
+    to_val = pos >= np.repeat(np.ceil(lengths * 0.8), lengths)
+    coo = m.tocoo()
+    fit = sp.csr_matrix((coo.data[~to_val], (coo.row[~to_val], coo.col[~to_val])), shape=m.shape)
+    val = sp.csr_matrix((coo.data[to_val], (coo.row[to_val], coo.col[to_val])), shape=m.shape)
+    return fit, val
+
+
+def run_synthetic(args: argparse.Namespace, client) -> None:
+    start = time.perf_counter()
+    fit, val = synthetic_matrices(args.synthetic)
+    print(f"synthetic: {fit.shape[0]:,} users x {fit.shape[1]:,} items, {fit.nnz:,} fit + {val.nnz:,} validation "
+          f"interactions ({time.perf_counter() - start:.1f}s to draw)")
+    dims = {"als": 64, "content": 32, "lightgcn": 64, "popularity": 1, "svd": 128}
+    rng = np.random.default_rng(1)
+    models = {}
+    for s in args.signals:
+        m = StandIn()
+        m.user_factors_ = rng.standard_normal((fit.shape[0], dims.get(s, 64)), dtype=np.float32)
+        m.item_factors_ = rng.standard_normal((fit.shape[1], dims.get(s, 64)), dtype=np.float32)
+        models[s] = m
+    config = PipelineConfig(signals=tuple(args.signals), verbose=False)
+    ga = GAConfig(**{**vars(config.ga), "patience": config.ga.generations})
+    t0 = time.perf_counter()
+    fusion = Fusion.fit_scales(models, val)
+    t1 = time.perf_counter()
+    pool = build_pool(models, fusion.scales, fit, val, per_signal=config.per_signal,
+                      max_users=args.max_users if args.max_users > 0 else None, client=client)
+    t2 = time.perf_counter()
+    result = tune_ga(pool, config=ga, client=client)
+    t3 = time.perf_counter()
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    print(f"cluster: {len(workers)} workers, {sum(w['nthreads'] for w in workers.values())} threads, "
+          f"{os.cpu_count()} cores")
+    print(f"{'stage':<34}{'seconds':>10}")
+    print(f"{'scales (validation pairs)':<34}{t1 - t0:>10.1f}")
+    print(f"{f'pool ({pool.n_users:,} users x {pool.width} cands)':<34}{t2 - t1:>10.1f}")
+    print(f"{f'GA ({result.evaluations} evaluations)':<34}{t3 - t2:>10.1f}")
+    print(f"{'tuning total (pool + GA)':<34}{t3 - t1:>10.1f}")
+    print(f"pool size {pool.nbytes / 2**20:.0f} MiB; {1000 * (t3 - t2) / result.evaluations:.0f} ms per evaluation")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", help="an ingested dataset folder (default: ingest ml-latest-small)")
+    parser.add_argument("--cache", help="folder for the ingested ml-latest-small (default: a temp folder)")
+    parser.add_argument("--signals", nargs="+", default=[s for s in DEFAULT_SIGNALS])
+    parser.add_argument("--budgets", nargs="+", type=int, default=[25, 50, 100, 200, 400])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--test", action="store_true", help="also refit on train and report each choice's test NDCG")
+    parser.add_argument("--png", help="write the best-per-budget plot here")
+    parser.add_argument("--synthetic", type=int, default=0, metavar="N", help="time the tuning at N interactions")
+    parser.add_argument("--max-users", type=int, default=PipelineConfig().max_tune_users or 0,
+                        help="validation users in the synthetic pool (0: all)")
+    parser.add_argument("--workers", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    from distributed import Client, LocalCluster
+
+    workers = args.workers or max(1, min(os.cpu_count() or 1, 8))
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        if args.synthetic:
+            run_synthetic(args, client)
+        else:
+            run_ml_small(args, client)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,308 @@
+"""The Starlette app: GraphQL (and GraphiQL) at /graphql, /health, /metrics.
+
+Run it with uvicorn, either way::
+
+    uvicorn --factory graphql_api.app:create_app --workers 2
+    uvicorn graphql_api.app:app            # the same, settings read when the server starts
+
+The lifespan loads the newest bundle (memory-mapped factors and usearch index), opens the event
+log and the Redis client, and starts the background task that hot-reloads new bundles.
+
+Per request: a request id (X-Request-ID in and out, in every log line), API-key checks and the
+per-key rate limit, then the answer cache: a POST whose body (for the same bundle version) was
+answered before, and whose users have not changed since, is served from the cache without
+running GraphQL at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from cross_web import HTTPException
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from strawberry.asgi import GraphQL
+
+from graphql_api.context import Context
+from graphql_api.logs import configure_logging, get_logger, request_id_var
+from graphql_api.runtime import Runtime
+from graphql_api.schema import build_schema
+from graphql_api.settings import Settings
+
+log = get_logger("app")
+access_log = get_logger("access")
+MAX_BODY_BYTES = 1 << 20
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def _graphql_error(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"data": None, "errors": [{"message": message, "extensions": {"code": code}}]},
+                        status_code=status, headers=headers)
+
+
+def _api_key(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-api-key":
+            return value.decode("latin-1").strip() or None
+        if name == b"authorization":
+            text = value.decode("latin-1").strip()
+            if text[:7].lower() == "bearer ":
+                return text[7:].strip() or None
+    return None
+
+
+# -- GraphQL view -------------------------------------------------------------------------------------
+
+class GraphQLView(GraphQL):
+    """Strawberry's ASGI view with our context and the answer cache in front of it."""
+
+    def __init__(self, runtime: Runtime, **kwargs: Any) -> None:
+        super().__init__(build_schema(runtime.settings.limits), **kwargs)
+        self.runtime = runtime
+
+    async def get_context(self, request: Any, response: Any) -> Context:
+        ctx = Context(
+            request=request,
+            response=response,
+            runtime=self.runtime,
+            engine=request.scope["state"]["engine"],
+            api_key=request.scope["state"].get("api_key"),
+        )
+        request.scope["state"]["ctx"] = ctx
+        return ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        runtime = self.runtime
+        if not runtime.ready:
+            await _graphql_error(503, "no model bundle is loaded yet", "NOT_READY")(scope, receive, send)
+            return
+        engine = runtime.engine
+        state["engine"] = engine  # the whole request is answered from this bundle
+        request = Request(scope, receive)
+        key = None
+        runtime.store.sync_local()
+        if request.method == "POST":
+            body = await request.body()  # kept on the request: Strawberry reads it again
+            if len(body) > MAX_BODY_BYTES:
+                await _graphql_error(413, f"request body over {MAX_BODY_BYTES} bytes", "TOO_LARGE")(scope, receive, send)
+                return
+        if request.method == "POST" and runtime.settings.cache_ttl > 0:
+            key = hashlib.sha256(engine.version.encode() + b"\0" + body).hexdigest()
+            hit = await runtime.store.cache_get(key)
+            if hit is not None:
+                runtime.metrics.cache.labels(result="hit").inc()
+                for variant in hit.variants:
+                    runtime.metrics.variants.labels(variant=variant).inc()
+                state["operation"], state["cached"] = hit.operation, True
+                response = Response(hit.body, media_type="application/json", headers={"x-cache": "hit"})
+                await response(scope, receive, send)
+                return
+        try:
+            response = await self.run(request)
+        except HTTPException as err:
+            response = Response(err.reason, status_code=err.status_code, media_type="text/plain")
+        ctx: Context | None = state.get("ctx")
+        if ctx is not None:
+            state["operation"] = ctx.operation
+            if key is not None and ctx.cacheable and response.status_code == 200:
+                runtime.metrics.cache.labels(result="miss").inc()
+                if await runtime.store.cache_put(key, ctx.operation, ctx.tags, bytes(response.body), ctx.variants):
+                    response.headers["x-cache"] = "miss"
+        await response(scope, receive, send)
+
+
+# -- middleware (pure ASGI: cheap per request) ---------------------------------------------------------
+
+class RequestMiddleware:
+    """Request id, access log and latency metrics."""
+
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = None
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                rid = value.decode("latin-1")
+                break
+        if rid is None or not _REQUEST_ID.match(rid):
+            rid = uuid.uuid4().hex
+        token = request_id_var.set(rid)
+        state = scope.setdefault("state", {})
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            path = scope.get("path", "")
+            if path.startswith("/graphql") and scope.get("method") == "POST":
+                self.runtime.metrics.latency.labels(
+                    operation=state.get("operation", "unknown"), cached=str(bool(state.get("cached", False))).lower()
+                ).observe(elapsed)
+            if self.runtime.settings.access_log:
+                access_log.info(
+                    "%s %s %d", scope.get("method"), path, status,
+                    extra={"status": status, "ms": round(elapsed * 1000, 3), "operation": state.get("operation"),
+                           "cached": bool(state.get("cached", False))},
+                )
+            request_id_var.reset(token)
+
+
+class GuardMiddleware:
+    """API keys (for every operation when configured so) and per-key rate limits on /graphql."""
+
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope.get("path", "").startswith("/graphql"):
+            await self.app(scope, receive, send)
+            return
+        settings = self.runtime.settings
+        key = _api_key(scope)
+        valid = key is not None and (key in settings.api_keys or key in settings.admin_keys)
+        scope.setdefault("state", {})["api_key"] = key if valid else None
+        if settings.require_key_for_queries and settings.keys_configured and not valid:
+            self.runtime.metrics.errors.labels(kind="unauthorized").inc()
+            response = _graphql_error(401, "an API key is required (header X-API-Key or Authorization: Bearer <key>)",
+                                      "UNAUTHENTICATED", headers={"www-authenticate": "Bearer"})
+            await response(scope, receive, send)
+            return
+        if settings.rate_limit > 0:
+            client = f"key:{key}" if valid else f"ip:{(scope.get('client') or ('?', 0))[0]}"
+            allowed, wait = await self.runtime.store.take_token(client)
+            if not allowed:
+                self.runtime.metrics.errors.labels(kind="rate_limited").inc()
+                retry = max(1, int(wait + 0.999))
+                response = _graphql_error(429, f"rate limit exceeded: {settings.rate_limit:g} requests/s; "
+                                               f"retry in {retry} s", "RATE_LIMITED",
+                                          headers={"retry-after": str(retry)})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+# -- plain endpoints ------------------------------------------------------------------------------------
+
+def _health(runtime: Runtime):  # noqa: ANN202 - a Starlette endpoint
+    async def health(request: Request) -> JSONResponse:
+        redis = await runtime.store.ping()
+        ready = runtime.ready
+        body: dict[str, Any] = {
+            "status": "ok" if ready and redis != "down" else ("degraded" if ready else "unavailable"),
+            "live": True,
+            "ready": ready,
+            "bundle": None,
+            "redis": redis,
+            "events_dir": str(runtime.settings.events_dir) if runtime.settings.events_dir else None,
+            "uptime_s": round(time.time() - runtime.started_at, 3),
+        }
+        if ready:
+            engine = runtime.engine
+            body["bundle"] = {"version": engine.version, "path": str(engine.bundle.path),
+                              "created_at": engine.created_at.isoformat(), "signals": list(engine.signals)}
+        if runtime.last_reload_error:
+            body["last_reload_error"] = runtime.last_reload_error
+        mode = request.path_params.get("mode")
+        if mode == "live":
+            return JSONResponse({"live": True})
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    return health
+
+
+def _metrics(runtime: Runtime):  # noqa: ANN202
+    async def metrics(request: Request) -> Response:
+        await runtime.store.ping()
+        data, content_type = runtime.metrics.render()
+        return Response(data, media_type=content_type)
+
+    return metrics
+
+
+# -- the app --------------------------------------------------------------------------------------------
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """The ASGI app; settings default to the environment (loud when something required is missing)."""
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
+    runtime = Runtime(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    view = GraphQLView(runtime, graphql_ide="graphiql" if settings.graphiql else None)
+    middleware = [Middleware(RequestMiddleware, runtime=runtime)]
+    if settings.cors_origins:
+        middleware.append(Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["content-type", "authorization", "x-api-key", "x-request-id"],
+            expose_headers=["x-request-id", "x-cache", "retry-after"],
+            allow_credentials=settings.cors_allow_credentials,
+        ))
+    middleware.append(Middleware(GuardMiddleware, runtime=runtime))
+    health = _health(runtime)
+    app = Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/health/{mode:str}", health, methods=["GET"]),
+            Route("/metrics", _metrics(runtime), methods=["GET"]),
+            Route("/graphql", view),
+        ],
+        middleware=middleware,
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    return app
+
+
+class _LazyApp:
+    """``graphql_api.app:app`` for uvicorn: built from the environment when the server starts."""
+
+    def __init__(self) -> None:
+        self._app: Starlette | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._app is None:
+            self._app = create_app()
+        await self._app(scope, receive, send)
+
+
+app = _LazyApp()

@@ -1,0 +1,235 @@
+"""One loaded bundle ready to serve: the recommender, item records, and the online fold-in.
+
+An ``Engine`` is immutable once built; hot reload builds a new one and swaps the reference
+(graphql_api.runtime), and every request works on the engine it started with, so a request never
+mixes two bundle versions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from etl.errors import UnknownIdError
+from etl.vocabulary import Vocabulary
+from graphql_api.errors import BadInput
+from graphql_api.store import UserState
+from hybrid import bundle as bundles
+from hybrid.bundle import Bundle
+from hybrid.index import ItemFilter, as_list
+from hybrid.recommender import History, HybridRecommender
+
+MAX_FIRST = 100
+
+#: GraphQL signal names <-> bundle signal names.
+SIGNAL_NAMES: dict[str, str] = {
+    "als": "COLLABORATIVE",
+    "content": "CONTENT",
+    "lightgcn": "GRAPH",
+    "popularity": "POPULARITY",
+}
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    """An item as the API shows it (a row of the bundle's item table)."""
+
+    row: int
+    id: str
+    title: str
+    genres: tuple[str, ...]
+    tags: tuple[str, ...]
+    year: int | None
+    mean_rating: float | None
+    popularity: int
+    """Interactions with the item in the bundle's dataset (the item table's count)."""
+
+
+@dataclass(frozen=True)
+class OnlineHistory:
+    """The history a request folds in, and what it was built from."""
+
+    override: History | None
+    """None: the trained vectors serve as they are."""
+    online: tuple[tuple[int, float, int], ...]
+    """(item row, value, timestamp) of online events the bundle knows the item of, newest last."""
+    trained_hidden: bool
+    """True when the user's data was deleted after this bundle was trained."""
+
+
+def check_first(first: int, field: str = "first") -> int:
+    if not 1 <= first <= MAX_FIRST:
+        raise BadInput(f"{field} must be between 1 and {MAX_FIRST}, got {first}", field=field)
+    return first
+
+
+class DictVocabulary(Vocabulary):
+    """A vocabulary that answers row lookups from a dict.
+
+    Serving looks up one or a few ids per call, where building a pandas Index per call (what
+    Vocabulary.rows does, and is right for batches) costs far more than the lookup itself. Same
+    ids, same rows, same errors.
+    """
+
+    def __init__(self, vocab: Vocabulary) -> None:
+        super().__init__(vocab.ids, kind=vocab.kind)
+        self._lookup = {str(i): r for r, i in enumerate(vocab.ids)}
+
+    def __contains__(self, external_id: object) -> bool:
+        return str(external_id) in self._lookup
+
+    def rows(self, ids: Iterable[object], missing: str = "raise") -> np.ndarray:
+        if missing not in ("raise", "ignore"):
+            raise ValueError(f"missing must be 'raise' or 'ignore', not {missing!r}")
+        keys = [str(i) for i in ids]
+        rows = np.fromiter((self._lookup.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+        if missing == "raise" and (rows < 0).any():
+            raise UnknownIdError(self.kind, [k for k, r in zip(keys, rows, strict=True) if r < 0])
+        return rows
+
+
+class Engine:
+    """Serving state of one bundle version."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        # one id per call at serving time: dict lookups instead of a pandas Index per call
+        bundle.users = DictVocabulary(bundle.users)
+        bundle.items = DictVocabulary(bundle.items)
+        self.bundle = bundle
+        self.recommender = HybridRecommender(bundle)
+        table = bundle.items_table
+        self._ids = bundle.items.ids
+        self._titles = table["title"].astype("string").fillna("").to_numpy(dtype=object)
+        self._genres = [tuple(as_list(g)) for g in table["genres"].to_numpy()] if "genres" in table else None
+        self._tags = [tuple(as_list(g)) for g in table["tags"].to_numpy()] if "tags" in table else None
+        self._years = pd.to_numeric(table.get("year"), errors="coerce").to_numpy(dtype=float, na_value=np.nan) \
+            if "year" in table else np.full(len(table), np.nan)
+        self._ratings = pd.to_numeric(table.get("mean_rating"), errors="coerce").to_numpy(dtype=float, na_value=np.nan) \
+            if "mean_rating" in table else np.full(len(table), np.nan)
+        self._counts = pd.to_numeric(table.get("count"), errors="coerce").fillna(0).to_numpy(dtype=np.int64) \
+            if "count" in table else np.diff(bundle.seen_by_item.indptr)
+        self._lower_titles = pd.Series(self._titles, dtype="string").str.casefold()
+        self._records: dict[int, ItemRecord] = {}
+
+    @classmethod
+    def load(cls, path: str | Path) -> Engine:
+        """Load a bundle version folder, or a root's latest (memory-mapped factors and index)."""
+        return cls(bundles.load(path, mmap=True))
+
+    # -- facts ------------------------------------------------------------------------------------
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+    @property
+    def folder(self) -> str:
+        return self.bundle.path.name
+
+    @cached_property
+    def created_at(self) -> datetime:
+        return datetime.fromisoformat(str(self.bundle.manifest["created_at"]))
+
+    @property
+    def signals(self) -> tuple[str, ...]:
+        return self.bundle.signals
+
+    def user_known(self, user_id: str) -> bool:
+        return user_id in self.bundle.users
+
+    # -- items ------------------------------------------------------------------------------------
+    def record(self, row: int) -> ItemRecord:
+        rec = self._records.get(row)
+        if rec is None:
+            year, rating = self._years[row], self._ratings[row]
+            rec = ItemRecord(
+                row=row,
+                id=str(self._ids[row]),
+                title=str(self._titles[row]) or str(self._ids[row]),
+                genres=self._genres[row] if self._genres is not None else (),
+                tags=self._tags[row] if self._tags is not None else (),
+                year=None if math.isnan(year) else int(year),
+                mean_rating=None if math.isnan(rating) else float(rating),
+                popularity=int(self._counts[row]),
+            )
+            self._records[row] = rec  # bounded by the catalogue size
+        return rec
+
+    def item_rows(self, ids: Sequence[str]) -> np.ndarray:
+        """Rows of external item ids; -1 for an id the bundle does not know."""
+        return self.bundle.items.rows([str(i) for i in ids], missing="ignore")
+
+    def items_by_id(self, ids: Sequence[str]) -> list[ItemRecord | None]:
+        return [self.record(int(r)) if r >= 0 else None for r in self.item_rows(ids)]
+
+    def search_items(self, title: str, first: int) -> list[ItemRecord]:
+        """Items whose title contains ``title`` (case-insensitive), most popular first."""
+        needle = title.strip().casefold()
+        if not needle:
+            raise BadInput("title must not be empty", field="title")
+        hits = np.flatnonzero(self._lower_titles.str.contains(needle, regex=False).fillna(False).to_numpy(bool))
+        order = hits[np.lexsort((hits, -self._counts[hits]))][:first]
+        return [self.record(int(r)) for r in order]
+
+    # -- users ------------------------------------------------------------------------------------
+    def online_history(self, state: UserState) -> OnlineHistory:
+        """The history to fold in for a user: trained interactions plus online events.
+
+        A user deleted after this bundle was trained has no trained history here (the bundle still
+        holds it, but it must not be used); one deleted before was left out of training anyway.
+        """
+        hidden = state.deleted_at is not None and self.created_at.timestamp() < state.deleted_at
+        online: list[tuple[int, float, int]] = []
+        if state.events:
+            rows = self.item_rows([e.item_id for e in state.events])
+            online = [(int(r), float(e.value), int(e.timestamp)) for r, e in zip(rows, state.events, strict=True) if r >= 0]
+        if not online and not hidden:
+            return OnlineHistory(None, (), False)
+        base = History(np.zeros(0, np.int64), np.zeros(0, np.float32)) if hidden else self.recommender.history(state.user_id)
+        if online:
+            base = base.extend(np.array([o[0] for o in online]), np.array([o[1] for o in online], np.float32))
+        return OnlineHistory(base, tuple(online), hidden)
+
+    def trained_history(self, user_id: str) -> History:
+        return self.recommender.history(user_id)
+
+    # -- requests ---------------------------------------------------------------------------------
+    def check_blend(self, variant: str | None, weights: Mapping[str, float] | None) -> None:
+        """BadInput for an unknown variant, bad weights, or both given."""
+        if variant is not None and weights is not None:
+            raise BadInput("give either a variant or weights, not both", field="weights")
+        if variant is not None and variant not in self.bundle.variants:
+            known = ", ".join(self.bundle.variants.names)
+            raise BadInput(f"unknown variant {variant!r}; known variants: {known}", field="variant")
+        if weights is not None:
+            missing = sorted(SIGNAL_NAMES.get(s, s) for s, w in weights.items() if s not in self.signals and w != 0)
+            if missing:
+                have = ", ".join(SIGNAL_NAMES.get(s, s) for s in self.signals)
+                raise BadInput(f"weights name signal(s) {missing} that bundle {self.version} lacks; it has {have}",
+                               field="weights")
+            present = {s: w for s, w in weights.items() if s in self.signals}
+            try:
+                self.bundle.variants.weights_for(present)
+            except ValueError as err:
+                msg = str(err)
+                for s, label in SIGNAL_NAMES.items():
+                    msg = msg.replace(f"for {s} ", f"for {label} ")
+                raise BadInput(msg, field="weights") from err
+
+    def item_filter(self, spec: Mapping[str, Any] | None) -> ItemFilter | None:
+        if not spec:
+            return None
+        try:
+            return ItemFilter(**spec)
+        except ValueError as err:
+            raise BadInput(str(err), field="filter") from err
+
+    def restrict_weights(self, weights: Mapping[str, float] | None) -> dict[str, float] | None:
+        return None if weights is None else {s: float(w) for s, w in weights.items() if s in self.signals}

@@ -1,0 +1,55 @@
+"""Prometheus metrics of one app instance (its own registry, so test apps do not collide).
+
+With several uvicorn workers, set PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess
+mode) so that /metrics sums every worker; otherwise a scrape sees the worker that answered.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    """The API's metrics; ``render()`` gives the /metrics body."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.latency = Histogram(
+            "hybridrec_request_seconds",
+            "GraphQL request latency by operation (root fields) and whether the answer was cached",
+            ["operation", "cached"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.cache = Counter("hybridrec_cache", "Answer-cache lookups", ["result"], registry=r)
+        self.variants = Counter("hybridrec_variant", "Recommendations served per blend variant", ["variant"], registry=r)
+        self.errors = Counter("hybridrec_errors", "Errors by kind", ["kind"], registry=r)
+        self.events = Counter("hybridrec_interactions_accepted", "Interactions accepted by the mutations", registry=r)
+        self.reloads = Counter("hybridrec_bundle_reloads", "Bundles switched to by hot reload", registry=r)
+        self.bundle = Gauge("hybridrec_bundle_info", "The bundle being served (value 1)", ["version"], registry=r)
+        self.redis_up = Gauge("hybridrec_redis_up", "1 when Redis answers, 0 when it does not", registry=r)
+
+    def set_bundle(self, version: str) -> None:
+        self.bundle.clear()
+        self.bundle.labels(version=version).set(1)
+
+    def render(self) -> tuple[bytes, str]:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

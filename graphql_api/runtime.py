@@ -1,0 +1,117 @@
+"""What one API process holds between requests: settings, metrics, the store and the engine.
+
+The engine (one loaded bundle) sits behind a single attribute; hot reload builds the next engine
+in a worker thread and then rebinds that attribute, an atomic swap: a request that already took
+the old engine finishes on it, the next one gets the new one, and none fails in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+
+import anyio.to_thread
+
+from graphql_api.engine import Engine
+from graphql_api.errors import NoBundle
+from graphql_api.logs import get_logger
+from graphql_api.metrics import Metrics
+from graphql_api.settings import Settings
+from graphql_api.store import Store
+from hybrid.bundle import latest_version
+
+log = get_logger("runtime")
+FAILED_RETRY_SECONDS = 30.0
+"""A version that failed to load is tried again after this long (it may have been repaired)."""
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.store = Store(settings, self.metrics)
+        self._engine: Engine | None = None
+        self._failed: dict[str, float] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.started_at = time.time()
+        self.last_reload_error: str | None = None
+
+    # -- the engine ---------------------------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        engine = self._engine
+        if engine is None:
+            raise NoBundle(f"no model bundle loaded from {self.settings.bundle_root}")
+        return engine
+
+    @property
+    def ready(self) -> bool:
+        return self._engine is not None
+
+    def swap(self, engine: Engine) -> None:
+        """Serve ``engine`` from the next request on."""
+        old = self._engine
+        self._engine = engine
+        self.metrics.set_bundle(engine.version)
+        if old is not None:
+            self.metrics.reloads.inc()
+            log.info("switched bundle", extra={"from_version": old.version, "to_version": engine.version})
+        else:
+            log.info("loaded bundle", extra={"version": engine.version, "path": str(engine.bundle.path)})
+
+    async def load_latest(self) -> bool:
+        """Load the root's latest bundle if it differs from the one served; True when swapped."""
+        root = Path(self.settings.bundle_root)
+        target = await anyio.to_thread.run_sync(latest_version, root)
+        if target is None:
+            return False
+        current = self._engine
+        if current is not None and current.folder == target:
+            return False
+        if time.monotonic() < self._failed.get(target, 0.0):
+            return False
+        try:
+            engine = await anyio.to_thread.run_sync(Engine.load, root / target)
+        except Exception as err:  # noqa: BLE001 - a bad bundle must not stop the server
+            self._failed[target] = time.monotonic() + FAILED_RETRY_SECONDS
+            self.last_reload_error = f"{target}: {err}"
+            log.error("bundle failed to load; still serving the previous one",
+                      extra={"version": target, "error": str(err)})
+            return False
+        self.last_reload_error = None
+        self.swap(engine)
+        return True
+
+    # -- life cycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.store.start()
+        await self.load_latest()
+        if self._engine is None:
+            log.warning("no bundle to serve yet; /health reports not ready until one is published",
+                        extra={"bundle_root": str(self.settings.bundle_root)})
+        self._tasks.append(asyncio.get_running_loop().create_task(self._background()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self.store.close()
+
+    async def _background(self) -> None:
+        """Poll the latest pointer (hot reload) and Redis (state, replay of queued events)."""
+        interval = self.settings.reload_interval or 2.0
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if self.settings.reload_interval > 0:
+                    await self.load_latest()
+                await self.store.ping()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - keep polling whatever happens
+                log.exception("background poll failed")

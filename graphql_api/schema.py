@@ -1,0 +1,139 @@
+"""The GraphQL schema (code first): ``graphql_api.schema:schema``.
+
+``build_schema(limits)`` gives a schema with the document limits of a deployment; ``schema`` is the
+one with default limits (what ``strawberry export-schema graphql_api.schema:schema`` prints; limits
+do not change the SDL).
+
+Errors: an ``ApiError`` (bad input, forbidden, ...) and GraphQL's own parse/validation errors reach
+the client with their message; any other exception is masked as "Unexpected error." (MaskErrors)
+and logged with its traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import strawberry
+from graphql import FieldNode, GraphQLError, OperationDefinitionNode
+from strawberry.extensions import (
+    AddValidationRules,
+    DisableIntrospection,
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    SchemaExtension,
+    ValidationCache,
+)
+from strawberry.types import ExecutionContext
+
+from graphql_api.errors import ApiError
+from graphql_api.logs import get_logger
+from graphql_api.resolvers.mutation import Mutation
+from graphql_api.resolvers.query import Query
+from graphql_api.settings import Limits
+
+log = get_logger("graphql")
+MASKED_MESSAGE = "Unexpected error."
+
+
+def is_unexpected(error: GraphQLError) -> bool:
+    """True for errors to mask: exceptions that are neither ApiError nor GraphQL's own."""
+    original = error.original_error
+    return original is not None and not isinstance(original, (ApiError, GraphQLError))
+
+
+def _error_kind(error: GraphQLError) -> str:
+    original = error.original_error
+    if is_unexpected(error):
+        return "internal"
+    if isinstance(original, ApiError):
+        return original.code.lower()
+    code = (error.extensions or {}).get("code")
+    return str(code).lower() if code else "invalid_query"
+
+
+class HybridSchema(strawberry.Schema):
+    """A Strawberry schema that logs errors as JSON and counts them by kind."""
+
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+        for error in errors:
+            kind = _error_kind(error)
+            context = getattr(execution_context, "context", None)
+            metrics = getattr(getattr(context, "runtime", None), "metrics", None)
+            if metrics is not None:
+                metrics.errors.labels(kind=kind).inc()
+            if kind == "internal":
+                original = error.original_error
+                log.error(
+                    "unexpected error while resolving %s",
+                    ".".join(str(p) for p in error.path or ()) or "(operation)",
+                    exc_info=(type(original), original, original.__traceback__) if original else None,
+                    extra={"kind": kind},
+                )
+            else:
+                log.info("request error: %s", error.message, extra={"kind": kind})
+
+
+class OperationTracker(SchemaExtension):
+    """Names the operation (its root fields) for metrics and says whether its answer may be cached."""
+
+    def on_execute(self) -> Iterator[None]:
+        ctx = self.execution_context.context
+        doc = self.execution_context.graphql_document
+        if ctx is not None and doc is not None and hasattr(ctx, "operation"):
+            ctx.operation_type = self.execution_context.operation_type.value
+            ctx.operation = _root_fields(doc, self.execution_context.operation_name)
+        yield
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        ctx = self.execution_context.context
+        result = self.execution_context.result
+        if ctx is not None and hasattr(ctx, "cacheable"):
+            ctx.cacheable = (
+                ctx.operation_type == "query"
+                and result is not None
+                and not getattr(result, "errors", None)
+                and getattr(result, "data", None) is not None
+            )
+
+
+def _root_fields(doc: Any, operation_name: str | None) -> str:
+    ops = [d for d in doc.definitions if isinstance(d, OperationDefinitionNode)]
+    op = next((o for o in ops if o.name and o.name.value == operation_name), ops[0] if ops else None)
+    if op is None:
+        return "unknown"
+    names = sorted({s.name.value for s in op.selection_set.selections if isinstance(s, FieldNode)})
+    return ",".join(names) or "fragment"
+
+
+def _shared_rules(extension: AddValidationRules) -> Callable[[], SchemaExtension]:
+    """A factory of per-request extensions that reuse one set of rule classes.
+
+    QueryDepthLimiter and MaxAliasesLimiter create new rule classes in __init__; a fresh instance
+    per request would defeat ValidationCache (keyed by the rules). The rules are stateless, so they
+    are built once and handed to a fresh AddValidationRules per request.
+    """
+    rules = list(extension.validation_rules)
+    return lambda: AddValidationRules(rules)
+
+
+def build_schema(limits: Limits | None = None) -> HybridSchema:
+    limits = limits or Limits()
+    extensions: list[Any] = [
+        lambda: MaskErrors(should_mask_error=is_unexpected, error_message=MASKED_MESSAGE),
+        lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
+        lambda: ParserCache(maxsize=1024),
+        _shared_rules(QueryDepthLimiter(max_depth=limits.max_depth)),
+        _shared_rules(MaxAliasesLimiter(max_alias_count=limits.max_aliases)),
+    ]
+    if not limits.introspection:
+        extensions.append(DisableIntrospection)
+    extensions += [lambda: ValidationCache(maxsize=1024), OperationTracker]
+    return HybridSchema(query=Query, mutation=Mutation, extensions=extensions)
+
+
+schema = build_schema()

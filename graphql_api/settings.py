@@ -1,0 +1,191 @@
+"""Typed API settings, read from the environment (then an optional env file, then defaults).
+
+Loud when something required is missing: ``Settings.from_env()`` raises ``SettingsError``
+naming the variable, so a misconfigured server fails at start, not on the first request.
+
+Variables (all prefixed ``HYBRIDREC_``):
+
+==========================  ======================================================  =========
+name                        meaning                                                 default
+==========================  ======================================================  =========
+BUNDLE_ROOT                 folder of published bundles (with the ``latest`` one)   required
+EVENTS_DIR                  folder of the durable event log (JSONL, fsync'd)        required
+                            without Redis; optional with it
+REDIS_URL                   redis://host:port/db; events, cache, online state and   none
+                            rate limits are then shared by replicas
+REDIS_PREFIX                key prefix in Redis                                     hybridrec
+API_KEYS                    comma-separated keys; when set, mutations need one      none
+ADMIN_KEYS                  comma-separated keys for admin mutations                none
+REQUIRE_KEY_FOR_QUERIES     true: every operation needs a key (when keys exist)     false
+CORS_ORIGINS                comma-separated allowed origins ("*" for any)           none
+CORS_ALLOW_CREDENTIALS      allow credentials in CORS requests                      false
+MAX_DEPTH                   query depth limit                                       10
+MAX_ALIASES                 aliases per document                                    15
+MAX_TOKENS                  tokens per document                                     2000
+INTROSPECTION               allow introspection queries                             true
+GRAPHIQL                    serve GraphiQL on GET /graphql                          true
+RATE_LIMIT                  sustained requests per second per key (0: off)          0
+RATE_BURST                  bucket size of the rate limiter                         2 x rate
+CACHE_TTL                   seconds a cached answer lives (0: no caching)           300
+RELOAD_INTERVAL             seconds between polls of the bundle root's ``latest``   2
+MAX_BATCH                   interactions per recordInteractions call                1000
+EXPLAIN_NEIGHBOURS          history items an explanation's graph path starts from   10
+LOG_LEVEL                   logging level of the JSON logs                          INFO
+ACCESS_LOG                  one JSON log line per request                           true
+ENV_FILE                    an env file read after the environment                  none
+==========================  ======================================================  =========
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from starlette.config import Config, EnvironError
+
+from etl.errors import HybridrecError
+
+PREFIX = "HYBRIDREC_"
+
+
+class SettingsError(HybridrecError, ValueError):
+    """A required setting is missing or a setting has an invalid value."""
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Limits on a GraphQL document, applied by schema extensions."""
+
+    max_depth: int = 10
+    """Deepest selection nesting (QueryDepthLimiter)."""
+    max_aliases: int = 15
+    """Aliases per document (MaxAliasesLimiter)."""
+    max_tokens: int = 2000
+    """Lexer tokens per document (MaxTokensLimiter)."""
+    introspection: bool = True
+    """False adds DisableIntrospection."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_depth", "max_aliases", "max_tokens"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the API reads from its environment."""
+
+    bundle_root: Path
+    """Folder of published model bundles; the server loads its ``latest``."""
+    events_dir: Path | None = None
+    """Durable append-only event log; required when ``redis_url`` is None."""
+    redis_url: str | None = None
+    """Redis for events, cached answers, online user state and rate limits (shared by replicas)."""
+    redis_prefix: str = "hybridrec"
+    """Key prefix in Redis, so that several deployments can share a server."""
+    api_keys: frozenset[str] = frozenset()
+    """Keys accepted for mutations (and for queries when ``require_key_for_queries``)."""
+    admin_keys: frozenset[str] = frozenset()
+    """Keys accepted for admin mutations (deleteUserData); they also work as API keys."""
+    require_key_for_queries: bool = False
+    """Every operation, not only mutations, needs a key (when any key is configured)."""
+    cors_origins: tuple[str, ...] = ()
+    """Origins allowed by CORS; empty disables the CORS middleware."""
+    cors_allow_credentials: bool = False
+    limits: Limits = field(default_factory=Limits)
+    graphiql: bool = True
+    """Serve GraphiQL on GET /graphql."""
+    rate_limit: float = 0.0
+    """Sustained requests per second per client key (API key, else client address); 0 = off."""
+    rate_burst: int = 0
+    """Token-bucket size; 0 means twice the rate (at least 1)."""
+    cache_ttl: float = 300.0
+    """Seconds a cached answer lives; 0 disables the answer cache."""
+    reload_interval: float = 2.0
+    """Seconds between polls of the bundle root's latest pointer; 0 disables hot reload."""
+    max_batch: int = 1000
+    """Interactions accepted by one recordInteractions call."""
+    explain_neighbours: int = 10
+    """History items (strongest drivers first) an explanation's graph path may start from; the
+    path search grows with it (hybrid.explain.explain_pair's max_neighbours)."""
+    log_level: str = "INFO"
+    access_log: bool = True
+    """One JSON log line per request (method, path, status, ms, operation, cached)."""
+
+    def __post_init__(self) -> None:
+        if self.events_dir is None and self.redis_url is None:
+            raise SettingsError(
+                f"{PREFIX}EVENTS_DIR is required when {PREFIX}REDIS_URL is not set: accepted "
+                "interactions must be written somewhere durable"
+            )
+        if self.rate_limit < 0:
+            raise SettingsError(f"{PREFIX}RATE_LIMIT must be >= 0, got {self.rate_limit}")
+        if self.cache_ttl < 0:
+            raise SettingsError(f"{PREFIX}CACHE_TTL must be >= 0, got {self.cache_ttl}")
+        if self.max_batch < 1:
+            raise SettingsError(f"{PREFIX}MAX_BATCH must be >= 1, got {self.max_batch}")
+        if self.explain_neighbours < 1:
+            raise SettingsError(f"{PREFIX}EXPLAIN_NEIGHBOURS must be >= 1, got {self.explain_neighbours}")
+        if self.reload_interval < 0:
+            raise SettingsError(f"{PREFIX}RELOAD_INTERVAL must be >= 0, got {self.reload_interval}")
+
+    @property
+    def keys_configured(self) -> bool:
+        return bool(self.api_keys or self.admin_keys)
+
+    @property
+    def burst(self) -> int:
+        return self.rate_burst if self.rate_burst > 0 else max(1, int(2 * self.rate_limit))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``environ`` (default os.environ) and HYBRIDREC_ENV_FILE if set."""
+        env = dict(os.environ if environ is None else environ)
+        env_file = env.get(f"{PREFIX}ENV_FILE") or None
+        if env_file and not Path(env_file).is_file():
+            raise SettingsError(f"{PREFIX}ENV_FILE={env_file}: no such file")
+        config = Config(env_file=env_file, environ=env)
+
+        def get(name: str, cast: type = str, default: object = None) -> object:
+            try:
+                if default is ...:
+                    return config(PREFIX + name, cast=cast)
+                return config(PREFIX + name, cast=cast, default=default)
+            except KeyError as err:  # starlette raises KeyError for a missing required key
+                raise SettingsError(f"{PREFIX}{name} is required but not set") from err
+            except (ValueError, EnvironError) as err:
+                raise SettingsError(f"{PREFIX}{name}: {err}") from err
+
+        events = get("EVENTS_DIR", str, None)
+        return cls(
+            bundle_root=Path(str(get("BUNDLE_ROOT", str, ...))),
+            events_dir=Path(str(events)) if events else None,
+            redis_url=str(get("REDIS_URL", str, None) or "") or None,
+            redis_prefix=str(get("REDIS_PREFIX", str, "hybridrec")),
+            api_keys=frozenset(_csv(get("API_KEYS", str, ""))),  # type: ignore[arg-type]
+            admin_keys=frozenset(_csv(get("ADMIN_KEYS", str, ""))),  # type: ignore[arg-type]
+            require_key_for_queries=bool(get("REQUIRE_KEY_FOR_QUERIES", bool, False)),
+            cors_origins=_csv(get("CORS_ORIGINS", str, "")),  # type: ignore[arg-type]
+            cors_allow_credentials=bool(get("CORS_ALLOW_CREDENTIALS", bool, False)),
+            limits=Limits(
+                max_depth=int(get("MAX_DEPTH", int, 10)),  # type: ignore[arg-type]
+                max_aliases=int(get("MAX_ALIASES", int, 15)),  # type: ignore[arg-type]
+                max_tokens=int(get("MAX_TOKENS", int, 2000)),  # type: ignore[arg-type]
+                introspection=bool(get("INTROSPECTION", bool, True)),
+            ),
+            graphiql=bool(get("GRAPHIQL", bool, True)),
+            rate_limit=float(get("RATE_LIMIT", float, 0.0)),  # type: ignore[arg-type]
+            rate_burst=int(get("RATE_BURST", int, 0)),  # type: ignore[arg-type]
+            cache_ttl=float(get("CACHE_TTL", float, 300.0)),  # type: ignore[arg-type]
+            reload_interval=float(get("RELOAD_INTERVAL", float, 2.0)),  # type: ignore[arg-type]
+            max_batch=int(get("MAX_BATCH", int, 1000)),  # type: ignore[arg-type]
+            explain_neighbours=int(get("EXPLAIN_NEIGHBOURS", int, 10)),  # type: ignore[arg-type]
+            log_level=str(get("LOG_LEVEL", str, "INFO")).upper(),
+            access_log=bool(get("ACCESS_LOG", bool, True)),
+        )

@@ -1,0 +1,621 @@
+"""Where the API keeps what changes between bundles: accepted events, folded-in user state,
+cached answers, deletions and rate-limit buckets.
+
+Two backends, used together when both are configured:
+
+- local (HYBRIDREC_EVENTS_DIR): the fsync'd JSONL log of graphql_api.events is the source of
+  truth; every process on the host tails it (a ``stat`` per request, new lines read when it
+  grew), so uvicorn workers sharing a folder see each other's events at once. Cached answers
+  and rate-limit buckets are then in-process.
+- Redis (HYBRIDREC_REDIS_URL): the event stream, per-user online events, per-user generation
+  counters, cached answers and token buckets live in Redis and are shared by every replica;
+  the multi-key updates are Lua scripts, so they are atomic.
+
+Cached answers carry the generation of every user they depend on and are served only while
+those generations are current: recording an interaction or deleting a user bumps the user's
+generation (and drops the user's entries eagerly), so a stale answer is never served, even one
+written by a request that raced with the mutation.
+
+When Redis stops answering, the API keeps serving: reads fall back to the local state (if any)
+without caching, events go to the local log and are queued, and the queue is replayed into Redis
+when it answers again. Without a local log, mutations are refused while Redis is down (an event
+must be durable before it is accepted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import anyio.to_thread
+
+from graphql_api.errors import EventStoreUnavailable
+from graphql_api.events import Deletion, Event, EventLog
+from graphql_api.logs import get_logger
+from graphql_api.metrics import Metrics
+from graphql_api.settings import Settings
+
+log = get_logger("store")
+T = TypeVar("T")
+
+REDIS_RETRY_SECONDS = 1.0
+"""After a failed Redis call, calls skip Redis for this long (no connect storm while it is down)."""
+MEMORY_CACHE_ENTRIES = 50_000
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    """Key layout in Redis (user ids are percent-encoded so they cannot collide)."""
+
+    prefix: str = "hybridrec"
+
+    @property
+    def stream(self) -> str:
+        return f"{self.prefix}:events"
+
+    @property
+    def deletions(self) -> str:
+        return f"{self.prefix}:deletions"
+
+    def user(self, user_id: str, what: str) -> str:
+        return f"{self.prefix}:u:{quote(user_id, safe='')}:{what}"
+
+    def response(self, key: str) -> str:
+        return f"{self.prefix}:resp:{key}"
+
+    def bucket(self, client: str) -> str:
+        return f"{self.prefix}:rl:{hashlib.sha1(client.encode()).hexdigest()}"
+
+
+# -- Lua scripts (atomic multi-key updates) ------------------------------------------------------
+
+_ADD_EVENTS = """
+-- KEYS[1] stream; ARGV: groups of (events key, generation key, cache-tags key, event json)
+local touched = {}
+for i = 1, #ARGV, 4 do
+  local sid = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i + 3])
+  redis.call('RPUSH', ARGV[i], sid .. '|' .. ARGV[i + 3])
+  touched[ARGV[i + 1]] = ARGV[i + 2]
+end
+for gen_key, tags_key in pairs(touched) do
+  redis.call('INCR', gen_key)
+  for _, k in ipairs(redis.call('SMEMBERS', tags_key)) do redis.call('DEL', k) end
+  redis.call('DEL', tags_key)
+end
+return #ARGV / 4
+"""
+
+_PURGE_USER = """
+-- KEYS[1] stream, KEYS[2] deletions hash; ARGV: events key, generation key, tags key, user id, deleted_at
+local out = {0}
+for _, item in ipairs(redis.call('LRANGE', ARGV[1], 0, -1)) do
+  local sep = string.find(item, '|', 1, true)
+  redis.call('XDEL', KEYS[1], string.sub(item, 1, sep - 1))
+  table.insert(out, string.sub(item, sep + 1))
+end
+local cached = 0
+for _, k in ipairs(redis.call('SMEMBERS', ARGV[3])) do cached = cached + redis.call('DEL', k) end
+out[1] = cached
+redis.call('DEL', ARGV[1], ARGV[3])
+redis.call('INCR', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
+return out
+"""
+
+_CACHE_GET = """
+-- KEYS[1] response key; the value is a JSON header line {"g": {gen key: gen}, ...} then the body
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+local nl = string.find(v, '\\n', 1, true)
+local header = cjson.decode(string.sub(v, 1, nl - 1))
+for gen_key, gen in pairs(header['g']) do
+  local cur = redis.call('GET', gen_key)
+  if not cur then cur = '0' end
+  if cur ~= gen then return false end
+end
+return v
+"""
+
+_TOKEN_BUCKET = """
+-- KEYS[1] bucket; ARGV[1] rate (tokens/s), ARGV[2] burst
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(b[1]) or burst
+local ts = tonumber(b[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local allowed = 0
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+else
+  wait = (1 - tokens) / rate
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return {allowed, tostring(wait)}
+"""
+
+
+# -- value objects -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class UserState:
+    """What the API knows about a user beyond the bundle."""
+
+    user_id: str
+    events: tuple[Event, ...] = ()
+    """Accepted interactions still online (not purged), oldest first."""
+    deleted_at: float | None = None
+    """When the user's data was last deleted (trained history older than this must not be used)."""
+    tags: dict[str, str] = field(default_factory=dict)
+    """Cache tags (generation key -> generation) an answer built from this state depends on."""
+
+
+@dataclass(frozen=True)
+class DeletionReport:
+    events: int
+    cached_answers: int
+    online_state: bool
+
+
+@dataclass(frozen=True)
+class CachedAnswer:
+    operation: str
+    body: bytes
+    variants: tuple[str, ...] = ()
+
+
+def _dedupe(events: Iterable[Event]) -> tuple[Event, ...]:
+    seen: dict[str, Event] = {}
+    for e in events:
+        seen.setdefault(e.event_id, e)
+    return tuple(sorted(seen.values(), key=lambda e: (e.accepted_at, e.event_id)))
+
+
+def _encode_entry(operation: str, tags: dict[str, str], body: bytes, variants: tuple[str, ...]) -> bytes:
+    head = {"g": tags, "op": operation, "v": list(variants)}
+    return json.dumps(head, separators=(",", ":")).encode() + b"\n" + body
+
+
+def _decode_entry(raw: bytes) -> CachedAnswer:
+    head, _, body = raw.partition(b"\n")
+    meta = json.loads(head)
+    return CachedAnswer(meta["op"], body, tuple(meta.get("v", ())))
+
+
+# -- local state (tail of the shared JSONL log) --------------------------------------------------
+
+class LocalState:
+    """Online events and deletions as the local log says, kept current by tailing it."""
+
+    def __init__(self, log_: EventLog) -> None:
+        self.log = log_
+        self.events: dict[str, list[Event]] = {}
+        self.deleted: dict[str, float] = {}
+        self.generations: dict[str, int] = {}
+        self._ev = (-1, 0)  # (inode, offset) consumed in events.jsonl
+        self._del = (-1, 0)
+
+    def _read_new(self, path: Path, pos: tuple[int, int]) -> tuple[list[bytes], tuple[int, int], bool]:
+        """Complete new lines of ``path`` after ``pos``; the flag says the file was replaced."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return [], pos, False
+        inode, offset = pos
+        rewritten = st.st_ino != inode or st.st_size < offset
+        if rewritten:
+            offset = 0
+        elif st.st_size == offset:
+            return [], pos, False
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read(max(0, st.st_size - offset))
+        end = data.rfind(b"\n") + 1  # a line still being written waits for the next sync
+        return data[:end].splitlines(), (st.st_ino, offset + end), rewritten and inode != -1
+
+    def _bump(self, user_id: str) -> None:
+        self.generations[user_id] = self.generations.get(user_id, 0) + 1
+
+    def sync(self) -> set[str]:
+        """Read what other writers appended; returns the users whose state changed."""
+        changed: set[str] = set()
+        lines, self._del, _ = self._read_new(self.log.deletions_path, self._del)
+        for line in lines:
+            try:
+                raw = json.loads(line)
+            except ValueError:
+                continue
+            user, at = str(raw["user_id"]), float(raw["deleted_at"])
+            self.deleted[user] = max(at, self.deleted.get(user, 0.0))
+            if user in self.events:
+                kept = [e for e in self.events[user] if e.accepted_at > at]
+                self.events[user] = kept
+                if not kept:
+                    del self.events[user]
+            changed.add(user)
+        lines, self._ev, rewritten = self._read_new(self.log.events_path, self._ev)
+        if rewritten:  # a purge rewrote the file: rebuild from scratch
+            changed.update(self.events)
+            self.events = {}
+        for line in lines:
+            try:
+                event = Event.from_json(line)
+            except (ValueError, KeyError):
+                continue
+            if event.accepted_at <= self.deleted.get(event.user_id, float("-inf")):
+                continue
+            self.events.setdefault(event.user_id, []).append(event)
+            changed.add(event.user_id)
+        for user in changed:
+            self._bump(user)
+        return changed
+
+    def state(self, user_id: str) -> UserState:
+        return UserState(
+            user_id,
+            tuple(self.events.get(user_id, ())),
+            self.deleted.get(user_id),
+            {user_id: str(self.generations.get(user_id, 0))},
+        )
+
+
+class MemoryCache:
+    """In-process answer cache: LRU, TTL, entries valid while their users' generations hold."""
+
+    def __init__(self, max_entries: int = MEMORY_CACHE_ENTRIES) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[float, dict[str, str], CachedAnswer]] = OrderedDict()
+        self._by_user: dict[str, set[str]] = {}
+
+    def get(self, key: str, generations: dict[str, int]) -> CachedAnswer | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires, tags, answer = entry
+        if expires < time.monotonic() or any(str(generations.get(u, 0)) != g for u, g in tags.items()):
+            self._drop(key)
+            return None
+        self._entries.move_to_end(key)
+        return answer
+
+    def put(self, key: str, answer: CachedAnswer, tags: dict[str, str], ttl: float) -> None:
+        self._drop(key)
+        self._entries[key] = (time.monotonic() + ttl, dict(tags), answer)
+        for user in tags:
+            self._by_user.setdefault(user, set()).add(key)
+        while len(self._entries) > self.max_entries:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: str) -> bool:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return False
+        for user in entry[1]:
+            keys = self._by_user.get(user)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_user[user]
+        return True
+
+    def drop_user(self, user_id: str) -> int:
+        return sum(self._drop(k) for k in list(self._by_user.get(user_id, ())))
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._by_user.clear()
+
+
+class TokenBuckets:
+    """In-process token buckets, one per client key."""
+
+    def __init__(self, max_clients: int = 100_000) -> None:
+        self.max_clients = max_clients
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, client: str, rate: float, burst: int) -> tuple[bool, float]:
+        now = time.monotonic()
+        tokens, ts = self._buckets.pop(client, (float(burst), now))
+        tokens = min(float(burst), tokens + (now - ts) * rate)
+        if tokens >= 1:
+            allowed, wait, tokens = True, 0.0, tokens - 1
+        else:
+            allowed, wait = False, (1 - tokens) / rate
+        self._buckets[client] = (tokens, now)
+        while len(self._buckets) > self.max_clients:
+            self._buckets.popitem(last=False)
+        return allowed, wait
+
+
+class RedisUnavailable(Exception):
+    """Redis did not answer (or is in its back-off window); callers fall back."""
+
+
+# -- the store -----------------------------------------------------------------------------------
+
+class Store:
+    """Events, online state, cached answers, deletions and rate limits for one API process."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.keys = RedisKeys(settings.redis_prefix)
+        self.log = EventLog(settings.events_dir) if settings.events_dir is not None else None
+        self.local = LocalState(self.log) if self.log is not None else None
+        self.cache = MemoryCache()
+        self.buckets = TokenBuckets()
+        self.redis: Any = None
+        self._redis_up: bool | None = None
+        self._retry_at = 0.0
+        self._pending: list[tuple[str, Any]] = []  # ("events", [Event]) / ("delete", Deletion)
+        self._flush_lock = asyncio.Lock()
+        self._flush_task: asyncio.Task[None] | None = None
+        self._scripts: dict[str, Any] = {}
+
+    # -- life cycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self.local is not None:
+            await anyio.to_thread.run_sync(self.local.sync)
+        if self.settings.redis_url:
+            import redis.asyncio as aioredis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            self.redis = aioredis.Redis.from_url(
+                self.settings.redis_url,
+                socket_connect_timeout=0.25,
+                socket_timeout=0.5,
+                retry=Retry(NoBackoff(), 1),  # one immediate retry: a pooled connection may be stale
+            )
+            self._scripts = {
+                "add": self.redis.register_script(_ADD_EVENTS),
+                "purge": self.redis.register_script(_PURGE_USER),
+                "get": self.redis.register_script(_CACHE_GET),
+                "bucket": self.redis.register_script(_TOKEN_BUCKET),
+            }
+            await self.ping()
+
+    async def close(self) -> None:
+        if self._flush_task is not None:
+            self._flush_task.cancel()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    @property
+    def redis_state(self) -> str:
+        """'disabled', 'up' or 'down'."""
+        if self.redis is None:
+            return "disabled"
+        return "up" if self._redis_up else "down"
+
+    async def ping(self) -> str:
+        """Probe Redis (used by /health and the background loop); replays the queue on recovery."""
+        if self.redis is not None:
+            with contextlib.suppress(RedisUnavailable):
+                await self._redis(lambda r: r.ping(), force=True)
+        return self.redis_state
+
+    async def _redis(self, call: Callable[[Any], Awaitable[T]], force: bool = False) -> T:
+        """Run one Redis call; RedisUnavailable when it fails or Redis is in its back-off window."""
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        if self.redis is None:
+            raise RedisUnavailable("redis is not configured")
+        if self._redis_up is False and not force and time.monotonic() < self._retry_at:
+            raise RedisUnavailable("redis is down")
+        try:
+            result = await call(self.redis)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as err:
+            self._retry_at = time.monotonic() + REDIS_RETRY_SECONDS
+            if self._redis_up is not False:
+                log.warning("redis unavailable, serving without it", extra={"error": str(err)})
+                self.metrics.redis_up.set(0)
+            self._redis_up = False
+            raise RedisUnavailable(str(err)) from err
+        if self._redis_up is not True:
+            if self._redis_up is False:
+                log.info("redis is back")
+            self._redis_up = True
+            self.metrics.redis_up.set(1)
+            if self._pending:
+                self._schedule_flush()
+        return result
+
+    def _schedule_flush(self) -> None:
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        """Replay what was accepted while Redis was down, in order."""
+        async with self._flush_lock:
+            while self._pending:
+                kind, payload = self._pending[0]
+                try:
+                    if kind == "events":
+                        await self._redis_add(payload)
+                    else:
+                        await self._redis_purge(payload)
+                except RedisUnavailable:
+                    return  # tried again when Redis answers
+                except Exception:  # noqa: BLE001 - keep the queue; the next ping retries
+                    log.exception("replaying queued events into redis failed")
+                    return
+                self._pending.pop(0)
+            log.info("replayed events queued while redis was down")
+
+    # -- sync with other local writers ------------------------------------------------------------
+    def sync_local(self) -> None:
+        """Pick up what other processes appended to the local log (cheap: one stat per file)."""
+        if self.local is not None:
+            for user in self.local.sync():
+                self.cache.drop_user(user)
+
+    # -- user state --------------------------------------------------------------------------------
+    async def user_state(self, user_id: str) -> UserState:
+        local = self.local.state(user_id) if self.local is not None else UserState(user_id)
+        pending = [e for kind, p in self._pending if kind == "events" for e in p if e.user_id == user_id]
+        if self.redis is None:
+            return local
+        gen_key = self.keys.user(user_id, "gen")
+
+        def fetch(r: Any) -> Awaitable[list[Any]]:
+            pipe = r.pipeline(transaction=False)
+            pipe.lrange(self.keys.user(user_id, "events"), 0, -1)
+            pipe.get(gen_key)
+            pipe.hget(self.keys.deletions, user_id)
+            return pipe.execute()
+
+        try:
+            items, gen, deleted = await self._redis(fetch)
+        except RedisUnavailable:
+            # uncacheable: the tags hold a generation no cache entry can have
+            return UserState(user_id, _dedupe([*local.events, *pending]), local.deleted_at, {gen_key: "unavailable"})
+        remote = [Event.from_json(item.split(b"|", 1)[1]) for item in items]
+        deleted_at = max(filter(None, [local.deleted_at, float(deleted) if deleted else None]), default=None)
+        events = [e for e in _dedupe([*remote, *local.events, *pending])
+                  if deleted_at is None or e.accepted_at > deleted_at]
+        return UserState(user_id, tuple(events), deleted_at, {gen_key: (gen or b"0").decode()})
+
+    # -- events ------------------------------------------------------------------------------------
+    async def record(self, events: list[Event]) -> None:
+        """Make events durable and visible; returns once they are (raises EventStoreUnavailable)."""
+        if not events:
+            return
+        if self.log is not None:
+            await anyio.to_thread.run_sync(self.log.append, events)
+            self.sync_local()
+        if self.redis is None:
+            return
+        if self._pending:
+            self._pending.append(("events", events))
+            self._schedule_flush()
+            return
+        try:
+            await self._redis_add(events)
+        except RedisUnavailable as err:
+            if self.log is None:
+                raise EventStoreUnavailable("the event store (redis) is unavailable; retry later") from err
+            self._pending.append(("events", events))
+
+    async def _redis_add(self, events: list[Event]) -> None:
+        args: list[str] = []
+        for e in events:
+            args += [self.keys.user(e.user_id, "events"), self.keys.user(e.user_id, "gen"),
+                     self.keys.user(e.user_id, "cache"), e.to_json()]
+        await self._redis(lambda r: self._scripts["add"](keys=[self.keys.stream], args=args))
+
+    # -- deletion ----------------------------------------------------------------------------------
+    async def delete_user(self, user_id: str) -> DeletionReport:
+        """Purge a user's events, cached answers and online state; record the deletion."""
+        deletion = Deletion(user_id, time.time())
+        removed_ids: set[str] = set()
+        cached = self.cache.drop_user(user_id)  # before the purge below resyncs (and drops) them
+        had_state = False
+        if self.log is not None:
+            had_state = bool(self.local and self.local.events.get(user_id))
+            removed_ids |= await anyio.to_thread.run_sync(self.log.purge_user, user_id)
+            await anyio.to_thread.run_sync(self.log.record_deletion, deletion)
+            self.sync_local()
+        queued = [e.event_id for k, p in self._pending if k == "events" for e in p if e.user_id == user_id]
+        if queued:
+            self._pending = [(k, [e for e in p if e.user_id != user_id] if k == "events" else p)
+                             for k, p in self._pending]
+            removed_ids.update(queued)
+            had_state = True
+        if self.redis is not None:
+            try:
+                if self._pending:
+                    raise RedisUnavailable("queue not replayed yet")
+                ids, n_cached = await self._redis_purge(deletion)
+                removed_ids |= ids
+                cached += n_cached
+                had_state = had_state or bool(ids)
+            except RedisUnavailable as err:
+                if self.log is None:
+                    raise EventStoreUnavailable("the event store (redis) is unavailable; retry later") from err
+                self._pending.append(("delete", deletion))
+                self._schedule_flush()
+        return DeletionReport(events=len(removed_ids), cached_answers=cached, online_state=had_state)
+
+    async def _redis_purge(self, deletion: Deletion) -> tuple[set[str], int]:
+        u = deletion.user_id
+        out = await self._redis(lambda r: self._scripts["purge"](
+            keys=[self.keys.stream, self.keys.deletions],
+            args=[self.keys.user(u, "events"), self.keys.user(u, "gen"), self.keys.user(u, "cache"), u,
+                  repr(deletion.deleted_at)],
+        ))
+        return {Event.from_json(raw).event_id for raw in out[1:]}, int(out[0])
+
+    # -- cached answers ----------------------------------------------------------------------------
+    def _cache_key(self, key: str) -> str:
+        return self.keys.response(key)
+
+    async def cache_get(self, key: str) -> CachedAnswer | None:
+        if self.settings.cache_ttl <= 0:
+            return None
+        if self.redis is None:
+            gens = self.local.generations if self.local is not None else {}
+            return self.cache.get(key, gens)  # type: ignore[arg-type]
+        try:
+            raw = await self._redis(lambda r: self._scripts["get"](keys=[self._cache_key(key)]))
+        except RedisUnavailable:
+            return None
+        return _decode_entry(raw) if raw else None
+
+    async def cache_put(self, key: str, operation: str, tags: dict[str, str], body: bytes,
+                        variants: Iterable[str] = ()) -> bool:
+        """Cache an answer that depends on the users of ``tags`` (at the generations given); True if stored."""
+        ttl = self.settings.cache_ttl
+        variants = tuple(variants)
+        if ttl <= 0 or any(g == "unavailable" for g in tags.values()):
+            return False
+        if self.redis is None:
+            self.cache.put(key, CachedAnswer(operation, body, variants), tags, ttl)
+            return True
+        users = [k.rsplit(":", 1)[0] + ":cache" for k in tags]  # '<prefix>:u:<id>:gen' -> ':cache'
+        rkey = self._cache_key(key)
+        ms = int(ttl * 1000)
+
+        def put(r: Any) -> Awaitable[list[Any]]:
+            pipe = r.pipeline(transaction=False)
+            pipe.set(rkey, _encode_entry(operation, tags, body, variants), px=ms)
+            for tag_key in users:
+                pipe.sadd(tag_key, rkey)
+                pipe.pexpire(tag_key, ms)
+            return pipe.execute()
+
+        try:
+            await self._redis(put)
+        except RedisUnavailable:
+            return False
+        return True
+
+    # -- rate limits -------------------------------------------------------------------------------
+    async def take_token(self, client: str) -> tuple[bool, float]:
+        """(allowed, seconds to wait) for one request of ``client``."""
+        rate, burst = self.settings.rate_limit, self.settings.burst
+        if self.redis is not None:
+            try:
+                allowed, wait = await self._redis(
+                    lambda r: self._scripts["bucket"](keys=[self.keys.bucket(client)], args=[rate, burst])
+                )
+                return bool(int(allowed)), float(wait)
+            except RedisUnavailable:
+                pass
+        return self.buckets.take(client, rate, burst)

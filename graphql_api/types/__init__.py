@@ -1,0 +1,1 @@
+"""GraphQL types, one per module, each built from its domain object by ``from_domain``."""

@@ -1,0 +1,30 @@
+"""``InteractionRecorded``: an accepted interaction."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import strawberry
+
+from graphql_api.events import Event
+
+
+@strawberry.type(description="The interaction is durable and the user's next recommendations reflect it.")
+class InteractionRecorded:
+    event_id: strawberry.ID
+    user_id: strawberry.ID
+    item_id: strawberry.ID
+    value: float
+    timestamp: datetime
+    model_version: str
+
+    @classmethod
+    def from_domain(cls, event: Event, version: str) -> InteractionRecorded:
+        return cls(
+            event_id=strawberry.ID(event.event_id),
+            user_id=strawberry.ID(event.user_id),
+            item_id=strawberry.ID(event.item_id),
+            value=event.value,
+            timestamp=datetime.fromtimestamp(event.timestamp, tz=UTC),
+            model_version=version,
+        )

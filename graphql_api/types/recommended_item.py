@@ -1,0 +1,45 @@
+"""``RecommendedItem``: one entry of a recommendation list."""
+
+from __future__ import annotations
+
+import strawberry
+
+from graphql_api.service import RecommendationRun
+from graphql_api.types.contribution import Contribution
+from graphql_api.types.explanation import Explanation
+from graphql_api.types.item import Item
+from graphql_api.types.loaded_item import load_item
+from hybrid.recommender import RecommendedItem as DomainRecommendedItem
+
+
+@strawberry.type(description="A recommended item with its score split by signal.")
+class RecommendedItem:
+    rank: int = strawberry.field(description="1-based position in the list.")
+    score: float = strawberry.field(description="The blended score: the sum of the contributions.")
+    parts: strawberry.Private[dict[str, float]]
+    item_id: strawberry.Private[str]
+    item_row: strawberry.Private[int]
+    run: strawberry.Private[RecommendationRun]
+
+    @strawberry.field(description="Per-signal parts of the score (w_s * c_s * score_s); they add up to it.")
+    def contributions(self) -> list[Contribution]:
+        return Contribution.from_domain(self.parts)
+
+    @strawberry.field
+    async def item(self, info: strawberry.Info) -> Item:
+        return await load_item(info, self.item_id)
+
+    @strawberry.field(description="Why this item is recommended (computed only when selected).")
+    def explanation(self) -> Explanation:
+        return Explanation.from_domain(self.run.explain(self.item_row))
+
+    @classmethod
+    def from_domain(cls, item: DomainRecommendedItem, run: RecommendationRun) -> RecommendedItem:
+        return cls(
+            rank=item.rank,
+            score=float(item.score),
+            parts=item.contributions,
+            item_id=item.item_id,
+            item_row=item.item_row,
+            run=run,
+        )

@@ -1,0 +1,25 @@
+"""The ``Signal`` enum: the parts a blended score is made of."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import strawberry
+
+from graphql_api.engine import SIGNAL_NAMES
+
+
+@strawberry.enum(description="A signal of the hybrid; every score splits exactly into one part per signal.")
+class Signal(Enum):
+    COLLABORATIVE = "als"
+    CONTENT = "content"
+    GRAPH = "lightgcn"
+    POPULARITY = "popularity"
+
+    @classmethod
+    def from_domain(cls, name: str) -> Signal:
+        """The enum member of a bundle signal name ('als', 'content', 'lightgcn', 'popularity')."""
+        return cls(name)
+
+
+assert {m.value: m.name for m in Signal} == SIGNAL_NAMES

@@ -1,0 +1,218 @@
+"""Low-rank item-item signal: a spectral ridge regression of the interaction matrix (kind 'svd').
+
+EASE-like item-item models are the strongest cheap baselines on MovieLens, but their n_items x
+n_items weight matrix does not fit the fused index. Its low-rank relative does: with
+A = X D^-beta (binary interactions, columns scaled by item count^-beta) and A's top-k right
+singular vectors V with singular values s,
+
+    score(u, i) = a_u V diag(s^2 / (s^2 + shrinkage)) V_i^T * count_i^gamma
+
+is ridge regression of A on itself restricted to its top-k spectrum (PureSVD with shrinkage and
+popularity re-weighting). So user vector = a_u V diag(s^2/(s^2+shrinkage)) (k dims, a fold-in of
+the history), item vector = count_i^gamma V_i: an inner product, as every signal's
+(../shared/DESIGN.md, "The fused-embedding identity").
+
+The user row a_u may weight recent history more (``recency_half_life``): on the protocol's
+time split the last items a user saw say most about the next ones.
+
+Fitting is subspace iteration on A^T A: each pass is one Dask task per block of user rows
+(``svd-gram-block-{b}-pass-{p}-<token>``) returning A_b^T (A_b Q), summed on the client, so no
+dense users x items (nor items x items) matrix ever exists.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+from models.base import FactorModel, TrainData, TrainingOptions, register
+
+__all__ = ["SVDConfig", "SVDItemItem", "recency_weights"]
+
+
+@dataclass
+class SVDConfig:
+    """Hyperparameters of the low-rank item-item signal.
+
+    Defaults were chosen on ml-latest-small's validation split (fit on 'fit'; see
+    hybrid/pipeline.py's report), never on test.
+    """
+
+    factors: int = 512
+    """k: singular vectors kept (the vectors' dimension)."""
+    shrinkage: float = 100.0
+    """Ridge penalty: singular direction s is weighted s^2 / (s^2 + shrinkage); 0 is PureSVD."""
+    input_exponent: float = 0.25
+    """beta: interaction columns are scaled by item count^-beta before the decomposition."""
+    output_exponent: float = 0.25
+    """gamma: item vectors are scaled by item count^gamma (a popularity lift)."""
+    recency_half_life: float | None = 2.0
+    """A history entry's weight halves every this many interactions back from the newest; None
+    weights the whole history alike."""
+    recency_floor: float = 0.05
+    """Weight every history entry keeps however old (with recency_half_life)."""
+    oversample: int = 16
+    """Extra subspace dimensions of the iteration (accuracy of the top-k)."""
+    power_iterations: int = 6
+    """Passes of subspace iteration over the data."""
+    n_blocks: int | None = None
+    """Row blocks (Dask tasks) per pass; None = twice the number of workers."""
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, name: str, rule: str) -> None:
+            if not ok:
+                raise ValueError(f"SVDConfig.{name} must be {rule}, got {getattr(self, name)!r}")
+
+        for name in ("factors", "power_iterations"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name, "an int >= 1")
+        need(isinstance(self.oversample, int) and self.oversample >= 0, "oversample", "an int >= 0")
+        need(self.shrinkage >= 0, "shrinkage", ">= 0")
+        need(np.isfinite(self.input_exponent) and np.isfinite(self.output_exponent), "input_exponent", "finite")
+        need(self.recency_half_life is None or self.recency_half_life > 0, "recency_half_life", "None or > 0")
+        need(0.0 <= self.recency_floor <= 1.0, "recency_floor", "in [0, 1]")
+        need(self.n_blocks is None or (isinstance(self.n_blocks, int) and self.n_blocks >= 1), "n_blocks",
+             "None or an int >= 1")
+
+
+def recency_weights(ages: np.ndarray, config: SVDConfig) -> np.ndarray:
+    """Weight of history entries ``ages`` interactions back from the newest (0 = newest)."""
+    ages = np.asarray(ages, dtype=np.float64)
+    if config.recency_half_life is None:
+        return np.ones(ages.shape)
+    floor = config.recency_floor
+    return floor + (1.0 - floor) * np.power(0.5, ages / config.recency_half_life)
+
+
+def _gram_block(block: sp.csr_matrix, q: np.ndarray) -> np.ndarray:
+    """A Dask task: A_b^T (A_b Q) for one block of user rows."""
+    return np.asarray(block.T @ (block @ q))
+
+
+def _ordered(data: TrainData) -> sp.csr_matrix:
+    """The fitted split as a users x items CSR whose entries lie in time order within a row."""
+    from models.content import _ordered_histories
+
+    return _ordered_histories(data.dataset, data.split)
+
+
+@register
+class SVDItemItem(FactorModel):
+    """Low-rank ridge item-item model; see the module docstring."""
+
+    kind = "svd"
+    Config = SVDConfig
+
+    def _fit(self, data: TrainData, options: TrainingOptions) -> None:
+        cfg: SVDConfig = self.config
+        histories = _ordered(data)
+        binary = sp.csr_matrix(
+            (np.ones(histories.nnz, dtype=np.float64), histories.indices.copy(), histories.indptr.copy()),
+            shape=histories.shape,
+        )
+        binary.sum_duplicates()
+        binary.data[:] = 1.0
+        n_users, n_items = binary.shape
+        counts = np.asarray(binary.sum(axis=0)).ravel()
+        self.item_counts_ = counts.astype(np.float32)
+        col_scale = np.power(np.maximum(counts, 1.0), -cfg.input_exponent)
+        a = sp.csr_matrix(binary @ sp.diags(col_scale))
+        vectors, sigma = self._top_spectrum(a, options)
+        self.singular_values_ = sigma.astype(np.float32)
+        shrink = sigma**2 / (sigma**2 + cfg.shrinkage) if cfg.shrinkage > 0 else np.ones_like(sigma)
+        # Fold-in matrix: user vector = (weighted history row) @ projection.
+        self.projection_ = (col_scale[:, None] * vectors * shrink[None, :]).astype(np.float32)
+        self.item_factors_ = (np.power(np.maximum(counts, 1.0), cfg.output_exponent)[:, None] * vectors).astype(np.float32)
+        self.user_factors_ = self._profiles(histories)
+
+    def _top_spectrum(self, a: sp.csr_matrix, options: TrainingOptions) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k right singular vectors and values of ``a`` by subspace iteration on A^T A."""
+        cfg: SVDConfig = self.config
+        n_users, n_items = a.shape
+        k = min(cfg.factors, n_items, max(n_users, 1))
+        width = min(n_items, k + cfg.oversample)
+        client = options.client
+        if client is None:
+            from cluster.client import get_client
+
+            client = get_client(quiet=True)
+        n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+        n_blocks = max(1, min(cfg.n_blocks or 2 * n_workers, n_users))
+        bounds = np.linspace(0, n_users, n_blocks + 1).astype(np.int64)
+        blocks = client.scatter([a[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)], hash=False)
+        token = uuid.uuid4().hex[:8]
+
+        def gram_times(q: np.ndarray, p: int) -> np.ndarray:
+            [q_f] = client.scatter([q], broadcast=True, hash=False)
+            futures = [
+                client.submit(_gram_block, blk, q_f, key=f"svd-gram-block-{b}-pass-{p}-{token}", retries=2)
+                for b, blk in enumerate(blocks)
+            ]
+            out = sum(client.gather(futures))
+            del futures, q_f
+            return out
+
+        rng = np.random.default_rng(options.seed)
+        # One BLAS thread: a tall-skinny QR gains nothing from more, and an oversubscribed
+        # OpenBLAS (Dask workers share the cores) runs it orders of magnitude slower.
+        with threadpool_limits(limits=1):
+            q, _ = np.linalg.qr(rng.standard_normal((n_items, width)))
+        for p in range(cfg.power_iterations):
+            z = gram_times(q, p)
+            with threadpool_limits(limits=1):
+                q, _ = np.linalg.qr(z)
+        # Rayleigh-Ritz: eigenpairs of Q^T (A^T A) Q give the singular pairs.
+        z = gram_times(q, cfg.power_iterations)
+        small = q.T @ z
+        evals, evecs = np.linalg.eigh((small + small.T) / 2)
+        order = np.argsort(-evals)[:k]
+        del blocks
+        vectors = q @ evecs[:, order]
+        # A fixed sign per vector (largest entry positive) makes fits comparable across runs.
+        signs = np.sign(vectors[np.abs(vectors).argmax(axis=0), np.arange(vectors.shape[1])])
+        vectors *= np.where(signs == 0, 1.0, signs)
+        return vectors, np.sqrt(np.clip(evals[order], 0.0, None))
+
+    def _profiles(self, histories: sp.csr_matrix) -> np.ndarray:
+        """User vectors of every row of a time-ordered history matrix."""
+        lengths = np.diff(histories.indptr)
+        ages = np.repeat(lengths, lengths) - 1 - (np.arange(histories.nnz) - np.repeat(histories.indptr[:-1], lengths))
+        weighted = sp.csr_matrix((recency_weights(ages, self.config), histories.indices.copy(), histories.indptr.copy()),
+                                 shape=histories.shape)
+        weighted.sum_duplicates()
+        return np.asarray(weighted @ self.projection_.astype(np.float64), dtype=np.float32)
+
+    def fold_in(self, items: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+        """The user vector of a history given oldest first (values are checked, not used: the
+        signal is binary). An empty history gives the zero vector."""
+        self._require_fitted()
+        items = np.asarray(items, dtype=np.int64).ravel()
+        n_items = self.projection_.shape[0]
+        bad = items[(items < 0) | (items >= n_items)]
+        if bad.size:
+            raise ValueError(f"item rows out of range [0, {n_items}): {bad[:5].tolist()}")
+        if values is not None and np.asarray(values).size != items.size:
+            raise ValueError(f"values has {np.asarray(values).size} entries for {items.size} items")
+        if items.size == 0:
+            return np.zeros(self.projection_.shape[1], dtype=np.float32)
+        w = recency_weights(np.arange(items.size)[::-1], self.config)
+        # A repeated item counts once, at its newest position (as the fitted rows do).
+        _, last = np.unique(items[::-1], return_index=True)
+        keep = items.size - 1 - last
+        return (w[keep] @ self.projection_[items[keep]].astype(np.float64)).astype(np.float32)
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _extra_arrays(self) -> dict[str, np.ndarray]:
+        return {"projection": self.projection_, "singular_values": self.singular_values_, "item_counts": self.item_counts_}
+
+    def _restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.projection_ = arrays["projection"]
+        self.singular_values_ = arrays["singular_values"]
+        self.item_counts_ = arrays["item_counts"]

@@ -1,0 +1,137 @@
+"""With Redis (a real redis-server on a free port): shared state between replicas, durability, and an
+API that keeps answering when Redis goes away mid-run and recovers when it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from graphql_api.app import create_app
+from graphql_api.events import deleted_users, read_accepted_events
+from tests.api_helpers import RECS, running
+
+pytest_plugins = ["tests.api_helpers"]
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+RECORD = 'mutation($u: ID!, $i: ID!) { recordInteraction(userId: $u, itemId: $i, value: 4) ' \
+         '{ __typename ... on InteractionRecorded { eventId } } }'
+
+
+def ids(body: dict) -> list[str]:
+    data = body.get("data", body)
+    return [i["item"]["id"] for i in data["recommendations"]["items"]]
+
+
+async def test_replicas_share_events_and_cached_answers(make_settings, redis_url) -> None:
+    settings = make_settings(redis_url=redis_url, events_dir=None)
+    async with running(create_app(settings)) as a, running(create_app(settings)) as b:
+        first = await a.post(RECS, {"user": "3"})
+        from_b = await b.post(RECS, {"user": "3"})
+        assert first.headers["x-cache"] == "miss" and from_b.headers["x-cache"] == "hit"
+        await b.data(RECORD, {"u": "3", "i": ids(first.json())[0]})
+        after = await a.post(RECS, {"user": "3"})
+    assert after.headers["x-cache"] == "miss"
+    recs = after.json()["data"]["recommendations"]
+    assert recs["onlineInteractions"] == 1 and ids(first.json())[0] not in ids(after.json())
+
+
+async def test_events_in_redis_survive_an_api_restart_and_feed_training(make_settings, redis_url) -> None:
+    settings = make_settings(redis_url=redis_url, events_dir=None)
+    async with running(create_app(settings)) as gql:
+        base = await gql.data(RECS, {"user": "3"})
+        event = (await gql.data(RECORD, {"u": "3", "i": ids(base)[0]}))["recordInteraction"]["eventId"]
+        changed = await gql.data(RECS, {"user": "3"})
+    async with running(create_app(settings)) as gql:
+        restarted = await gql.data(RECS, {"user": "3"})
+    assert ids(restarted) == ids(changed) != ids(base)
+    frame = read_accepted_events(redis_url=redis_url)
+    assert frame["event_id"].tolist() == [event] and frame["item_id"].tolist() == [ids(base)[0]]
+
+
+async def test_delete_user_data_in_redis(make_settings, redis_url, tmp_path) -> None:
+    settings = make_settings(redis_url=redis_url)  # Redis and the local log together
+    async with running(create_app(settings)) as gql:
+        await gql.data(RECORD, {"u": "3", "i": "2"})
+        await gql.data(RECORD, {"u": "8", "i": "2"})
+        await gql.post(RECS, {"user": "3"})
+        report = (await gql.data('mutation { deleteUserData(userId: "3") { eventsRemoved cachedAnswersRemoved '
+                                 'onlineStateRemoved } }'))["deleteUserData"]
+        after = await gql.data(RECS, {"user": "3"})
+    # one event, held in both the log and the stream, counts once
+    assert report == {"eventsRemoved": 1, "cachedAnswersRemoved": 1, "onlineStateRemoved": True}
+    assert after["recommendations"]["userSource"] == "NO_HISTORY"
+    assert read_accepted_events(redis_url=redis_url)["user_id"].tolist() == ["8"]
+    assert read_accepted_events(tmp_path / "events", redis_url=redis_url)["user_id"].tolist() == ["8"]
+    assert "3" in deleted_users(redis_url=redis_url)
+
+
+async def test_redis_stopped_mid_run_then_back(make_settings, redis_server, redis_url) -> None:
+    settings = make_settings(redis_url=redis_url)
+    async with running(create_app(settings)) as gql:
+        warm = await gql.post(RECS, {"user": "3"})
+        assert (await gql.post(RECS, {"user": "3"})).headers["x-cache"] == "hit"
+        assert (await gql.http.get("/health")).json()["redis"] == "up"
+
+        redis_server.stop()
+        down = [await gql.post(RECS, {"user": u}) for u in ("3", "4", "3")]
+        for response in down:  # answers keep coming, uncached, without errors
+            assert response.status_code == 200 and "errors" not in response.json()
+            assert "x-cache" not in response.headers
+        assert ids(down[0].json()) == ids(warm.json())
+        health = await gql.http.get("/health")
+        assert health.status_code == 200 and health.json()["redis"] == "down" and health.json()["status"] == "degraded"
+        # an interaction is still accepted (the local log holds it) and reflected at once
+        recorded = await gql.data(RECORD, {"u": "3", "i": ids(warm.json())[0]})
+        assert recorded["recordInteraction"]["__typename"] == "InteractionRecorded"
+        moved = await gql.data(RECS, {"user": "3"})
+        assert moved["recommendations"]["onlineInteractions"] == 1
+
+        redis_server.start()
+        for _ in range(50):
+            if (await gql.http.get("/health")).json()["redis"] == "up":
+                break
+            await asyncio.sleep(0.1)
+        assert (await gql.http.get("/health")).json()["redis"] == "up"
+        for _ in range(50):  # the queued event is replayed into Redis
+            if len(read_accepted_events(redis_url=redis_url)):
+                break
+            await asyncio.sleep(0.1)
+        assert len(read_accepted_events(redis_url=redis_url)) == 1
+        first = await gql.post(RECS, {"user": "3"})
+        second = await gql.post(RECS, {"user": "3"})
+    assert first.status_code == second.status_code == 200
+    assert second.headers["x-cache"] == "hit"  # caching works again
+    assert first.json()["data"]["recommendations"]["onlineInteractions"] == 1
+
+
+async def test_redis_only_refuses_events_while_down_but_keeps_answering(make_settings, redis_server, redis_url) -> None:
+    settings = make_settings(redis_url=redis_url, events_dir=None)
+    async with running(create_app(settings)) as gql:
+        await gql.data(RECS, {"user": "3"})
+        redis_server.stop()
+        try:
+            answer = await gql.post(RECS, {"user": "3"})
+            refused = await gql(RECORD, {"u": "3", "i": "2"})
+        finally:
+            redis_server.start()
+    assert answer.status_code == 200 and "errors" not in answer.json()
+    err = refused["errors"][0]
+    assert err["extensions"]["code"] == "SERVICE_UNAVAILABLE" and "unavailable" in err["message"]
+
+
+async def test_rate_limit_is_shared_through_redis(make_settings, redis_url) -> None:
+    settings = make_settings(redis_url=redis_url, rate_limit=0.5, rate_burst=4, api_keys=frozenset({"k"}))
+    headers = {"x-api-key": "k"}
+    async with running(create_app(settings)) as a, running(create_app(settings)) as b:
+        codes = []
+        for replica in (a, b, a, b, a, b):
+            codes.append((await replica.post('{ model { version } }', headers=headers)).status_code)
+    assert codes == [200, 200, 200, 200, 429, 429]

@@ -1,0 +1,143 @@
+"""Tests of the LightGCN signal (models.lightgcn) and its trainer, on a real in-process Dask cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+
+from etl.dataset import Dataset
+from etl.metrics import evaluate
+from models.base import FactorModel, TrainData, TrainingOptions
+from models.lightgcn import LightGCN, LightGCNConfig
+
+SMALL = LightGCNConfig(embedding_dim=16, num_layers=2, learning_rate=0.01, epochs=30, eval_every=5, patience=3)
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Client]:
+    with LocalCluster(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster:
+        with Client(cluster) as c:
+            yield c
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_dataset: Dataset, client: Client) -> LightGCN:
+    return LightGCN(SMALL).fit(TrainData(tiny_dataset), TrainingOptions(client=client, device="cpu", seed=1))
+
+
+def test_fit_gives_finite_factors_of_the_configured_size(fitted: LightGCN, tiny_dataset: Dataset) -> None:
+    assert fitted.user_factors_.shape == (tiny_dataset.n_users, 16)
+    assert fitted.item_factors_.shape == (tiny_dataset.n_items, 16)
+    assert fitted.user_factors_.dtype == fitted.item_factors_.dtype == np.float32
+    assert np.isfinite(fitted.user_factors_).all() and np.isfinite(fitted.item_factors_).all()
+    assert fitted.epochs_run_ == SMALL.epochs and fitted.best_epoch_ is None  # no validation: no early stop
+    train = tiny_dataset.matrix("train")
+    np.testing.assert_array_equal(fitted.item_degrees_, np.diff(train.tocsc().indptr))
+
+
+def test_learns_the_two_tastes(fitted: LightGCN, tiny_dataset: Dataset) -> None:
+    """Tiny users like either odd or even item ids: the model must rank their half first."""
+    ids = tiny_dataset.items.ids.astype(int)
+    users = np.arange(tiny_dataset.n_users)
+    taste = (tiny_dataset.users.ids.astype(int) - 1) % 2
+    top, _ = fitted.recommend(users, n=3)
+    same = (ids[top] - 1) % 2 == taste[:, None]
+    assert same.mean() > 0.9
+
+
+def test_same_seed_same_factors_other_seed_differs(tiny_dataset: Dataset, client: Client) -> None:
+    cfg = replace(SMALL, epochs=5)
+    fits = [
+        LightGCN(cfg).fit(TrainData(tiny_dataset), TrainingOptions(client=client, device="cpu", seed=s))
+        for s in (3, 3, 4)
+    ]
+    np.testing.assert_array_equal(fits[0].user_factors_, fits[1].user_factors_)
+    np.testing.assert_array_equal(fits[0].item_factors_, fits[1].item_factors_)
+    assert not np.allclose(fits[0].item_factors_, fits[2].item_factors_)
+
+
+def test_early_stopping_keeps_the_best_evaluated_epoch(tiny_dataset: Dataset, client: Client) -> None:
+    data = TrainData(tiny_dataset, split="fit", validation="validation")
+    model = LightGCN(replace(SMALL, epochs=40, eval_every=2)).fit(data, TrainingOptions(client=client, device="cpu"))
+    epochs, scores = zip(*model.history_)
+    assert list(epochs) == list(range(2, model.epochs_run_ + 1, 2))
+    assert model.best_epoch_ == epochs[int(np.argmax(scores))]
+    assert model.best_ndcg_ == pytest.approx(max(scores))
+    # The kept factors are those of the best epoch, not the last one.
+    again = evaluate(lambda rows: model.score(rows), data.matrix(), data.matrix("validation"))
+    assert again["ndcg@10"] == pytest.approx(model.best_ndcg_)
+
+
+def test_early_stopping_stops_after_patience(tiny_dataset: Dataset, client: Client) -> None:
+    """With a step size too small to change any ranking, no evaluation improves on the first."""
+    cfg = replace(SMALL, learning_rate=1e-12, epochs=100, eval_every=2, patience=3)
+    data = TrainData(tiny_dataset, split="fit", validation="validation")
+    model = LightGCN(cfg).fit(data, TrainingOptions(client=client, device="cpu"))
+    assert model.best_epoch_ == 2
+    assert model.epochs_run_ == 2 * (1 + cfg.patience)
+
+
+def test_fold_in(fitted: LightGCN, tiny_dataset: Dataset) -> None:
+    assert fitted.fold_in(np.array([], dtype=np.int64)).tolist() == [0.0] * 16
+    train = tiny_dataset.matrix("train")
+    ids = tiny_dataset.items.ids.astype(int)
+    for user in range(4):
+        history = train[user].indices
+        vec = fitted.fold_in(history, np.ones(history.size))
+        assert vec.shape == (16,) and vec.dtype == np.float32
+        # Folded in from the history alone, the user still prefers items of its own taste.
+        scores = fitted.item_factors_ @ vec
+        taste = (ids[history[0]] - 1) % 2
+        assert scores[(ids - 1) % 2 == taste].mean() > scores[(ids - 1) % 2 != taste].mean()
+    # Duplicates count once; values must match items.
+    np.testing.assert_allclose(fitted.fold_in(np.array([1, 1, 3])), fitted.fold_in(np.array([3, 1])), rtol=1e-6)
+    with pytest.raises(ValueError, match="values"):
+        fitted.fold_in(np.array([1, 2]), np.array([1.0]))
+    with pytest.raises(ValueError, match="out of range"):
+        fitted.fold_in(np.array([tiny_dataset.n_items]))
+
+
+def test_save_load_roundtrip(fitted: LightGCN, tmp_path: Path) -> None:
+    fitted.save(tmp_path / "m")
+    loaded = FactorModel.load(tmp_path / "m")
+    assert isinstance(loaded, LightGCN) and loaded.config == fitted.config
+    np.testing.assert_array_equal(loaded.user_factors_, fitted.user_factors_)
+    np.testing.assert_array_equal(loaded.item_degrees_, fitted.item_degrees_)
+    np.testing.assert_array_equal(loaded.fold_in(np.array([0, 5, 7])), fitted.fold_in(np.array([0, 5, 7])))
+    assert loaded.epochs_run_ == fitted.epochs_run_
+    users = np.arange(10)
+    np.testing.assert_array_equal(loaded.recommend(users)[0], fitted.recommend(users)[0])
+
+
+def test_recommend_excludes_seen(fitted: LightGCN, tiny_dataset: Dataset) -> None:
+    train = tiny_dataset.matrix("train")
+    users = np.arange(tiny_dataset.n_users)
+    top, _ = fitted.recommend(users, n=10)
+    for user in users:
+        assert not set(top[user]) & set(train[user].indices)
+    unfiltered, _ = fitted.recommend(users, n=10, filter_seen=False)
+    assert any(set(unfiltered[u]) & set(train[u].indices) for u in users)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("embedding_dim", 0), ("learning_rate", 0.0), ("l2", -1.0), ("validation_users", 0), ("eval_every", 500)],
+)
+def test_config_validation_names_the_field(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field):
+        LightGCNConfig(**{field: value})
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_tuned_lightgcn_on_ml_small(ml_small: Dataset, client: Client) -> None:
+    """The tuned config, refit on the whole train part, reaches the quality target on test."""
+    model = LightGCN().fit(TrainData(ml_small), TrainingOptions(client=client, device="cpu"))
+    metrics = evaluate(model.score, ml_small.matrix("train"), ml_small.matrix("test"))
+    print(f"lightgcn ml-latest-small test: {metrics}")
+    assert metrics["ndcg@10"] >= 0.115
