@@ -11,5 +11,6 @@ COPY hybrid hybrid
 COPY graphql_api graphql_api
 COPY schema.graphql ./
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 && pip install .
+RUN mkdir -p /tmp/prometheus
 EXPOSE 8000 8786 8787
 CMD ["hybridrec", "--help"]

@@ -42,6 +42,7 @@ from hybrid.fusion import Fusion  # noqa: E402
 from hybrid.pipeline import (  # noqa: E402
     DEFAULT_SIGNALS,
     PipelineConfig,
+    default_config,
     evaluate_fusion,
     fit_signals,
     refit_signals,
@@ -179,6 +180,15 @@ class StandIn(FactorModel):
         raise NotImplementedError
 
 
+def signal_dim(kind: str) -> int:
+    """The vector dimension a signal's default config gives."""
+    config = default_config(kind)
+    for name in ("factors", "embedding_dim", "dim"):
+        if hasattr(config, name):
+            return int(getattr(config, name))
+    return 1  # popularity
+
+
 def synthetic_matrices(n: int, seed: int = 0) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """fit and validation matrices with MovieLens-like shapes for n interactions."""
     from etl.sources.synthetic import _scaled
@@ -214,13 +224,13 @@ def run_synthetic(args: argparse.Namespace, client) -> None:
     fit, val = synthetic_matrices(args.synthetic)
     print(f"synthetic: {fit.shape[0]:,} users x {fit.shape[1]:,} items, {fit.nnz:,} fit + {val.nnz:,} validation "
           f"interactions ({time.perf_counter() - start:.1f}s to draw)")
-    dims = {"als": 64, "content": 32, "lightgcn": 64, "popularity": 1, "svd": 128}
+    dims = {s: signal_dim(s) for s in args.signals}
     rng = np.random.default_rng(1)
     models = {}
     for s in args.signals:
         m = StandIn()
-        m.user_factors_ = rng.standard_normal((fit.shape[0], dims.get(s, 64)), dtype=np.float32)
-        m.item_factors_ = rng.standard_normal((fit.shape[1], dims.get(s, 64)), dtype=np.float32)
+        m.user_factors_ = rng.standard_normal((fit.shape[0], dims[s]), dtype=np.float32)
+        m.item_factors_ = rng.standard_normal((fit.shape[1], dims[s]), dtype=np.float32)
         models[s] = m
     config = PipelineConfig(signals=tuple(args.signals), verbose=False)
     ga = GAConfig(**{**vars(config.ga), "patience": config.ga.generations})
@@ -235,6 +245,7 @@ def run_synthetic(args: argparse.Namespace, client) -> None:
     workers = client.scheduler_info(n_workers=-1)["workers"]
     print(f"cluster: {len(workers)} workers, {sum(w['nthreads'] for w in workers.values())} threads, "
           f"{os.cpu_count()} cores")
+    print("signal dims: " + ", ".join(f"{s} {d}" for s, d in dims.items()))
     print(f"{'stage':<34}{'seconds':>10}")
     print(f"{'scales (validation pairs)':<34}{t1 - t0:>10.1f}")
     print(f"{f'pool ({pool.n_users:,} users x {pool.width} cands)':<34}{t2 - t1:>10.1f}")

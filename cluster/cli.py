@@ -110,9 +110,14 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     os.environ["HYBRIDREC_BUNDLE_ROOT"] = args.bundle_root
-    print(f"GraphiQL: http://{args.host}:{args.port}/graphql", file=sys.stderr, flush=True)
+    events_dir = getattr(args, "events_dir", None) or os.environ.get("HYBRIDREC_EVENTS_DIR") or os.path.join(
+        os.path.dirname(args.bundle_root.rstrip("/")) or ".", "events")
+    os.environ["HYBRIDREC_EVENTS_DIR"] = events_dir
+    if getattr(args, "redis_url", None):
+        os.environ["HYBRIDREC_REDIS_URL"] = args.redis_url
+    print(f"GraphiQL: http://{args.host}:{args.port}/graphql (events in {events_dir})", file=sys.stderr, flush=True)
     uvicorn.run("graphql_api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                log_level="info")
+                log_level="info", access_log=False)
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -269,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(sub, "serve", "Serve the GraphQL API (GraphiQL at /graphql) on the newest bundle.", _cmd_serve)
     p.add_argument("--bundle-root", default=os.environ.get("HYBRIDREC_BUNDLE_ROOT", "data/bundles"))
+    events(p)
     serving(p)
 
     p = command(sub, "demo", "Prepare data, train, tune, index and serve, on a LocalCluster whose dashboard stays up.", _cmd_demo)
