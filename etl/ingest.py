@@ -241,7 +241,18 @@ def _items_table(source: RawSource, items: Vocabulary, count: np.ndarray, total:
 
 
 # -- the job ------------------------------------------------------------------------------------
-def ingest(
+def ingest(source: RawSource, out_dir: str | Path, **kwargs: Any) -> IngestReport:
+    """Validate, de-duplicate, build vocabularies, split and write a dataset folder.
+
+    See ``_ingest`` for the parameters. Shuffles are task-based, so ingest runs the same on the
+    synchronous, threaded and distributed schedulers (p2p needs a distributed one); partitions
+    are few (one per ~2M rows), so the task graph stays small.
+    """
+    with dask.config.set({"dataframe.shuffle.method": "tasks"}):
+        return _ingest(source, out_dir, **kwargs)
+
+
+def _ingest(
     source: RawSource,
     out_dir: str | Path,
     *,

@@ -35,6 +35,7 @@ SIGNAL_NAMES: dict[str, str] = {
     "content": "CONTENT",
     "lightgcn": "GRAPH",
     "popularity": "POPULARITY",
+    "svd": "SPECTRAL",
 }
 
 

@@ -24,31 +24,35 @@ from models.lightgcn_trainer import LightGCNResult, train_lightgcn
 class LightGCNConfig:
     """Hyper-parameters of LightGCN.
 
-    Defaults are tuned on ml-latest-small (early-stopped on validation NDCG@10, fit split):
-    see TUNED below for the figures.
+    The defaults are tuned on ml-latest-small (DESIGN.md protocol): early-stopped on the
+    validation split while fitting on 'fit' (epochs up to 400, eval_every 10, patience 5), the
+    best validation NDCG@10 was 0.1233 at epoch 280; refit on 'train' for those 280 epochs, test
+    NDCG@10 = 0.1189, Recall@10 = 0.0590 (seed 0). Beside it: one negative per positive
+    (val 0.1224, test 0.1177), l2 1e-4 (val 0.1192, test 0.1182), batch 8192 at lr 5e-3 (val
+    0.1186, test 0.1151), l2 3e-3 (val 0.1193, test 0.1147), full-batch steps (test 0.1115).
+    Propagation runs over the whole graph at every step, so large batches are what keep the fit
+    cheap on CPU.
     """
 
     embedding_dim: int = 64
     """Size of the layer-0 embeddings (and of the final vectors)."""
     num_layers: int = 3
     """Propagation layers; final embeddings average layers 0..num_layers."""
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-2
     """Adam step size."""
-    batch_size: int = 2048
+    batch_size: int = 16384
     """Positive interactions per BPR step."""
-    epochs: int = 200
+    epochs: int = 280
     """Epochs of a final fit; with validation, the most epochs before early stopping."""
-    l2: float = 1e-4
+    l2: float = 1e-3
     """L2 weight on the batch's layer-0 embeddings (half squared norms / batch size)."""
-    negatives: int = 1
-    """Uniform negatives sampled per positive."""
-    sampling: str = "edge"
-    """'edge': every positive once per epoch; 'user': uniform user, then one of its positives."""
+    negatives: int = 4
+    """Uniform negatives sampled per positive (their loss and L2 terms are averaged)."""
     init_std: float = 0.1
     """Standard deviation of the normal initialisation of layer-0 embeddings."""
     patience: int = 5
     """Evaluations without a better validation NDCG@10 before stopping."""
-    eval_every: int = 5
+    eval_every: int = 10
     """Epochs between validation evaluations."""
     validation_users: int | None = None
     """Validation users sampled for early stopping (seeded); None evaluates all of them."""
@@ -61,8 +65,6 @@ class LightGCNConfig:
         for name in ("learning_rate", "init_std"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if self.sampling not in ("edge", "user"):
-            raise ValueError(f"sampling must be 'edge' or 'user', got {self.sampling!r}")
         if not self.l2 >= 0:
             raise ValueError(f"l2 must be >= 0, got {self.l2!r}")
         if self.validation_users is not None and (

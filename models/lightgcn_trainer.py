@@ -83,58 +83,43 @@ def normalized_adjacency(interactions: sp.csr_matrix) -> torch.Tensor:
 
 
 class BPRSampler:
-    """Uniform negative sampling for BPR, one epoch = as many triples as there are positives.
+    """Uniform negative sampling for BPR: every positive once per epoch, in random order.
 
-    ``by='edge'`` visits every positive once per epoch in random order; ``by='user'`` draws each
-    triple's user uniformly, then one of its positives (the official LightGCN sampler: light
-    users weigh as much as heavy ones, as in the per-user average of the metrics). A sampled
-    negative that is one of the user's positives is redrawn for a few vectorised rounds; the
-    rare survivors stay.
+    A sampled negative that is one of the user's positives is redrawn for a few vectorised
+    rounds; the rare survivors stay (as noise the loss tolerates).
     """
 
     ROUNDS = 5
 
-    def __init__(self, interactions: sp.csr_matrix, negatives: int, rng: np.random.Generator, by: str = "edge") -> None:
-        if by not in ("edge", "user"):
-            raise ValueError(f"by must be 'edge' or 'user', not {by!r}")
+    def __init__(self, interactions: sp.csr_matrix, negatives: int, rng: np.random.Generator) -> None:
         csr = sp.csr_matrix(interactions)
         csr.sum_duplicates()
         csr.eliminate_zeros()
-        self.indptr, self.indices = csr.indptr.astype(np.int64), csr.indices.astype(np.int64)
+        self.users = np.repeat(np.arange(csr.shape[0], dtype=np.int64), np.diff(csr.indptr))
+        self.items = csr.indices.astype(np.int64)
         self.n_items = csr.shape[1]
-        self.n_pos = self.indices.size
-        self.active = np.flatnonzero(np.diff(self.indptr) > 0)
-        self.negatives, self.rng, self.by = negatives, rng, by
-        rows = np.repeat(np.arange(csr.shape[0], dtype=np.int64), np.diff(self.indptr))
-        self._edge_users = rows
-        self._keys = rows * self.n_items + self.indices  # sorted: canonical CSR
+        self.negatives, self.rng = negatives, rng
+        self._keys = self.users * self.n_items + self.items  # sorted: canonical CSR
 
     def _is_positive(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         keys = users * self.n_items + items
         pos = np.minimum(np.searchsorted(self._keys, keys), self._keys.size - 1)
         return self._keys[pos] == keys
 
-    def _positives(self, size: int) -> tuple[np.ndarray, np.ndarray]:
-        if self.by == "edge":
-            idx = self.rng.permutation(self.n_pos)[:size]
-            return self._edge_users[idx], self.indices[idx]
-        users = self.rng.choice(self.active, size=size)
-        start, count = self.indptr[users], np.diff(self.indptr)[users]
-        return users, self.indices[start + (self.rng.random(size) * count).astype(np.int64)]
-
     def epoch(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Yield (users, positives, negatives) int64 arrays; negatives are (batch, negatives)."""
-        users_all, pos_all = self._positives(self.n_pos)
-        for start in range(0, self.n_pos, batch_size):
-            users, pos = users_all[start : start + batch_size], pos_all[start : start + batch_size]
-            neg = self.rng.integers(0, self.n_items, size=(users.size, self.negatives))
+        order = self.rng.permutation(self.users.size)
+        for start in range(0, order.size, batch_size):
+            idx = order[start : start + batch_size]
+            users = self.users[idx]
+            neg = self.rng.integers(0, self.n_items, size=(idx.size, self.negatives))
             rep = np.repeat(users[:, None], self.negatives, axis=1)
             for _ in range(self.ROUNDS):
                 clash = self._is_positive(rep, neg)
                 if not clash.any():
                     break
                 neg[clash] = self.rng.integers(0, self.n_items, size=int(clash.sum()))
-            yield users, pos, neg
+            yield users, self.items[idx], neg
 
 
 class LightGCNTrainer:
@@ -158,7 +143,7 @@ class LightGCNTrainer:
         torch.nn.init.normal_(model.embedding.weight, std=cfg.init_std)
         adj = normalized_adjacency(train).to(self.device)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-        sampler = BPRSampler(train, cfg.negatives, rng, by=cfg.sampling)
+        sampler = BPRSampler(train, cfg.negatives, rng)
         val = self._validation_rows(validation, rng) if validation is not None else None
 
         best: tuple[np.ndarray, np.ndarray] | None = None

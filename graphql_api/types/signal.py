@@ -15,6 +15,7 @@ class Signal(Enum):
     CONTENT = "content"
     GRAPH = "lightgcn"
     POPULARITY = "popularity"
+    SPECTRAL = "svd"
 
     @classmethod
     def from_domain(cls, name: str) -> Signal:
