@@ -234,24 +234,41 @@ def run_synthetic(args: argparse.Namespace, client) -> None:
         models[s] = m
     config = PipelineConfig(signals=tuple(args.signals), verbose=False)
     ga = GAConfig(**{**vars(config.ga), "patience": config.ga.generations})
-    t0 = time.perf_counter()
+    in_process = not args.processes
+    marks = [_clock()]
     fusion = Fusion.fit_scales(models, val)
-    t1 = time.perf_counter()
+    marks.append(_clock())
+    print(f"scales done; building the pool (load average {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
     pool = build_pool(models, fusion.scales, fit, val, per_signal=config.per_signal,
                       max_users=args.max_users if args.max_users > 0 else None, client=client)
-    t2 = time.perf_counter()
+    marks.append(_clock())
+    print(f"pool done ({pool.n_users:,} x {pool.width}); GA", file=sys.stderr, flush=True)
     result = tune_ga(pool, config=ga, client=client)
-    t3 = time.perf_counter()
+    marks.append(_clock())
     workers = client.scheduler_info(n_workers=-1)["workers"]
     print(f"cluster: {len(workers)} workers, {sum(w['nthreads'] for w in workers.values())} threads, "
-          f"{os.cpu_count()} cores")
+          f"{os.cpu_count()} cores; load average at the end {os.getloadavg()[0]:.1f}")
     print("signal dims: " + ", ".join(f"{s} {d}" for s, d in dims.items()))
-    print(f"{'stage':<34}{'seconds':>10}")
-    print(f"{'scales (validation pairs)':<34}{t1 - t0:>10.1f}")
-    print(f"{f'pool ({pool.n_users:,} users x {pool.width} cands)':<34}{t2 - t1:>10.1f}")
-    print(f"{f'GA ({result.evaluations} evaluations)':<34}{t3 - t2:>10.1f}")
-    print(f"{'tuning total (pool + GA)':<34}{t3 - t1:>10.1f}")
-    print(f"pool size {pool.nbytes / 2**20:.0f} MiB; {1000 * (t3 - t2) / result.evaluations:.0f} ms per evaluation")
+    cores = os.cpu_count() or 1
+    head = f"{'stage':<36}{'wall s':>9}" + (f"{'cpu s':>9}{'cpu s / cores':>15}" if in_process else "")
+    print(head)
+    stages = [("scales (validation pairs)", 0, 1), (f"pool ({pool.n_users:,} users x {pool.width} cands)", 1, 2),
+              (f"GA ({result.evaluations} evaluations, smoothing {ga.smoothing})", 2, 3), ("tuning total (pool + GA)", 1, 3)]
+    for name, a, b in stages:
+        wall, cpu = marks[b][0] - marks[a][0], marks[b][1] - marks[a][1]
+        print(f"{name:<36}{wall:>9.1f}" + (f"{cpu:>9.1f}{cpu / cores:>15.1f}" if in_process else ""))
+    print(f"pool size {pool.nbytes / 2**20:.0f} MiB; "
+          f"{1000 * (marks[3][0] - marks[2][0]) / result.evaluations:.0f} ms wall per evaluation")
+    if in_process:
+        print("cpu s / cores: the wall time on an otherwise idle machine (CPU seconds of every thread of this process)")
+
+
+def _clock() -> tuple[float, float]:
+    """(wall seconds, CPU seconds of every thread of this process)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return time.perf_counter(), usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -266,14 +283,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--synthetic", type=int, default=0, metavar="N", help="time the tuning at N interactions")
     parser.add_argument("--max-users", type=int, default=PipelineConfig().max_tune_users or 0,
                         help="validation users in the synthetic pool (0: all)")
-    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--processes", action="store_true", help="worker processes (default: one in-process worker)")
+    parser.add_argument("--workers", type=int, default=None, help="with --processes (default: one per core)")
     args = parser.parse_args(argv)
 
     from distributed import Client, LocalCluster
 
-    workers = args.workers or max(1, min(os.cpu_count() or 1, 8))
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            Client(cluster) as client:
+    cores = os.cpu_count() or 1
+    if args.processes:
+        workers = args.workers or max(1, min(cores, 8))
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
+    else:  # one in-process worker: getrusage then counts every thread's CPU time
+        cluster = LocalCluster(n_workers=1, threads_per_worker=cores, processes=False, dashboard_address=":0")
+    with cluster, Client(cluster) as client:
         if args.synthetic:
             run_synthetic(args, client)
         else:

@@ -230,8 +230,8 @@ class _Evaluator:
 
     def evaluate(self, batch: np.ndarray, keys: Sequence[str]) -> np.ndarray:
         futures = self.client.map(
-            _fitness, [self.full(w) for w in batch], pool=self._pool_f, jitter=self.jitter, key=[f"{k}-{self.token}" for k in keys],
-            pure=False,
+            _fitness, [self.full(w) for w in batch], pool=self._pool_f, jitter=self.jitter,
+            key=[f"{k}-{self.token}" for k in keys], pure=False,
         )
         values = np.asarray(self.client.gather(futures), dtype=np.float64)
         del futures

@@ -190,16 +190,14 @@ class LightGCNTrainer:
         of the batch's users, positives and negatives, divided by the batch size.
         """
         b, k = neg.shape
-        nodes = np.concatenate([users, pos + n_users, neg.ravel() + n_users])
-        idx = torch.from_numpy(nodes).to(self.device)
+        items = np.concatenate([pos[:, None], neg], axis=1) + n_users  # (b, 1 + k): positive first
+        nodes = np.concatenate([users, items.ravel()])
         # One gather (index_select: its backward is a plain index_add, no sort).
-        emb = torch.index_select(model.get_embedding(adj), 0, idx)
-        eu, ep, en = emb[:b], emb[b : 2 * b], emb[2 * b :].view(b, k, -1)
-        pos_score = (eu * ep).sum(-1, keepdim=True)
-        neg_score = (eu.unsqueeze(1) * en).sum(-1)
-        bpr = torch.nn.functional.softplus(neg_score - pos_score).mean()
-        # sum over the batch of squared ego norms, as counts per node (negatives averaged over k)
-        weights = np.concatenate([np.ones(2 * b), np.full(b * k, 1.0 / k)])
+        emb = torch.index_select(model.get_embedding(adj), 0, torch.from_numpy(nodes).to(self.device))
+        scores = (emb[b:].view(b, 1 + k, -1) * emb[:b].unsqueeze(1)).sum(-1)
+        bpr = torch.nn.functional.softplus(scores[:, 1:] - scores[:, :1]).mean()
+        # Sum over the batch of squared ego norms, as counts per node (negatives averaged over k).
+        weights = np.concatenate([np.ones(b), np.tile(np.r_[1.0, np.full(k, 1.0 / k)], b)])
         counts = np.bincount(nodes, weights=weights, minlength=model.num_nodes).astype(np.float32)
         ego_sq = model.embedding.weight.pow(2).sum(-1)
         reg = 0.5 * (torch.from_numpy(counts).to(self.device) @ ego_sq) / b

@@ -32,9 +32,9 @@ def _content() -> FactorModel:
 
 
 def _lightgcn() -> FactorModel:
-    from models.lightgcn import LightGCNConfig, LightGCNModel
+    from models.lightgcn import LightGCN, LightGCNConfig
 
-    return LightGCNModel(LightGCNConfig(embedding_dim=8, num_layers=2, epochs=3, batch_size=64))
+    return LightGCN(LightGCNConfig(embedding_dim=8, num_layers=2, epochs=3, eval_every=1, batch_size=64))
 
 
 FACTORIES: dict[str, Callable[[], FactorModel]] = {

@@ -241,7 +241,7 @@ def test_real_signals_end_to_end(tiny_dataset, tmp_path):
             models = {
                 "als": ALS(ALSConfig(factors=8, iterations=5)).fit(data, opts),
                 "content": ContentModel(ContentConfig(dim=8)).fit(data, opts),
-                "lightgcn": LightGCN(LightGCNConfig(embedding_dim=8, num_layers=2, learning_rate=0.01, epochs=5)).fit(
+                "lightgcn": LightGCN(LightGCNConfig(embedding_dim=8, num_layers=2, learning_rate=0.01, epochs=5, eval_every=5)).fit(
                     data, opts
                 ),
                 "popularity": Popularity().fit(data, opts),
