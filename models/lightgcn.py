@@ -119,10 +119,13 @@ class LightGCN(FactorModel):
     def fold_in(self, items: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
         """One LightGCN propagation step from the fixed item embeddings to a new user.
 
-        A trained user's layer-1 embedding is sum_i e_i / sqrt(d_u d_i) over its items; the
-        fold-in applies that to the final (layer-averaged) item embeddings, with the item degrees
-        of the training graph and d_u = the number of distinct items. The graph is binary, so
-        ``values`` are only checked for shape, not used. An empty history gives zeros.
+        A trained user's layer-l+1 embedding is sum_i e_i^(l) / sqrt(d_u d_i) over its items;
+        applied to the final (layer-averaged) item embeddings, with the item degrees of the
+        training graph and d_u = the number of distinct items, it gives the user's final
+        embedding less its own layer-0 term. On ml-latest-small, vectors folded in from each
+        user's train history have cosine ~0.98 to the trained ones, ~0.66 of their norm, and
+        test NDCG@10 0.117 (trained: 0.117-0.120). The graph is binary, so ``values`` are
+        only checked for shape, not used. An empty history gives zeros.
         """
         self._require_fitted()
         items = np.asarray(items, dtype=np.int64).ravel()

@@ -20,7 +20,7 @@ SMALL = LightGCNConfig(embedding_dim=16, num_layers=2, learning_rate=0.01, epoch
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Client]:
-    with LocalCluster(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster:
+    with LocalCluster(processes=False, n_workers=1, dashboard_address=":0") as cluster:
         with Client(cluster) as c:
             yield c
 
