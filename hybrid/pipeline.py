@@ -18,7 +18,6 @@ The test split is read only in stage 5: no choice anywhere depends on it.
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 import time
@@ -54,21 +53,11 @@ __all__ = [
     "tune",
 ]
 
-#: Where each signal kind is defined (imported on demand, so that it registers its kind).
-SIGNAL_MODULES: dict[str, str] = {
-    "als": "models.als",
-    "content": "models.content",
-    "lightgcn": "models.lightgcn",
-    "popularity": "models.popularity",
-    "svd": "models.svd",
-}
 DEFAULT_SIGNALS: tuple[str, ...] = ("als", "content", "lightgcn", "popularity", "svd")
 
 
 def signal_class(kind: str) -> type[FactorModel]:
-    """The model class of a signal kind (importing its module first)."""
-    if kind in SIGNAL_MODULES:
-        importlib.import_module(SIGNAL_MODULES[kind])
+    """The model class of a signal kind (models.base imports its module on first use)."""
     return model_class(kind)
 
 
