@@ -125,13 +125,25 @@ class CandidatePool:
         cols = _top_k_block(self.blend(weights), k)
         return np.where(cols >= 0, np.take_along_axis(self.items, np.maximum(cols, 0), axis=1), -1)
 
-    def ndcg(self, weights: Mapping[str, float] | Sequence[float] | np.ndarray, k: int | None = None) -> float:
+    def ndcg(
+        self,
+        weights: Mapping[str, float] | Sequence[float] | np.ndarray,
+        k: int | None = None,
+        user_weights: np.ndarray | None = None,
+    ) -> float:
         """Mean NDCG@k over the pool's users for blend weights (binary gains, as etl.metrics).
 
+        ``user_weights`` (U,) weighs each user in the mean (e.g. bootstrap counts); None: equal.
         The fitness of the tuners, so it avoids sorting: per block of rows, the k-th largest
         blended score is found by partition and only the relevant candidates above it are ranked;
         rows with tied scores at the top take the exact path (ties to the lower item row).
         """
+        return float(np.average(self.user_ndcg(weights, k), weights=user_weights))
+
+    def user_ndcg(
+        self, weights: Mapping[str, float] | Sequence[float] | np.ndarray, k: int | None = None
+    ) -> np.ndarray:
+        """(U,) NDCG@k of each pool user for blend weights."""
         k = k or self.k
         w = self.weight_vector(weights)
         discount = 1.0 / np.log2(np.arange(2, k + 2))
@@ -141,8 +153,10 @@ class CandidatePool:
             hi = min(lo + _ROWS, self.n_users)
             blended = self._blend_rows(w, lo, hi)
             a, b = self._hit_start[lo], self._hit_start[hi]
-            dcg[lo:hi] = _dcg_block(blended, self._hit_rows[a:b] - lo, self._hit_cols[a:b], self.labels[lo:hi], k, discount)
-        return float(np.mean(dcg / idcg))
+            dcg[lo:hi] = _dcg_block(
+                blended, self._hit_rows[a:b] - lo, self._hit_cols[a:b], self.labels[lo:hi], k, discount
+            )
+        return dcg / idcg
 
 
 _ROWS = 2048  # rows per block of a fitness evaluation: keeps a block's blend in cache

@@ -39,8 +39,10 @@ __all__ = ["SVDConfig", "SVDItemItem", "recency_weights"]
 class SVDConfig:
     """Hyperparameters of the low-rank item-item signal.
 
-    Defaults were chosen on ml-latest-small's validation split (fit on 'fit'; see
-    hybrid/pipeline.py's report), never on test.
+    Defaults were chosen on ml-latest-small's validation split (fit on 'fit', NDCG@10 on
+    'validation', fit items excluded), never on test: 0.1530 there, against 0.1329 for 128
+    factors, shrinkage 50 and half-life 10, and 0.1288 without recency weighting. 256-1024
+    factors with shrinkage 100-200 and a half-life of 2-3 all scored 0.148-0.154.
     """
 
     factors: int = 512
@@ -127,7 +129,8 @@ class SVDItemItem(FactorModel):
         shrink = sigma**2 / (sigma**2 + cfg.shrinkage) if cfg.shrinkage > 0 else np.ones_like(sigma)
         # Fold-in matrix: user vector = (weighted history row) @ projection.
         self.projection_ = (col_scale[:, None] * vectors * shrink[None, :]).astype(np.float32)
-        self.item_factors_ = (np.power(np.maximum(counts, 1.0), cfg.output_exponent)[:, None] * vectors).astype(np.float32)
+        lift = np.power(np.maximum(counts, 1.0), cfg.output_exponent)
+        self.item_factors_ = (lift[:, None] * vectors).astype(np.float32)
         self.user_factors_ = self._profiles(histories)
 
     def _top_spectrum(self, a: sp.csr_matrix, options: TrainingOptions) -> tuple[np.ndarray, np.ndarray]:
@@ -182,8 +185,10 @@ class SVDItemItem(FactorModel):
         """User vectors of every row of a time-ordered history matrix."""
         lengths = np.diff(histories.indptr)
         ages = np.repeat(lengths, lengths) - 1 - (np.arange(histories.nnz) - np.repeat(histories.indptr[:-1], lengths))
-        weighted = sp.csr_matrix((recency_weights(ages, self.config), histories.indices.copy(), histories.indptr.copy()),
-                                 shape=histories.shape)
+        weights = recency_weights(ages, self.config)
+        weighted = sp.csr_matrix(
+            (weights, histories.indices.copy(), histories.indptr.copy()), shape=histories.shape
+        )
         weighted.sum_duplicates()
         return np.asarray(weighted @ self.projection_.astype(np.float64), dtype=np.float32)
 
@@ -210,7 +215,11 @@ class SVDItemItem(FactorModel):
         return {}
 
     def _extra_arrays(self) -> dict[str, np.ndarray]:
-        return {"projection": self.projection_, "singular_values": self.singular_values_, "item_counts": self.item_counts_}
+        return {
+            "projection": self.projection_,
+            "singular_values": self.singular_values_,
+            "item_counts": self.item_counts_,
+        }
 
     def _restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.projection_ = arrays["projection"]

@@ -67,7 +67,8 @@ def test_pipeline_reports_every_signal_and_the_hybrid(tiny_result, tiny_dataset)
     assert all(w >= 0 for w in result.weights.values())
     assert all(np.isfinite(c) and c > 0 for c in result.scales.values())
     assert result.scales == result.tuning_scales == result.fusion.scales  # the weights' units carry over
-    assert result.tuning.history and result.tuning.evaluations <= SMALL_GA.max_evaluations
+    assert len(result.tuning.rounds) == SMALL_GA.bagging
+    assert result.tuning.history and result.tuning.evaluations <= SMALL_GA.max_evaluations + 1 + len(result.signals)
     # The GA starts from each signal alone (whose smoothed fitness is its plain NDCG), so its
     # objective on validation is never below any single signal's.
     assert result.tuning.fitness >= max(result.validation[s] for s in result.signals)
@@ -115,8 +116,11 @@ def test_tuning_never_reads_the_test_split(tiny_dataset, options, monkeypatch):
 
     monkeypatch.setattr(Dataset, "read", spy)
     ds = Dataset.open(tiny_dataset.path)
-    config = PipelineConfig(signals=("als", "popularity", "svd", "content"), configs={k: v for k, v in TINY_CONFIGS.items() if k != "lightgcn"},
-                            per_signal=20, ga=SMALL_GA, verbose=False)
+    config = PipelineConfig(
+        signals=("als", "popularity", "svd", "content"),
+        configs={k: v for k, v in TINY_CONFIGS.items() if k != "lightgcn"},
+        per_signal=20, ga=SMALL_GA, verbose=False,
+    )
     outcome = tune(ds, config, options)
     assert seen and "test" not in seen and "train" not in seen
     assert set(outcome.validation) == {"als", "popularity", "svd", "content", "hybrid"}
@@ -124,6 +128,19 @@ def test_tuning_never_reads_the_test_split(tiny_dataset, options, monkeypatch):
     fit, val = ds.matrix("fit"), ds.matrix("validation")
     for s, model in outcome.models.items():
         assert outcome.validation[s] == pytest.approx(evaluate(model.score, fit, val)["ndcg@10"], abs=1e-12)
+
+
+def test_search_keeps_the_best_validation_config(tiny_dataset, options):
+    config = PipelineConfig(
+        signals=("popularity", "svd"), search={"svd": [{"factors": 2}, {"factors": 8, "shrinkage": 1.0}]},
+        per_signal=20, ga=SMALL_GA, verbose=False,
+    )
+    outcome = tune(tiny_dataset, config, options)
+    report = outcome.search["svd"]
+    assert [r["config"]["factors"] for r in report] == [2, 8]
+    best = max(report, key=lambda r: r["validation_ndcg@10"])
+    assert outcome.models["svd"].config.factors == best["config"]["factors"]
+    assert outcome.validation["svd"] == pytest.approx(best["validation_ndcg@10"], abs=1e-12)
 
 
 def test_refit_config_uses_the_validated_epoch_count():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
@@ -29,7 +29,9 @@ def client():
 
 
 # -- synthetic pools --------------------------------------------------------------------------
-def synthetic_pool(true_weights: tuple[float, ...], users: int = 300, width: int = 40, relevant: int = 3, seed: int = 0) -> CandidatePool:
+def synthetic_pool(
+    true_weights: tuple[float, ...], users: int = 300, width: int = 40, relevant: int = 3, seed: int = 0
+) -> CandidatePool:
     """A pool whose labels are each user's top-``relevant`` items under a hidden blend."""
     rng = np.random.default_rng(seed)
     s = len(true_weights)
@@ -82,7 +84,7 @@ def test_ga_finds_the_hidden_weights(client):
     truth = np.array([0.6, 0.3, 0.1])
     pool = synthetic_pool(tuple(truth))
     corner = max(pool.ndcg(np.eye(3)[j]) for j in range(3))
-    result = tune_ga(pool, config=GAConfig(population=16, generations=25, seed=1, patience=25, smoothing=0), client=client)
+    result = tune_ga(pool, config=GAConfig(population=16, generations=25, seed=1, patience=25, bagging=0), client=client)
     w = np.array([result.weights[s] for s in pool.signals])
     assert w.sum() == pytest.approx(1.0)
     assert result.fitness > corner + 0.05
@@ -91,17 +93,18 @@ def test_ga_finds_the_hidden_weights(client):
     assert result.fitness == pytest.approx(pool.ndcg(w))
     assert [g.index for g in result.history] == list(range(len(result.history)))
     assert all(a.best_so_far <= b.best_so_far for a, b in zip(result.history, result.history[1:]))
-    assert result.evaluations == len(result.trace) <= GAConfig(population=16, generations=25).max_evaluations
+    assert result.evaluations == len(result.trace) <= GAConfig(population=16, generations=25, bagging=0).max_evaluations
 
 
 def test_ga_is_deterministic_for_a_seed(client):
     pool = synthetic_pool((0.5, 0.2, 0.2, 0.1), users=120, seed=3)
-    cfg = GAConfig(population=10, generations=6, seed=7, patience=6)
-    a, b = tune_ga(pool, config=cfg, client=client), tune_ga(pool, config=cfg, client=client)
-    assert a.weights == b.weights and a.trace == b.trace
-    assert [g.mean for g in a.history] == [g.mean for g in b.history]
-    c = tune_ga(pool, config=GAConfig(population=10, generations=6, seed=8, patience=6), client=client)
-    assert c.trace != a.trace
+    for bagging in (0, 2):
+        cfg = GAConfig(population=10, generations=6, seed=7, patience=6, bagging=bagging)
+        a, b = tune_ga(pool, config=cfg, client=client), tune_ga(pool, config=cfg, client=client)
+        assert a.weights == b.weights and a.trace == b.trace
+        assert [g.mean for g in a.history] == [g.mean for g in b.history]
+        c = tune_ga(pool, config=replace(cfg, seed=8), client=client)
+        assert c.trace != a.trace
 
 
 def test_ga_stops_early_when_nothing_improves(client):
@@ -111,7 +114,7 @@ def test_ga_stops_early_when_nothing_improves(client):
         signals=("a", "b"), users=base.users, items=base.items, scores=np.concatenate([base.scores, base.scores]),
         labels=base.labels, n_relevant=base.n_relevant, scales={"a": 1.0, "b": 1.0}, per_signal=base.per_signal,
     )
-    result = tune_ga(pool, config=GAConfig(population=6, generations=50, patience=3, seed=0), client=client)
+    result = tune_ga(pool, config=GAConfig(population=6, generations=50, patience=3, seed=0, bagging=0), client=client)
     assert result.stopped_early
     assert len(result.history) == 4  # generation 0, then 3 without improvement
     assert result.fitness == pytest.approx(1.0)
@@ -119,7 +122,7 @@ def test_ga_stops_early_when_nothing_improves(client):
 
 def test_ga_tunes_a_subset_of_signals(client):
     pool = synthetic_pool((0.7, 0.3, 0.0), users=100)
-    result = tune_ga(pool, signals=("s1", "s2"), config=GAConfig(population=8, generations=3), client=client)
+    result = tune_ga(pool, signals=("s1", "s2"), config=GAConfig(population=8, generations=3, bagging=2), client=client)
     assert result.weights["s0"] == 0.0
     assert result.weights["s1"] + result.weights["s2"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="not in the pool"):
@@ -146,11 +149,33 @@ def test_grid_and_random_respect_the_budget(client):
 def test_tasks_are_named_per_generation_and_individual(client):
     pool = synthetic_pool((0.5, 0.5), users=40)
     with get_task_stream(client) as ts:
-        tune_ga(pool, config=GAConfig(population=4, generations=2, elite=1, patience=5), client=client)
+        tune_ga(pool, config=GAConfig(population=4, generations=2, elite=1, patience=5, bagging=0), client=client)
     keys = {str(t["key"]) for t in ts.data}
     assert any(k.startswith("ga-gen-0-ind-0-") for k in keys), keys
     assert any(k.startswith("ga-gen-1-ind-3-") for k in keys), keys
     assert not any(k.startswith("ga-gen-1-ind-0-") for k in keys)  # the elite is not re-evaluated
+    with get_task_stream(client) as ts:
+        tune_ga(pool, config=GAConfig(population=4, generations=2, elite=1, patience=5, bagging=2), client=client)
+    keys = {str(t["key"]) for t in ts.data}
+    assert any(k.startswith("ga-round-1-gen-1-ind-3-") for k in keys), keys
+    assert any(k.startswith("ga-final-candidate-0-") for k in keys), keys
+
+
+def test_bagging_averages_the_bootstrap_rounds(client):
+    pool = synthetic_pool((0.6, 0.3, 0.1), users=200, seed=4)
+    cfg = GAConfig(population=12, generations=10, patience=10, seed=2, bagging=3)
+    result = tune_ga(pool, config=cfg, client=client)
+    assert len(result.rounds) == 3
+    # Each round saw another resample of users, so they disagree a little.
+    assert len({tuple(r.weights.values()) for r in result.rounds}) == 3
+    singles = [pool.ndcg(np.eye(3)[j]) for j in range(3)]
+    assert result.fitness >= max(singles)
+    mean = np.mean([[r.weights[s] for s in pool.signals] for r in result.rounds], axis=0)
+    if result.fitness > max(singles):  # the mean won, as expected here
+        assert [result.weights[s] for s in pool.signals] == pytest.approx(mean / mean.sum())
+    assert result.ndcg == pytest.approx(pool.ndcg(result.weights))
+    assert result.evaluations == sum(r.evaluations for r in result.rounds) + 4
+    assert result.summary()["rounds"][2]["weights"] == result.rounds[2].weights
 
 
 def test_plot_writes_a_png(client, tmp_path):
@@ -169,7 +194,10 @@ def test_config_validation():
         GAConfig(population=4, tournament=5)
     with pytest.raises(ValueError, match="mutation_rate"):
         GAConfig(mutation_rate=1.5)
-    assert GAConfig(population=10, generations=3, elite=2).max_evaluations == 26
+    assert GAConfig(population=10, generations=3, elite=2, bagging=0).max_evaluations == 26
+    assert GAConfig(population=10, generations=3, elite=2, bagging=2).max_evaluations == 52
+    with pytest.raises(ValueError, match="bagging"):
+        GAConfig(bagging=-1)
 
 
 # -- pools built from fitted signals ----------------------------------------------------------
@@ -204,7 +232,10 @@ def fitted(tiny_dataset, client):
     return data, models, fusion
 
 
-@pytest.mark.parametrize("weights", [{"popularity": 1.0}, {"random": 1.0}, {"popularity": 0.7, "random": 0.3}, {"popularity": 0.2, "random": 0.8}])
+@pytest.mark.parametrize(
+    "weights",
+    [{"popularity": 1.0}, {"random": 1.0}, {"popularity": 0.7, "random": 0.3}, {"popularity": 0.2, "random": 0.8}],
+)
 def test_pool_over_the_whole_catalogue_equals_full_ranking(fitted, client, weights):
     data, models, fusion = fitted
     fit, val = data.matrix(), data.matrix("validation")
