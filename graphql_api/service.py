@@ -26,6 +26,7 @@ from hybrid.recommender import Recommendations, SimilarItem
 MAX_ID_LENGTH = 256
 MAX_ID_BATCH = 500
 MAX_VALUE = 1e6
+MAX_EPOCH = 253_402_300_799  # 9999-12-31T23:59:59Z
 
 
 def check_id(value: str, field_name: str) -> str:
@@ -212,11 +213,17 @@ class Rejection:
 
 
 def _epoch(ts: datetime | None, now: float) -> int:
+    """Seconds since the epoch; BadInput before 1970 (ingest rejects negative timestamps) or after
+    year 9999 (not a datetime in UTC)."""
     if ts is None:
         return int(now)
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
-    return int(ts.timestamp())
+    epoch = int(ts.timestamp())
+    if not 0 <= epoch <= MAX_EPOCH:
+        raise BadInput(f"timestamp must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z, "
+                       f"got {ts.isoformat()}", field="timestamp")
+    return epoch
 
 
 async def record(ctx: Context, specs: Sequence[InteractionSpec]) -> tuple[list[Event], list[Rejection]]:
@@ -237,8 +244,9 @@ async def record(ctx: Context, specs: Sequence[InteractionSpec]) -> tuple[list[E
         if not (math.isfinite(s.value) and 0 < s.value <= MAX_VALUE):
             where = f" (interaction {k})" if len(specs) > 1 else ""
             raise BadInput(f"value must be finite, > 0 and <= {MAX_VALUE:g}, got {s.value}{where}", field="value")
-    rows = engine.item_rows([s.item_id for s in specs])
     now = time.time()
+    epochs = [_epoch(s.timestamp, now) for s in specs]  # BadInput before anything is stored
+    rows = engine.item_rows([s.item_id for s in specs])
     accepted: list[Event] = []
     rejected: list[Rejection] = []
     for k, (s, row) in enumerate(zip(specs, rows, strict=True)):
@@ -246,7 +254,7 @@ async def record(ctx: Context, specs: Sequence[InteractionSpec]) -> tuple[list[E
             rejected.append(Rejection(k, s.item_id, f"unknown item id {s.item_id!r} in bundle {engine.version}"))
             continue
         accepted.append(Event(user_id=s.user_id, item_id=s.item_id, value=float(s.value),
-                              timestamp=_epoch(s.timestamp, now), accepted_at=now))
+                              timestamp=epochs[k], accepted_at=now))
     await ctx.store.record(accepted)
     ctx.metrics.events.inc(len(accepted))
     return accepted, rejected
