@@ -41,6 +41,10 @@ def normalisation_scale(model: FactorModel, pairs: sp.csr_matrix, max_pairs: int
     return 1.0 / spread if spread > 1e-12 else 1.0
 
 
+MAX_WEIGHT = 1e6
+"""Largest blend weight: weights are relative, and a larger one overflows the float32 query."""
+
+
 def check_weights(weights: Mapping[str, float], signals: tuple[str, ...]) -> dict[str, float]:
     """Validated blend weights: known signals only, finite, non-negative, not all zero.
 
@@ -53,6 +57,8 @@ def check_weights(weights: Mapping[str, float], signals: tuple[str, ...]) -> dic
     for name, w in out.items():
         if not np.isfinite(w) or w < 0:
             raise ValueError(f"weight for {name} must be finite and >= 0, got {w}")
+        if w > MAX_WEIGHT:
+            raise ValueError(f"weight for {name} must be <= {MAX_WEIGHT:g}, got {w:g}")
     if sum(out.values()) <= 0:
         raise ValueError("weights are all zero: at least one signal needs a positive weight")
     return out
