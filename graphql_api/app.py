@@ -1,4 +1,4 @@
-"""The Starlette app: GraphQL (and GraphiQL) at /graphql, /health, /metrics.
+"""The Starlette app: GraphQL (and GraphiQL) at /graphql, /health, /metrics, and a demo page at /.
 
 Run it with uvicorn, either way::
 
@@ -22,6 +22,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from cross_web import HTTPException
@@ -29,8 +30,9 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 
@@ -43,6 +45,8 @@ from graphql_api.settings import Settings
 log = get_logger("app")
 access_log = get_logger("access")
 MAX_BODY_BYTES = 1 << 20
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+"""The demo page (plain HTML and JavaScript that call /graphql with fetch)."""
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -250,6 +254,10 @@ def _metrics(runtime: Runtime):  # noqa: ANN202
     return metrics
 
 
+async def _demo_page(request: Request) -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", headers={"cache-control": "no-cache"})
+
+
 # -- the app --------------------------------------------------------------------------------------------
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -285,6 +293,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/health/{mode:str}", health, methods=["GET"]),
             Route("/metrics", _metrics(runtime), methods=["GET"]),
             Route("/graphql", view),
+            Route("/", _demo_page, methods=["GET"]),
+            Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ],
         middleware=middleware,
         lifespan=lifespan,
