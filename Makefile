@@ -9,7 +9,7 @@ DATA_ROOT ?= data
 DATASET ?= $(DATA_ROOT)/dataset
 PYTEST_ARGS ?=
 
-.PHONY: venv demo redis test bench clean
+.PHONY: venv demo redis browser test bench clean
 
 venv: $(STAMP)
 
@@ -28,7 +28,11 @@ demo: $(STAMP)
 redis: 
 	@command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null)
 
-test: $(STAMP) redis
+## Chromium and chromedriver from Debian's packages for the demo page's browser test (tests/test_demo_page.py).
+browser:
+	@(command -v chromium && command -v chromedriver) >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
+
+test: $(STAMP) redis browser
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
 
 bench: $(STAMP) redis
