@@ -115,7 +115,8 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     os.environ["HYBRIDREC_EVENTS_DIR"] = events_dir
     if getattr(args, "redis_url", None):
         os.environ["HYBRIDREC_REDIS_URL"] = args.redis_url
-    print(f"GraphiQL: http://{args.host}:{args.port}/graphql (events in {events_dir})", file=sys.stderr, flush=True)
+    base = f"http://{args.host}:{args.port}"
+    print(f"GraphiQL: {base}/graphql  demo page: {base}/  (events in {events_dir})", file=sys.stderr, flush=True)
     uvicorn.run("graphql_api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
                 log_level="info", access_log=False)
 
