@@ -91,6 +91,12 @@ class IngestReport:
         return "\n".join(lines)
 
 
+def _where(source: RawSource) -> str:
+    """The source's name and, when it came from files, their path (what an error must name)."""
+    path = source.extra.get("path")
+    return f"{source.name} ({path})" if path else source.name
+
+
 # -- pass 1: validation ------------------------------------------------------------------------
 def _canonical_ids(values: pd.Series, numeric: bool) -> tuple[pd.Series, pd.Series]:
     """Stripped string ids and a reason per row (missing / non-numeric) or NA."""
@@ -221,7 +227,7 @@ def _items_table(source: RawSource, items: Vocabulary, count: np.ndarray, total:
         meta = source.items.copy()
         missing = [c for c in ITEM_COLUMNS if c not in meta.columns]
         if missing:
-            raise DataError(f"{source.name}: items table lacks column(s) {missing}")
+            raise DataError(f"{_where(source)}: items table lacks column(s) {missing}")
         ids, _ = _canonical_ids(meta["item_id"], source.numeric_ids)
         meta["item_id"] = ids
         meta = meta.dropna(subset=["item_id"]).drop_duplicates("item_id", keep="first")
@@ -270,7 +276,7 @@ def _ingest(
     """
     missing = [c for c in INTERACTION_COLUMNS if c not in source.interactions.columns]
     if missing:
-        raise DataError(f"{source.name}: interactions lack column(s) {missing}; found {list(source.interactions.columns)}")
+        raise DataError(f"{_where(source)}: interactions lack column(s) {missing}; found {list(source.interactions.columns)}")
     out = str(out_dir).rstrip("/")
     clock: dict[str, float] = {}
     started = time.perf_counter()
@@ -296,14 +302,14 @@ def _ingest(
             n_deleted,
             scheduler=get,
         )
-    except pd.errors.ParserError as err:  # a malformed line deep inside a CSV
-        raise DataError(f"{source.name}: unreadable line: {str(err).strip()}") from err
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:  # a malformed line deep inside a CSV
+        raise DataError(f"{_where(source)}: unreadable line: {str(err).strip()}") from err
     lengths, reason_counts, samples, user_ids, item_ids, n_valid, n_deleted = first_pass
     clock["validate"] = time.perf_counter() - started
     offsets = np.r_[0, np.cumsum(np.asarray(lengths, dtype=np.int64))]
     raw_rows = int(offsets[-1])
     if raw_rows == 0:
-        raise DataError(f"{source.name}: no interaction rows to read (empty input)")
+        raise DataError(f"{_where(source)}: no interaction rows to read (empty input)")
     rejected_lines: dict[str, list[int]] = {}
     for reason, group in samples.groupby("reason", sort=False):
         lines = offsets[group["part"].to_numpy()] + group["pos"].to_numpy() + source.header_lines + 1
@@ -321,9 +327,9 @@ def _ingest(
             f"{reason}: {count} (lines {', '.join(map(str, report.rejected_lines.get(reason, [])))})"
             for reason, count in report.rejected.items()
         )
-        raise DataError(f"{source.name}: {sum(report.rejected.values())} invalid rows (--strict): {reasons}")
+        raise DataError(f"{_where(source)}: {sum(report.rejected.values())} invalid rows (--strict): {reasons}")
     if int(n_valid) == 0:
-        raise DataError(f"{source.name}: all {raw_rows} rows were rejected\n{report.summary()}")
+        raise DataError(f"{_where(source)}: all {raw_rows} rows were rejected\n{report.summary()}")
 
     users = Vocabulary.from_ids(user_ids.astype(str), kind="user")
     catalogue = []

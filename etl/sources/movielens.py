@@ -34,6 +34,7 @@ from etl.sources.tabular import (
     aggregate_tags,
     check_columns,
     csv_header,
+    lazy_csv,
     make_items,
     require_file,
     split_list,
@@ -216,9 +217,9 @@ def _read_tags(path: Path, item_col: str, tag_col: str, **kwargs: object) -> tup
 def _read_csv_layout(folder: Path, layout: str, blocksize: str | int | None) -> _Read:
     ratings, movies, tags_path = folder / "ratings.csv", folder / "movies.csv", folder / "tags.csv"
     check_columns(csv_header(ratings), _CSV_RATINGS, ratings)
-    interactions = dd.read_csv(
-        str(ratings), dtype="string", usecols=list(_CSV_RATINGS), blocksize=blocksize
-    ).rename(columns=_CSV_RATINGS)
+    interactions = lazy_csv(ratings, dtype="string", usecols=list(_CSV_RATINGS), blocksize=blocksize).rename(
+        columns=_CSV_RATINGS
+    )
     check_columns(csv_header(movies), ["movieId", "title", "genres"], movies)
     frame = _read_small_csv(movies)
     tags, tag_rows = _read_tags(tags_path, "movieId", "tag")
@@ -231,8 +232,8 @@ def _read_dat_layout(folder: Path, layout: str, blocksize: str | int | None) -> 
     ratings, movies, tags_path = folder / "ratings.dat", folder / "movies.dat", folder / "tags.dat"
     _check_first_line(ratings, "::", 4)
     # '::' split on ':' leaves an empty field between each pair: the fast C parser still applies.
-    interactions = dd.read_csv(
-        str(ratings), sep=":", header=None, names=["user_id", "_1", "item_id", "_2", "value", "_3", "timestamp"],
+    interactions = lazy_csv(
+        ratings, sep=":", header=None, names=["user_id", "_1", "item_id", "_2", "value", "_3", "timestamp"],
         usecols=list(INTERACTION_COLUMNS), dtype="string", quoting=csv.QUOTE_NONE, encoding="latin-1",
         blocksize=blocksize,
     )
@@ -248,8 +249,8 @@ def _read_dat_layout(folder: Path, layout: str, blocksize: str | int | None) -> 
 def _read_100k(folder: Path, layout: str, blocksize: str | int | None) -> _Read:
     ratings, movies, genre_file = folder / "u.data", folder / "u.item", folder / "u.genre"
     _check_first_line(ratings, "\t", 4)
-    interactions = dd.read_csv(
-        str(ratings), sep="\t", header=None, names=list(INTERACTION_COLUMNS), dtype="string",
+    interactions = lazy_csv(
+        ratings, sep="\t", header=None, names=list(INTERACTION_COLUMNS), dtype="string",
         quoting=csv.QUOTE_NONE, blocksize=blocksize,
     )
     genres = list(_ML100K_GENRES)

@@ -64,6 +64,21 @@ def csv_header(path: str | Path, *, sep: str = ",", encoding: str = "utf-8") -> 
         raise DataError(f"{p}: cannot read the header line: {exc}") from None
 
 
+def _reason(exc: BaseException) -> str:
+    """The informative line of a parser's message (dask wraps pandas' under "Original Message:")."""
+    text = str(exc).split("Original Message:", 1)[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def lazy_csv(path: str | Path, **kwargs: object) -> dd.DataFrame:
+    """``dd.read_csv`` of one file; DataError naming it when the head dask reads eagerly is unreadable."""
+    try:
+        return dd.read_csv(str(path), **kwargs)
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable line: {_reason(exc)}") from None
+
+
 def year_from_title(titles: pd.Series) -> pd.Series:
     """Year from a trailing "(YYYY)" in each title, nullable Int64 (<NA> where there is none)."""
     years = titles.astype("string").str.extract(_YEAR_RE, expand=False)
@@ -179,13 +194,9 @@ def _read_table(path: Path, fmt: str, sep: str, blocksize: str | int | None, com
     """A lazily read table: CSV as text columns, Parquet as stored; DataError when unreadable."""
     if fmt == "csv":
         csv_header(path, sep=sep)  # fails early, with the file name, on an empty/broken file
-        try:
-            return dd.read_csv(
-                str(path), sep=sep, dtype="string", blocksize=None if compression else blocksize,
-                compression="infer" if compression else None,
-            )
-        except pd.errors.ParserError as exc:  # dask reads the head eagerly to infer the layout
-            raise DataError(f"{path}: unreadable line: {str(exc).splitlines()[-1].strip()}") from None
+        # dask reads the head eagerly to infer the layout: lazy_csv turns its failures into DataError
+        return lazy_csv(path, sep=sep, dtype="string", blocksize=None if compression else blocksize,
+                        compression="infer" if compression else None)
     if not path.exists():
         raise DataError(f"{path}: file not found")
     if path.is_file() and path.stat().st_size == 0:
