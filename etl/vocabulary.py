@@ -26,6 +26,10 @@ def _sorted_ids(ids: Iterable[str]) -> list[str]:
     return [str(unique[i]) for i in order]
 
 
+#: Lookups of at most this many ids go through a dict; larger batches through pandas.
+_DICT_BATCH = 256
+
+
 class Vocabulary:
     """An ordered set of external ids; row i holds ids[i]."""
 
@@ -35,6 +39,16 @@ class Vocabulary:
         if not self._index.is_unique:
             dup = self._index[self._index.duplicated()][:5].tolist()
             raise ValueError(f"{kind} vocabulary has duplicate ids: {dup}")
+        self._ids = self._index.to_numpy()
+        self._lookup: dict[str, int] | None = None
+
+    @property
+    def _dict(self) -> dict[str, int]:
+        """id -> row, built on first use: serving looks up one or a few ids per call, where a
+        pandas Index per call costs far more than the lookup itself."""
+        if self._lookup is None:
+            self._lookup = {i: r for r, i in enumerate(self._ids.tolist())}
+        return self._lookup
 
     @classmethod
     def from_ids(cls, ids: Iterable[str], kind: str = "item") -> Vocabulary:
@@ -44,8 +58,12 @@ class Vocabulary:
     def __len__(self) -> int:
         return len(self._index)
 
+    def __getstate__(self) -> dict[str, object]:
+        # the lookup dict is rebuilt where it is needed, not shipped to Dask workers
+        return {**self.__dict__, "_lookup": None}
+
     def __contains__(self, external_id: object) -> bool:
-        return str(external_id) in self._index
+        return str(external_id) in self._dict
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Vocabulary) and self._index.equals(other._index)
@@ -56,21 +74,32 @@ class Vocabulary:
     @property
     def ids(self) -> np.ndarray:
         """External ids in row order (object array of str)."""
-        return self._index.to_numpy()
+        return self._ids
 
     def rows(self, ids: Iterable[object], missing: str = "raise") -> np.ndarray:
         """Rows of external ids. missing='raise' raises UnknownIdError, 'ignore' gives -1."""
+        if missing not in ("raise", "ignore"):
+            raise ValueError(f"missing must be 'raise' or 'ignore', not {missing!r}")
+        ids = ids if isinstance(ids, (list, tuple, np.ndarray, pd.Index, pd.Series)) else list(ids)
+        if len(ids) <= _DICT_BATCH:
+            keys = [str(i) for i in ids]
+            lookup = self._dict
+            rows = np.fromiter((lookup.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+            if missing == "raise" and (rows < 0).any():
+                raise UnknownIdError(self.kind, [k for k, r in zip(keys, rows.tolist(), strict=True) if r < 0])
+            return rows
         query = pd.Index(pd.Series(list(ids), dtype="object").astype(str), dtype="object")
         rows = self._index.get_indexer(query).astype(np.int64)
         if missing == "raise" and (rows < 0).any():
             raise UnknownIdError(self.kind, query[rows < 0].tolist())
-        if missing not in ("raise", "ignore"):
-            raise ValueError(f"missing must be 'raise' or 'ignore', not {missing!r}")
         return rows
 
     def row(self, external_id: object) -> int:
         """Row of one external id; UnknownIdError when absent."""
-        return int(self.rows([external_id])[0])
+        row = self._dict.get(str(external_id))
+        if row is None:
+            raise UnknownIdError(self.kind, [str(external_id)])
+        return row
 
     def lookup(self, rows: Iterable[int] | np.ndarray) -> np.ndarray:
         """External ids of rows; ValueError (naming the row) for a row outside the vocabulary."""

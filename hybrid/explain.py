@@ -6,27 +6,32 @@
    signal that matters most (ALS for a collaborative recommendation, LightGCN for a graph one,
    content for a content one; ALS when popularity leads).
 3. Shared genres and tags between the item and the user's history, most frequent first.
-4. A shortest path in the user-item graph (networkx over the user's 2-hop neighbourhood in the
-   training interactions): you -> an item you saw -> another user who saw it -> this item.
+4. A shortest path in the user-item graph over the user's 2-hop neighbourhood in the training
+   interactions: you -> an item you saw -> another user who saw it -> this item (a search over
+   the CSC columns of the training matrix).
 5. One sentence a person can read.
+
+Item text (titles, genres, tags, counts) is read from ``ItemText``, arrays indexed by item row
+built once per bundle (``item_text``), not from the pandas table per item.
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter
+import threading
+import weakref
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
+import pandas as pd
 
 from hybrid.index import as_list
 
 if TYPE_CHECKING:
     from hybrid.bundle import Bundle
 
-__all__ = ["Driver", "PathStep", "Explanation", "explain_pair", "SIGNAL_LABELS"]
+__all__ = ["Driver", "PathStep", "Explanation", "explain_pair", "SIGNAL_LABELS", "ItemText", "item_text"]
 
 SIGNAL_LABELS: dict[str, str] = {
     "als": "collaborative",
@@ -75,6 +80,101 @@ class Explanation:
     sentence: str = ""
 
 
+class _Labels:
+    """Case-folded labels of one metadata column (genres or tags), by item row.
+
+    ``keys`` holds, per item, one case-folded label id for each distinct raw label (so "Drama"
+    and "drama" on one item count twice, as a count over raw labels would); ``own`` holds the
+    item's own labels as (label id, display form) in first-seen order, the last display form of a
+    case-folded label winning.
+    """
+
+    def __init__(self, cells: np.ndarray) -> None:
+        ids: dict[str, int] = {}
+        indptr = [0]
+        indices: list[int] = []
+        self.own: list[tuple[tuple[int, str], ...]] = []
+        for cell in cells:
+            labels = as_list(cell)
+            for g in set(labels):
+                indices.append(ids.setdefault(g.casefold(), len(ids)))
+            indptr.append(len(indices))
+            mine: dict[int, str] = {}
+            for g in labels:
+                mine[ids.setdefault(g.casefold(), len(ids))] = g
+            self.own.append(tuple(mine.items()))
+        self.n_labels = len(ids)
+        self.indptr = np.asarray(indptr, dtype=np.int64)
+        self.indices = np.asarray(indices, dtype=np.int64)
+
+    def counts(self, rows: np.ndarray) -> np.ndarray:
+        """How many of the items ``rows`` carry each label (label id -> count)."""
+        starts, ends = self.indptr[rows], self.indptr[rows + 1]
+        lengths = ends - starts
+        if lengths.sum() == 0:
+            return np.zeros(self.n_labels, dtype=np.int64)
+        offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
+        picked = self.indices[offsets + np.arange(int(lengths.sum()))]
+        return np.bincount(picked, minlength=self.n_labels)
+
+    def shared(self, item_row: int, rows: np.ndarray) -> list[str]:
+        """The item's labels that some of ``rows`` carry, most frequent first (then the item's order)."""
+        own = self.own[item_row]
+        if not own or len(rows) == 0:
+            return []
+        counts = self.counts(rows)
+        shared = [(k, g) for k, g in own if counts[k] > 0]
+        shared.sort(key=lambda kg: -counts[kg[0]])
+        return [g for _, g in shared]
+
+
+class ItemText:
+    """What explanations and answers show of items, as arrays indexed by item row."""
+
+    def __init__(self, items_table: pd.DataFrame, ids: np.ndarray) -> None:
+        self.table = items_table
+        n = len(ids)
+        titles = items_table["title"].to_numpy() if "title" in items_table.columns else np.full(n, None)
+        self.titles = np.array(
+            [t if isinstance(t, str) and t else str(i) for t, i in zip(titles, ids, strict=True)], dtype=object
+        )
+        """The title, or the item id where the title is missing or empty."""
+        self.genres = _Labels(items_table["genres"].to_numpy()) if "genres" in items_table.columns else None
+        self.tags = _Labels(items_table["tags"].to_numpy()) if "tags" in items_table.columns else None
+        self.counts: list[int | None] | None = None
+        """The item table's interaction count, None where it is not an integer."""
+        if "count" in items_table.columns:
+            self.counts = [_as_int(v) for v in items_table["count"].tolist()]
+
+
+def _as_int(value: object) -> int | None:
+    try:
+        return int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+
+
+_TEXT: dict[int, ItemText] = {}
+_TEXT_LOCK = threading.Lock()
+
+
+def item_text(bundle: Bundle) -> ItemText:
+    """The bundle's ItemText, built on first use and kept while the bundle lives."""
+    key = id(bundle)
+    text = _TEXT.get(key)
+    if text is not None and text.table is bundle.items_table:
+        return text
+    with _TEXT_LOCK:
+        text = _TEXT.get(key)
+        if text is None or text.table is not bundle.items_table:
+            fresh = text is None
+            text = ItemText(bundle.items_table, bundle.items.ids)
+            _TEXT[key] = text
+            if fresh:
+                weakref.finalize(bundle, _TEXT.pop, key, None)
+    return text
+
+
 def explain_pair(
     bundle: Bundle,
     *,
@@ -93,6 +193,7 @@ def explain_pair(
     graph (None for a user unknown to the bundle).
     """
     history = np.unique(np.asarray(history, dtype=np.int64))
+    text = item_text(bundle)
     vec = np.asarray(bundle.index.vectors[item_row], dtype=np.float32)[None, :]
     contrib = {s: float(v[0]) for s, v in bundle.fusion.contributions(np.asarray(query, np.float32), vec).items()}
     score = float(sum(contrib.values()))
@@ -102,11 +203,13 @@ def explain_pair(
     main = max(contrib, key=lambda s: contrib[s]) if total > 0 else None
 
     driver_signal = main if main in _DRIVER_SIGNALS else next((s for s in _DRIVER_SIGNALS if s in bundle.signals), None)
-    drivers = _drivers(bundle, driver_signal, history, item_row, max_drivers) if driver_signal else []
-    genres, tags = _shared_metadata(bundle, history, item_row)
-    path = _graph_path(bundle, user_id, user_row, history, item_row, drivers, max_neighbours)
+    drivers = _drivers(bundle, text, driver_signal, history, item_row, max_drivers) if driver_signal else []
+    others = history[history != item_row]
+    genres = text.genres.shared(item_row, others) if text.genres is not None else []
+    tags = text.tags.shared(item_row, others) if text.tags is not None else []
+    path = _graph_path(bundle, text, user_id, user_row, history, item_row, drivers, max_neighbours)
 
-    title = _title(bundle, item_row)
+    title = str(text.titles[item_row])
     expl = Explanation(
         user_id=str(user_id),
         item_id=str(bundle.items.ids[item_row]),
@@ -121,15 +224,15 @@ def explain_pair(
         shared_tags=tags,
         graph_path=path,
     )
-    return _with_sentence(expl, bundle, item_row)
+    return _with_sentence(expl, text, item_row)
 
 
 # -- evidence ------------------------------------------------------------------------------------
-def _drivers(bundle: Bundle, signal: str, history: np.ndarray, item_row: int, k: int) -> list[Driver]:
+def _drivers(bundle: Bundle, text: ItemText, signal: str, history: np.ndarray, item_row: int, k: int) -> list[Driver]:
     history = history[history != item_row]
     if len(history) == 0:
         return []
-    factors = bundle.fusion.models[signal].item_factors_
+    factors = np.asarray(bundle.fusion.models[signal].item_factors_)
     hist = np.asarray(factors[history], dtype=np.float32)
     target = np.asarray(factors[item_row], dtype=np.float32)
     sims = hist @ target
@@ -137,31 +240,15 @@ def _drivers(bundle: Bundle, signal: str, history: np.ndarray, item_row: int, k:
     floor = 1e-6 * float(np.linalg.norm(target)) * float(np.linalg.norm(hist, axis=1).max(initial=0.0))
     order = np.lexsort((history, -sims))
     return [
-        Driver(str(bundle.items.ids[history[j]]), _title(bundle, int(history[j])), float(sims[j]))
+        Driver(str(bundle.items.ids[history[j]]), str(text.titles[history[j]]), float(sims[j]))
         for j in order[:k]
         if sims[j] > floor
     ]
 
 
-def _shared_metadata(bundle: Bundle, history: np.ndarray, item_row: int) -> tuple[list[str], list[str]]:
-    table = bundle.items_table
-    out = []
-    for column in ("genres", "tags"):
-        if column not in table.columns:
-            out.append([])
-            continue
-        cells = table[column].to_numpy()
-        mine = {g.casefold(): g for g in as_list(cells[item_row])}
-        counts = Counter(g.casefold() for h in history if h != item_row for g in set(as_list(cells[h])))
-        shared = [k for k in mine if counts[k] > 0]
-        # most frequent in the history first, then the item's own order
-        shared.sort(key=lambda k: -counts[k])
-        out.append([mine[k] for k in shared])
-    return out[0], out[1]
-
-
 def _graph_path(
     bundle: Bundle,
+    text: ItemText,
     user_id: str,
     user_row: int | None,
     history: np.ndarray,
@@ -171,56 +258,46 @@ def _graph_path(
 ) -> list[PathStep] | None:
     """Shortest path user -> seen item -> co-user -> target over the user's 2-hop neighbourhood.
 
-    History items that are stronger drivers are preferred among equally short paths.
+    The neighbourhood is the user's first ``max_neighbours`` history items, stronger drivers first
+    (then by row), and for each the users who saw both it and the target. Edges weigh 1, the
+    user's edges 1 + 1e-3 * rank, so the shortest path is the direct one when the target is
+    among those items, else the one through the best-ranked item that shares a viewer with the
+    target, through the lowest-row such viewer. None when no such path exists.
     """
     if len(history) == 0:
         return None
     by_item = bundle.seen_by_item
-    you = ("user", -1 if user_row is None else int(user_row))
-    target = ("item", int(item_row))
-    graph = nx.Graph()
-    graph.add_node(you)
-    graph.add_node(target)
-    driver_rank = {bundle.items.row(d.item_id): r for r, d in enumerate(drivers)}
-    ranked = sorted(history.tolist(), key=lambda h: (driver_rank.get(h, len(driver_rank)), h))
+    # history is sorted and unique: its drivers first (in driver order), then the rest by row
+    lead = [r for r in (bundle.items.row(d.item_id) for d in drivers) if _holds(history, r)][:max_neighbours]
+    rest = [h for h in history[: max_neighbours + len(lead)].tolist() if h not in lead]
+    ranked = lead + rest[: max_neighbours - len(lead)]
+    you = PathStep("user", str(user_id), "you")
+    target = PathStep("item", str(bundle.items.ids[item_row]), str(text.titles[item_row]))
+    if item_row in ranked:
+        return [you, target]
     watchers = by_item.indices[by_item.indptr[item_row] : by_item.indptr[item_row + 1]]
-    watchers = np.setdiff1d(watchers, [you[1]])
-    for rank, h in enumerate(ranked[:max_neighbours]):
-        node = ("item", int(h))
-        graph.add_edge(you, node, weight=1.0 + 1e-3 * rank)
-        if h == item_row:
-            continue
-        co = by_item.indices[by_item.indptr[h] : by_item.indptr[h + 1]]
-        for u in np.intersect1d(co, watchers, assume_unique=True)[:max_neighbours].tolist():
-            graph.add_edge(node, ("user", u), weight=1.0)
-            graph.add_edge(("user", u), target, weight=1.0)
-    try:
-        nodes = nx.shortest_path(graph, you, target, weight="weight")
-    except nx.NetworkXNoPath:
+    if user_row is not None:
+        watchers = watchers[watchers != user_row]
+    if len(watchers) == 0:
         return None
-    steps = []
-    for node in nodes:
-        kind, row = node
-        if node == you:
-            steps.append(PathStep("user", str(user_id), "you"))
-        elif kind == "user":
-            uid = str(bundle.users.ids[row])
-            steps.append(PathStep("user", uid, f"user {uid}"))
-        else:
-            steps.append(PathStep("item", str(bundle.items.ids[row]), _title(bundle, row)))
-    return steps
+    watching = np.zeros(by_item.shape[0], dtype=bool)
+    watching[watchers] = True
+    for h in ranked:
+        co = by_item.indices[by_item.indptr[h] : by_item.indptr[h + 1]]
+        both = co[watching[co]]
+        if len(both):
+            uid = str(bundle.users.ids[int(both.min())])
+            return [you, PathStep("item", str(bundle.items.ids[h]), str(text.titles[h])),
+                    PathStep("user", uid, f"user {uid}"), target]
+    return None
+
+
+def _holds(sorted_rows: np.ndarray, row: int) -> bool:
+    at = int(np.searchsorted(sorted_rows, row))
+    return at < len(sorted_rows) and int(sorted_rows[at]) == row
 
 
 # -- words ---------------------------------------------------------------------------------------
-def _title(bundle: Bundle, row: int) -> str:
-    table = bundle.items_table
-    if "title" in table.columns:
-        title = table["title"].iloc[row]
-        if isinstance(title, str) and title:
-            return title
-    return str(bundle.items.ids[row])
-
-
 def _short(title: str) -> str:
     """'Toy Story (1995)' -> 'Toy Story'."""
     return re.sub(r"\s*\(\d{4}\)\s*$", "", title) or title
@@ -232,7 +309,7 @@ def _join(names: list[str]) -> str:
     return ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def _with_sentence(expl: Explanation, bundle: Bundle, item_row: int) -> Explanation:
+def _with_sentence(expl: Explanation, text: ItemText, item_row: int) -> Explanation:
     main = expl.main_signal
     if main is None:
         head = "Recommended as the best remaining match (no signal scores it positively)"
@@ -241,14 +318,14 @@ def _with_sentence(expl: Explanation, bundle: Bundle, item_row: int) -> Explanat
         label = SIGNAL_LABELS.get(main, main)
         qualifier = "mostly " if share < 0.995 else ""
         head = f"Recommended {qualifier}for its {label} signal ({share:.0%})"
-    reason = _reason(expl, bundle, item_row)
+    reason = _reason(expl, text, item_row)
     sentence = head + (f": {reason}" if reason else "")
     if expl.shared_genres:
         sentence += f"; shares {', '.join(expl.shared_genres[:3])} with your history"
     return replace(expl, sentence=sentence + ".")
 
 
-def _reason(expl: Explanation, bundle: Bundle, item_row: int) -> str:
+def _reason(expl: Explanation, text: ItemText, item_row: int) -> str:
     names = [_short(d.title) for d in expl.drivers]
     main = expl.main_signal
     if main == "als" and names:
@@ -261,16 +338,6 @@ def _reason(expl: Explanation, bundle: Bundle, item_row: int) -> str:
     if main == "content" and names:
         return f"it is similar in content to {_join(names[:2])}"
     if main == "popularity":
-        count = _count(bundle, item_row)
+        count = text.counts[item_row] if text.counts is not None else None
         return f"it is popular ({count} people watched it)" if count is not None else "it is popular"
     return ""
-
-
-def _count(bundle: Bundle, item_row: int) -> int | None:
-    if "count" not in bundle.items_table.columns:
-        return None
-    value: Any = bundle.items_table["count"].iloc[item_row]
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from hybrid.bundle import Bundle
-from hybrid.explain import Explanation, explain_pair
+from hybrid.explain import Explanation, explain_pair, item_text
 from hybrid.index import ItemFilter
 from hybrid.variants import Variant
 
@@ -249,13 +249,13 @@ class HybridRecommender:
         exclude = state.history.items if exclude_seen and len(state.history) else None
         rows, scores = self.bundle.index.search(query, n, exclude=exclude, allowed=allowed)
         vectors = np.asarray(self.bundle.index.vectors[rows], dtype=np.float32)
-        parts = self.fusion.contributions(query, vectors) if len(rows) else {}
+        parts = {s: v.tolist() for s, v in self.fusion.contributions(query, vectors).items()} if len(rows) else {}
+        ids, titles = self.bundle.items.ids, item_text(self.bundle).titles
         items = []
         for k, (row, score) in enumerate(zip(rows.tolist(), scores.tolist(), strict=True)):
             contrib = {s: float(parts[s][k]) for s in self.fusion.signals}
             expl = self._explain(state, query, row) if explain else None
-            item_id = str(self.bundle.items.ids[row])
-            items.append(RecommendedItem(item_id, row, k + 1, float(score), contrib, self._title(row), expl))
+            items.append(RecommendedItem(str(ids[row]), row, k + 1, float(score), contrib, str(titles[row]), expl))
         return Recommendations(
             user_id=state.user_id,
             items=items,
@@ -324,13 +324,14 @@ class HybridRecommender:
         s = scores[cand]
         top = np.argpartition(-s, min(n, len(cand)) - 1)[:n] if len(cand) > n else np.arange(len(cand))
         order = top[np.lexsort((cand[top], -s[top]))]
+        titles = item_text(self.bundle).titles
         return [
             SimilarItem(
                 str(self.bundle.items.ids[cand[j]]),
                 int(cand[j]),
                 k + 1,
                 float(s[j]),
-                self._title(int(cand[j])),
+                str(titles[cand[j]]),
                 {t: float(per_signal[t][cand[j]]) for t in per_signal},
             )
             for k, j in enumerate(order)
@@ -365,8 +366,8 @@ class HybridRecommender:
 
     # -- helpers --------------------------------------------------------------------------------
     def _user_row(self, user_id: str) -> int | None:
-        rows = self.bundle.users.rows([str(user_id)], missing="ignore")
-        return None if rows[0] < 0 else int(rows[0])
+        users = self.bundle.users
+        return users.row(user_id) if user_id in users else None
 
     def _as_history(self, value: Any) -> History:
         if isinstance(value, History):
@@ -387,8 +388,3 @@ class HybridRecommender:
             self._popular = np.lexsort((np.arange(len(counts)), -counts))
         order = self._popular
         return order if allowed is None else order[allowed[order]]
-
-    def _title(self, row: int) -> str:
-        table = self.bundle.items_table
-        title = table["title"].iloc[row] if "title" in table.columns else None
-        return title if isinstance(title, str) and title else str(self.bundle.items.ids[row])

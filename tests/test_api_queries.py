@@ -118,10 +118,17 @@ async def test_item_lookups_are_batched_per_request(make_settings, monkeypatch) 
         return real(self, ids)
 
     monkeypatch.setattr(Engine, "items_by_id", spy)
+    by_id = '{ a: item(id: "1") { ... on Item { id } } b: item(id: "2") { ... on Item { id } } ' \
+            'c: items(ids: ["3", "4", "1"]) { id } }'
     async with running(create_app(make_settings(cache_ttl=0))) as gql:
-        await gql.data(CANONICAL, {"u": "3"})
-        await gql.data(CANONICAL, {"u": "3"})
-    assert len(batches) == 2 and all(len(b) == 10 for b in batches)  # one batch per request, no leak across
+        await gql.data(by_id)
+        await gql.data(by_id)
+        assert len(batches) == 2 and all(sorted(b) == ["1", "2", "3", "4"] for b in batches)  # one per request
+        batches.clear()
+        data = await gql.data(CANONICAL, {"u": "3"})
+    # recommended items come with their rows in the bundle: resolved at once, no id lookup at all
+    assert batches == [] and len(data["recommendations"]["items"]) == 10
+    assert all(i["item"]["id"] and i["item"]["title"] for i in data["recommendations"]["items"])
 
 
 async def test_similar_items_per_signal(make_settings, api_root) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hybrid.bundle import Bundle, load
-from hybrid.explain import Explanation
+from hybrid.explain import Explanation, PathStep
 from hybrid.index import as_list
 from hybrid.recommender import History, HybridRecommender
 from tests.test_bundle import tiny_bundle_root, tiny_fusion  # noqa: F401  (fixtures)
@@ -132,3 +132,63 @@ def test_folded_in_user_explanation(bundle: Bundle, rec: HybridRecommender):
     assert expl.graph_path[0].id == "visitor"
     same = rec.explain("visitor", recs.items[0].item_id, variant="tuned", history_override=history)
     assert same.sentence == expl.sentence and same.score == pytest.approx(recs.items[0].score, abs=1e-4)
+
+
+def _reference_path(bundle: Bundle, user_row: int | None, history: np.ndarray, item_row: int,
+                    driver_rows: list[int], max_neighbours: int) -> list[tuple[str, int]] | None:
+    """The graph path by networkx over the same 2-hop neighbourhood (the definition the CSR search
+    in hybrid/explain.py must reproduce, ties included)."""
+    import networkx as nx
+
+    by_item = bundle.seen_by_item
+    you, target = ("user", -1 if user_row is None else user_row), ("item", item_row)
+    graph = nx.Graph()
+    graph.add_node(you)
+    graph.add_node(target)
+    rank = {r: k for k, r in enumerate(driver_rows)}
+    ranked = sorted(history.tolist(), key=lambda h: (rank.get(h, len(rank)), h))
+    watchers = np.setdiff1d(by_item.indices[by_item.indptr[item_row] : by_item.indptr[item_row + 1]], [you[1]])
+    for k, h in enumerate(ranked[:max_neighbours]):
+        graph.add_edge(you, ("item", h), weight=1.0 + 1e-3 * k)
+        if h == item_row:
+            continue
+        co = by_item.indices[by_item.indptr[h] : by_item.indptr[h + 1]]
+        for u in np.intersect1d(co, watchers, assume_unique=True)[:max_neighbours].tolist():
+            graph.add_edge(("item", h), ("user", u), weight=1.0)
+            graph.add_edge(("user", u), target, weight=1.0)
+    try:
+        return nx.shortest_path(graph, you, target, weight="weight")
+    except nx.NetworkXNoPath:
+        return None
+
+
+@pytest.mark.parametrize("max_neighbours", [1, 3, 50])
+def test_graph_path_matches_networkx_shortest_path(bundle: Bundle, rec: HybridRecommender, max_neighbours: int):
+    from hybrid.explain import explain_pair
+
+    cases = [(u, bundle.users.row(u), history_of(bundle, u)) for u in bundle.users.ids[:12]]
+    cases.append(("visitor", None, np.array([0, 6, 12, 3])))
+    checked = direct = none = 0
+    for user_id, user_row, history in cases:
+        state = rec.user_state(user_id, None if user_row is not None else History(history))
+        query = rec.blend(state)[2]
+        for item_row in range(len(bundle.items)):
+            expl = explain_pair(bundle, user_id=user_id, user_row=user_row, history=history, query=query,
+                                item_row=item_row, max_neighbours=max_neighbours)
+            drivers = [bundle.items.row(d.item_id) for d in expl.drivers]
+            ref = _reference_path(bundle, user_row, np.unique(history), item_row, drivers, max_neighbours)
+            got = expl.graph_path
+            if ref is None:
+                none += 1
+                assert got is None, (user_id, item_row)
+                continue
+            assert got is not None and len(got) == len(ref), (user_id, item_row)
+            assert got[0] == PathStep("user", str(user_id), "you")
+            for step, (kind, row) in zip(got[1:], ref[1:], strict=True):
+                ids = bundle.items.ids if kind == "item" else bundle.users.ids
+                assert (step.kind, step.id) == (kind, str(ids[row])), (user_id, item_row)
+            direct += len(ref) == 2
+            checked += 1
+    assert checked > 50 and checked - direct > 50, "the cases cover 3-hop paths"
+    if max_neighbours > 1:
+        assert direct > 0, "and direct ones (the item is among the user's first items)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import strawberry
 
 from graphql_api.types.item import Item
-from graphql_api.types.loaded_item import load_item
+from graphql_api.types.loaded_item import bundle_item
 from hybrid.explain import Driver as DomainDriver
 
 
@@ -15,8 +15,8 @@ class Driver:
     item_id: strawberry.Private[str]
 
     @strawberry.field
-    async def item(self, info: strawberry.Info) -> Item:
-        return await load_item(info, self.item_id)
+    def item(self, info: strawberry.Info) -> Item:
+        return bundle_item(info, self.item_id)
 
     @classmethod
     def from_domain(cls, driver: DomainDriver) -> Driver:

@@ -7,7 +7,7 @@ import strawberry
 from graphql_api.types.contribution import Contribution
 from graphql_api.types.driver import Driver
 from graphql_api.types.item import Item
-from graphql_api.types.loaded_item import load_item
+from graphql_api.types.loaded_item import bundle_item
 from graphql_api.types.path_step import PathStep
 from graphql_api.types.signal import Signal
 from hybrid.explain import Explanation as DomainExplanation
@@ -31,8 +31,8 @@ class Explanation:
     item_id: strawberry.Private[str]
 
     @strawberry.field
-    async def item(self, info: strawberry.Info) -> Item:
-        return await load_item(info, self.item_id)
+    def item(self, info: strawberry.Info) -> Item:
+        return bundle_item(info, self.item_id)
 
     @classmethod
     def from_domain(cls, expl: DomainExplanation) -> Explanation:

@@ -8,7 +8,6 @@ from graphql_api.service import RecommendationRun
 from graphql_api.types.contribution import Contribution
 from graphql_api.types.explanation import Explanation
 from graphql_api.types.item import Item
-from graphql_api.types.loaded_item import load_item
 from hybrid.recommender import RecommendedItem as DomainRecommendedItem
 
 
@@ -26,8 +25,8 @@ class RecommendedItem:
         return Contribution.from_domain(self.parts)
 
     @strawberry.field
-    async def item(self, info: strawberry.Info) -> Item:
-        return await load_item(info, self.item_id)
+    def item(self) -> Item:
+        return Item.from_domain(self.run.engine.record(self.item_row))
 
     @strawberry.field(description="Why this item is recommended (computed only when selected).")
     def explanation(self) -> Explanation:

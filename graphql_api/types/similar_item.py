@@ -6,7 +6,7 @@ import strawberry
 
 from graphql_api.types.contribution import Contribution
 from graphql_api.types.item import Item
-from graphql_api.types.loaded_item import load_item
+from graphql_api.types.loaded_item import bundle_item
 from hybrid.recommender import SimilarItem as DomainSimilarItem
 
 
@@ -18,8 +18,8 @@ class SimilarItem:
     item_id: strawberry.Private[str]
 
     @strawberry.field
-    async def item(self, info: strawberry.Info) -> Item:
-        return await load_item(info, self.item_id)
+    def item(self, info: strawberry.Info) -> Item:
+        return bundle_item(info, self.item_id)
 
     @classmethod
     def from_domain(cls, item: DomainSimilarItem) -> SimilarItem:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import strawberry
 
 from graphql_api.types.item import Item
-from graphql_api.types.loaded_item import load_item
+from graphql_api.types.loaded_item import bundle_item
 from graphql_api.types.similar_item import SimilarItem
 from graphql_api.types.similarity_signal import SimilaritySignal
 from hybrid.recommender import SimilarItem as DomainSimilarItem
@@ -19,8 +19,8 @@ class SimilarItems:
     item_id: strawberry.Private[str]
 
     @strawberry.field(description="The item the list is about.")
-    async def item(self, info: strawberry.Info) -> Item:
-        return await load_item(info, self.item_id)
+    def item(self, info: strawberry.Info) -> Item:
+        return bundle_item(info, self.item_id)
 
     @classmethod
     def from_domain(cls, item_id: str, signal: SimilaritySignal, items: list[DomainSimilarItem],
