@@ -64,7 +64,7 @@ class Query:
                                       filter.to_domain() if filter is not None else None)
         if items is None:
             return ItemNotFound.from_domain(str(item_id), engine.version)
-        return SimilarItems.from_domain(str(item_id), signal, items, engine.version)
+        return SimilarItems.from_domain(str(item_id), signal, items, engine)
 
     @strawberry.field(description="Why an item scores as it does for a user (under the user's variant, "
                                   "a named one, or given weights).")
@@ -80,7 +80,7 @@ class Query:
                                      weights.to_domain() if weights is not None else None)
         if expl is None:
             return ItemNotFound.from_domain(str(item_id), info.context.engine.version)
-        return Explanation.from_domain(expl)
+        return Explanation.from_domain(expl, info.context.engine)
 
     @strawberry.field(description="One item by id.")
     async def item(self, info: Info, id: strawberry.ID) -> ItemResult:  # noqa: A002

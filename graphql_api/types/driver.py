@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import strawberry
 
+from graphql_api.engine import Engine
 from graphql_api.types.item import Item
-from graphql_api.types.loaded_item import bundle_item
 from hybrid.explain import Driver as DomainDriver
 
 
 @strawberry.type(description="An item of the user's history and how strongly it points at the explained item.")
 class Driver:
     similarity: float = strawberry.field(description="Inner product of the two items' vectors in the driver signal.")
+    item: Item
     item_id: strawberry.Private[str]
 
-    @strawberry.field
-    def item(self, info: strawberry.Info) -> Item:
-        return bundle_item(info, self.item_id)
-
     @classmethod
-    def from_domain(cls, driver: DomainDriver) -> Driver:
-        return cls(similarity=float(driver.similarity), item_id=driver.item_id)
+    def from_domain(cls, driver: DomainDriver, engine: Engine) -> Driver:
+        """``engine``: the bundle the driver comes from (its item is a plain field, built here)."""
+        return cls(similarity=float(driver.similarity), item=Item.from_domain(engine.record_of(driver.item_id)),
+                   item_id=driver.item_id)

@@ -6,8 +6,8 @@ import strawberry
 
 from graphql_api.types.contribution import Contribution
 from graphql_api.types.driver import Driver
+from graphql_api.engine import Engine
 from graphql_api.types.item import Item
-from graphql_api.types.loaded_item import bundle_item
 from graphql_api.types.path_step import PathStep
 from graphql_api.types.signal import Signal
 from hybrid.explain import Explanation as DomainExplanation
@@ -28,14 +28,12 @@ class Explanation:
     shared_tags: list[str]
     graph_path: list[PathStep] | None
     sentence: str
+    item: Item
     item_id: strawberry.Private[str]
 
-    @strawberry.field
-    def item(self, info: strawberry.Info) -> Item:
-        return bundle_item(info, self.item_id)
-
     @classmethod
-    def from_domain(cls, expl: DomainExplanation) -> Explanation:
+    def from_domain(cls, expl: DomainExplanation, engine: Engine) -> Explanation:
+        """``engine``: the bundle the explanation comes from (items are plain fields, built here)."""
         return cls(
             user_id=strawberry.ID(expl.user_id),
             score=float(expl.score),
@@ -43,10 +41,11 @@ class Explanation:
             shares=Contribution.from_domain(expl.shares),
             main_signal=Signal.from_domain(expl.main_signal) if expl.main_signal else None,
             driver_signal=Signal.from_domain(expl.driver_signal) if expl.driver_signal else None,
-            drivers=[Driver.from_domain(d) for d in expl.drivers],
+            drivers=[Driver.from_domain(d, engine) for d in expl.drivers],
             shared_genres=list(expl.shared_genres),
             shared_tags=list(expl.shared_tags),
             graph_path=[PathStep.from_domain(s) for s in expl.graph_path] if expl.graph_path is not None else None,
             sentence=expl.sentence,
+            item=Item.from_domain(engine.record_of(expl.item_id)),
             item_id=expl.item_id,
         )

@@ -1,9 +1,9 @@
-"""Helpers for fields that resolve an ``Item``.
+"""A helper for fields that resolve an ``Item`` through the request's DataLoader.
 
-Ids that come from the request's own bundle (recommended, similar, explained items, drivers) are
-resolved at once from the engine's item records: a dict lookup, no awaitable per item. Ids that
-may be unknown to the served bundle (a user's history after a reload) go through the request's
-DataLoader.
+Only for ids that may be unknown to the served bundle (a user's history after a reload). Items of
+the bundle's own answers (recommended, similar, explained items, drivers) are plain fields built
+from the engine's item records in ``from_domain``: a resolver call per item costs more than the
+record.
 """
 
 from __future__ import annotations
@@ -19,8 +19,3 @@ async def load_item(info: Any, item_id: str) -> Item:
     if record is None:  # pragma: no cover - ids come from the same bundle
         raise LookupError(f"item {item_id!r} vanished from its own bundle")
     return Item.from_domain(record)
-
-
-def bundle_item(info: Any, item_id: str) -> Item:
-    """The item of an id taken from the request's bundle (UnknownIdError if it is not there)."""
-    return Item.from_domain(info.context.engine.record_of(item_id))

@@ -15,29 +15,26 @@ from hybrid.recommender import RecommendedItem as DomainRecommendedItem
 class RecommendedItem:
     rank: int = strawberry.field(description="1-based position in the list.")
     score: float = strawberry.field(description="The blended score: the sum of the contributions.")
-    parts: strawberry.Private[dict[str, float]]
+    contributions: list[Contribution] = strawberry.field(
+        description="Per-signal parts of the score (w_s * c_s * score_s); they add up to it."
+    )
+    item: Item
     item_id: strawberry.Private[str]
     item_row: strawberry.Private[int]
     run: strawberry.Private[RecommendationRun]
 
-    @strawberry.field(description="Per-signal parts of the score (w_s * c_s * score_s); they add up to it.")
-    def contributions(self) -> list[Contribution]:
-        return Contribution.from_domain(self.parts)
-
-    @strawberry.field
-    def item(self) -> Item:
-        return Item.from_domain(self.run.engine.record(self.item_row))
-
     @strawberry.field(description="Why this item is recommended (computed only when selected).")
     def explanation(self) -> Explanation:
-        return Explanation.from_domain(self.run.explain(self.item_row))
+        return Explanation.from_domain(self.run.explain(self.item_row), self.run.engine)
 
     @classmethod
     def from_domain(cls, item: DomainRecommendedItem, run: RecommendationRun) -> RecommendedItem:
         return cls(
             rank=item.rank,
             score=float(item.score),
-            parts=item.contributions,
+            # plain fields: building them costs less than a resolver call would when selected
+            contributions=Contribution.from_domain(item.contributions),
+            item=Item.from_domain(run.engine.record(item.item_row)),
             item_id=item.item_id,
             item_row=item.item_row,
             run=run,

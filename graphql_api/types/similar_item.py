@@ -5,8 +5,8 @@ from __future__ import annotations
 import strawberry
 
 from graphql_api.types.contribution import Contribution
+from graphql_api.engine import Engine
 from graphql_api.types.item import Item
-from graphql_api.types.loaded_item import bundle_item
 from hybrid.recommender import SimilarItem as DomainSimilarItem
 
 
@@ -15,13 +15,10 @@ class SimilarItem:
     rank: int
     score: float = strawberry.field(description="Cosine similarity (FUSED: tuned-weight mix of per-signal cosines).")
     contributions: list[Contribution] = strawberry.field(description="Per-signal weighted cosines; they add up to score.")
+    item: Item
     item_id: strawberry.Private[str]
 
-    @strawberry.field
-    def item(self, info: strawberry.Info) -> Item:
-        return bundle_item(info, self.item_id)
-
     @classmethod
-    def from_domain(cls, item: DomainSimilarItem) -> SimilarItem:
+    def from_domain(cls, item: DomainSimilarItem, engine: Engine) -> SimilarItem:
         return cls(rank=item.rank, score=float(item.score), contributions=Contribution.from_domain(item.signals),
-                   item_id=item.item_id)
+                   item=Item.from_domain(engine.record(item.item_row)), item_id=item.item_id)
