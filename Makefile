@@ -35,8 +35,25 @@ browser:
 test: $(STAMP) redis browser
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
 
+## The benches and one report, bench/results/report.md (+ PNGs, JSON of the raw figures):
+## quality (the protocol table on ml-latest-small and BENCH_SYNTHETIC synthetic interactions),
+## scale (BENCH_SIZES through ingest, tuning, each signal, hybrid and index; resumable: a stage
+## whose JSON exists is skipped, SCALE_ARGS=--force reruns), API load, faults, then the report.
+## The full run (25M) takes hours on 2 cores; `make test` runs a tiny one (tests/test_bench_report.py).
+BENCH_OUT ?= bench/results
+BENCH_SYNTHETIC ?= 1000000
+BENCH_SIZES ?= 1000000 5000000 25000000
+QUALITY_ARGS ?=
+SCALE_ARGS ?=
+API_LOAD_ARGS ?= --results $(BENCH_OUT)
+FAULTS_ARGS ?= --results $(BENCH_OUT)
+
 bench: $(STAMP) redis
-	$(PY) bench/synthetic_scale.py --interactions 25000000
+	$(PY) bench/quality.py --out $(BENCH_OUT) --synthetic $(BENCH_SYNTHETIC) $(QUALITY_ARGS)
+	$(PY) bench/scale.py --out $(BENCH_OUT) --sizes $(BENCH_SIZES) $(SCALE_ARGS)
+	-$(PY) bench/api_load.py $(API_LOAD_ARGS)
+	-@if [ -f bench/faults.py ]; then $(PY) bench/faults.py $(FAULTS_ARGS); else echo "bench/faults.py not found: faults left out"; fi
+	$(PY) bench/report.py --results $(BENCH_OUT)
 
 clean:
 	rm -rf $(VENV) $(DATA_ROOT) .pytest_cache

@@ -1,0 +1,286 @@
+"""Scale bench: synthetic data through ingest, tuning, each signal, the hybrid and the index.
+
+    python bench/scale.py                                   # 1M, 5M and 25M interactions
+    python bench/scale.py --sizes 1000000 --stages generate ingest tune
+    python bench/scale.py --sizes 20000 50000 --quick --out /tmp/s     # seconds (tests)
+
+Per size, stages in order on one LocalCluster (--workers single-threaded processes):
+
+- generate, ingest: bench/synthetic_scale.py's stages (Parquet partitions written on the
+  workers, then etl.ingest: validate, de-duplicate, vocabularies, protocol split);
+- tune: hybrid.pipeline.tune, the pipeline's stages 1-3: every signal fit on 'fit' (LightGCN
+  early-stopped on 'validation'), normalisation scales, the validation candidate pool, the GA;
+- signal-<kind>: that signal fit on 'train' with the config of the pipeline's refit
+  (hybrid.pipeline.refit_config: LightGCN for its validated epoch count), then its test metrics;
+- hybrid: the fusion of the refit signals with the tuned scales and weights, on test;
+- index: the usearch index over the fused item vectors, and a batch of exact-filter searches.
+
+Each stage reports wall seconds, CPU seconds and peak RSS of this process and the Dask workers
+together (bench/synthetic_scale.py's ProcessSampler), and what the stage added to it. Test
+metrics are over a seeded sample of --eval-users test users (all of them when fewer).
+
+LightGCN on CPU propagates the whole graph at every step, so at 25M an epoch is costly: here it
+gets a bounded epoch budget (--lightgcn-epochs, default 3, early stopping on validation within
+it), which the report states; its quality at scale is therefore not its tuned quality.
+
+Resumable: a stage whose JSON (OUT/scale/n<N>/<stage>.json) exists, and whose outputs under
+--cache are there, is skipped unless --force, so a long run can be continued.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.harness import (  # noqa: E402
+    CACHE,
+    RESULTS,
+    dataset_sizes,
+    environment,
+    log,
+    measure,
+    read_json,
+    sample_test,
+    start_cluster,
+    write_json,
+)
+from bench.synthetic_scale import BenchContext, stage_generate, stage_ingest  # noqa: E402
+from etl.sources.synthetic import SyntheticConfig  # noqa: E402
+
+K = 10
+DEFAULT_SIZES = (1_000_000, 5_000_000, 25_000_000)
+
+
+@dataclass
+class ScaleContext(BenchContext):
+    """synthetic_scale's BenchContext plus this bench's settings and output folder."""
+
+    args: argparse.Namespace = None  # type: ignore[assignment]
+    out_dir: Path = Path(".")
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.work_dir / "dataset"
+
+    def dataset(self) -> Any:
+        from etl.dataset import Dataset
+
+        return Dataset.open(self.dataset_dir)
+
+    def model_dir(self, kind: str) -> Path:
+        return self.work_dir / "models" / kind
+
+    def previous(self, stage: str) -> dict[str, Any]:
+        if stage not in self.results:
+            self.results[stage] = read_json(self.out_dir / f"{stage}.json")
+        return self.results[stage]
+
+    def options(self) -> Any:
+        from models.base import TrainingOptions
+
+        return TrainingOptions(client=self.client, seed=self.args.seed)
+
+
+# -- stages: each returns (rows handled, details for its JSON) -------------------------------------
+def run_generate(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
+    rows = stage_generate(ctx)
+    size = sum(f.stat().st_size for f in (ctx.work_dir / "synthetic").rglob("*.parquet"))
+    return rows, {"parquet_mib": size / 2**20}
+
+
+def run_ingest(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
+    ctx.state.setdefault("synthetic_dir", ctx.work_dir / "synthetic")
+    rows = stage_ingest(ctx)
+    return rows, {"sizes": dataset_sizes(ctx.dataset())}
+
+
+def pipeline_config(ctx: ScaleContext) -> Any:
+    from hybrid.pipeline import PipelineConfig
+    from hybrid.tuner import GAConfig
+
+    args = ctx.args
+    configs: dict[str, Any] = {}
+    if "lightgcn" in args.signals:
+        e = args.lightgcn_epochs
+        configs["lightgcn"] = {"epochs": e, "eval_every": min(e, 10)}
+    ga = GAConfig(population=8, generations=3, patience=3, bagging=0) if args.quick else GAConfig()
+    n_items = ctx.dataset().n_items
+    return PipelineConfig(signals=tuple(args.signals), configs=configs, ga=ga, verbose=True,
+                          per_signal=max(K, min(100, n_items // 2)))
+
+
+def run_tune(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
+    from hybrid.pipeline import refit_config, tune
+    from bench.harness import jsonable
+
+    ds = ctx.dataset()
+    outcome = tune(ds, pipeline_config(ctx), ctx.options())
+    refit = {s: jsonable(refit_config(m)) for s, m in outcome.models.items()}
+    epochs = {s: {"epochs_run": getattr(m, "epochs_run_", None), "best_epoch": getattr(m, "best_epoch_", None)}
+              for s, m in outcome.models.items() if hasattr(m, "epochs_run_")}
+    return ds.count("fit"), {
+        "weights": outcome.weights, "scales": outcome.scales, "validation": outcome.validation,
+        "timings": outcome.timings, "refit_configs": refit, "epochs": epochs,
+        "pool": {"users": outcome.pool.n_users, "width": outcome.pool.width, "coverage": outcome.pool.coverage()},
+        "evaluations": outcome.tuning.evaluations,
+    }  # fmt: skip
+
+
+def _evaluate(ctx: ScaleContext, score: Callable[[np.ndarray], np.ndarray], train: Any) -> dict[str, float]:
+    from etl.metrics import evaluate
+
+    truth = sample_test(ctx.dataset().matrix("test"), ctx.args.eval_users, seed=ctx.args.seed)
+    return evaluate(score, train, truth, k=K)
+
+
+def make_signal_stage(kind: str) -> Callable[[ScaleContext], tuple[int, dict[str, Any]]]:
+    def run(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
+        from bench.quality import config_from
+        from hybrid.pipeline import signal_class
+        from models.base import TrainData
+
+        config = config_from(kind, ctx.previous("tune")["refit_configs"][kind])
+        data = TrainData(ctx.dataset(), "train")
+        data.matrix()  # read before timing
+        model, cost = measure(lambda: signal_class(kind)(config).fit(data, ctx.options()))
+        model.save(ctx.model_dir(kind))
+        start = time.perf_counter()
+        metrics = _evaluate(ctx, model.score, data.matrix())
+        details = {"fit": cost.__dict__, "metrics": metrics, "evaluate_seconds": time.perf_counter() - start,
+                   "config": ctx.previous("tune")["refit_configs"][kind]}
+        for attr in ("epochs_run_", "best_epoch_"):
+            if hasattr(model, attr):
+                details[attr.rstrip("_")] = getattr(model, attr)
+        return data.matrix().nnz, details
+
+    return run
+
+
+def _fusion(ctx: ScaleContext) -> tuple[Any, dict[str, float]]:
+    from hybrid.fusion import Fusion
+    from models.base import FactorModel
+
+    tuned = ctx.previous("tune")
+    models = {s: FactorModel.load(ctx.model_dir(s)) for s in ctx.args.signals}
+    return Fusion(models, {s: float(tuned["scales"][s]) for s in ctx.args.signals}), tuned["weights"]
+
+
+def run_hybrid(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
+    from hybrid.pipeline import fused_scorer
+
+    fusion, weights = _fusion(ctx)
+    train = fusion.models[fusion.signals[0]].seen_
+    metrics = _evaluate(ctx, fused_scorer(fusion, weights), train)
+    return int(metrics["users"]), {"metrics": metrics, "weights": weights}
+
+
+def run_index(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
+    from hybrid.index import FusedIndex
+
+    fusion, weights = _fusion(ctx)
+    vectors = fusion.item_vectors()
+    start = time.perf_counter()
+    index = FusedIndex.build(vectors, threads=ctx.args.workers)
+    build = time.perf_counter() - start
+    train = fusion.models[fusion.signals[0]].seen_
+    users = np.flatnonzero(np.diff(train.indptr) > 0)
+    users = np.random.default_rng(ctx.args.seed).choice(users, size=min(ctx.args.queries, users.size), replace=False)
+    queries = fusion.query(fusion.user_parts(users), weights)
+    start = time.perf_counter()
+    index.search(queries, K, exclude=train[users])
+    search = time.perf_counter() - start
+    return len(vectors), {"items": len(vectors), "dim": int(vectors.shape[1]), "build_seconds": build,
+                          "queries": int(users.size), "search_seconds": search,
+                          "queries_per_second": users.size / search if search > 0 else None,
+                          "answered": dict(index.stats)}
+
+
+def stages(signals: list[str]) -> list[tuple[str, Callable[[ScaleContext], tuple[int, dict[str, Any]]], Callable[[ScaleContext], bool]]]:
+    """(name, run, outputs-present) in run order."""
+    always = (lambda ctx: True)
+    out: list[Any] = [
+        ("generate", run_generate, lambda ctx: (ctx.work_dir / "synthetic" / "items.parquet").exists()),
+        ("ingest", run_ingest, lambda ctx: (ctx.dataset_dir / "manifest.json").exists()),
+        ("tune", run_tune, always),
+    ]
+    for s in signals:
+        out.append((f"signal-{s}", make_signal_stage(s), lambda ctx, s=s: (ctx.model_dir(s) / "model.json").exists()))
+    out += [("hybrid", run_hybrid, always), ("index", run_index, always)]
+    return out
+
+
+def run_size(n: int, client: Any, args: argparse.Namespace) -> dict[str, Any]:
+    config = SyntheticConfig(n_interactions=n, partition_size=args.partition_size, seed=args.seed)
+    ctx = ScaleContext(config, client, args.cache / "scale" / f"n{n}", args=args, out_dir=args.out / "scale" / f"n{n}")
+    ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    log(f"scale: {n:,} interactions, {config.users:,} users, {config.items:,} items -> {ctx.out_dir}")
+    for name, run, present in stages(args.signals):
+        path = ctx.out_dir / f"{name}.json"
+        if args.stages and name not in args.stages:
+            continue
+        if path.exists() and present(ctx) and not args.force:
+            log(f"  {name}: done before ({path})")
+            ctx.results[name] = read_json(path)
+            continue
+        (rows, details), cost = measure(lambda run=run: run(ctx))
+        result = {"stage": name, "interactions": n, "rows": rows, "seconds": cost.seconds,
+                  "cpu_seconds": cost.cpu_seconds, "peak_mib": cost.peak_mib, "added_mib": cost.added_mib,
+                  "peak_client_mib": cost.peak_client_mib, "peak_worker_mib": cost.peak_worker_mib,
+                  "workers": args.workers, "eval_users": args.eval_users, "lightgcn_epochs": args.lightgcn_epochs,
+                  "quick": args.quick, "environment": environment(), **details}
+        if name.startswith("signal-"):  # the signal's own figure is its fit; evaluation is reported apart
+            result["stage_seconds"], result["seconds"] = result["seconds"], details["fit"]["seconds"]
+            result["stage_peak_mib"], result["peak_mib"] = result["peak_mib"], details["fit"]["peak_mib"]
+            result["added_mib"] = details["fit"]["added_mib"]
+        write_json(path, result)
+        ctx.results[name] = result
+        extra = ""
+        if "metrics" in details:
+            extra = f"; NDCG@{K} {details['metrics'][f'ndcg@{K}']:.4f}, Recall@{K} {details['metrics'][f'recall@{K}']:.4f}"
+        log(f"  {name:<18} {rows:>12,d} rows {result['seconds']:>9.1f} s  peak {result['peak_mib']:>8,.0f} MiB "
+            f"(+{result['added_mib']:,.0f}){extra}")
+    return ctx.results
+
+
+def main(argv: list[str] | None = None) -> None:
+    from hybrid.pipeline import DEFAULT_SIGNALS
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", help="interactions per size (default 1M 5M 25M)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (scale/ is written in it)")
+    parser.add_argument("--cache", type=Path, default=CACHE, help="generated data, datasets and models")
+    parser.add_argument("--signals", nargs="+", default=list(DEFAULT_SIGNALS))
+    parser.add_argument("--stages", nargs="*", help="run only these stages (default: all)")
+    parser.add_argument("--lightgcn-epochs", type=int, default=3, help="LightGCN's epoch budget at every size")
+    parser.add_argument("--eval-users", type=int, default=10_000, help="test users sampled for metrics")
+    parser.add_argument("--queries", type=int, default=1_000, help="index searches timed")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--partition-size", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="small GA (for tiny smoke runs)")
+    parser.add_argument("--force", action="store_true", help="rerun stages whose JSON exists")
+    args = parser.parse_args(argv)
+    args.sizes = args.sizes or list(DEFAULT_SIZES)
+
+    cluster, client = start_cluster(args.workers)
+    try:
+        for n in args.sizes:
+            run_size(n, client, args)
+    finally:
+        client.close()
+        cluster.close()
+
+
+if __name__ == "__main__":
+    main()
