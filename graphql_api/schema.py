@@ -1,8 +1,9 @@
 """The GraphQL schema (code first): ``graphql_api.schema:schema``.
 
-``build_schema(limits)`` gives a schema with the document limits of a deployment; ``schema`` is the
-one with default limits (what ``strawberry export-schema graphql_api.schema:schema`` prints; limits
-do not change the SDL).
+``build_schema(limits)`` gives a schema with the document limits of a deployment (tokens, depth,
+aliases, introspection), each distinct document parsed and validated once per process; ``schema``
+is the one with default limits (what ``strawberry export-schema graphql_api.schema:schema`` prints;
+limits do not change the SDL).
 
 Errors: an ``ApiError`` (bad input, forbidden, ...) and GraphQL's own parse/validation errors reach
 the client with their message; any other exception is masked as "Unexpected error." (MaskErrors)
@@ -12,20 +13,19 @@ and logged with its traceback.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import lru_cache, partial
 from typing import Any
 
 import strawberry
 from graphql import FieldNode, GraphQLError, OperationDefinitionNode
+from graphql import parse as parse_document
 from strawberry.extensions import (
     AddValidationRules,
     DisableIntrospection,
     MaskErrors,
     MaxAliasesLimiter,
-    MaxTokensLimiter,
-    ParserCache,
     QueryDepthLimiter,
     SchemaExtension,
-    ValidationCache,
 )
 from strawberry.types import ExecutionContext
 
@@ -110,29 +110,58 @@ def _root_fields(doc: Any, operation_name: str | None) -> str:
     return ",".join(names) or "fragment"
 
 
-def _shared_rules(extension: AddValidationRules) -> Callable[[], SchemaExtension]:
-    """A factory of per-request extensions that reuse one set of rule classes.
+class CachedDocument(SchemaExtension):
+    """Parse and validate each distinct document once per process, under the deployment's limits.
 
-    QueryDepthLimiter and MaxAliasesLimiter create new rule classes in __init__; a fresh instance
-    per request would defeat ValidationCache (keyed by the rules). The rules are stateless, so they
-    are built once and handed to a fresh AddValidationRules per request.
+    One extension for what MaxTokensLimiter, ParserCache, QueryDepthLimiter, MaxAliasesLimiter,
+    DisableIntrospection and ValidationCache do one extension each: the same token limit (passed
+    to the parser), the same rules (built once: those limiters create their rule classes in
+    __init__, and a fresh class per request would never hit the validation cache), the same LRU
+    caches, at the cost of one extension per request instead of six.
     """
-    rules = list(extension.validation_rules)
-    return lambda: AddValidationRules(rules)
+
+    def __init__(self, parse: Callable[[str], Any], validate: Callable[..., Any],
+                 rules: tuple[type[Any], ...]) -> None:
+        self._parse = parse
+        self._validate = validate
+        self._rules = rules
+
+    def on_operation(self) -> Iterator[None]:
+        self.execution_context.validation_rules = self.execution_context.validation_rules + self._rules
+        yield
+
+    def on_parse(self) -> Iterator[None]:
+        ec = self.execution_context
+        ec.graphql_document = self._parse(ec.query)
+        yield
+
+    def on_validate(self) -> Iterator[None]:
+        ec = self.execution_context
+        ec.pre_execution_errors = self._validate(ec.schema._schema, ec.graphql_document, ec.validation_rules)
+        yield
+
+
+def _document_cache(limits: Limits, maxsize: int = 1024) -> Callable[[], SchemaExtension]:
+    """A factory of per-request CachedDocument extensions sharing one parse and one validation cache."""
+    from strawberry.schema.schema import validate_document
+
+    parse = lru_cache(maxsize=maxsize)(partial(parse_document, max_tokens=limits.max_tokens))
+    validate = lru_cache(maxsize=maxsize)(validate_document)
+    limiters: list[AddValidationRules] = [QueryDepthLimiter(max_depth=limits.max_depth),
+                                          MaxAliasesLimiter(max_alias_count=limits.max_aliases)]
+    if not limits.introspection:
+        limiters.append(DisableIntrospection())
+    rules = tuple(rule for limiter in limiters for rule in limiter.validation_rules)
+    return lambda: CachedDocument(parse, validate, rules)
 
 
 def build_schema(limits: Limits | None = None) -> HybridSchema:
     limits = limits or Limits()
     extensions: list[Any] = [
         lambda: MaskErrors(should_mask_error=is_unexpected, error_message=MASKED_MESSAGE),
-        lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
-        lambda: ParserCache(maxsize=1024),
-        _shared_rules(QueryDepthLimiter(max_depth=limits.max_depth)),
-        _shared_rules(MaxAliasesLimiter(max_alias_count=limits.max_aliases)),
+        _document_cache(limits),
+        OperationTracker,
     ]
-    if not limits.introspection:
-        extensions.append(DisableIntrospection)
-    extensions += [lambda: ValidationCache(maxsize=1024), OperationTracker]
     return HybridSchema(query=Query, mutation=Mutation, extensions=extensions)
 
 
