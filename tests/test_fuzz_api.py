@@ -29,7 +29,8 @@ from graphql_api.schema import MASKED_MESSAGE
 from graphql_api.settings import Settings
 from tests.api_helpers import publish_bundle, tiny_models
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600),
+              pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")]
 
 CODES = {"BAD_USER_INPUT", "FORBIDDEN", "SERVICE_UNAVAILABLE", "NOT_READY"}
 EXAMPLES = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
