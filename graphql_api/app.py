@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import re
 import time
 import uuid
@@ -85,6 +86,16 @@ class GraphQLView(GraphQL):
         )
         request.scope["state"]["ctx"] = ctx
         return ctx
+
+    def decode_json(self, data: str | bytes) -> object:
+        """A request body as JSON: a 400 naming the problem when it is not UTF-8 or not an object."""
+        try:
+            value = json.loads(data)
+        except UnicodeDecodeError as err:
+            raise HTTPException(400, f"request body is not UTF-8 text (byte {err.start})") from err
+        if not isinstance(value, dict | list):
+            raise HTTPException(400, f"request body must be a JSON object, got {type(value).__name__}")
+        return value
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
