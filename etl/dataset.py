@@ -20,9 +20,8 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.dataframe as dd
 import fsspec
 import numpy as np
 import pandas as pd
@@ -30,6 +29,9 @@ import scipy.sparse as sp
 
 from etl.errors import DataError
 from etl.vocabulary import Vocabulary
+
+if TYPE_CHECKING:  # dask.dataframe is imported where it is used: the API reads datasets without it
+    import dask.dataframe as dd
 
 STORED_SPLITS: tuple[str, ...] = ("fit", "validation", "test")
 SPLITS: tuple[str, ...] = (*STORED_SPLITS, "train")
@@ -98,6 +100,8 @@ class Dataset:
 
     def read(self, split: str) -> dd.DataFrame:
         """Interactions of a split as a partitioned Dask frame (columns of INTERACTION_DTYPES)."""
+        import dask.dataframe as dd
+
         frames = [
             dd.read_parquet(self._url("interactions", part), columns=list(INTERACTION_DTYPES))
             for part in split_parts(split)

@@ -161,8 +161,10 @@ class Uvicorn:
                 self.proc.wait()
 
 
-def start_uvicorn(env: Mapping[str, str], log: Path, workers: int = 1, timeout: float = 60.0) -> Uvicorn:
-    """``uvicorn --factory graphql_api.app:create_app`` on a free loopback port, once /health is ready."""
+def start_uvicorn(env: Mapping[str, str], log: Path, workers: int = 1, timeout: float = 180.0) -> Uvicorn:
+    """``uvicorn --factory graphql_api.app:create_app`` on a free loopback port, once /health is ready.
+
+    The timeout allows for a shared 2-core machine under load, where a start took over 60 s."""
     port = free_port()
     cmd = [sys.executable, "-m", "uvicorn", "--factory", "graphql_api.app:create_app", "--host", "127.0.0.1",
            "--port", str(port), "--workers", str(workers), "--no-access-log", "--log-level", "warning"]
