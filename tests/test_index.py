@@ -359,5 +359,5 @@ def test_hnsw_recall_on_real_signals(ml_small):
         ref = np.argsort(-scores, axis=1, kind="stable")[:, :10]
         recalls[str(weights)] = float(np.mean([len(set(rows[j]) & set(ref[j])) / 10 for j in users]))
     print(f"recall@10 on ml-latest-small: {recalls}; paths {index.stats}")
-    assert np.mean(list(recalls.values())) >= 0.98
-    assert min(recalls.values()) >= 0.97
+    assert min(recalls.values()) >= 0.99
+    assert index.stats["exact"] >= len(users)  # ALS alone is a subspace query: ranked exactly
