@@ -20,11 +20,13 @@ together (bench/synthetic_scale.py's ProcessSampler), and what the stage added t
 metrics are over a seeded sample of --eval-users test users (all of them when fewer).
 
 LightGCN on CPU propagates the whole graph at every step, so at 25M an epoch is costly: here it
-gets a bounded epoch budget (--lightgcn-epochs, default 3, early stopping on validation within
-it), which the report states; its quality at scale is therefore not its tuned quality.
+gets a bounded epoch budget (--lightgcn-epochs, default 1; at 1M one epoch took ~200 s on a busy
+2-core machine, and an epoch's cost grows about quadratically: steps x graph size), which the
+report states; its quality at scale is therefore not its tuned quality.
 
-Resumable: a stage whose JSON (OUT/scale/n<N>/<stage>.json) exists, and whose outputs under
---cache are there, is skipped unless --force, so a long run can be continued.
+Resumable: a stage whose JSON (OUT/scale/n<N>/<stage>.json) exists, whose outputs under --cache
+are there and which ran with the same settings, is skipped unless --force, so a long run can be
+continued.
 """
 
 from __future__ import annotations
@@ -113,7 +115,8 @@ def pipeline_config(ctx: ScaleContext) -> Any:
     configs: dict[str, Any] = {}
     if "lightgcn" in args.signals:
         e = args.lightgcn_epochs
-        configs["lightgcn"] = {"epochs": e, "eval_every": min(e, 10)}
+        # validation_users: early-stopping checks on a sample, as the test metrics are
+        configs["lightgcn"] = {"epochs": e, "eval_every": min(e, 10), "validation_users": args.eval_users}
     ga = GAConfig(population=8, generations=3, patience=3, bagging=0) if args.quick else GAConfig()
     n_items = ctx.dataset().n_items
     return PipelineConfig(signals=tuple(args.signals), configs=configs, ga=ga, verbose=True,
@@ -220,6 +223,12 @@ def stages(signals: list[str]) -> list[tuple[str, Callable[[ScaleContext], tuple
     return out
 
 
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What the stages after ingest depend on: a finished stage run with other settings is rerun."""
+    return {"signals": list(args.signals), "lightgcn_epochs": args.lightgcn_epochs, "eval_users": args.eval_users,
+            "queries": args.queries, "workers": args.workers, "seed": args.seed, "quick": args.quick}
+
+
 def run_size(n: int, client: Any, args: argparse.Namespace) -> dict[str, Any]:
     config = SyntheticConfig(n_interactions=n, partition_size=args.partition_size, seed=args.seed)
     ctx = ScaleContext(config, client, args.cache / "scale" / f"n{n}", args=args, out_dir=args.out / "scale" / f"n{n}")
@@ -230,15 +239,18 @@ def run_size(n: int, client: Any, args: argparse.Namespace) -> dict[str, Any]:
         if args.stages and name not in args.stages:
             continue
         if path.exists() and present(ctx) and not args.force:
-            log(f"  {name}: done before ({path})")
-            ctx.results[name] = read_json(path)
-            continue
+            done = read_json(path)
+            if name in ("generate", "ingest") or done.get("settings") == settings(args):
+                log(f"  {name}: done before ({path})")
+                ctx.results[name] = done
+                continue
+            log(f"  {name}: done before with other settings {done.get('settings')}: running again")
         (rows, details), cost = measure(lambda run=run: run(ctx))
         result = {"stage": name, "interactions": n, "rows": rows, "seconds": cost.seconds,
                   "cpu_seconds": cost.cpu_seconds, "peak_mib": cost.peak_mib, "added_mib": cost.added_mib,
                   "peak_client_mib": cost.peak_client_mib, "peak_worker_mib": cost.peak_worker_mib,
                   "workers": args.workers, "eval_users": args.eval_users, "lightgcn_epochs": args.lightgcn_epochs,
-                  "quick": args.quick, "environment": environment(), **details}
+                  "quick": args.quick, "settings": settings(args), "environment": environment(), **details}
         if name.startswith("signal-"):  # the signal's own figure is its fit; evaluation is reported apart
             result["stage_seconds"], result["seconds"] = result["seconds"], details["fit"]["seconds"]
             result["stage_peak_mib"], result["peak_mib"] = result["peak_mib"], details["fit"]["peak_mib"]
@@ -262,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, default=CACHE, help="generated data, datasets and models")
     parser.add_argument("--signals", nargs="+", default=list(DEFAULT_SIGNALS))
     parser.add_argument("--stages", nargs="*", help="run only these stages (default: all)")
-    parser.add_argument("--lightgcn-epochs", type=int, default=3, help="LightGCN's epoch budget at every size")
+    parser.add_argument("--lightgcn-epochs", type=int, default=1, help="LightGCN's epoch budget at every size")
     parser.add_argument("--eval-users", type=int, default=10_000, help="test users sampled for metrics")
     parser.add_argument("--queries", type=int, default=1_000, help="index searches timed")
     parser.add_argument("--workers", type=int, default=2)
