@@ -251,7 +251,11 @@ class _Evaluator:
         self._owns_pool = pool_future is None
         self._pool_f = pool_future if pool_future is not None else client.scatter([pool], broadcast=True, hash=False)[0]
         self.users = users
+        # scattered like the pool: an array argument of client.map becomes a task keyed by the
+        # argument's name, which collides between bootstrap rounds on a shared scheduler
+        self._users_f = None if users is None else client.scatter([users], hash=False)[0]
         self.jitter = jitter_factors(len(pool.signals), smoothing, smoothing_scale, seed)
+        self._jitter_f = None if self.jitter is None else client.scatter([self.jitter], hash=False)[0]
         self.trace: list[float] = []
         self.best = -math.inf
         self.best_w: np.ndarray | None = None
@@ -265,7 +269,7 @@ class _Evaluator:
 
     def evaluate(self, batch: np.ndarray, keys: Sequence[str]) -> np.ndarray:
         futures = self.client.map(
-            _fitness, [self.full(w) for w in batch], pool=self._pool_f, jitter=self.jitter, users=self.users,
+            _fitness, [self.full(w) for w in batch], pool=self._pool_f, jitter=self._jitter_f, users=self._users_f,
             key=[f"{k}-{self.token}" for k in keys], pure=False,
         )
         values = np.asarray(self.client.gather(futures), dtype=np.float64)
@@ -313,6 +317,7 @@ class _Evaluator:
     def close(self) -> None:
         if self._owns_pool:
             del self._pool_f
+        self._users_f = self._jitter_f = None
 
 
 def _normalise(w: np.ndarray) -> np.ndarray:

@@ -289,3 +289,13 @@ def test_build_pool_samples_users_and_rejects_bad_input(fitted, client):
     with pytest.raises(ValueError, match="no validation users"):
         build_pool(models, fusion.scales, fit, sp.csr_matrix(val.shape), client=client)
     assert math.isclose(sum(pool.scales.values()), sum(fusion.scales.values()))
+
+
+def test_bagged_rounds_with_a_large_pool(client):
+    """Bootstrap weights of 20,000 users travel as scattered data: passed inline, the array
+    became a task keyed 'users' that the second round's tasks collided with."""
+    pool = synthetic_pool((0.6, 0.4), users=20_000, width=8, seed=5)
+    result = tune_ga(pool, config=GAConfig(population=4, generations=2, elite=1, tournament=2, bagging=2, seed=0),
+                     client=client)
+    assert len(result.rounds) == 2
+    assert sum(result.weights.values()) == pytest.approx(1.0)
