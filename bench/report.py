@@ -475,8 +475,9 @@ def per_signal_section(datasets: list[dict[str, Any]], results: Path) -> list[st
                 rows.append([d["dataset"], r["method"], r.get("ndcg"), r.get("recall"), r.get("coverage"),
                              secs(r.get("fit_seconds")), mib(r.get("peak_mib"))])
     scale = load_scale(results)
-    if scale:
-        n = max(scale)
+    with_signals = [n for n, stages in scale.items() if any(s.startswith("signal-") for s in stages)]
+    if with_signals:
+        n = max(with_signals)
         for stage, st in sorted(scale[n].items()):
             if stage.startswith("signal-"):
                 m = st.get("metrics", {})
@@ -485,8 +486,8 @@ def per_signal_section(datasets: list[dict[str, Any]], results: Path) -> list[st
     if not rows:
         return []
     head = ["data", "signal", "NDCG@10", "Recall@10", "coverage@10", "fit s", "peak MiB"]
-    return ["## Per signal", "", "Each signal alone, fit on 'train' (quality bench; the scale bench at its largest "
-            "size run, with its LightGCN epoch budget).", "", table(head, rows), ""]
+    return ["## Per signal", "", "Each signal alone, fit on 'train' (quality bench; and the scale bench at the largest "
+            "size whose signal stages have run, with its LightGCN epoch budget).", "", table(head, rows), ""]
 
 
 def build(results: Path, out: Path, design: Path, given: dict[str, list[Path]]) -> Path:
