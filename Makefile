@@ -33,7 +33,7 @@ browser:
 	@(command -v chromium && command -v chromedriver) >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
 
 test: $(STAMP) redis browser
-	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
+	$(PY) -m pytest -q -rsx --durations=20 $(PYTEST_ARGS)
 
 ## The benches and one report, bench/results/report.md (+ PNGs, JSON of the raw figures):
 ## quality (the protocol table on ml-latest-small and BENCH_SYNTHETIC synthetic interactions),
