@@ -20,40 +20,19 @@ import sys
 import time
 from pathlib import Path
 
-import dask
 import numpy as np
 import scipy.sparse as sp
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.harness import ml_small_dataset, synthetic_dataset  # noqa: E402
 from etl.dataset import Dataset  # noqa: E402
-from etl.ingest import ingest  # noqa: E402
 from etl.metrics import evaluate  # noqa: E402
 from models.als import ALS, ALSConfig  # noqa: E402
 from models.base import TrainData, TrainingOptions  # noqa: E402
 
 PARAMS = {"factors": 64, "regularization": 0.05, "alpha": 1.0, "iterations": 15}
-
-
-def dataset_ml_small(src: Path, cache: Path) -> Dataset:
-    from etl.sources.movielens import read_movielens
-
-    out = cache / "ml-latest-small"
-    if not (out / "manifest.json").exists():
-        with dask.config.set(scheduler="threads"):
-            ingest(read_movielens(src), out)
-    return Dataset.open(out)
-
-
-def dataset_synthetic(n: int, cache: Path) -> Dataset:
-    from etl.sources.synthetic import SyntheticConfig, generate
-
-    out = cache / f"synthetic-{n}"
-    if not (out / "manifest.json").exists():
-        with dask.config.set(scheduler="threads"):
-            ingest(generate(SyntheticConfig(n_interactions=n, seed=0)), out)
-    return Dataset.open(out)
 
 
 def fit_implicit(train: sp.csr_matrix, threads: int) -> tuple[np.ndarray, np.ndarray, float]:
@@ -96,11 +75,11 @@ def main(argv: list[str] | None = None) -> None:
 
     datasets: list[tuple[str, object]] = []
     if (args.ml_small / "ratings.csv").exists():
-        datasets.append(("ml-latest-small", lambda: dataset_ml_small(args.ml_small, args.cache)))
+        datasets.append(("ml-latest-small", lambda: ml_small_dataset(args.ml_small, args.cache)))
     else:
         print(f"skipping ml-latest-small: {args.ml_small} not found", file=sys.stderr)
     for n in args.interactions:
-        datasets.append((f"synthetic {n:,}", lambda n=n: dataset_synthetic(n, args.cache)))
+        datasets.append((f"synthetic {n:,}", lambda n=n: synthetic_dataset(n, args.cache)))
 
     rows = []
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \

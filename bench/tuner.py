@@ -34,13 +34,13 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import dask
 import numpy as np
 import scipy.sparse as sp
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.harness import ml_small_dataset  # noqa: E402
 from etl.dataset import Dataset  # noqa: E402
 from hybrid.candidates import build_pool  # noqa: E402
 from hybrid.fusion import Fusion  # noqa: E402
@@ -56,17 +56,6 @@ from hybrid.tuner import GAConfig, TuneResult, tune_ga, tune_grid, tune_random  
 from models.base import FactorModel, TrainData, TrainingOptions  # noqa: E402
 
 ML_SMALL = REPO.parent / "shared" / "data" / "ml-latest-small"
-
-
-def dataset_ml_small(src: Path, cache: Path) -> Dataset:
-    from etl.ingest import ingest
-    from etl.sources.movielens import read_movielens
-
-    out = cache / "ml-latest-small"
-    if not (out / "manifest.json").exists():
-        with dask.config.set(scheduler="threads"):
-            ingest(read_movielens(src), out)
-    return Dataset.open(out)
 
 
 def ga_for_budget(budget: int, seed: int, smoothing: int = 0, bagging: int = 0) -> GAConfig:
@@ -150,7 +139,7 @@ def plot(rows: list[Row], path: Path, title: str) -> None:
 
 def run_ml_small(args: argparse.Namespace, client) -> None:
     cache = Path(args.cache or tempfile.mkdtemp(prefix="hybridrec-bench-"))
-    ds = Dataset.open(args.dataset) if args.dataset else dataset_ml_small(ML_SMALL, cache)
+    ds = Dataset.open(args.dataset) if args.dataset else ml_small_dataset(ML_SMALL, cache)
     options = TrainingOptions(client=client, device="cpu", seed=0)
     config = PipelineConfig(signals=tuple(args.signals), verbose=False)
     data = TrainData(ds, split="fit", validation="validation")
