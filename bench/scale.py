@@ -116,11 +116,23 @@ def pipeline_config(ctx: ScaleContext) -> Any:
     if "lightgcn" in args.signals:
         e = args.lightgcn_epochs
         # validation_users: early-stopping checks on a sample, as the test metrics are
-        configs["lightgcn"] = {"epochs": e, "eval_every": min(e, 10), "validation_users": args.eval_users}
+        configs["lightgcn"] = {"epochs": e, "eval_every": min(e, 10), "validation_users": args.eval_users,
+                               "batch_size": lightgcn_batch(ctx.dataset().count("fit"), args.lightgcn_steps)}
     ga = GAConfig(population=8, generations=3, patience=3, bagging=0) if args.quick else GAConfig()
     n_items = ctx.dataset().n_items
     return PipelineConfig(signals=tuple(args.signals), configs=configs, ga=ga, verbose=True,
                           per_signal=max(K, min(100, n_items // 2)))
+
+
+def lightgcn_batch(fit_interactions: int, steps: int) -> int:
+    """LightGCN's batch: its default (16,384), grown so that an epoch is at most ``steps`` steps.
+
+    Every step propagates the whole graph, so on CPU an epoch at the default batch costs about
+    steps x graph size, quadratic in the data; a batch that grows with the data keeps it linear.
+    """
+    from models.lightgcn import LightGCNConfig
+
+    return max(LightGCNConfig().batch_size, -(-fit_interactions // steps))
 
 
 def run_tune(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
@@ -225,7 +237,8 @@ def stages(signals: list[str]) -> list[tuple[str, Callable[[ScaleContext], tuple
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """What the stages after ingest depend on: a finished stage run with other settings is rerun."""
-    return {"signals": list(args.signals), "lightgcn_epochs": args.lightgcn_epochs, "eval_users": args.eval_users,
+    return {"signals": list(args.signals), "lightgcn_epochs": args.lightgcn_epochs,
+            "lightgcn_steps": args.lightgcn_steps, "eval_users": args.eval_users,
             "queries": args.queries, "workers": args.workers, "seed": args.seed, "quick": args.quick}
 
 
@@ -275,6 +288,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--signals", nargs="+", default=list(DEFAULT_SIGNALS))
     parser.add_argument("--stages", nargs="*", help="run only these stages (default: all)")
     parser.add_argument("--lightgcn-epochs", type=int, default=1, help="LightGCN's epoch budget at every size")
+    parser.add_argument("--lightgcn-steps", type=int, default=64,
+                        help="most LightGCN steps per epoch: its batch grows with the data beyond that")
     parser.add_argument("--eval-users", type=int, default=10_000, help="test users sampled for metrics")
     parser.add_argument("--queries", type=int, default=1_000, help="index searches timed")
     parser.add_argument("--workers", type=int, default=2)

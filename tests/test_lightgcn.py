@@ -135,3 +135,30 @@ def test_config_validation_names_the_field(field: str, value: object) -> None:
 
 # LightGCN's quality target on ml-latest-small (test NDCG@10 >= 0.115, tuned config refit on
 # 'train') is asserted in tests/test_pipeline.py's real-data test, which fits it anyway.
+
+
+def test_symmetric_propagation_matches_pyg_forward_and_gradient() -> None:
+    """The trainer's convolutions (backward = adjacency product) equal PyG's stock LightGCN."""
+    import scipy.sparse as sp
+    import torch
+    from torch_geometric.nn.models import LightGCN as PygLightGCN
+
+    from models.lightgcn_trainer import build_model, normalized_adjacency
+
+    rng = np.random.default_rng(3)
+    users, items = 40, 30
+    interactions = sp.random(users, items, density=0.2, format="csr", random_state=rng, dtype=np.float32)
+    adj = normalized_adjacency(interactions)
+    torch.manual_seed(0)
+    ours = build_model(users + items, LightGCNConfig(embedding_dim=8, num_layers=3))
+    stock = PygLightGCN(users + items, 8, 3, normalize=False)
+    stock.embedding.weight.data.copy_(ours.embedding.weight.data)
+    picks = torch.from_numpy(rng.integers(0, users + items, size=200))
+    weights = torch.from_numpy(rng.normal(size=(200, 8)).astype(np.float32))
+    outputs = []
+    for model in (ours, stock):
+        out = model.get_embedding(adj)
+        (out[picks] * weights).sum().backward()
+        outputs.append((out.detach(), model.embedding.weight.grad))
+    torch.testing.assert_close(outputs[0][0], outputs[1][0])
+    torch.testing.assert_close(outputs[0][1], outputs[1][1])
