@@ -2,6 +2,7 @@
 
     python bench/als_vs_implicit.py                      # ml-latest-small + 5M synthetic
     python bench/als_vs_implicit.py --interactions 5000000 25000000
+    python bench/als_vs_implicit.py --no-ml-small --interactions 5000 --out /tmp/r   # tiny (tests)
 
 Both fit 64 factors, reg 0.05, alpha 1, 15 iterations, 3 CG steps, seed 0. Ours runs on a
 LocalCluster of --workers single-threaded processes; implicit gets as many threads (BLAS pinned
@@ -10,6 +11,12 @@ to one). implicit's confidence is the matrix value itself, so it is handed our c
 Quality is NDCG@10 / Recall@10 on the protocol's test split (fit on 'train', train items
 excluded). Wall times include each library's own data preparation, not ingest; the ratio is
 ours / implicit (above 1: we are slower).
+
+Each dataset's figures go to <out>/als_vs_implicit/<dataset>.json (both methods' NDCG@10,
+Recall@10, wall and CPU seconds and peak memory, the ratios, the settings, the environment
+with its load average), which bench/report.py tabulates. The project's target (issue 3): our
+quality at least implicit's and our wall time at most TIME_RATIO_TARGET x implicit's at 25M
+interactions with 2 workers; each JSON says whether its figures meet it.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -26,35 +34,47 @@ import scipy.sparse as sp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.harness import ml_small_dataset, synthetic_dataset  # noqa: E402
+from bench.harness import (  # noqa: E402
+    RESULTS,
+    Measure,
+    dataset_sizes,
+    environment,
+    measure,
+    ml_small_dataset,
+    synthetic_dataset,
+    write_json,
+)
 from etl.dataset import Dataset  # noqa: E402
 from etl.metrics import evaluate  # noqa: E402
 from models.als import ALS, ALSConfig  # noqa: E402
 from models.base import TrainData, TrainingOptions  # noqa: E402
 
 PARAMS = {"factors": 64, "regularization": 0.05, "alpha": 1.0, "iterations": 15}
+QUALITY_RATIO_TARGET = 1.0
+"""Issue 3: our NDCG@10 / implicit's at least this (at 25M interactions, 2 workers)."""
+TIME_RATIO_TARGET = 1.5
+"""Issue 3: our wall seconds / implicit's at most this (at 25M interactions, 2 workers)."""
 
 
-def fit_implicit(train: sp.csr_matrix, threads: int) -> tuple[np.ndarray, np.ndarray, float]:
+def fit_implicit(train: sp.csr_matrix, threads: int) -> tuple[np.ndarray, np.ndarray, Measure]:
+    """implicit's CPU ALS on our confidences; the fit alone is measured (its own preparation included)."""
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
     conf = train.copy().astype(np.float32)
     conf.data = ALSConfig(**PARAMS).confidences(conf.data)
     with threadpool_limits(1, "blas"):
-        start = time.perf_counter()
         model = AlternatingLeastSquares(**PARAMS, random_state=0, num_threads=threads)
-        model.fit(conf, show_progress=False)
-        seconds = time.perf_counter() - start
-    return model.user_factors, model.item_factors, seconds
+        _, cost = measure(lambda: model.fit(conf, show_progress=False))
+    return model.user_factors, model.item_factors, cost
 
 
-def fit_ours(ds: Dataset, client: object) -> tuple[np.ndarray, np.ndarray, float]:
+def fit_ours(ds: Dataset, client: object) -> tuple[np.ndarray, np.ndarray, Measure]:
+    """Our Dask ALS on the LocalCluster; the matrix is read before the fit (implicit is handed it too)."""
     data = TrainData(ds, "train")
-    data.matrix()  # read before timing: implicit is handed the matrix too
-    start = time.perf_counter()
-    model = ALS(ALSConfig(**PARAMS)).fit(data, TrainingOptions(client=client, seed=0))
-    return model.user_factors_, model.item_factors_, time.perf_counter() - start
+    data.matrix()
+    model, cost = measure(lambda: ALS(ALSConfig(**PARAMS)).fit(data, TrainingOptions(client=client, seed=0)))
+    return model.user_factors_, model.item_factors_, cost
 
 
 def quality(ds: Dataset, x: np.ndarray, y: np.ndarray, train: sp.csr_matrix) -> tuple[float, float]:
@@ -62,51 +82,84 @@ def quality(ds: Dataset, x: np.ndarray, y: np.ndarray, train: sp.csr_matrix) -> 
     return r["ndcg@10"], r["recall@10"]
 
 
-def main(argv: list[str] | None = None) -> None:
+def compare(name: str, interactions: int | None, ds: Dataset, client: Any, workers: int) -> dict[str, Any]:
+    """Both fits on ``ds``'s train split, scored on its test split: the JSON record of one dataset."""
+    train = ds.matrix("train")
+    load_before = os.getloadavg()[0]
+    xi, yi, implicit_cost = fit_implicit(train, workers)
+    xo, yo, ours_cost = fit_ours(ds, client)
+    ni, ri = quality(ds, xi, yi, train)
+    no, ro = quality(ds, xo, yo, train)
+    quality_ratio = no / ni if ni > 0 else None
+    time_ratio = ours_cost.seconds / implicit_cost.seconds
+    met = quality_ratio is not None and quality_ratio >= QUALITY_RATIO_TARGET and time_ratio <= TIME_RATIO_TARGET
+    return {
+        "dataset": name, "interactions": interactions, "sizes": dataset_sizes(ds), "train_nnz": train.nnz,
+        "workers": workers,
+        "settings": {**PARAMS, "cg_steps": ALSConfig(**PARAMS).cg_steps, "seed": 0,
+                     "implicit_threads": workers, "dask_workers": workers, "threads_per_worker": 1},
+        "ours": {"ndcg": no, "recall": ro, "seconds": ours_cost.seconds, "cost": ours_cost},
+        "implicit": {"ndcg": ni, "recall": ri, "seconds": implicit_cost.seconds, "cost": implicit_cost},
+        "quality_ratio": quality_ratio, "time_ratio": time_ratio,
+        "target": {"quality_ratio_min": QUALITY_RATIO_TARGET, "time_ratio_max": TIME_RATIO_TARGET,
+                   "stated_at": "25M interactions, 2 workers", "met": met},
+        "load_average_before": round(load_before, 2), "environment": environment(),
+    }
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ml-small", type=Path, default=REPO.parent / "shared/data/ml-latest-small")
+    parser.add_argument("--no-ml-small", action="store_true", help="synthetic sizes only")
     parser.add_argument("--interactions", type=int, nargs="*", default=[5_000_000],
                         help="synthetic sizes (etl.sources.synthetic); none to skip")
     parser.add_argument("--workers", type=int, default=2, help="Dask workers (1 thread each) = implicit threads")
     parser.add_argument("--cache", type=Path, default=REPO / "bench/results/tmp", help="ingested datasets")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (als_vs_implicit/ is written in it)")
     args = parser.parse_args(argv)
 
     from distributed import Client, LocalCluster
 
-    datasets: list[tuple[str, object]] = []
-    if (args.ml_small / "ratings.csv").exists():
-        datasets.append(("ml-latest-small", lambda: ml_small_dataset(args.ml_small, args.cache)))
+    datasets: list[tuple[str, int | None, Any]] = []
+    if args.no_ml_small:
+        pass
+    elif (args.ml_small / "ratings.csv").exists():
+        datasets.append(("ml-latest-small", None, lambda: ml_small_dataset(args.ml_small, args.cache)))
     else:
         print(f"skipping ml-latest-small: {args.ml_small} not found", file=sys.stderr)
     for n in args.interactions:
-        datasets.append((f"synthetic {n:,}", lambda n=n: synthetic_dataset(n, args.cache)))
+        datasets.append((f"synthetic-{n}", n, lambda n=n: synthetic_dataset(n, args.cache)))
 
-    rows = []
+    records = []
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster, set_as_default=False) as client:
         print(f"Dask dashboard {client.dashboard_link}; load average {os.getloadavg()[0]:.1f}", file=sys.stderr)
-        for name, make in datasets:
+        for name, interactions, make in datasets:
             t = time.perf_counter()
             ds = make()
-            train = ds.matrix("train")
-            print(f"{name}: {ds.n_users:,} users, {ds.n_items:,} items, {train.nnz:,} train interactions "
+            print(f"{name}: {ds.n_users:,} users, {ds.n_items:,} items, {ds.count('train'):,} train interactions "
                   f"(ready in {time.perf_counter() - t:.0f} s)", file=sys.stderr, flush=True)
-            if not rows:  # warm up: worker imports and the compiled kernel load outside the timings
+            if not records:  # warm up: worker imports and the compiled kernel load outside the timings
                 ALS(ALSConfig(factors=8, iterations=1)).fit(TrainData(ds, "train"), TrainingOptions(client=client))
-            xi, yi, ti = fit_implicit(train, args.workers)
-            xo, yo, to = fit_ours(ds, client)
-            ni, ri = quality(ds, xi, yi, train)
-            no, ro = quality(ds, xo, yo, train)
-            rows.append((name, train.nnz, ti, to, ni, no, ri, ro))
-            print(f"  implicit {ti:.1f} s, ours {to:.1f} s; NDCG@10 {ni:.4f} vs {no:.4f}", file=sys.stderr, flush=True)
+            record = compare(name, interactions, ds, client, args.workers)
+            path = args.out / "als_vs_implicit" / f"{name}.json"
+            write_json(path, record)
+            records.append(record)
+            print(f"  implicit {record['implicit']['seconds']:.1f} s, ours {record['ours']['seconds']:.1f} s; "
+                  f"NDCG@10 {record['implicit']['ndcg']:.4f} vs {record['ours']['ndcg']:.4f}; wrote {path}",
+                  file=sys.stderr, flush=True)
 
     print(f"\nALS, {PARAMS}, {args.workers} cores each; load average {os.getloadavg()[0]:.1f}")
     head = ("data", "train nnz", "implicit s", "ours s", "ours/implicit", "NDCG impl", "NDCG ours",
-            "Recall impl", "Recall ours")
+            "Recall impl", "Recall ours", "load avg")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
-    for name, nnz, ti, to, ni, no, ri, ro in rows:
-        print(f"| {name} | {nnz:,} | {ti:.1f} | {to:.1f} | {to / ti:.2f} | {ni:.4f} | {no:.4f} | {ri:.4f} | {ro:.4f} |")
+    for r in records:
+        i, o = r["implicit"], r["ours"]
+        print(f"| {r['dataset']} | {r['train_nnz']:,} | {i['seconds']:.1f} | {o['seconds']:.1f} | {r['time_ratio']:.2f} "
+              f"| {i['ndcg']:.4f} | {o['ndcg']:.4f} | {i['recall']:.4f} | {o['recall']:.4f} "
+              f"| {r['environment']['load_average']:.1f} |")
+    return records
 
 
 if __name__ == "__main__":
