@@ -3,6 +3,7 @@
     python bench/tuner.py                          # ml-latest-small: GA vs grid vs random
     python bench/tuner.py --budgets 25 50 100 200 400 --seeds 3 --png /tmp/tuners.png
     python bench/tuner.py --synthetic 25000000     # time pool precompute + GA at 25M
+    python bench/tuner.py --dataset DIR --signals popularity als --budgets 10 20 --seeds 2 --out /tmp/r  # tiny
 
 ml-latest-small: the signals are fit once on 'fit' (pipeline defaults), the validation pool is
 built once, then each method gets each budget of fitness evaluations (validation NDCG@10 on the
@@ -21,7 +22,13 @@ a pool and of a fitness evaluation depends on shapes, not on what was learned. T
 pool (max_tune_users validation users, per_signal candidates) and GA (its default config,
 smoothing included) run their full budget, no early stopping. Timed: pool precompute + GA;
 wall seconds and, with the default in-process worker, CPU seconds / cores, which is the wall
-time on an idle machine (a shared machine's load inflates the wall time).
+time on an idle machine (a shared machine's load inflates the wall time). The target (issue 3):
+tuning finishes within TUNING_SECONDS_TARGET (10 minutes) at 25M; judged on the wall time.
+
+Results go under <out>/tuner/ for bench/report.py: <dataset>.json (every method's best
+validation NDCG@10 per budget and seed, test NDCG@10 with --test, the pool, the environment)
+with <dataset>.png (best NDCG@10 against evaluations per method), and synthetic-<N>.json (the
+stages' wall and CPU seconds, the pool, the evaluations, the load average, the target).
 """
 
 from __future__ import annotations
@@ -29,10 +36,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -40,7 +48,7 @@ import scipy.sparse as sp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.harness import ml_small_dataset  # noqa: E402
+from bench.harness import CACHE, RESULTS, dataset_sizes, environment, ml_small_dataset, write_json  # noqa: E402
 from etl.dataset import Dataset  # noqa: E402
 from hybrid.candidates import build_pool  # noqa: E402
 from hybrid.fusion import Fusion  # noqa: E402
@@ -56,6 +64,9 @@ from hybrid.tuner import GAConfig, TuneResult, tune_ga, tune_grid, tune_random  
 from models.base import FactorModel, TrainData, TrainingOptions  # noqa: E402
 
 ML_SMALL = REPO.parent / "shared" / "data" / "ml-latest-small"
+TUNING_SECONDS_TARGET = 600.0
+"""Issue 3: tuning at 25M interactions finishes within 10 minutes."""
+METHODS = ("ga", "ga-bag5", "random", "grid")
 
 
 def ga_for_budget(budget: int, seed: int, smoothing: int = 0, bagging: int = 0) -> GAConfig:
@@ -74,11 +85,19 @@ def ga_for_budget(budget: int, seed: int, smoothing: int = 0, bagging: int = 0) 
 
 @dataclass
 class Row:
+    """One method at one budget: evaluations used (mean over seeds), best validation and test NDCG@10 per seed."""
+
     method: str
     budget: int
     used: float
     best: list[float]
     test: list[float]
+
+    def record(self) -> dict[str, Any]:
+        """The JSON form, with the means and spread the report shows."""
+        return {"method": self.method, "budget": self.budget, "evaluations": self.used, "best": self.best,
+                "best_mean": float(np.mean(self.best)), "best_sd": float(np.std(self.best)), "test": self.test,
+                "test_mean": float(np.mean(self.test)) if self.test else None}
 
 
 def compare(pool, budgets, seeds, client, test_of=None, smoothing: int = 0) -> list[Row]:
@@ -122,7 +141,7 @@ def plot(rows: list[Row], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for method in ("ga", "ga-bag5", "random", "grid"):
+    for method in METHODS:
         pts = [r for r in rows if r.method == method]
         ax.errorbar([r.used for r in pts], [np.mean(r.best) for r in pts],
                     yerr=[np.std(r.best) for r in pts], marker="o", capsize=3, label=method)
@@ -137,36 +156,53 @@ def plot(rows: list[Row], path: Path, title: str) -> None:
     print(f"wrote {path}")
 
 
-def run_ml_small(args: argparse.Namespace, client) -> None:
-    cache = Path(args.cache or tempfile.mkdtemp(prefix="hybridrec-bench-"))
-    ds = Dataset.open(args.dataset) if args.dataset else ml_small_dataset(ML_SMALL, cache)
+def run_ml_small(args: argparse.Namespace, client) -> dict[str, Any]:
+    ds = Dataset.open(args.dataset) if args.dataset else ml_small_dataset(ML_SMALL, args.cache)
+    name = Path(args.dataset).name if args.dataset else "ml-latest-small"
     options = TrainingOptions(client=client, device="cpu", seed=0)
     config = PipelineConfig(signals=tuple(args.signals), verbose=False)
     data = TrainData(ds, split="fit", validation="validation")
     start = time.perf_counter()
     models, _ = fit_signals(data, {s: config.config_for(s) for s in config.signals}, options, verbose=True)
     fusion = Fusion.fit_scales(models, data.matrix("validation"))
-    print(f"signals fit in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    fit_seconds = time.perf_counter() - start
+    print(f"signals fit in {fit_seconds:.1f}s", file=sys.stderr)
     start = time.perf_counter()
     pool = build_pool(models, fusion.scales, data.matrix(), data.matrix("validation"), per_signal=config.per_signal,
                       client=client)
-    print(f"pool: {pool.n_users} users x {pool.width} in {time.perf_counter() - start:.1f}s; "
-          f"per-signal validation NDCG@10: " + ", ".join(f"{s} {pool.ndcg({s: 1.0}):.4f}" for s in pool.signals))
-    test_of = None
+    pool_seconds = time.perf_counter() - start
+    per_signal = {s: pool.ndcg({s: 1.0}) for s in pool.signals}
+    print(f"pool: {pool.n_users} users x {pool.width} in {pool_seconds:.1f}s; "
+          f"per-signal validation NDCG@10: " + ", ".join(f"{s} {v:.4f}" for s, v in per_signal.items()))
+    test_of: Callable[[dict[str, float]], float] | None = None
     if args.test:
         final, _ = refit_signals(ds, models, options)
         final_fusion = Fusion(final, dict(fusion.scales))
 
-        def test_of(weights):
+        def score_on_test(weights: dict[str, float]) -> float:
             return evaluate_fusion(final_fusion, weights, ds, signals=False)["hybrid"]["ndcg@10"]
 
+        test_of = score_on_test
     rows = compare(pool, args.budgets, args.seeds, client, test_of, args.smoothing)
-    print(f"\nGA vs grid vs random on ml-latest-small validation pool ({', '.join(pool.signals)}); "
+    print(f"\nGA vs grid vs random on {name} validation pool ({', '.join(pool.signals)}); "
           f"GA/random over {args.seeds} seeds; objective: NDCG@10"
           + (f" smoothed over {args.smoothing} jittered copies (shown: plain NDCG@10)" if args.smoothing else ""))
     print_table(rows)
-    if args.png:
-        plot(rows, Path(args.png), "blend tuners on ml-latest-small (validation)")
+    record = {
+        "kind": "compare", "dataset": name, "sizes": dataset_sizes(ds), "signals": list(pool.signals),
+        "pool": {"users": pool.n_users, "width": pool.width, "seconds": pool_seconds},
+        "fit_seconds": fit_seconds, "per_signal_validation_ndcg": per_signal,
+        "settings": {"budgets": args.budgets, "seeds": args.seeds, "smoothing": args.smoothing, "test": args.test,
+                     "objective": "validation NDCG@10" + (f" smoothed over {args.smoothing}" if args.smoothing else ""),
+                     "averaged_over_seeds": ["ga", "ga-bag5", "random"], "ga_bag5_from_budget": 100},
+        "rows": [r.record() for r in rows], "environment": environment(),
+    }
+    folder = args.out / "tuner"
+    write_json(folder / f"{name}.json", record)
+    png = Path(args.png) if args.png else folder / f"{name}.png"
+    plot(rows, png, f"blend tuners on {name} (validation)")
+    print(f"wrote {folder / f'{name}.json'}")
+    return record
 
 
 # -- synthetic scale ------------------------------------------------------------------------------
@@ -222,11 +258,13 @@ def synthetic_matrices(n: int, seed: int = 0) -> tuple[sp.csr_matrix, sp.csr_mat
     return fit, val
 
 
-def run_synthetic(args: argparse.Namespace, client) -> None:
+def run_synthetic(args: argparse.Namespace, client) -> dict[str, Any]:
     start = time.perf_counter()
     fit, val = synthetic_matrices(args.synthetic)
+    draw_seconds = time.perf_counter() - start
     print(f"synthetic: {fit.shape[0]:,} users x {fit.shape[1]:,} items, {fit.nnz:,} fit + {val.nnz:,} validation "
-          f"interactions ({time.perf_counter() - start:.1f}s to draw)")
+          f"interactions ({draw_seconds:.1f}s to draw)")
+    load_before = os.getloadavg()[0]
     dims = {s: signal_dim(s) for s in args.signals}
     rng = np.random.default_rng(1)
     models = {}
@@ -255,16 +293,40 @@ def run_synthetic(args: argparse.Namespace, client) -> None:
     cores = os.cpu_count() or 1
     head = f"{'stage':<36}{'wall s':>9}" + (f"{'cpu s':>9}{'cpu s / cores':>15}" if in_process else "")
     print(head)
-    stages = [("scales (validation pairs)", 0, 1), (f"pool ({pool.n_users:,} users x {pool.width} cands)", 1, 2),
-              (f"GA ({result.evaluations} evaluations, bagging {ga.bagging})", 2, 3),
-              ("tuning total (pool + GA)", 1, 3)]
-    for name, a, b in stages:
+    stages = [("scales", "scales (validation pairs)", 0, 1),
+              ("pool", f"pool ({pool.n_users:,} users x {pool.width} cands)", 1, 2),
+              ("ga", f"GA ({result.evaluations} evaluations, bagging {ga.bagging})", 2, 3),
+              ("total", "tuning total (pool + GA)", 1, 3)]
+    for _, name, a, b in stages:
         wall, cpu = marks[b][0] - marks[a][0], marks[b][1] - marks[a][1]
         print(f"{name:<36}{wall:>9.1f}" + (f"{cpu:>9.1f}{cpu / cores:>15.1f}" if in_process else ""))
     print(f"pool size {pool.nbytes / 2**20:.0f} MiB; "
           f"{1000 * (marks[3][0] - marks[2][0]) / result.evaluations:.0f} ms wall per evaluation")
     if in_process:
         print("cpu s / cores: the wall time on an otherwise idle machine (CPU seconds of every thread of this process)")
+    tuning_seconds = marks[3][0] - marks[1][0]
+    record = {
+        "kind": "timing", "n_interactions": args.synthetic, "users": fit.shape[0], "items": fit.shape[1],
+        "fit_nnz": fit.nnz, "validation_nnz": val.nnz, "draw_seconds": draw_seconds, "signal_dims": dims,
+        "pool": {"users": pool.n_users, "width": pool.width, "mib": pool.nbytes / 2**20},
+        "ga": ga, "evaluations": result.evaluations,
+        "ms_per_evaluation": 1000 * (marks[3][0] - marks[2][0]) / result.evaluations,
+        "stages": {key: {"name": name, "wall_seconds": marks[b][0] - marks[a][0],
+                         "cpu_seconds": marks[b][1] - marks[a][1] if in_process else None,
+                         "cpu_seconds_per_core": (marks[b][1] - marks[a][1]) / cores if in_process else None}
+                   for key, name, a, b in stages},
+        "tuning_seconds": tuning_seconds,
+        "tuning_cpu_seconds_per_core": (marks[3][1] - marks[1][1]) / cores if in_process else None,
+        "cluster": {"workers": len(workers), "threads": sum(w["nthreads"] for w in workers.values()),
+                    "in_process": in_process},
+        "target": {"seconds_max": TUNING_SECONDS_TARGET, "stated_at": "25M interactions",
+                   "judged_on": "wall seconds of pool + GA", "met": tuning_seconds <= TUNING_SECONDS_TARGET},
+        "load_average_before": round(load_before, 2), "environment": environment(),
+    }
+    path = args.out / "tuner" / f"synthetic-{args.synthetic}.json"
+    write_json(path, record)
+    print(f"wrote {path}")
+    return record
 
 
 def _clock() -> tuple[float, float]:
@@ -275,15 +337,16 @@ def _clock() -> tuple[float, float]:
     return time.perf_counter(), usage.ru_utime + usage.ru_stime
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", help="an ingested dataset folder (default: ingest ml-latest-small)")
-    parser.add_argument("--cache", help="folder for the ingested ml-latest-small (default: a temp folder)")
+    parser.add_argument("--cache", type=Path, default=CACHE, help="folder for the ingested ml-latest-small")
     parser.add_argument("--signals", nargs="+", default=[s for s in DEFAULT_SIGNALS])
     parser.add_argument("--budgets", nargs="+", type=int, default=[25, 50, 100, 200, 400])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--test", action="store_true", help="also refit on train and report each choice's test NDCG")
-    parser.add_argument("--png", help="write the best-per-budget plot here")
+    parser.add_argument("--png", help="write the best-per-budget plot here (default: <out>/tuner/<dataset>.png)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (tuner/ is written in it)")
     parser.add_argument("--smoothing", type=int, default=0,
                         help="jittered copies per fitness for all three methods (default 0: plain NDCG@10)")
     parser.add_argument("--synthetic", type=int, default=0, metavar="N", help="time the tuning at N interactions")
@@ -303,9 +366,8 @@ def main(argv: list[str] | None = None) -> None:
         cluster = LocalCluster(n_workers=1, threads_per_worker=cores, processes=False, dashboard_address=":0")
     with cluster, Client(cluster) as client:
         if args.synthetic:
-            run_synthetic(args, client)
-        else:
-            run_ml_small(args, client)
+            return run_synthetic(args, client)
+        return run_ml_small(args, client)
 
 
 if __name__ == "__main__":
