@@ -7,6 +7,10 @@ Reads, under --results:
 - quality/<dataset>.json (bench/quality.py): the protocol table per dataset, with a bar chart;
 - scale/n<N>/<stage>.json (bench/scale.py): wall time and peak memory per stage and size, their
   growth with size (least-squares slope on log-log axes) and log-log plots;
+- als_vs_implicit/<dataset>.json (bench/als_vs_implicit.py): our ALS against implicit's at the same
+  settings (quality and wall-time ratios), with issue 3's target;
+- tuner/<dataset>.json and .png (bench/tuner.py): GA vs grid vs random best validation NDCG@10 per
+  budget, and tuner/synthetic-<N>.json: the time of tuning at N interactions, with its target;
 - serving: the API load bench's and the fault bench's JSON and PNG files (bench/api_load.py,
   bench/faults.py), found by name (api_load*, faults*, or in folders of those names), or given
   with --api-load / --faults. Missing parts are named in the report, never silently left out.
@@ -371,6 +375,131 @@ def scale_plot(scale: dict[int, dict[str, dict[str, Any]]], order: list[str], ke
     pyplot.close(fig)
 
 
+# -- ALS against implicit ---------------------------------------------------------------------------
+def als_section(results: Path) -> list[str]:
+    """Our Dask ALS against implicit's per dataset, and whether issue 3's target is met where it is stated."""
+    folder = results / "als_vs_implicit"
+    records = [read(f) for f in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    lines = ["## ALS: ours against implicit (bench/als_vs_implicit.py)", ""]
+    if not records:
+        return lines + [f"_Missing: no results under `{folder}` (run `python bench/als_vs_implicit.py`)._", ""]
+    records.sort(key=lambda r: (r.get("interactions") is not None, r["train_nnz"]))
+    settings = records[-1].get("settings", {})
+    target = records[-1].get("target", {})
+    lines += [
+        "Both fit on the protocol's train split and are scored on its test split (train items excluded): "
+        + ", ".join(f"{k} {v}" for k, v in settings.items())
+        + ". Ours runs on a LocalCluster of single-threaded worker processes, implicit with as many threads. "
+        "Seconds are the wall time of the fit alone; quality ratio = our NDCG@10 / implicit's, time ratio = our "
+        "seconds / implicit's (above 1: we are slower). Load average: when the dataset's fits ended.", ""]
+    head = ["dataset", "train interactions", "our NDCG@10", "implicit NDCG@10", "quality ratio", "our Recall@10",
+            "implicit Recall@10", "our s", "implicit s", "time ratio", "load avg", "target met"]
+    rows = []
+    for r in records:
+        ours, imp = r["ours"], r["implicit"]
+        rows.append([r["dataset"], r["train_nnz"], ours["ndcg"], imp["ndcg"], ratio(r.get("quality_ratio")),
+                     ours["recall"], imp["recall"], secs(ours["seconds"]), secs(imp["seconds"]),
+                     ratio(r.get("time_ratio")), general(r.get("environment", {}).get("load_average")),
+                     fmt((r.get("target") or {}).get("met"))])
+    lines += [table(head, rows), ""]
+    stated = [r for r in records if (r.get("interactions") or 0) >= 25_000_000 and r.get("workers") == 2]
+    goal = (f"our quality ratio at least {target.get('quality_ratio_min', '?')} and time ratio at most "
+            f"{target.get('time_ratio_max', '?')} at 25M interactions with 2 workers")
+    if stated:
+        r = stated[-1]
+        lines += [f"Issue 3's target, {goal}: **{'met' if r['target']['met'] else 'not met'}** on {r['dataset']} "
+                  f"(quality ratio {ratio(r.get('quality_ratio'))}, time ratio {ratio(r.get('time_ratio'))}, "
+                  f"load average {general(r.get('environment', {}).get('load_average'))}). The 'target met' column "
+                  "applies the same test to the smaller datasets for comparison only.", ""]
+    else:
+        lines += [f"Issue 3's target, {goal}: _no run at 25M with 2 workers yet_.", ""]
+    return lines
+
+
+def ratio(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, int | float) and math.isfinite(value) else "n/a"
+
+
+# -- tuners -----------------------------------------------------------------------------------------
+def tuner_section(results: Path, out: Path) -> list[str]:
+    """GA vs grid vs random per budget (table and plot) and the time of tuning at synthetic sizes."""
+    folder = results / "tuner"
+    records = [read(f) | {"_path": f} for f in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    compares = [r for r in records if r.get("kind") == "compare"]
+    timings = sorted((r for r in records if r.get("kind") == "timing"), key=lambda r: r["n_interactions"])
+    lines = ["## Blend tuners (bench/tuner.py)", ""]
+    if not compares:
+        lines += [f"_Missing: no tuner comparison under `{folder}` (run `python bench/tuner.py`)._", ""]
+    for d in compares:
+        lines += tuner_compare(d, out)
+    if not timings:
+        lines += [f"_Missing: no tuning time under `{folder}` (run `python bench/tuner.py --synthetic 25000000`)._", ""]
+    else:
+        lines += tuner_timing(timings)
+    return lines
+
+
+def tuner_compare(d: dict[str, Any], out: Path) -> list[str]:
+    st, pool, env = d.get("settings", {}), d.get("pool", {}), d.get("environment", {})
+    has_test = any(r.get("test") for r in d["rows"])
+    per_signal = ", ".join(f"{s} {v:.4f}" for s, v in (d.get("per_signal_validation_ndcg") or {}).items())
+    lines = [f"### {d['dataset']}: GA vs grid vs random at equal budgets", "",
+             f"Signals {', '.join(d.get('signals', []))} fit once on 'fit'; one validation pool of "
+             f"{pool.get('users', '?')} users x {pool.get('width', '?')} candidates; each method gets each budget of "
+             f"fitness evaluations ({st.get('objective', 'validation NDCG@10')}); GA, bagged GA (budgets of "
+             f"{st.get('ga_bag5_from_budget', '?')} and more) and random search are averaged over "
+             f"{st.get('seeds', '?')} seeds, grid is deterministic. Each signal alone on the pool: {per_signal}. "
+             + ("Test NDCG@10: each run's weights on the signals refit on 'train' (nothing is chosen on test). "
+                if has_test else "")
+             + f"{env.get('cpus', '?')} CPUs, load average {env.get('load_average', '?')} when it finished.", ""]
+    head = ["budget", "method", "evaluations", "best val NDCG@10 (mean)", "sd"]
+    head += ["test NDCG@10 (mean)"] if has_test else []
+    rows = []
+    for r in d["rows"]:
+        rows.append([r["budget"], r["method"], f"{r['evaluations']:.0f}", r["best_mean"], r["best_sd"],
+                     *([r.get("test_mean")] if has_test else [])])
+    lines += [table(head, rows), ""]
+    best = []
+    for budget in sorted({r["budget"] for r in d["rows"]}):
+        at = [r for r in d["rows"] if r["budget"] == budget]
+        top = max(r["best_mean"] for r in at)
+        tied = [r["method"] for r in at if r["best_mean"] >= top - 1e-12]
+        best.append(f"{budget}: {', '.join(tied)} {top:.4f}")
+    lines += ["Best validation NDCG@10 per budget (methods tied at the best all named): " + "; ".join(best) + ".", ""]
+    png = d["_path"].with_suffix(".png")
+    lines += [f"![best validation NDCG@10 against evaluations per method]({rel(png, out)})" if png.exists()
+              else f"_No plot: `{png}` not found._", ""]
+    return lines
+
+
+def tuner_timing(timings: list[dict[str, Any]]) -> list[str]:
+    head = ["interactions", "users", "items", "pool", "evaluations", "pool s", "GA s", "tuning s",
+            "CPU s / cores", "load avg", "target met"]
+    rows = []
+    for t in timings:
+        stages, pool = t["stages"], t["pool"]
+        rows.append([t["n_interactions"], t["users"], t["items"], f"{pool['users']:,} x {pool['width']}",
+                     t["evaluations"], secs(stages["pool"]["wall_seconds"]), secs(stages["ga"]["wall_seconds"]),
+                     secs(t["tuning_seconds"]), secs(t.get("tuning_cpu_seconds_per_core")),
+                     general(t.get("environment", {}).get("load_average")), fmt(t["target"]["met"])])
+    lines = ["### Tuning time at synthetic sizes", "",
+             "Pool precompute and the pipeline's GA (its default config, full budget, no early stopping) given "
+             "fitted signals: MovieLens-shaped interaction matrices drawn directly and stand-in signals with the "
+             "default configs' dimensions (the cost depends on shapes, not on what was learned). 'tuning s' is "
+             "the wall time of pool + GA; 'CPU s / cores' is what it would be on an idle machine.", "",
+             table(head, rows), ""]
+    stated = [t for t in timings if t["n_interactions"] >= 25_000_000]
+    if stated:
+        t = stated[-1]
+        lines += [f"Issue 3's target, tuning within {t['target']['seconds_max']:.0f} s at 25M (judged on wall "
+                  f"seconds): **{'met' if t['target']['met'] else 'not met'}** at {t['n_interactions']:,} "
+                  f"interactions: {secs(t['tuning_seconds'])} s at load average "
+                  f"{general(t.get('environment', {}).get('load_average'))}.", ""]
+    else:
+        lines += ["Issue 3's target, tuning within 10 minutes at 25M: _no run at 25M yet_.", ""]
+    return lines
+
+
 # -- serving ----------------------------------------------------------------------------------------
 def find_serving(results: Path, name: str, given: list[Path]) -> list[Path]:
     """JSON/PNG files of bench ``name``: those given (files or folders), else found by name under results."""
@@ -381,7 +510,7 @@ def find_serving(results: Path, name: str, given: list[Path]) -> list[Path]:
         return [f for f in found if f.exists()]
     if not results.is_dir():
         return []
-    skip = {"quality", "scale", "tmp"}
+    skip = {"quality", "scale", "tmp", "als_vs_implicit", "tuner"}
     for f in sorted(results.rglob("*")):
         parts = f.relative_to(results).parts
         if parts[0] in skip or f.suffix not in (".json", ".png"):
@@ -499,6 +628,7 @@ def build(results: Path, out: Path, design: Path, given: dict[str, list[Path]]) 
              f"`{rel(results, out) if results != out else '.'}`; each section names the bench that wrote it. "
              "Wall times were taken on a shared machine: read them with the load average they state.", ""]
     lines += quality + per_signal_section(datasets, results) + scale_section(results, out)
+    lines += als_section(results) + tuner_section(results, out)
     lines += serving_section(results, out, given)
     if not refs:
         lines += [f"_DESIGN.md's reference table was not found at `{design}`._", ""]

@@ -4,13 +4,16 @@ The benches run as `make bench` runs them (their scripts, in subprocesses) into 
 folder; the report must hold the protocol table with every method, the scale table with every
 stage at both sizes and its growth slopes, the plots it links, and say which serving results are
 missing, then include them once they are there. A second scale run must resume (skip every
-finished stage) instead of redoing it.
+finished stage) instead of redoing it. The ALS-against-implicit and tuner benches run at tiny
+sizes into a folder of their own: the report's tables must carry their JSON's figures, its
+plot and the verdicts on issue 3's targets, and name their results when missing.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +122,99 @@ def test_serving_results_missing_then_included(results: Path, tmp_path: Path) ->
     assert "](api_load_latency.png)" in serving
     assert "| fault | passed |" in serving and "| worker killed | True |" in serving
     assert "Missing" not in serving
+
+
+# -- ALS against implicit, blend tuners -------------------------------------------------------------
+ALS_SIZE = 5_000
+TUNER_SIZE = 20_000
+
+
+@pytest.fixture(scope="module")
+def more_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench-more")
+    cache = out / "cache"
+    run("als_vs_implicit.py", "--no-ml-small", "--interactions", str(ALS_SIZE), "--out", str(out),
+        "--cache", str(cache))
+    run("tuner.py", "--dataset", str(cache / f"synthetic-{ALS_SIZE}"), "--signals", "popularity", "als",
+        "--budgets", "10", "20", "--seeds", "2", "--test", "--out", str(out))
+    run("tuner.py", "--synthetic", str(TUNER_SIZE), "--max-users", "300", "--out", str(out))
+    run("report.py", "--results", str(out))
+    return out
+
+
+def test_als_section_carries_the_json(more_results: Path) -> None:
+    r = json.loads((more_results / "als_vs_implicit" / f"synthetic-{ALS_SIZE}.json").read_text())
+    ours, imp = r["ours"], r["implicit"]
+    assert 0.0 < ours["ndcg"] <= 1.0 and 0.0 < imp["ndcg"] <= 1.0 and ours["seconds"] > 0 and imp["seconds"] > 0
+    assert r["quality_ratio"] == pytest.approx(ours["ndcg"] / imp["ndcg"])
+    assert r["time_ratio"] == pytest.approx(ours["seconds"] / imp["seconds"])
+    assert r["target"]["met"] == (r["quality_ratio"] >= 1.0 and r["time_ratio"] <= 1.5)
+    assert r["settings"]["factors"] == 64 and r["workers"] == 2 and "load_average" in r["environment"]
+    als = section((more_results / "report.md").read_text(), "## ALS")
+    assert ("| dataset | train interactions | our NDCG@10 | implicit NDCG@10 | quality ratio | our Recall@10 "
+            "| implicit Recall@10 | our s | implicit s | time ratio |") in als
+    assert (f"| synthetic-{ALS_SIZE} | {r['train_nnz']:,} | {ours['ndcg']:.4f} | {imp['ndcg']:.4f} "
+            f"| {r['quality_ratio']:.2f} | {ours['recall']:.4f} | {imp['recall']:.4f} |") in als
+    assert f"| {r['time_ratio']:.2f} |" in als
+    assert "no run at 25M with 2 workers yet" in als
+
+
+def test_als_target_verdict_at_25m(more_results: Path, tmp_path: Path) -> None:
+    """A 25M record that is 2x slower than implicit: the report must say the target is not met."""
+    r = json.loads((more_results / "als_vs_implicit" / f"synthetic-{ALS_SIZE}.json").read_text())
+    r.update(dataset="synthetic-25000000", interactions=25_000_000, time_ratio=2.0, quality_ratio=1.02)
+    r["target"]["met"] = False
+    (tmp_path / "als_vs_implicit").mkdir()
+    (tmp_path / "als_vs_implicit" / "synthetic-25000000.json").write_text(json.dumps(r))
+    run("report.py", "--results", str(tmp_path))
+    als = section((tmp_path / "report.md").read_text(), "## ALS")
+    assert "**not met** on synthetic-25000000 (quality ratio 1.02, time ratio 2.00" in als
+
+
+def test_tuner_section_has_every_budget_and_the_plot(more_results: Path) -> None:
+    d = json.loads((more_results / "tuner" / f"synthetic-{ALS_SIZE}.json").read_text())
+    methods = {(r["method"], r["budget"]) for r in d["rows"]}
+    assert methods == {(m, b) for m in ("ga", "random", "grid") for b in (10, 20)}  # bagged GA from budget 100
+    for r in d["rows"]:
+        assert 0 < r["evaluations"] <= r["budget"], r
+        assert len(r["best"]) == (1 if r["method"] == "grid" else 2) and len(r["test"]) == len(r["best"])
+        assert 0.0 < r["best_mean"] <= 1.0 and 0.0 < r["test_mean"] <= 1.0
+    tuner = section((more_results / "report.md").read_text(), "## Blend tuners")
+    assert "| budget | method | evaluations | best val NDCG@10 (mean) | sd | test NDCG@10 (mean) |" in tuner
+    for r in d["rows"]:
+        line = (f"| {r['budget']} | {r['method']} | {r['evaluations']:.0f} | {r['best_mean']:.4f} "
+                f"| {r['best_sd']:.4f} | {r['test_mean']:.4f} |")
+        assert line in tuner, line
+    link = f"tuner/synthetic-{ALS_SIZE}.png"
+    assert f"]({link})" in tuner
+    assert (more_results / link).read_bytes()[:8] == PNG_MAGIC and (more_results / link).stat().st_size > 5_000
+
+
+def test_tuner_timing_row_and_target(more_results: Path) -> None:
+    t = json.loads((more_results / "tuner" / f"synthetic-{TUNER_SIZE}.json").read_text())
+    assert t["kind"] == "timing" and t["evaluations"] > 0 and t["pool"]["users"] <= 300
+    stages = t["stages"]
+    assert t["tuning_seconds"] == pytest.approx(stages["pool"]["wall_seconds"] + stages["ga"]["wall_seconds"])
+    assert t["target"]["met"] == (t["tuning_seconds"] <= 600)
+    tuner = section((more_results / "report.md").read_text(), "## Blend tuners")
+    row = next((ln for ln in tuner.splitlines() if ln.startswith(f"| {TUNER_SIZE:,} |")), None)
+    assert row is not None
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3] == f"{t['pool']['users']:,} x {t['pool']['width']}" and cells[4] == f"{t['evaluations']:,}"
+    assert cells[-1] == str(t["target"]["met"])
+    assert "tuning within 10 minutes at 25M: _no run at 25M yet_" in tuner
+
+
+def test_missing_als_and_tuner_results_are_named(tmp_path: Path) -> None:
+    run("report.py", "--results", str(tmp_path))
+    report = (tmp_path / "report.md").read_text()
+    assert "Missing: no results under" in section(report, "## ALS")
+    tuner = section(report, "## Blend tuners")
+    assert "Missing: no tuner comparison" in tuner and "Missing: no tuning time" in tuner
+
+
+def test_tuner_plot_missing_is_named(more_results: Path, tmp_path: Path) -> None:
+    shutil.copytree(more_results / "tuner", tmp_path / "tuner")
+    (tmp_path / "tuner" / f"synthetic-{ALS_SIZE}.png").unlink()
+    run("report.py", "--results", str(tmp_path))
+    assert "_No plot:" in section((tmp_path / "report.md").read_text(), "## Blend tuners")
