@@ -38,7 +38,9 @@ test: $(STAMP) redis browser
 ## The benches and one report, bench/results/report.md (+ PNGs, JSON of the raw figures):
 ## quality (the protocol table on ml-latest-small and BENCH_SYNTHETIC synthetic interactions),
 ## scale (BENCH_SIZES through ingest, tuning, each signal, hybrid and index; resumable: a stage
-## whose JSON exists is skipped, SCALE_ARGS=--force reruns), API load, faults, then the report.
+## whose JSON exists is skipped, SCALE_ARGS=--force reruns), API load, faults, our ALS against
+## implicit's (ml-latest-small and ALS_SIZES), the blend tuners (GA vs grid vs random on
+## ml-latest-small with TUNER_ARGS; tuning time at TUNER_SYNTHETIC interactions), then the report.
 ## The full run (25M) takes hours on 2 cores; `make test` runs a tiny one (tests/test_bench_report.py).
 BENCH_OUT ?= bench/results
 BENCH_SYNTHETIC ?= 1000000
@@ -47,12 +49,19 @@ QUALITY_ARGS ?=
 SCALE_ARGS ?=
 API_LOAD_ARGS ?= --results $(BENCH_OUT)
 FAULTS_ARGS ?= --results $(BENCH_OUT)
+ALS_SIZES ?= 5000000 25000000
+ALS_ARGS ?=
+TUNER_SYNTHETIC ?= 25000000
+TUNER_ARGS ?= --test
 
 bench: $(STAMP) redis
 	$(PY) bench/quality.py --out $(BENCH_OUT) --synthetic $(BENCH_SYNTHETIC) $(QUALITY_ARGS)
 	$(PY) bench/scale.py --out $(BENCH_OUT) --sizes $(BENCH_SIZES) $(SCALE_ARGS)
 	-$(PY) bench/api_load.py $(API_LOAD_ARGS)
 	-@if [ -f bench/faults.py ]; then $(PY) bench/faults.py $(FAULTS_ARGS); else echo "bench/faults.py not found: faults left out"; fi
+	$(PY) bench/als_vs_implicit.py --out $(BENCH_OUT) --interactions $(ALS_SIZES) $(ALS_ARGS)
+	$(PY) bench/tuner.py --out $(BENCH_OUT) --synthetic $(TUNER_SYNTHETIC)
+	$(PY) bench/tuner.py --out $(BENCH_OUT) $(TUNER_ARGS)
 	$(PY) bench/report.py --results $(BENCH_OUT)
 
 clean:
