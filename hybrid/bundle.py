@@ -1,8 +1,10 @@
 """The model bundle: the versioned folder that training publishes and serving loads.
 
-Layout of ``root``::
+A root is a local folder or an fsspec URL (``s3://bucket/bundles``, ``memory://bundles``), so
+that servers and workers on other hosts can read it. Layout of ``root``::
 
-    latest -> <version>            a relative symlink, swapped atomically (os.replace)
+    latest -> <version>            on a local disk: a relative symlink, swapped atomically
+                                   (os.replace); elsewhere: a small file holding the version name
     <version>/
         manifest.json              version, created_at, dataset facts, signals (order, dims,
                                    scales, params), tuned weights, variants, metrics, index config
@@ -16,17 +18,24 @@ Layout of ``root``::
         history.npz                training interactions, users x items, each row's entries in
                                    time order (what fold-ins that weigh recency expect)
 
-A version is written to a hidden temporary folder and renamed into place in one step, then
-``latest`` is swapped, so a reader sees either the old bundle or the whole new one, never half of
-one. No pickle anywhere: JSON, Parquet, npy/npz and the usearch file.
+On a local disk a version is written to a hidden temporary folder and renamed into place in one
+step, then ``latest`` is swapped, so a reader sees either the old bundle or the whole new one,
+never half of one. Object stores have neither renames nor symlinks: there the version is uploaded
+with its manifest.json last (a folder without one is not a version), then the ``latest`` file is
+written in one put. Loading from a URL copies the version into a local cache folder first, since
+the factors and the usearch index are memory-mapped. No pickle anywhere: JSON, Parquet, npy/npz
+and the usearch file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
 import shutil
+import tempfile
 import uuid
 from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import UTC, datetime
@@ -34,9 +43,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.spec import AbstractFileSystem
 
 from etl.dataset import Dataset
 from etl.errors import BundleError
@@ -46,11 +58,16 @@ from hybrid.index import FusedIndex, IndexConfig, ItemCatalog
 from hybrid.variants import Variants
 from models.base import FactorModel
 
-__all__ = ["Bundle", "BundleInfo", "publish", "load", "list_bundles", "latest_version", "rollback", "FORMAT"]
+__all__ = [
+    "Bundle", "BundleInfo", "publish", "load", "list_bundles", "latest_version", "rollback", "version_path",
+    "default_cache_dir", "FORMAT",
+]
 
 FORMAT = "hybridrec-bundle/1"
 LATEST = "latest"
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+CACHE_KEEP = 3
+"""Versions copied from one URL root that the local cache keeps (the newest copies)."""
 _FILES = (
     "manifest.json",
     "vocab/users.parquet",
@@ -113,7 +130,8 @@ class BundleInfo:
 
     version: str
     created_at: str
-    path: Path
+    path: str | Path
+    """The version folder: a Path under a local root, a URL under any other."""
     is_latest: bool
     metrics: dict[str, Any]
 
@@ -130,19 +148,21 @@ def publish(
     params: dict[str, Any],
     version: str | None = None,
     index_config: IndexConfig | None = None,
-) -> Path:
+) -> str | Path:
     """Write a new bundle version under ``root`` and point ``latest`` at it; returns its folder.
 
-    ``weights`` are the tuned blend weights (variant 'tuned' must carry the same); ``metrics`` the
-    test figures; ``params`` the training parameters (per signal under its name, or global).
+    ``root`` is a local folder (the result is a Path) or an fsspec URL (the result is the version's
+    URL). ``weights`` are the tuned blend weights (variant 'tuned' must carry the same);
+    ``metrics`` the test figures; ``params`` the training parameters (per signal under its name,
+    or global).
     """
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    local = _local(root)
+    if local is not None:
+        local.mkdir(parents=True, exist_ok=True)
     created = datetime.now(UTC)
     version = created.strftime("%Y%m%dT%H%M%S%fZ") if version is None else version
     _check_version(version)
-    final = root / version
-    if final.exists():
+    if _exists(version_path(root, version)):
         raise BundleError(f"bundle version {version!r} already exists in {root}")
     weights = check_weights(weights, fusion.signals)
     if variants.signals != fusion.signals:
@@ -158,56 +178,85 @@ def publish(
                 f"the dataset {n_users} x {n_items}"
             )
     index_config = index_config or IndexConfig()
+    manifest = {
+        "format": FORMAT,
+        "version": version,
+        "created_at": created.isoformat(),
+        "dataset": _dataset_facts(dataset),
+        "signals": {
+            s: {
+                "kind": fusion.models[s].kind,
+                "dim": fusion.models[s].dim,
+                "scale": float(fusion.scales[s]),
+                "config": _jsonable(fusion.models[s].config),
+                "params": _jsonable(params.get(s, {})),
+            }
+            for s in fusion.signals
+        },
+        "signal_order": list(fusion.signals),
+        "dim": fusion.dim,
+        "n_users": n_users,
+        "n_items": n_items,
+        "weights": weights,
+        "variants": variants.to_dict(),
+        "metrics": _jsonable(metrics),
+        "params": _jsonable({k: v for k, v in params.items() if k not in fusion.signals}),
+        "index": {"file": "index.usearch", "metric": "ip", "dtype": "f32", **asdict(index_config)},
+    }
 
-    tmp = root / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        for s in fusion.signals:
-            fusion.models[s].save(tmp / "signals" / s)
-        (tmp / "vocab").mkdir()
-        dataset.users.save(tmp / "vocab" / "users.parquet")
-        dataset.items.save(tmp / "vocab" / "items.parquet")
-        items_table = dataset.items_table
-        if len(items_table) != n_items:
-            raise BundleError(f"items table has {len(items_table)} rows for {n_items} items")
-        items_table.to_parquet(tmp / "items.parquet", index=False)
-        _save_history(tmp / "history.npz", dataset, fusion.models[fusion.signals[0]].seen_)
-        vectors = fusion.item_vectors()
-        np.save(tmp / "item_vectors.npy", vectors, allow_pickle=False)
-        FusedIndex.build(vectors, index_config).save(tmp / "index.usearch")
-        manifest = {
-            "format": FORMAT,
-            "version": version,
-            "created_at": created.isoformat(),
-            "dataset": _dataset_facts(dataset),
-            "signals": {
-                s: {
-                    "kind": fusion.models[s].kind,
-                    "dim": fusion.models[s].dim,
-                    "scale": float(fusion.scales[s]),
-                    "config": _jsonable(fusion.models[s].config),
-                    "params": _jsonable(params.get(s, {})),
-                }
-                for s in fusion.signals
-            },
-            "signal_order": list(fusion.signals),
-            "dim": fusion.dim,
-            "n_users": n_users,
-            "n_items": n_items,
-            "weights": weights,
-            "variants": variants.to_dict(),
-            "metrics": _jsonable(metrics),
-            "params": _jsonable({k: v for k, v in params.items() if k not in fusion.signals}),
-            "index": {"file": "index.usearch", "metric": "ip", "dtype": "f32", **asdict(index_config)},
-        }
-        _write_json(tmp / "manifest.json", manifest)
-        _fsync_tree(tmp)
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    if local is not None:
+        tmp = local / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            _write_version(tmp, fusion, dataset, manifest, index_config)
+            _fsync_tree(tmp)
+            os.rename(tmp, local / version)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    else:
+        with tempfile.TemporaryDirectory(prefix=f"hybridrec-{version}-") as staging:
+            _write_version(Path(staging), fusion, dataset, manifest, index_config)
+            _upload(Path(staging), str(version_path(root, version)))
     _point_latest(root, version)
-    return final
+    return version_path(root, version)
+
+
+def _write_version(folder: Path, fusion: Fusion, dataset: Dataset, manifest: dict[str, Any],
+                   index_config: IndexConfig) -> None:
+    """Every file of a version into an empty local ``folder``, manifest.json last."""
+    n_items = dataset.n_items
+    for s in fusion.signals:
+        fusion.models[s].save(folder / "signals" / s)
+    (folder / "vocab").mkdir()
+    dataset.users.save(folder / "vocab" / "users.parquet")
+    dataset.items.save(folder / "vocab" / "items.parquet")
+    items_table = dataset.items_table
+    if len(items_table) != n_items:
+        raise BundleError(f"items table has {len(items_table)} rows for {n_items} items")
+    items_table.to_parquet(folder / "items.parquet", index=False)
+    _save_history(folder / "history.npz", dataset, fusion.models[fusion.signals[0]].seen_)
+    vectors = fusion.item_vectors()
+    np.save(folder / "item_vectors.npy", vectors, allow_pickle=False)
+    FusedIndex.build(vectors, index_config).save(folder / "index.usearch")
+    _write_json(folder / "manifest.json", manifest)
+
+
+def _upload(folder: Path, url: str) -> None:
+    """Copy a staged version folder to ``url``, its manifest.json last.
+
+    Until the manifest lands the version is invisible (list_bundles and load need it); a failed
+    upload removes what it wrote.
+    """
+    fs, dest = _filesystem(url)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p != folder / "manifest.json")
+    try:
+        fs.put([str(p) for p in files], [f"{dest}/{p.relative_to(folder).as_posix()}" for p in files])
+        fs.put_file(str(folder / "manifest.json"), f"{dest}/manifest.json")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fs.rm(dest, recursive=True)
+        raise
 
 
 def _save_history(path: Path, dataset: Dataset, seen: sp.csr_matrix) -> None:
@@ -252,73 +301,136 @@ def _dataset_facts(dataset: Dataset) -> dict[str, Any]:
     }
 
 
-# -- the latest pointer --------------------------------------------------------------------------
-def _point_latest(root: Path, version: str) -> None:
-    """Swap root/latest to ``version`` in one step (a new symlink renamed over the old)."""
-    tmp = root / f".latest-{uuid.uuid4().hex[:8]}"
+# -- roots and the latest pointer ----------------------------------------------------------------
+def version_path(root: str | Path, version: str) -> str | Path:
+    """Where ``version`` lives under ``root``: a Path under a local root, a URL under any other."""
+    local = _local(root)
+    return local / version if local is not None else f"{str(root).rstrip('/')}/{version}"
+
+
+def _filesystem(location: str | Path) -> tuple[AbstractFileSystem, str]:
+    """The fsspec filesystem of a root or version and the path on it (no trailing slash)."""
+    try:
+        fs, path = fsspec.core.url_to_fs(str(location))
+    except (ValueError, ImportError) as exc:  # an unknown protocol, or one whose package is missing
+        raise BundleError(f"cannot open bundle location {str(location)!r}: {exc}") from exc
+    return fs, path.rstrip("/")
+
+
+def _local(location: str | Path) -> Path | None:
+    """The local folder of a root or version (a path or a file:// URL); None on other filesystems."""
+    if isinstance(location, Path):
+        return location
+    fs, path = _filesystem(location)
+    if not isinstance(fs, LocalFileSystem):
+        return None
+    return Path(path) if "://" in location else Path(location)
+
+
+def _exists(location: str | Path, *parts: str) -> bool:
+    """Whether location/parts... exists (local or not)."""
+    if isinstance(location, Path):
+        return location.joinpath(*parts).exists()
+    fs, path = _filesystem(location)
+    return bool(fs.exists("/".join([path, *parts])))
+
+
+def _point_latest(root: str | Path, version: str) -> None:
+    """Point root/latest at ``version`` in one step.
+
+    On a local disk a new symlink is renamed over the old; elsewhere the ``latest`` file is
+    rewritten with one put, which object stores apply whole.
+    """
+    local = _local(root)
+    if local is None:
+        fs, path = _filesystem(root)
+        fs.pipe_file(f"{path}/{LATEST}", f"{version}\n".encode())
+        return
+    tmp = local / f".latest-{uuid.uuid4().hex[:8]}"
     os.symlink(version, tmp)
     try:
-        os.replace(tmp, root / LATEST)
+        os.replace(tmp, local / LATEST)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(root)
+    _fsync_dir(local)
 
 
 def latest_version(root: str | Path) -> str | None:
-    """The version ``latest`` points at, or None when nothing is published."""
-    link = Path(root) / LATEST
-    if not link.is_symlink():
-        return None
-    return os.readlink(link)
+    """The version ``latest`` points at (a symlink or a pointer file), or None when nothing is published."""
+    local = _local(root)
+    if local is not None:
+        link = local / LATEST
+        if link.is_symlink():
+            return os.readlink(link)
+        if not link.is_file():
+            return None
+        text = link.read_text()
+    else:
+        fs, path = _filesystem(root)
+        try:
+            text = fs.cat_file(f"{path}/{LATEST}").decode()
+        except FileNotFoundError:
+            return None
+    version = text.strip()
+    if not _VERSION_RE.match(version) or version == LATEST:
+        raise BundleError(f"{str(root).rstrip('/')}/{LATEST} holds {version[:80]!r}, which is not a bundle version")
+    return version
 
 
 def list_bundles(root: str | Path) -> list[BundleInfo]:
     """Published versions, oldest first (by created_at, then name)."""
-    root = Path(root)
-    if not root.is_dir():
+    fs, path = _filesystem(root)
+    fs.invalidate_cache(path)  # another host may have published since this process last listed
+    try:
+        entries = fs.ls(path, detail=True)
+    except (FileNotFoundError, NotADirectoryError):
         return []
     latest = latest_version(root)
     out = []
-    for p in root.iterdir():
-        if p.name.startswith(".") or p.name == LATEST or not p.is_dir() or not (p / "manifest.json").exists():
+    for entry in entries:
+        name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        if name.startswith(".") or name == LATEST or entry["type"] != "directory":
             continue
         try:
-            m = json.loads((p / "manifest.json").read_text())
+            m = json.loads(fs.cat_file(f"{path}/{name}/manifest.json"))
         except (OSError, json.JSONDecodeError):
             continue
-        out.append(BundleInfo(p.name, str(m.get("created_at", "")), p, p.name == latest, dict(m.get("metrics", {}))))
+        out.append(BundleInfo(name, str(m.get("created_at", "")), version_path(root, name), name == latest,
+                              dict(m.get("metrics", {}))))
     return sorted(out, key=lambda b: (b.created_at, b.version))
 
 
-def rollback(root: str | Path, version: str) -> Path:
+def rollback(root: str | Path, version: str, cache_dir: str | Path | None = None) -> str | Path:
     """Point ``latest`` at an existing (usually older) version, after checking that it loads."""
-    root = Path(root)
     _check_version(version)
-    target = root / version
-    if not (target / "manifest.json").exists():
+    target = version_path(root, version)
+    if not _exists(target, "manifest.json"):
         known = [b.version for b in list_bundles(root)]
         raise BundleError(f"no bundle version {version!r} in {root}; published: {known}")
-    load(target)
+    load(target, cache_dir=cache_dir)
     _point_latest(root, version)
     return target
 
 
 # -- load ----------------------------------------------------------------------------------------
-def load(path: str | Path, mmap: bool = True) -> Bundle:
+def load(path: str | Path, mmap: bool = True, cache_dir: str | Path | None = None) -> Bundle:
     """Load a bundle from a version folder, or from a root (its ``latest``).
 
+    ``path`` may be an fsspec URL: the version is then copied into ``cache_dir`` (default:
+    ``default_cache_dir()``) and loaded from there, since factors and index are memory-mapped.
     Checks that every file is present and that dims and sizes agree with the manifest; anything
     wrong raises BundleError naming it.
     """
-    path = Path(path)
+    local = _local(path)
+    path = local if local is not None else _fetch(str(path), cache_dir)
     if not (path / "manifest.json").exists():
-        if (path / LATEST).exists():
-            path = path / LATEST
-        elif (path / LATEST).is_symlink():
-            raise BundleError(f"{path}/latest points at {os.readlink(path / LATEST)!r}, which does not exist")
-        else:
+        version = latest_version(path)
+        if version is None:
             raise BundleError(f"{path} is neither a bundle version (no manifest.json) nor a bundle root (no latest)")
+        if not (path / version / "manifest.json").exists():
+            raise BundleError(f"{path}/latest points at {version!r}, which is not a bundle version")
+        path = path / version
     path = path.resolve()
     try:
         manifest = json.loads((path / "manifest.json").read_text())
@@ -419,6 +531,82 @@ def load(path: str | Path, mmap: bool = True) -> Bundle:
         seen=seen,
         catalog=ItemCatalog(items_table),
     )
+
+
+def default_cache_dir() -> Path:
+    """Where bundles loaded from a URL are copied: $XDG_CACHE_HOME (else ~/.cache)/hybridrec/bundles."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hybridrec" / "bundles"
+
+
+def _fetch(location: str, cache_dir: str | Path | None) -> Path:
+    """A local copy of the version at ``location`` (a version URL, or a root URL's latest).
+
+    Memory-mapping needs local files, so the version is copied to ``<cache>/<root hash>/<version>``
+    and reused while its manifest is unchanged. (fsspec's own file caches keep single files under
+    hashed names, not a folder that the loaders open by path.) A copy lands by one rename, so
+    processes sharing the cache see all of it or none; only the newest CACHE_KEEP copies of a root
+    are kept.
+    """
+    fs, path = _filesystem(location)
+    try:
+        manifest = fs.cat_file(f"{path}/manifest.json")
+    except FileNotFoundError:
+        version = latest_version(location)
+        if version is None:
+            raise BundleError(
+                f"{location} is neither a bundle version (no manifest.json) nor a bundle root (no latest)"
+            ) from None
+        path = f"{path}/{version}"
+        try:
+            manifest = fs.cat_file(f"{path}/manifest.json")
+        except FileNotFoundError:
+            raise BundleError(f"{location}/latest points at {version!r}, which is not a bundle version") from None
+    parent, _, name = path.rpartition("/")
+    root_key = hashlib.sha256(fs.unstrip_protocol(parent).encode()).hexdigest()[:16]
+    cache = Path(cache_dir or default_cache_dir()) / root_key
+    target = cache / name
+    if _holds(target, manifest):
+        with contextlib.suppress(OSError):
+            os.utime(target)  # a copy in use counts as new when pruning
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cache / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+    try:
+        files = [f for f in fs.find(path) if f.startswith(f"{path}/")]
+        fs.get(files, [str(tmp / f[len(path) + 1:]) for f in files])
+        if not _holds(tmp, manifest):
+            raise BundleError(f"{location} changed while it was copied; try again")
+        if target.exists() and not _holds(target, manifest):  # that version name was published again
+            stale = cache / f".stale-{name}-{uuid.uuid4().hex[:8]}"
+            os.rename(target, stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not _holds(target, manifest):  # another process placed the same copy first: use it
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    copies = sorted((p for p in cache.iterdir() if not p.name.startswith(".") and p != target),
+                    key=_mtime, reverse=True)
+    for old in copies[CACHE_KEEP - 1:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _holds(folder: Path, manifest: bytes) -> bool:
+    """Whether ``folder`` is a complete copy of the version with this manifest."""
+    try:
+        return (folder / "manifest.json").read_bytes() == manifest
+    except OSError:
+        return False
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 # -- helpers -------------------------------------------------------------------------------------

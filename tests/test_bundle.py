@@ -1,4 +1,4 @@
-"""The model bundle: publish/load round trip, atomic publish, list/rollback, load validation.
+"""The model bundle: publish/load round trip, atomic publish, list/rollback, load validation, URL roots.
 
 Also home of the small deterministic signals the hybrid tests share (an SVD stand-in for the
 collaborative signals, a genre/tag one-hot stand-in for content), so that bundle, recommender and
@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -309,3 +311,145 @@ def test_load_without_mmap(tiny_bundle_root: Path):
     b = load(tiny_bundle_root / "v1", mmap=False)
     assert not b.index.mapped and not isinstance(b.index.vectors, np.memmap)
     assert sp.issparse(b.seen) and b.seen.shape == (len(b.users), len(b.items))
+
+
+# -- roots given as fsspec URLs -------------------------------------------------------------------
+@pytest.fixture
+def memory_root():
+    """A fresh bundle root on fsspec's in-process memory filesystem, removed afterwards."""
+    url = f"memory://hybridrec-tests-{uuid.uuid4().hex[:8]}/bundles"
+    yield url
+    fs, path = fsspec.core.url_to_fs(url)
+    if fs.exists(path.rsplit("/", 1)[0]):
+        fs.rm(path.rsplit("/", 1)[0], recursive=True)
+
+
+def _answers(b) -> list:
+    from hybrid.recommender import HybridRecommender
+
+    rec = HybridRecommender(b)
+    out = []
+    for user in ("1", "2", "7", "stranger"):
+        out.append(rec.recommend(user, 8).items)
+        out.append(rec.recommend(user, 5, variant="als_heavy").items)
+    out.append(rec.recommend("3", 5, history_override=rec.history("3").extend(np.array([0, 1]))).items)
+    out.append(rec.similar_items("5", 6))
+    return out
+
+
+def test_memory_root_publish_list_rollback_load(tiny_dataset, tiny_fusion, tiny_bundle_root, memory_root, tmp_path):
+    fs, root_path = fsspec.core.url_to_fs(memory_root)
+    cache = tmp_path / "cache"
+    assert list_bundles(memory_root) == [] and latest_version(memory_root) is None
+
+    assert publish_tiny(memory_root, tiny_dataset, tiny_fusion, version="v1") == f"{memory_root}/v1"
+    assert fs.cat_file(f"{root_path}/latest") == b"v1\n"  # a pointer file: no symlinks on object stores
+    names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(root_path, detail=False))
+    assert names == ["latest", "v1"], "no staging left behind"
+    published = sorted(p[len(f"{root_path}/v1/"):] for p in fs.find(f"{root_path}/v1"))
+    assert published == sorted(p.relative_to(tiny_bundle_root / "v1").as_posix()
+                               for p in (tiny_bundle_root / "v1").rglob("*") if p.is_file())
+
+    # loaded from the URL, the bundle answers exactly as the same bundle published locally
+    remote, local = load(memory_root, cache_dir=cache), load(tiny_bundle_root)
+    assert remote.version == "v1" and remote.path.is_relative_to(cache.resolve()) and remote.path.name == "v1"
+    assert remote.index.mapped and isinstance(remote.index.vectors, np.memmap)
+    assert isinstance(remote.fusion.models["als"].item_factors_, np.memmap)
+    assert _answers(remote) == _answers(local)
+
+    auto = publish_tiny(memory_root, tiny_dataset, tiny_fusion)
+    assert isinstance(auto, str) and latest_version(memory_root) == auto.rsplit("/", 1)[-1]
+    infos = list_bundles(memory_root)
+    assert [b.version for b in infos] == ["v1", auto.rsplit("/", 1)[-1]]
+    assert [b.is_latest for b in infos] == [False, True] and infos[0].path == f"{memory_root}/v1"
+    assert infos[0].metrics == METRICS
+    assert load(memory_root, cache_dir=cache).version == infos[1].version
+
+    assert rollback(memory_root, "v1", cache_dir=cache) == f"{memory_root}/v1"
+    assert latest_version(memory_root) == "v1" and load(memory_root, cache_dir=cache).version == "v1"
+    assert [b.is_latest for b in list_bundles(memory_root)] == [True, False]
+    with pytest.raises(BundleError, match=r"no bundle version 'v9'.*published: \['v1'"):
+        rollback(memory_root, "v9", cache_dir=cache)
+    with pytest.raises(BundleError, match="already exists"):
+        publish_tiny(memory_root, tiny_dataset, tiny_fusion, version="v1")
+
+
+def test_memory_root_failed_or_partial_publish_is_invisible(tiny_dataset, tiny_fusion, memory_root, tmp_path,
+                                                            monkeypatch):
+    fs, root_path = fsspec.core.url_to_fs(memory_root)
+    publish_tiny(memory_root, tiny_dataset, tiny_fusion, version="v1")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    with monkeypatch.context() as m:
+        m.setattr(bundle_mod.FusedIndex, "build", broken)
+        with pytest.raises(RuntimeError, match="disk full"):
+            publish_tiny(memory_root, tiny_dataset, tiny_fusion, version="v2")
+    assert latest_version(memory_root) == "v1" and not fs.exists(f"{root_path}/v2")
+
+    # an upload cut short before its manifest (written last) is no version at all
+    for name in ("index.usearch", "item_vectors.npy"):
+        fs.pipe_file(f"{root_path}/v3/{name}", b"partial")
+    assert [b.version for b in list_bundles(memory_root)] == ["v1"]
+    with pytest.raises(BundleError, match=f"{memory_root}/v3 is neither a bundle version"):
+        load(f"{memory_root}/v3", cache_dir=tmp_path / "cache")
+    assert load(memory_root, cache_dir=tmp_path / "cache").version == "v1"
+
+
+def test_url_cache_reuses_refreshes_and_prunes(tiny_dataset, tiny_fusion, memory_root, tmp_path):
+    fs, root_path = fsspec.core.url_to_fs(memory_root)
+    cache = tmp_path / "cache"
+    publish_tiny(memory_root, tiny_dataset, tiny_fusion, version="v1")
+    first = load(memory_root, cache_dir=cache).path
+    (first / "marker").write_text("kept")
+    assert load(f"{memory_root}/v1", cache_dir=cache).path == first and (first / "marker").exists(), "copy reused"
+
+    # the same version name published again (after deleting the old one) is copied afresh
+    fs.rm(f"{root_path}/v1", recursive=True)
+    fs.rm(f"{root_path}/latest")
+    publish_tiny(memory_root, tiny_dataset, tiny_fusion, version="v1",
+                 variants=Variants(tiny_fusion.signals, TUNED, {"fresh": {"weights": {"als": 1.0}}}))
+    again = load(memory_root, cache_dir=cache)
+    assert again.path == first and "fresh" in again.variants and not (first / "marker").exists()
+
+    for v in ("v2", "v3", "v4"):
+        publish_tiny(memory_root, tiny_dataset, tiny_fusion, version=v)
+        assert load(memory_root, cache_dir=cache).version == v
+    copies = sorted(p.name for p in first.parent.iterdir())
+    assert copies == ["v2", "v3", "v4"][-bundle_mod.CACHE_KEEP:], copies
+
+
+def test_file_url_root_is_a_local_root(tiny_dataset, tiny_fusion, tmp_path):
+    folder = tmp_path / "bundles"
+    url = f"file://{folder}"
+    assert publish_tiny(url, tiny_dataset, tiny_fusion, version="v1") == folder / "v1"
+    assert (folder / "latest").is_symlink(), "a local disk keeps the atomic symlink"
+    publish_tiny(url, tiny_dataset, tiny_fusion, version="v2")
+    assert [(b.version, b.is_latest, b.path) for b in list_bundles(url)] == [
+        ("v1", False, folder / "v1"), ("v2", True, folder / "v2")]
+    b = load(url)
+    assert b.version == "v2" and b.path == (folder / "v2").resolve(), "loaded in place, not copied"
+    assert rollback(url, "v1") == folder / "v1" and latest_version(url) == "v1" and load(url).version == "v1"
+    assert latest_version(folder) == "v1"
+
+
+def test_local_root_reads_a_pointer_file(tiny_bundle_root: Path, tmp_path: Path):
+    """A root copied from an object store (``latest`` a file holding the version) still loads."""
+    root = tmp_path / "synced"
+    shutil.copytree(tiny_bundle_root / "v1", root / "v1")
+    (root / "latest").write_text("v1\n")
+    assert latest_version(root) == "v1" and load(root).version == "v1"
+    assert [(b.version, b.is_latest) for b in list_bundles(root)] == [("v1", True)]
+    (root / "latest").write_text("../../etc\n")
+    with pytest.raises(BundleError, match=r"latest holds '../../etc', which is not a bundle version"):
+        latest_version(root)
+
+
+def test_url_errors_name_the_url(memory_root, tmp_path):
+    for call in (latest_version, list_bundles, load):
+        with pytest.raises(BundleError, match=r"cannot open bundle location 'nope://bundles': Protocol not known"):
+            call("nope://bundles")
+    with pytest.raises(BundleError, match=f"{memory_root} is neither a bundle version .* nor a bundle root"):
+        load(memory_root, cache_dir=tmp_path)
+    assert list_bundles(memory_root) == [] and latest_version(memory_root) is None
