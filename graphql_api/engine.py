@@ -112,13 +112,14 @@ class Engine:
         self._records: dict[int, ItemRecord] = {}
 
     @classmethod
-    def load(cls, path: str | Path) -> Engine:
+    def load(cls, path: str | Path, cache_dir: Path | None = None) -> Engine:
         """Load a bundle version folder, or a root's latest (memory-mapped factors and index).
 
-        Also puts this process's BLAS on one thread (see ``serving_threads``).
+        ``path`` may be an fsspec URL; the bundle is then copied into ``cache_dir`` first (see
+        hybrid.bundle.load). Also puts this process's BLAS on one thread (see ``serving_threads``).
         """
         serving_threads()
-        return cls(bundles.load(path, mmap=True))
+        return cls(bundles.load(path, mmap=True, cache_dir=cache_dir))
 
     # -- facts ------------------------------------------------------------------------------------
     @property

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from pathlib import Path
 
 import anyio.to_thread
 
@@ -20,7 +19,7 @@ from graphql_api.logs import get_logger
 from graphql_api.metrics import Metrics
 from graphql_api.settings import Settings
 from graphql_api.store import Store
-from hybrid.bundle import latest_version
+from hybrid.bundle import latest_version, version_path
 
 log = get_logger("runtime")
 FAILED_RETRY_SECONDS = 30.0
@@ -63,8 +62,14 @@ class Runtime:
 
     async def load_latest(self) -> bool:
         """Load the root's latest bundle if it differs from the one served; True when swapped."""
-        root = Path(self.settings.bundle_root)
-        target = await anyio.to_thread.run_sync(latest_version, root)
+        root = self.settings.bundle_root
+        try:
+            target = await anyio.to_thread.run_sync(latest_version, root)
+        except Exception as err:  # noqa: BLE001 - an unreadable root (network, bad pointer) must not stop the server
+            self.last_reload_error = f"{root}: {err}"
+            log.error("bundle root unreadable; still serving the current bundle",
+                      extra={"bundle_root": str(root), "error": str(err)})
+            return False
         if target is None:
             return False
         current = self._engine
@@ -73,7 +78,7 @@ class Runtime:
         if time.monotonic() < self._failed.get(target, 0.0):
             return False
         try:
-            engine = await anyio.to_thread.run_sync(Engine.load, root / target)
+            engine = await anyio.to_thread.run_sync(Engine.load, version_path(root, target), self.settings.bundle_cache)
         except Exception as err:  # noqa: BLE001 - a bad bundle must not stop the server
             self._failed[target] = time.monotonic() + FAILED_RETRY_SECONDS
             self.last_reload_error = f"{target}: {err}"

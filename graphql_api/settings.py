@@ -9,6 +9,10 @@ Variables (all prefixed ``HYBRIDREC_``):
 name                        meaning                                                 default
 ==========================  ======================================================  =========
 BUNDLE_ROOT                 folder of published bundles (with the ``latest`` one)   required
+                            or an fsspec URL (s3://bucket/bundles, memory://...)
+BUNDLE_CACHE                local folder that bundles from a URL root are copied    ~/.cache/
+                            into, to be memory-mapped ($XDG_CACHE_HOME replaces     hybridrec/
+                            ~/.cache when set)                                      bundles
 EVENTS_DIR                  folder of the durable event log (JSONL, fsync'd)        required
                             without Redis; optional with it
 REDIS_URL                   redis://host:port/db; events, cache, online state and   none
@@ -43,6 +47,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import fsspec
+from fsspec.utils import get_protocol
 from starlette.config import Config, EnvironError
 
 from etl.errors import HybridrecError
@@ -81,8 +87,10 @@ class Limits:
 class Settings:
     """Everything the API reads from its environment."""
 
-    bundle_root: Path
-    """Folder of published model bundles; the server loads its ``latest``."""
+    bundle_root: str | Path
+    """Folder or fsspec URL of published model bundles; the server loads its ``latest``."""
+    bundle_cache: Path | None = None
+    """Local folder for copies of bundles loaded from a URL root (None: hybrid.bundle's default)."""
     events_dir: Path | None = None
     """Durable append-only event log; required when ``redis_url`` is None."""
     redis_url: str | None = None
@@ -119,6 +127,11 @@ class Settings:
     """One JSON log line per request (method, path, status, ms, operation, cached)."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.bundle_root, str):
+            try:
+                fsspec.get_filesystem_class(get_protocol(self.bundle_root))
+            except (ValueError, ImportError) as err:
+                raise SettingsError(f"{PREFIX}BUNDLE_ROOT={self.bundle_root}: {err}") from err
         if self.events_dir is None and self.redis_url is None:
             raise SettingsError(
                 f"{PREFIX}EVENTS_DIR is required when {PREFIX}REDIS_URL is not set: accepted "
@@ -163,8 +176,11 @@ class Settings:
                 raise SettingsError(f"{PREFIX}{name}: {err}") from err
 
         events = get("EVENTS_DIR", str, None)
+        root = str(get("BUNDLE_ROOT", str, ...))
+        cache = get("BUNDLE_CACHE", str, None)
         return cls(
-            bundle_root=Path(str(get("BUNDLE_ROOT", str, ...))),
+            bundle_root=root if "://" in root else Path(root),
+            bundle_cache=Path(str(cache)) if cache else None,
             events_dir=Path(str(events)) if events else None,
             redis_url=str(get("REDIS_URL", str, None) or "") or None,
             redis_prefix=str(get("REDIS_PREFIX", str, "hybridrec")),

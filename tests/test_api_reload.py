@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 
 import anyio.to_thread
+import fsspec
 import pytest
 
 from graphql_api.app import create_app
@@ -92,3 +94,51 @@ async def test_answers_are_cached_per_bundle_version(make_settings, api_root, ti
                 break
             await asyncio.sleep(0.05)
     assert fresh.headers["x-cache"] == "miss"
+
+
+@pytest.fixture(params=["memory", "file"])
+def url_root(request, tmp_path):
+    """A bundle root given as an fsspec URL: the in-process memory filesystem, or a file:// URL."""
+    if request.param == "file":
+        yield f"file://{tmp_path}/url-bundles"
+        return
+    url = f"memory://hybridrec-api-{uuid.uuid4().hex[:8]}/bundles"
+    yield url
+    fs, path = fsspec.core.url_to_fs(url)
+    fs.rm(path.rsplit("/", 1)[0], recursive=True)
+
+
+async def test_a_url_bundle_root_serves_and_hot_reloads(make_settings, url_root, tiny_dataset, tmp_path) -> None:
+    models = tiny_models(tiny_dataset)
+    await anyio.to_thread.run_sync(lambda: publish_bundle(url_root, tiny_dataset, models, version="u1"))
+    cache = tmp_path / "cache"
+    async with running(create_app(make_settings(bundle_root=url_root, bundle_cache=cache, reload_interval=0.1))) as gql:
+        first = await gql.data(Q, {"u": "3"})
+        health = (await gql.http.get("/health")).json()
+        await anyio.to_thread.run_sync(lambda: publish_bundle(
+            url_root, tiny_dataset, models, version="u2", weights={"popularity": 1.0}))
+        for _ in range(100):
+            answer = await gql.data(Q, {"u": "3"})
+            if answer["recommendations"]["modelVersion"] == "u2":
+                break
+            await asyncio.sleep(0.05)
+        model = (await gql.data('{ model { version } }'))["model"]
+        # a damaged pointer is reported and the current bundle goes on serving
+        fs, path = fsspec.core.url_to_fs(url_root)
+        fs.rm(f"{path}/latest")
+        fs.pipe_file(f"{path}/latest", b"../../etc\n")
+        for _ in range(50):
+            damaged = (await gql.http.get("/health")).json()
+            if damaged.get("last_reload_error"):
+                break
+            await asyncio.sleep(0.05)
+        still = await gql.data(Q, {"u": "3"})
+    assert "latest holds '../../etc'" in damaged["last_reload_error"] and damaged["bundle"]["version"] == "u2"
+    assert still["recommendations"]["modelVersion"] == "u2"
+    assert first["recommendations"]["modelVersion"] == "u1" and len(first["recommendations"]["items"]) == 5
+    assert answer["recommendations"]["modelVersion"] == "u2" and model["version"] == "u2"
+    served_from = health["bundle"]["path"]
+    if url_root.startswith("memory://"):  # copied into the cache, memory-mapped from there
+        assert served_from.startswith(str(cache)) and served_from.endswith("/u1")
+    else:  # a file:// root is a local folder: served in place
+        assert served_from == str(tmp_path / "url-bundles" / "u1") and not cache.exists()

@@ -58,3 +58,13 @@ def test_env_file_is_read_after_the_environment(tmp_path: Path) -> None:
     assert s.bundle_root == Path("/from/file") and s.limits.max_depth == 9
     with pytest.raises(SettingsError, match="no such file"):
         Settings.from_env({"HYBRIDREC_ENV_FILE": str(tmp_path / "missing.env")})
+
+
+def test_bundle_root_may_be_a_url(tmp_path: Path) -> None:
+    env = {"HYBRIDREC_BUNDLE_ROOT": "memory://shared/bundles", "HYBRIDREC_EVENTS_DIR": "/tmp/e",
+           "HYBRIDREC_BUNDLE_CACHE": str(tmp_path / "cache")}
+    s = Settings.from_env(env)
+    assert s.bundle_root == "memory://shared/bundles" and s.bundle_cache == tmp_path / "cache"
+    assert Settings.from_env({**env, "HYBRIDREC_BUNDLE_CACHE": ""}).bundle_cache is None
+    with pytest.raises(SettingsError, match="HYBRIDREC_BUNDLE_ROOT=nope://b: Protocol not known"):
+        Settings.from_env({**env, "HYBRIDREC_BUNDLE_ROOT": "nope://b"})
