@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 
 from etl.errors import HybridrecError
 
+BUNDLE_ROOT_HELP = "folder or fsspec URL (e.g. s3://bucket/bundles) of bundle versions, with the `latest` pointer"
+
 
 def _signals(text: str) -> list[str]:
     from models.base import SIGNAL_MODULES
@@ -110,8 +112,9 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     os.environ["HYBRIDREC_BUNDLE_ROOT"] = args.bundle_root
+    beside = "data" if "://" in args.bundle_root else os.path.dirname(args.bundle_root.rstrip("/")) or "."
     events_dir = getattr(args, "events_dir", None) or os.environ.get("HYBRIDREC_EVENTS_DIR") or os.path.join(
-        os.path.dirname(args.bundle_root.rstrip("/")) or ".", "events")
+        beside, "events")  # events stay on a local disk: a URL bundle root puts them under data/
     os.environ["HYBRIDREC_EVENTS_DIR"] = events_dir
     if getattr(args, "redis_url", None):
         os.environ["HYBRIDREC_REDIS_URL"] = args.redis_url
@@ -142,14 +145,12 @@ def _cmd_bundle_list(args: argparse.Namespace) -> str:
 
 
 def _cmd_bundle_show(args: argparse.Namespace) -> str:
-    from pathlib import Path
-
-    from hybrid.bundle import latest_version, load
+    from hybrid.bundle import latest_version, load, version_path
 
     version = args.version or latest_version(args.bundle_root)
     if version is None:
         raise HybridrecError(f"no bundle published under {args.bundle_root}")
-    return json.dumps(load(Path(args.bundle_root) / version, mmap=True).manifest, indent=2, default=str)
+    return json.dumps(load(version_path(args.bundle_root, version), mmap=True).manifest, indent=2, default=str)
 
 
 def _cmd_bundle_rollback(args: argparse.Namespace) -> str:
@@ -245,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(sub, "index", "Index a tuned run's fused item vectors with usearch and publish a bundle version.", _cmd_index)
     p.add_argument("run", help="run folder written by `hybridrec tune`")
-    p.add_argument("--bundle-root", required=True, help="folder of bundle versions (with the `latest` pointer)")
+    p.add_argument("--bundle-root", required=True, help=BUNDLE_ROOT_HELP)
     p.add_argument("--dataset", default=None, help="dataset folder (default: the one the run was tuned on)")
 
     p = command(sub, "evaluate", "Print the evaluation protocol's table for the baselines, each signal and the tuned blend.", _cmd_evaluate)
@@ -256,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(sub, "pipeline", "Ingest (with the API's accepted events), tune, index and publish a bundle.", _cmd_pipeline)
     p.add_argument("--data-root", required=True, help="working folder (raw/, dataset/, runs/)")
-    p.add_argument("--bundle-root", required=True, help="folder of bundle versions")
+    p.add_argument("--bundle-root", required=True, help=BUNDLE_ROOT_HELP)
     p.add_argument("--source", default=None, help="raw data (default: $HYBRIDREC_DATA, else download, else synthetic)")
     p.add_argument("--seed", type=int, default=0)
     events(p)
@@ -267,20 +268,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-new-events", type=int, default=1000, help="new interactions needed to retrain")
     p.add_argument("--tolerance", type=float, default=0.005, help="allowed drop of validation NDCG@10")
     p.add_argument("--data-root", required=True)
-    p.add_argument("--bundle-root", required=True)
+    p.add_argument("--bundle-root", required=True, help=BUNDLE_ROOT_HELP)
     p.add_argument("--source", default=None)
     p.add_argument("--once", action="store_true", help="check once and exit")
     events(p)
     scheduler(p)
 
     p = command(sub, "serve", "Serve the GraphQL API (GraphiQL at /graphql) on the newest bundle.", _cmd_serve)
-    p.add_argument("--bundle-root", default=os.environ.get("HYBRIDREC_BUNDLE_ROOT", "data/bundles"))
+    p.add_argument("--bundle-root", default=os.environ.get("HYBRIDREC_BUNDLE_ROOT", "data/bundles"),
+                   help=f"{BUNDLE_ROOT_HELP} (default: $HYBRIDREC_BUNDLE_ROOT, else data/bundles)")
     events(p)
     serving(p)
 
     p = command(sub, "demo", "Prepare data, train, tune, index and serve, on a LocalCluster whose dashboard stays up.", _cmd_demo)
     p.add_argument("--data-root", default="data")
-    p.add_argument("--bundle-root", default="data/bundles")
+    p.add_argument("--bundle-root", default="data/bundles", help=BUNDLE_ROOT_HELP)
     events(p)
     serving(p)
     scheduler(p)
@@ -291,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
                              ("show", "Print a bundle's manifest.", _cmd_bundle_show),
                              ("rollback", "Point `latest` at an earlier version.", _cmd_bundle_rollback)):
         p = command(bundle_sub, name, help_, run)
-        p.add_argument("--bundle-root", default=os.environ.get("HYBRIDREC_BUNDLE_ROOT", "data/bundles"))
+        p.add_argument("--bundle-root", default=os.environ.get("HYBRIDREC_BUNDLE_ROOT", "data/bundles"),
+                       help=f"{BUNDLE_ROOT_HELP} (default: $HYBRIDREC_BUNDLE_ROOT, else data/bundles)")
         if name != "list":
             p.add_argument("version", nargs=None if name == "rollback" else "?")
 

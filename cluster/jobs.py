@@ -175,7 +175,7 @@ def load_run(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     return Fusion(models, {s: float(summary["scales"][s]) for s in summary["signals"]}), summary
 
 
-def index_job(run_dir: str | Path, bundle_root: str | Path, dataset: str | Path | None = None) -> Path:
+def index_job(run_dir: str | Path, bundle_root: str | Path, dataset: str | Path | None = None) -> str | Path:
     """Build the usearch index over the run's fused item vectors and publish a bundle version."""
     from hybrid.pipeline import publish_bundle
 
@@ -210,7 +210,7 @@ def evaluate_job(dataset: str | Path, *, run_dir: str | Path | None = None, k: i
 def pipeline_job(
     data_root: str | Path, bundle_root: str | Path, *, source: str | Path | None = None, client: Any = None,
     events_dir: str | Path | None = None, redis_url: str | None = None, seed: int = 0,
-) -> Path:
+) -> str | Path:
     """Everything: data (with the API's accepted events) -> ingest -> tune -> index -> publish."""
     root = Path(data_root)
     raw = read_source(source) if source else demo_source(root / "raw", client=client)

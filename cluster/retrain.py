@@ -30,10 +30,10 @@ def parse_duration(text: str) -> float:
 class Decision:
     published: bool
     reason: str
-    bundle: Path | None = None
+    bundle: str | Path | None = None
 
 
-def _live(bundle_root: Path) -> tuple[float | None, float | None]:
+def _live(bundle_root: str | Path) -> tuple[float | None, float | None]:
     """The live bundle's creation time (epoch seconds) and validation NDCG@10 of its blend."""
     from hybrid.bundle import latest_version, load
 
@@ -51,7 +51,7 @@ def retrain_once(
 ) -> Decision:
     from graphql_api.events import read_accepted_events
 
-    bundle_root, root = Path(bundle_root), Path(data_root)
+    root = Path(data_root)
     created, live_ndcg = _live(bundle_root)
     if created is not None and (events_dir or redis_url):
         new = len(read_accepted_events(events_dir, redis_url=redis_url, since=created))

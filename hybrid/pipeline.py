@@ -310,7 +310,8 @@ class PipelineResult:
     pool: dict[str, Any]
     search: dict[str, list[dict[str, Any]]]
     timings: dict[str, float]
-    bundle: Path | None = None
+    bundle: str | Path | None = None
+    """The published version (a Path under a local bundle root, a URL under any other)."""
 
     def table(self, k: int = 10) -> str:
         """Per-signal and hybrid validation / test NDCG@k and test Recall@k as text."""
@@ -399,7 +400,7 @@ def tune(dataset: Dataset | str | Path, config: PipelineConfig | None = None,
 
 
 def publish_bundle(bundle_root: str | Path, fusion: Fusion, dataset: Dataset, weights: Mapping[str, float],
-                   metrics: Mapping[str, Any], params: Mapping[str, Any]) -> Path:
+                   metrics: Mapping[str, Any], params: Mapping[str, Any]) -> str | Path:
     """Publish the serving bundle (hybrid.bundle.publish) with the tuned weights as variant 'tuned'."""
     from hybrid.bundle import publish
     from hybrid.fusion import check_weights
@@ -420,8 +421,8 @@ def run_pipeline(
 ) -> PipelineResult:
     """Tune on validation, refit on 'train', evaluate on test (`hybridrec train`).
 
-    ``bundle_root``: publish the final fusion there as a new bundle version; ``plot``: write the
-    GA's convergence PNG there.
+    ``bundle_root`` (a folder or an fsspec URL): publish the final fusion there as a new bundle
+    version; ``plot``: write the GA's convergence PNG there.
     """
     config = config or PipelineConfig()
     options = _options(options)

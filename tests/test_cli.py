@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
+import fsspec
 import pytest
 
 from cluster.cli import build_parser, main
+from tests.test_bundle import make_fusion, publish_tiny
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,3 +66,29 @@ def test_ingest_csv_with_mapping_then_evaluate(tmp_path: Path, capsys: pytest.Ca
     assert main(["evaluate", str(tmp_path / "ds")]) == 0
     table = capsys.readouterr().out
     assert "popularity" in table and "ndcg@10" in table
+
+
+def test_bundle_commands_on_a_url_root(tiny_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # where `bundle show` copies a URL bundle
+    root = f"memory://hybridrec-cli-{uuid.uuid4().hex[:8]}/bundles"
+    fusion = make_fusion(tiny_dataset)
+    try:
+        for version in ("v1", "v2"):
+            publish_tiny(root, tiny_dataset, fusion, version=version)
+        assert main(["bundle", "list", "--bundle-root", root]) == 0
+        rows = capsys.readouterr().out.splitlines()[1:]
+        assert [(r.split()[0], r.rstrip().endswith("*")) for r in rows] == [("v1", False), ("v2", True)]
+        assert main(["bundle", "rollback", "--bundle-root", root, "v1"]) == 0
+        assert capsys.readouterr().out.strip() == "latest -> v1"
+        assert main(["bundle", "show", "--bundle-root", root]) == 0
+        assert json.loads(capsys.readouterr().out)["version"] == "v1"
+        assert (tmp_path / "cache" / "hybridrec" / "bundles").is_dir()
+    finally:
+        fs, path = fsspec.core.url_to_fs(root)
+        fs.rm(path.rsplit("/", 1)[0], recursive=True)
+
+    assert main(["bundle", "show", "--bundle-root", root]) == 2
+    assert capsys.readouterr().err.strip() == f"hybridrec bundle: error: no bundle published under {root}"
+    assert main(["bundle", "list", "--bundle-root", "nope://bundles"]) == 2
+    assert "'nope://bundles': Protocol not known" in capsys.readouterr().err
