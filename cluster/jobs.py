@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import dask.dataframe as dd
-import pandas as pd
 
 from etl.dataset import Dataset
 from etl.errors import DataError, DownloadError
