@@ -1,9 +1,9 @@
 """The GraphQL schema (code first): ``graphql_api.schema:schema``.
 
 ``build_schema(limits)`` gives a schema with the document limits of a deployment (tokens, depth,
-aliases, introspection), each distinct document parsed and validated once per process; ``schema``
-is the one with default limits (what ``strawberry export-schema graphql_api.schema:schema`` prints;
-limits do not change the SDL).
+aliases, introspection), each distinct document parsed and validated once per process and
+executed by ``graphql_api.execution.PlainFieldExecutor``; ``schema`` is the one with default limits
+(what ``strawberry export-schema graphql_api.schema:schema`` prints; limits do not change the SDL).
 
 Errors: an ``ApiError`` (bad input, forbidden, ...) and GraphQL's own parse/validation errors reach
 the client with their message; any other exception is masked as "Unexpected error." (MaskErrors)
@@ -30,6 +30,7 @@ from strawberry.extensions import (
 from strawberry.types import ExecutionContext
 
 from graphql_api.errors import ApiError
+from graphql_api.execution import PlainFieldExecutor
 from graphql_api.logs import get_logger
 from graphql_api.resolvers.mutation import Mutation
 from graphql_api.resolvers.query import Query
@@ -162,7 +163,8 @@ def build_schema(limits: Limits | None = None) -> HybridSchema:
         _document_cache(limits),
         OperationTracker,
     ]
-    return HybridSchema(query=Query, mutation=Mutation, extensions=extensions)
+    return HybridSchema(query=Query, mutation=Mutation, extensions=extensions,
+                        execution_context_class=PlainFieldExecutor)
 
 
 schema = build_schema()

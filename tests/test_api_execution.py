@@ -1,0 +1,106 @@
+"""graphql_api.execution: plain leaf fields take the short path and answer exactly as graphql-core would."""
+
+from __future__ import annotations
+
+import asyncio
+from enum import Enum
+from typing import Any, NewType
+
+import pytest
+import strawberry
+from strawberry.extensions import SchemaExtension
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from graphql_api import execution
+from graphql_api.execution import PlainFieldExecutor
+from graphql_api.schema import schema as api_schema
+
+
+@strawberry.enum
+class Colour(Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+Raw = strawberry.scalar(NewType("Raw", object), serialize=lambda v: None if v == "blank" else f"<{v}>",
+                        parse_value=lambda v: v)
+
+
+async def later() -> str:
+    return "awaited"
+
+
+@strawberry.type
+class Leaf:
+    name: str
+    size: int
+    ratio: float | None
+    colour: Colour
+    tags: list[str]
+    maybe: list[str | None] | None
+    key: strawberry.ID
+    raw: Raw
+
+    @strawberry.field
+    def shout(self) -> str:
+        return self.name.upper()
+
+
+def leaves() -> list[Leaf]:
+    def leaf(**odd: Any) -> Leaf:
+        fields = {"name": "a", "size": 1, "ratio": None, "colour": Colour.RED, "tags": ["x", "y"],
+                  "maybe": [None, "z"], "key": strawberry.ID("7"), "raw": "r"}
+        return Leaf(**{**fields, **odd})
+
+    # one good leaf, then one per way a plain value can be wrong (each nulls its leaf with an error)
+    return [leaf(), leaf(name=None), leaf(tags=["ok", None]), leaf(size="many"), leaf(colour="green"),
+            leaf(tags="xy"), leaf(ratio=float("nan")), leaf(raw="blank"), leaf(raw=later())]
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def leaves(self) -> list[Leaf | None]:
+        return leaves()  # type: ignore[return-value]
+
+
+class Upper(SchemaExtension):
+    """Resolver middleware: the short path must step aside for it."""
+
+    def resolve(self, _next: Any, root: Any, info: Any, *args: Any, **kwargs: Any) -> Any:
+        value = _next(root, info, *args, **kwargs)
+        return value.upper() if isinstance(value, str) else value
+
+
+QUERY = "{ leaves { name size ratio colour tags maybe key raw shout } }"
+
+
+def answer(executor: type | None, extensions: list[Any] = ()) -> dict[str, Any]:
+    schema = strawberry.Schema(query=Query, extensions=list(extensions),
+                               **({"execution_context_class": executor} if executor else {}))
+    result = asyncio.run(schema.execute(QUERY))
+    errors = sorted((e.message, tuple(e.path or ())) for e in result.errors or [])
+    return {"data": result.data, "errors": errors}
+
+
+def test_answers_and_errors_are_graphql_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    short = []
+    real = execution._complete
+    monkeypatch.setattr(execution, "_complete", lambda plan, value: short.append(plan.attr) or real(plan, value))
+    mine = answer(PlainFieldExecutor)
+    assert mine == answer(StrawberryGraphQLCoreExecutionContext)
+    assert mine["data"]["leaves"][0] == {"name": "a", "size": 1, "ratio": None, "colour": "RED", "tags": ["x", "y"],
+                                         "maybe": [None, "z"], "key": "7", "raw": "<r>", "shout": "A"}
+    assert sorted(path[1] for _, path in mine["errors"]) == [1, 2, 3, 4, 5, 6, 7], mine["errors"]
+    assert mine["data"]["leaves"][8]["raw"] == "<awaited>", "an awaitable is awaited, then coerced"
+    # the good leaf's plain fields went the short way; the resolver field did not
+    assert {"name", "size", "ratio", "colour", "tags", "maybe", "key"} <= set(short) and "shout" not in short
+
+
+def test_resolver_middleware_is_honoured() -> None:
+    assert answer(PlainFieldExecutor, [Upper]) == answer(StrawberryGraphQLCoreExecutionContext, [Upper])
+    assert answer(PlainFieldExecutor, [Upper])["data"]["leaves"][0]["name"] == "A"
+
+
+def test_api_schema_uses_it() -> None:
+    assert api_schema.execution_context_class is PlainFieldExecutor
