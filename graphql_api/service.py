@@ -19,7 +19,7 @@ from graphql_api.engine import MAX_FIRST, Engine, OnlineHistory, check_first
 from graphql_api.errors import BadInput
 from graphql_api.events import Event
 from graphql_api.store import DeletionReport
-from hybrid.explain import Explanation, explain_pair
+from hybrid.explain import Explanation, explain_items
 from hybrid.index import ItemFilter
 from hybrid.recommender import Recommendations, SimilarItem
 
@@ -63,18 +63,27 @@ class RecommendationRun:
         return state, query
 
     def explain(self, item_row: int) -> Explanation:
-        """The explanation of one recommended item (computed when a client selects it)."""
+        """The explanation of one recommended item (computed when a client selects it).
+
+        A selection applies to every item of the list, so the first call explains them all at once
+        (hybrid.explain.explain_items shares the per-user work); a row outside the list is
+        explained alone.
+        """
         if item_row not in self.explanations:
+            rows = [i.item_row for i in self.result.items if i.item_row not in self.explanations]
+            if item_row not in rows:
+                rows = [item_row]
             state, query = self._query
-            self.explanations[item_row] = explain_pair(
+            found = explain_items(
                 self.engine.bundle,
                 user_id=state.user_id,
                 user_row=state.user_row,
                 history=state.history.items,
                 query=query,
-                item_row=item_row,
+                item_rows=rows,
                 max_neighbours=self.neighbours,
             )
+            self.explanations.update(zip(rows, found, strict=True))
         return self.explanations[item_row]
 
 

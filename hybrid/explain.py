@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import threading
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,8 @@ from hybrid.index import as_list
 if TYPE_CHECKING:
     from hybrid.bundle import Bundle
 
-__all__ = ["Driver", "PathStep", "Explanation", "explain_pair", "SIGNAL_LABELS", "ItemText", "item_text"]
+__all__ = ["Driver", "PathStep", "Explanation", "explain_pair", "explain_items", "SIGNAL_LABELS", "ItemText",
+           "item_text"]
 
 SIGNAL_LABELS: dict[str, str] = {
     "als": "collaborative",
@@ -117,12 +119,14 @@ class _Labels:
         picked = self.indices[offsets + np.arange(int(lengths.sum()))]
         return np.bincount(picked, minlength=self.n_labels)
 
-    def shared(self, item_row: int, rows: np.ndarray) -> list[str]:
-        """The item's labels that some of ``rows`` carry, most frequent first (then the item's order)."""
+    def shared(self, item_row: int, rows: np.ndarray, counts: np.ndarray | None = None) -> list[str]:
+        """The item's labels that some of ``rows`` carry, most frequent first (then the item's order);
+        ``counts``: ``self.counts(rows)`` when the caller has it."""
         own = self.own[item_row]
         if not own or len(rows) == 0:
             return []
-        counts = self.counts(rows)
+        if counts is None:
+            counts = self.counts(rows)
         shared = [(k, g) for k, g in own if counts[k] > 0]
         shared.sort(key=lambda kg: -counts[kg[0]])
         return [g for _, g in shared]
@@ -192,58 +196,123 @@ def explain_pair(
     trained ones, or the override the request used), ``user_row`` the user's row in the training
     graph (None for a user unknown to the bundle).
     """
+    return explain_items(bundle, user_id=user_id, user_row=user_row, history=history, query=query,
+                         item_rows=[item_row], max_drivers=max_drivers, max_neighbours=max_neighbours)[0]
+
+
+def explain_items(
+    bundle: Bundle,
+    *,
+    user_id: str,
+    user_row: int | None,
+    history: np.ndarray,
+    query: np.ndarray,
+    item_rows: Sequence[int] | np.ndarray,
+    max_drivers: int = 3,
+    max_neighbours: int = 50,
+) -> list[Explanation]:
+    """``explain_pair`` of each of ``item_rows``, in order, for one user and query.
+
+    A recommendation list is explained item by item with the same history and query: what depends
+    only on those (the sorted history, its item factors and their norms, the labels it carries,
+    the contributions as one product) is done once here instead of once per item.
+    """
     history = np.unique(np.asarray(history, dtype=np.int64))
+    rows = np.asarray(item_rows, dtype=np.int64).ravel()
+    if len(rows) == 0:
+        return []
     text = item_text(bundle)
-    vec = np.asarray(bundle.index.vectors[item_row], dtype=np.float32)[None, :]
-    contrib = {s: float(v[0]) for s, v in bundle.fusion.contributions(np.asarray(query, np.float32), vec).items()}
-    score = float(sum(contrib.values()))
-    positive = {s: max(v, 0.0) for s, v in contrib.items()}
-    total = sum(positive.values())
-    shares = {s: (v / total if total > 0 else 0.0) for s, v in positive.items()}
-    main = max(contrib, key=lambda s: contrib[s]) if total > 0 else None
+    vecs = np.asarray(bundle.index.vectors[rows], dtype=np.float32)
+    parts = bundle.fusion.contributions(np.asarray(query, np.float32), vecs)
+    evidence = _HistoryEvidence(bundle, text, history)
+    out = []
+    for k, item_row in enumerate(rows.tolist()):
+        contrib = {s: float(v[k]) for s, v in parts.items()}
+        score = float(sum(contrib.values()))
+        positive = {s: max(v, 0.0) for s, v in contrib.items()}
+        total = sum(positive.values())
+        shares = {s: (v / total if total > 0 else 0.0) for s, v in positive.items()}
+        main = max(contrib, key=lambda s: contrib[s]) if total > 0 else None
 
-    driver_signal = main if main in _DRIVER_SIGNALS else next((s for s in _DRIVER_SIGNALS if s in bundle.signals), None)
-    drivers = _drivers(bundle, text, driver_signal, history, item_row, max_drivers) if driver_signal else []
-    others = history[history != item_row]
-    genres = text.genres.shared(item_row, others) if text.genres is not None else []
-    tags = text.tags.shared(item_row, others) if text.tags is not None else []
-    path = _graph_path(bundle, text, user_id, user_row, history, item_row, drivers, max_neighbours)
-
-    title = str(text.titles[item_row])
-    expl = Explanation(
-        user_id=str(user_id),
-        item_id=str(bundle.items.ids[item_row]),
-        title=title,
-        score=score,
-        contributions=contrib,
-        shares=shares,
-        main_signal=main,
-        drivers=drivers,
-        driver_signal=driver_signal,
-        shared_genres=genres,
-        shared_tags=tags,
-        graph_path=path,
-    )
-    return _with_sentence(expl, text, item_row)
+        driver_signal = main if main in _DRIVER_SIGNALS else next(
+            (s for s in _DRIVER_SIGNALS if s in bundle.signals), None)
+        drivers = evidence.drivers(driver_signal, item_row, max_drivers) if driver_signal else []
+        genres, tags = evidence.shared_labels(item_row)
+        path = _graph_path(bundle, text, user_id, user_row, history, item_row, drivers, max_neighbours)
+        expl = Explanation(
+            user_id=str(user_id),
+            item_id=str(bundle.items.ids[item_row]),
+            title=str(text.titles[item_row]),
+            score=score,
+            contributions=contrib,
+            shares=shares,
+            main_signal=main,
+            drivers=drivers,
+            driver_signal=driver_signal,
+            shared_genres=genres,
+            shared_tags=tags,
+            graph_path=path,
+        )
+        out.append(_with_sentence(expl, text, item_row))
+    return out
 
 
 # -- evidence ------------------------------------------------------------------------------------
-def _drivers(bundle: Bundle, text: ItemText, signal: str, history: np.ndarray, item_row: int, k: int) -> list[Driver]:
-    history = history[history != item_row]
-    if len(history) == 0:
-        return []
-    factors = np.asarray(bundle.fusion.models[signal].item_factors_)
-    hist = np.asarray(factors[history], dtype=np.float32)
-    target = np.asarray(factors[item_row], dtype=np.float32)
-    sims = hist @ target
-    # only items that point at the target at all (cosine above rounding noise)
-    floor = 1e-6 * float(np.linalg.norm(target)) * float(np.linalg.norm(hist, axis=1).max(initial=0.0))
-    order = np.lexsort((history, -sims))
-    return [
-        Driver(str(bundle.items.ids[history[j]]), str(text.titles[history[j]]), float(sims[j]))
-        for j in order[:k]
-        if sims[j] > floor
-    ]
+class _HistoryEvidence:
+    """What the explanations of one user's items share: the history's item factors and their
+    norms per driver signal, and the labels the whole history carries."""
+
+    def __init__(self, bundle: Bundle, text: ItemText, history: np.ndarray) -> None:
+        self.bundle = bundle
+        self.text = text
+        self.history = history
+        """Sorted and unique."""
+        self._factors: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._counts: dict[str, np.ndarray] = {}
+
+    def drivers(self, signal: str, item_row: int, k: int) -> list[Driver]:
+        """History items (the item itself left out) by <i_j, i_item> on ``signal``'s item factors."""
+        history = self.history
+        cached = self._factors.get(signal)
+        if cached is None:
+            factors = np.asarray(self.bundle.fusion.models[signal].item_factors_)
+            hist = np.asarray(factors[history], dtype=np.float32)
+            norms = np.linalg.norm(hist, axis=1) if len(history) else np.zeros(0, np.float32)
+            cached = self._factors[signal] = (factors, hist, norms)
+        factors, hist, norms = cached
+        if _holds(history, item_row):
+            keep = history != item_row
+            history, hist, norms = history[keep], hist[keep], norms[keep]
+        if len(history) == 0:
+            return []
+        target = np.asarray(factors[item_row], dtype=np.float32)
+        sims = hist @ target
+        # only items that point at the target at all (cosine above rounding noise)
+        floor = 1e-6 * float(np.linalg.norm(target)) * float(norms.max(initial=0.0))
+        order = np.lexsort((history, -sims))
+        ids, titles = self.bundle.items.ids, self.text.titles
+        return [
+            Driver(str(ids[history[j]]), str(titles[history[j]]), float(sims[j]))
+            for j in order[:k]
+            if sims[j] > floor
+        ]
+
+    def shared_labels(self, item_row: int) -> tuple[list[str], list[str]]:
+        """The item's genres and tags that the rest of the history carries, most frequent first."""
+        inside = _holds(self.history, item_row)
+        others = self.history[self.history != item_row] if inside else self.history
+        out = []
+        for name, labels in (("genres", self.text.genres), ("tags", self.text.tags)):
+            if labels is None:
+                out.append([])
+            elif inside:
+                out.append(labels.shared(item_row, others))
+            else:  # the whole history: its label counts serve every item outside it
+                counts = self._counts.get(name)
+                if counts is None and len(others):
+                    counts = self._counts[name] = labels.counts(others)
+                out.append(labels.shared(item_row, others, counts))
+        return out[0], out[1]
 
 
 def _graph_path(

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from hybrid.bundle import Bundle
-from hybrid.explain import Explanation, explain_pair, item_text
+from hybrid.explain import Explanation, explain_items, item_text
 from hybrid.index import ItemFilter
 from hybrid.variants import Variant
 
@@ -251,11 +251,11 @@ class HybridRecommender:
         vectors = np.asarray(self.bundle.index.vectors[rows], dtype=np.float32)
         parts = {s: v.tolist() for s, v in self.fusion.contributions(query, vectors).items()} if len(rows) else {}
         ids, titles = self.bundle.items.ids, item_text(self.bundle).titles
+        expls = self._explain(state, query, rows) if explain else [None] * len(rows)
         items = []
         for k, (row, score) in enumerate(zip(rows.tolist(), scores.tolist(), strict=True)):
             contrib = {s: float(parts[s][k]) for s in self.fusion.signals}
-            expl = self._explain(state, query, row) if explain else None
-            items.append(RecommendedItem(str(ids[row]), row, k + 1, float(score), contrib, str(titles[row]), expl))
+            items.append(RecommendedItem(str(ids[row]), row, k + 1, float(score), contrib, str(titles[row]), expls[k]))
         return Recommendations(
             user_id=state.user_id,
             items=items,
@@ -283,16 +283,16 @@ class HybridRecommender:
         row = self.bundle.items.row(item_id)
         state = self.user_state(user_id, history_override)
         _, used, query, _ = self.blend(state, variant, weights)
-        return self._explain(state, query, row)
+        return self._explain(state, query, [row])[0]
 
-    def _explain(self, state: UserState, query: np.ndarray, item_row: int) -> Explanation:
-        return explain_pair(
+    def _explain(self, state: UserState, query: np.ndarray, item_rows: Any) -> list[Explanation]:
+        return explain_items(
             self.bundle,
             user_id=state.user_id,
             user_row=state.user_row,
             history=state.history.items,
             query=query,
-            item_row=item_row,
+            item_rows=item_rows,
         )
 
     # -- similar items ----------------------------------------------------------------------------

@@ -84,13 +84,13 @@ async def test_explanation_is_computed_only_when_selected(make_settings, monkeyp
     import graphql_api.service as service
 
     calls = []
-    real = service.explain_pair
+    real = service.explain_items
 
     def counting(*args, **kwargs):
-        calls.append(kwargs["item_row"])
+        calls.append(list(kwargs["item_rows"]))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(service, "explain_pair", counting)
+    monkeypatch.setattr(service, "explain_items", counting)
     plain = 'query { recommendations(userId: "3", first: 4) { items { score } } }'
     explained = 'query { recommendations(userId: "3", first: 4) { items { score explanation { score sentence ' \
                 'contributions { signal value } shares { signal value } mainSignal drivers { similarity item { id } } ' \
@@ -99,7 +99,7 @@ async def test_explanation_is_computed_only_when_selected(make_settings, monkeyp
         await gql.data(plain)
         assert calls == []
         items = (await gql.data(explained))["recommendations"]["items"]
-    assert len(calls) == 4
+    assert len(calls) == 1 and len(calls[0]) == 4, "the list's items are explained in one batch"
     for it in items:
         e = it["explanation"]
         assert math.isclose(e["score"], it["score"], rel_tol=1e-4, abs_tol=1e-5)

@@ -192,3 +192,48 @@ def test_graph_path_matches_networkx_shortest_path(bundle: Bundle, rec: HybridRe
     assert checked > 50 and checked - direct > 50, "the cases cover 3-hop paths"
     if max_neighbours > 1:
         assert direct > 0, "and direct ones (the item is among the user's first items)"
+
+
+def test_explain_items_is_explain_pair_per_item(bundle: Bundle, rec: HybridRecommender):
+    """The batch shares per-user work only: every item, in the history or not, gets explain_pair's answer."""
+    from hybrid.explain import explain_items, explain_pair
+
+    cases = [(u, bundle.users.row(u), history_of(bundle, u)) for u in bundle.users.ids[:6]]
+    cases += [("visitor", None, np.array([12, 0, 6, 0])), ("brand-new", None, np.zeros(0, np.int64))]
+    # a history holding an item whose first genre no other item of it has: that genre is not shared
+    lone = next(r for r in range(len(bundle.items)) if genres_of(bundle, r))
+    genre = genres_of(bundle, lone)[0]
+    rest = [r for r in range(len(bundle.items)) if genre not in genres_of(bundle, r)][:5]
+    cases.append(("crafted", None, np.array([lone, *rest])))
+    in_history = 0
+    for user_id, user_row, history in cases:
+        state = rec.user_state(user_id, None if user_row is not None else History(history))
+        query = rec.blend(state)[2]
+        rows = np.random.default_rng(len(history)).permutation(len(bundle.items))
+        batch = explain_items(bundle, user_id=user_id, user_row=user_row, history=history, query=query,
+                              item_rows=rows, max_neighbours=5)
+        assert len(batch) == len(rows)
+        for row, got in zip(rows.tolist(), batch, strict=True):
+            want = explain_pair(bundle, user_id=user_id, user_row=user_row, history=history, query=query,
+                                item_row=row, max_neighbours=5)
+            assert got.contributions == pytest.approx(want.contributions, rel=1e-5, abs=1e-6)
+            assert got.score == pytest.approx(want.score, rel=1e-5, abs=1e-6)
+            assert (got.main_signal, got.drivers, got.shared_genres, got.shared_tags, got.graph_path, got.sentence) \
+                == (want.main_signal, want.drivers, want.shared_genres, want.shared_tags, want.graph_path,
+                    want.sentence), (user_id, row)
+            in_history += row in history
+            # and the evidence is the item's own: drivers and shared genres from the rest of the history
+            others = np.setdiff1d(history, [row])
+            freq = Counter(g for h in others for g in set(genres_of(bundle, h)))
+            assert sorted(got.shared_genres) == sorted({g for g in genres_of(bundle, row) if freq[g]})
+            assert [freq[g] for g in got.shared_genres] == sorted((freq[g] for g in got.shared_genres), reverse=True)
+            if got.driver_signal is not None and len(others):
+                factors = np.asarray(bundle.fusion.models[got.driver_signal].item_factors_, dtype=np.float32)
+                sims = factors[others] @ factors[row]
+                floor = 1e-6 * np.linalg.norm(factors[row]) * np.linalg.norm(factors[others], axis=1).max()
+                top = others[np.lexsort((others, -sims))][: min(3, int((sims > floor).sum()))]
+                assert [bundle.items.row(d.item_id) for d in got.drivers] == top.tolist(), (user_id, row)
+    assert genre not in batch[rows.tolist().index(lone)].shared_genres  # batch: the last case's
+    assert in_history > 10, "items of the history are explained too (left out of their own evidence)"
+    assert explain_items(bundle, user_id="1", user_row=0, history=history_of(bundle, "1"), query=query,
+                         item_rows=[]) == []
