@@ -154,7 +154,7 @@ def test_als_section_carries_the_json(more_results: Path) -> None:
     assert ("| dataset | train interactions | our NDCG@10 | implicit NDCG@10 | quality ratio | our Recall@10 "
             "| implicit Recall@10 | our s | implicit s | time ratio |") in als
     assert (f"| synthetic-{ALS_SIZE} | {r['train_nnz']:,} | {ours['ndcg']:.4f} | {imp['ndcg']:.4f} "
-            f"| {r['quality_ratio']:.2f} | {ours['recall']:.4f} | {imp['recall']:.4f} |") in als
+            f"| {r['quality_ratio']:.5f} | {ours['recall']:.4f} | {imp['recall']:.4f} |") in als
     assert f"| {r['time_ratio']:.2f} |" in als
     assert "no run at 25M with 2 workers yet" in als
 
@@ -168,7 +168,8 @@ def test_als_target_verdict_at_25m(more_results: Path, tmp_path: Path) -> None:
     (tmp_path / "als_vs_implicit" / "synthetic-25000000.json").write_text(json.dumps(r))
     run("report.py", "--results", str(tmp_path))
     als = section((tmp_path / "report.md").read_text(), "## ALS")
-    assert "**not met** on synthetic-25000000 (quality ratio 1.02, time ratio 2.00" in als
+    assert "**not met** on synthetic-25000000 (quality ratio 1.02000, time ratio 2.00" in als
+    assert "missed on time:" in als and "ratio 2.00 > 1.5" in als and "missed on quality" not in als
 
 
 def test_tuner_section_has_every_budget_and_the_plot(more_results: Path) -> None:
