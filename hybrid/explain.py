@@ -238,7 +238,8 @@ def explain_items(
             (s for s in _DRIVER_SIGNALS if s in bundle.signals), None)
         drivers = evidence.drivers(driver_signal, item_row, max_drivers) if driver_signal else []
         genres, tags = evidence.shared_labels(item_row)
-        path = _graph_path(bundle, text, user_id, user_row, history, item_row, drivers, max_neighbours)
+        path = _graph_path(bundle, text, user_id, user_row, history, item_row, drivers, max_neighbours,
+                           evidence.members)
         expl = Explanation(
             user_id=str(user_id),
             item_id=str(bundle.items.ids[item_row]),
@@ -267,6 +268,7 @@ class _HistoryEvidence:
         self.text = text
         self.history = history
         """Sorted and unique."""
+        self.members = set(history.tolist())
         self._factors: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._counts: dict[str, np.ndarray] = {}
 
@@ -280,7 +282,7 @@ class _HistoryEvidence:
             norms = np.linalg.norm(hist, axis=1) if len(history) else np.zeros(0, np.float32)
             cached = self._factors[signal] = (factors, hist, norms)
         factors, hist, norms = cached
-        if _holds(history, item_row):
+        if item_row in self.members:
             keep = history != item_row
             history, hist, norms = history[keep], hist[keep], norms[keep]
         if len(history) == 0:
@@ -299,7 +301,7 @@ class _HistoryEvidence:
 
     def shared_labels(self, item_row: int) -> tuple[list[str], list[str]]:
         """The item's genres and tags that the rest of the history carries, most frequent first."""
-        inside = _holds(self.history, item_row)
+        inside = item_row in self.members
         others = self.history[self.history != item_row] if inside else self.history
         out = []
         for name, labels in (("genres", self.text.genres), ("tags", self.text.tags)):
@@ -324,6 +326,7 @@ def _graph_path(
     item_row: int,
     drivers: list[Driver],
     max_neighbours: int,
+    members: set[int] | None = None,
 ) -> list[PathStep] | None:
     """Shortest path user -> seen item -> co-user -> target over the user's 2-hop neighbourhood.
 
@@ -331,13 +334,15 @@ def _graph_path(
     (then by row), and for each the users who saw both it and the target. Edges weigh 1, the
     user's edges 1 + 1e-3 * rank, so the shortest path is the direct one when the target is
     among those items, else the one through the best-ranked item that shares a viewer with the
-    target, through the lowest-row such viewer. None when no such path exists.
+    target, through the lowest-row such viewer. None when no such path exists. ``members``: the
+    rows of ``history`` as a set, when the caller has one.
     """
     if len(history) == 0:
         return None
     by_item = bundle.seen_by_item
     # history is sorted and unique: its drivers first (in driver order), then the rest by row
-    lead = [r for r in (bundle.items.row(d.item_id) for d in drivers) if _holds(history, r)][:max_neighbours]
+    rows = [bundle.items.row(d.item_id) for d in drivers]
+    lead = [r for r in rows if (r in members if members is not None else _holds(history, r))][:max_neighbours]
     rest = [h for h in history[: max_neighbours + len(lead)].tolist() if h not in lead]
     ranked = lead + rest[: max_neighbours - len(lead)]
     you = PathStep("user", str(user_id), "you")
@@ -367,9 +372,12 @@ def _holds(sorted_rows: np.ndarray, row: int) -> bool:
 
 
 # -- words ---------------------------------------------------------------------------------------
+_YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
+
+
 def _short(title: str) -> str:
     """'Toy Story (1995)' -> 'Toy Story'."""
-    return re.sub(r"\s*\(\d{4}\)\s*$", "", title) or title
+    return _YEAR.sub("", title) or title
 
 
 def _join(names: list[str]) -> str:
