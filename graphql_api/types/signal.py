@@ -19,8 +19,12 @@ class Signal(Enum):
 
     @classmethod
     def from_domain(cls, name: str) -> Signal:
-        """The enum member of a bundle signal name ('als', 'content', 'lightgcn', 'popularity')."""
-        return cls(name)
+        """The enum member of a bundle signal name ('als', 'content', 'lightgcn', 'popularity');
+        ValueError for any other name."""
+        member = _BY_NAME.get(name)
+        return member if member is not None else cls(name)
 
 
+_BY_NAME = {m.value: m for m in Signal}
+"""Bundle signal name -> member (a dict lookup; calling the enum costs several times more)."""
 assert {m.value: m.name for m in Signal} == SIGNAL_NAMES
