@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 from cross_web import HTTPException
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -86,6 +87,11 @@ class GraphQLView(GraphQL):
         )
         request.scope["state"]["ctx"] = ctx
         return ctx
+
+    def encode_json(self, data: object) -> bytes:
+        """An answer as compact UTF-8 JSON (orjson: a tenth of json.dumps's time on an answer with
+        explanations)."""
+        return orjson.dumps(data)
 
     def decode_json(self, data: str | bytes) -> object:
         """A request body as JSON: a 400 naming the problem when it is not UTF-8 or not an object."""
