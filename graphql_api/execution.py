@@ -84,6 +84,11 @@ class _Fallback(Exception):
 class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
     """Strawberry's executor, with plain leaf fields read and coerced directly (see the module doc)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        plans = _PLANS.get(self.schema)
+        self._plain = plans if plans is not None else _PLANS.setdefault(self.schema, {})
+
     def execute_field(
         self,
         parent_type: GraphQLObjectType,
@@ -95,9 +100,7 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
         node = field_details_list[0].node
         manager = self.middleware_manager
         if not node.arguments and (manager is None or not manager.middlewares):
-            plans = _PLANS.get(self.schema)
-            if plans is None:
-                plans = _PLANS.setdefault(self.schema, {})
+            plans = self._plain
             key = (parent_type.name, node.name.value)
             plan = plans.get(key, Undefined)
             if plan is Undefined:
