@@ -201,7 +201,10 @@ def test_tuner_timing_row_and_target(more_results: Path) -> None:
     row = next((ln for ln in tuner.splitlines() if ln.startswith(f"| {TUNER_SIZE:,} |")), None)
     assert row is not None
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[3] == f"{t['pool']['users']:,} x {t['pool']['width']}" and cells[4] == f"{t['evaluations']:,}"
+    assert cells[3] == f"{t['fit_nnz']:,} + {t['validation_nnz']:,}"
+    assert cells[4] == f"{t['pool']['users']:,} x {t['pool']['width']}" and cells[5] == f"{t['evaluations']:,}"
+    seconds = t["tuning_seconds"]
+    assert cells[8] == (f"{seconds:.2f}" if seconds < 10 else f"{seconds:.1f}" if seconds < 1000 else f"{seconds:,.0f}")
     assert cells[-1] == str(t["target"]["met"])
     assert "tuning within 10 minutes at 25M: _no run at 25M yet_" in tuner
 
