@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 
 import anyio.to_thread
@@ -24,6 +25,27 @@ from hybrid.bundle import latest_version, version_path
 log = get_logger("runtime")
 FAILED_RETRY_SECONDS = 30.0
 """A version that failed to load is tried again after this long (it may have been repaired)."""
+GC_YOUNG_THRESHOLD = 5000
+"""Net allocations before a youngest-generation collection (Python's default: 700). A request
+allocates and frees some thousand objects; at 700 nearly every request paid a collection, at 5000
+the transient objects are freed by reference counting first (explained answers: GC time per
+request 0.25 -> 0.08 ms)."""
+
+
+def settle_heap(collect: bool = False) -> None:
+    """Keep the cyclic garbage collector off what a loaded bundle holds.
+
+    A served bundle is some 200,000 long-lived Python objects (vocabularies, item records, item
+    text); each full collection walked them all, a 100-300 ms pause every few hundred requests
+    in the middle of one (the p99 of answers with explanations). ``gc.freeze`` moves what is alive
+    now out of the collector's sight; ``collect`` first reclaims what is garbage (a replaced bundle).
+    """
+    young, middle, old = gc.get_threshold()
+    if young < GC_YOUNG_THRESHOLD:
+        gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+    if collect:
+        gc.collect()
+    gc.freeze()
 
 
 class Runtime:
@@ -36,6 +58,7 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = time.time()
         self.last_reload_error: str | None = None
+        self._settle_due = False
 
     # -- the engine ---------------------------------------------------------------------------------
     @property
@@ -53,6 +76,13 @@ class Runtime:
         """Serve ``engine`` from the next request on."""
         old = self._engine
         self._engine = engine
+        if old is None:
+            settle_heap()
+        else:
+            # the previous bundle is collectable again; it is collected (and the new one frozen) on
+            # the next poll, once the requests that started on it have finished
+            gc.unfreeze()
+            self._settle_due = True
         self.metrics.set_bundle(engine.version)
         if old is not None:
             self.metrics.reloads.inc()
@@ -107,12 +137,19 @@ class Runtime:
         self._tasks.clear()
         await self.store.close()
 
+    def settle(self) -> None:
+        """After a reload: collect the previous bundle and freeze the served one (see settle_heap)."""
+        if self._settle_due:
+            self._settle_due = False
+            settle_heap(collect=True)
+
     async def _background(self) -> None:
         """Poll the latest pointer (hot reload) and Redis (state, replay of queued events)."""
         interval = self.settings.reload_interval or 2.0
         while True:
             await asyncio.sleep(interval)
             try:
+                self.settle()
                 if self.settings.reload_interval > 0:
                     await self.load_latest()
                 await self.store.ping()
