@@ -40,6 +40,7 @@ SIGNAL_NAMES: dict[str, str] = {
     "lightgcn": "GRAPH",
     "popularity": "POPULARITY",
     "svd": "SPECTRAL",
+    "sequence": "SEQUENTIAL",
 }
 
 

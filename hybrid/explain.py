@@ -40,6 +40,8 @@ SIGNAL_LABELS: dict[str, str] = {
     "lightgcn": "graph",
     "content": "content",
     "popularity": "popularity",
+    "svd": "item-item",
+    "sequence": "what-comes-next",
 }
 _DRIVER_SIGNALS = ("als", "lightgcn", "content")
 

@@ -63,7 +63,7 @@ __all__ = [
     "tune",
 ]
 
-DEFAULT_SIGNALS: tuple[str, ...] = ("als", "content", "lightgcn", "popularity", "svd")
+DEFAULT_SIGNALS: tuple[str, ...] = ("als", "content", "lightgcn", "popularity", "sequence", "svd")
 
 
 def signal_class(kind: str) -> type[FactorModel]:

@@ -48,6 +48,8 @@ _DESCRIPTIONS = {
     "content": "content signal only (TF-IDF of genres and tags)",
     "lightgcn": "graph signal only (LightGCN)",
     "popularity": "popularity only",
+    "svd": "item-item signal only (low-rank ridge of co-occurrence)",
+    "sequence": "sequential signal only (what users watched next)",
 }
 
 

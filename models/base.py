@@ -30,6 +30,7 @@ SIGNAL_MODULES: dict[str, str] = {
     "content": "models.content",
     "lightgcn": "models.lightgcn",
     "popularity": "models.popularity",
+    "sequence": "models.sequence",
     "svd": "models.svd",
 }
 

@@ -102,7 +102,7 @@ ids = st.one_of(st.sampled_from(USERS + ITEMS), st.text(max_size=300), st.intege
 ints = st.one_of(st.integers(-3, 120), st.integers(-(2**31), 2**31 - 1), st.sampled_from([0, 1, 100, 101]))
 floats = st.one_of(st.floats(allow_nan=False, allow_infinity=False),
                    st.sampled_from([0.0, -0.0, 1e-320, 5e-324, 1e6, 1e6 + 1, 3.5e38, 1e308]))
-weights = st.dictionaries(st.sampled_from(["collaborative", "content", "graph", "popularity", "spectral"]),
+weights = st.dictionaries(st.sampled_from(["collaborative", "content", "graph", "popularity", "spectral", "sequential"]),
                           st.one_of(st.none(), floats), max_size=5)
 filters = st.fixed_dictionaries({}, optional={
     "genres": st.lists(st.one_of(st.sampled_from(["Action", "comedy", "DRAMA", ""]), st.text(max_size=10)), max_size=4),

@@ -37,11 +37,25 @@ def _lightgcn() -> FactorModel:
     return LightGCN(LightGCNConfig(embedding_dim=8, num_layers=2, epochs=3, eval_every=1, batch_size=64))
 
 
+def _svd() -> FactorModel:
+    from models.svd import SVDConfig, SVDItemItem
+
+    return SVDItemItem(SVDConfig(factors=8))
+
+
+def _sequence() -> FactorModel:
+    from models.sequence import SequenceConfig, SequenceModel
+
+    return SequenceModel(SequenceConfig(factors=8))
+
+
 FACTORIES: dict[str, Callable[[], FactorModel]] = {
     "popularity": _popularity,
     "als": _als,
     "content": _content,
     "lightgcn": _lightgcn,
+    "svd": _svd,
+    "sequence": _sequence,
 }
 
 

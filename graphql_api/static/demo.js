@@ -75,6 +75,7 @@ const SIGNALS = {
   GRAPH: { field: "graph", label: "graph", colour: "#8a4fc7" },
   POPULARITY: { field: "popularity", label: "popularity", colour: "#e08a1e" },
   SPECTRAL: { field: "spectral", label: "spectral", colour: "#1a9aa6" },
+  SEQUENTIAL: { field: "sequential", label: "sequential", colour: "#8c564b" },
 };
 
 // -- the client ---------------------------------------------------------------------------------------

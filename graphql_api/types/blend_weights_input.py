@@ -12,9 +12,10 @@ class BlendWeightsInput:
     graph: float | None = None
     popularity: float | None = None
     spectral: float | None = None
+    sequential: float | None = None
 
     def to_domain(self) -> dict[str, float]:
         """{bundle signal name: weight} of the weights given."""
         pairs = {"als": self.collaborative, "content": self.content, "lightgcn": self.graph,
-                 "popularity": self.popularity, "svd": self.spectral}
+                 "popularity": self.popularity, "svd": self.spectral, "sequence": self.sequential}
         return {s: float(w) for s, w in pairs.items() if w is not None}

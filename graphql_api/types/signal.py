@@ -16,11 +16,12 @@ class Signal(Enum):
     GRAPH = "lightgcn"
     POPULARITY = "popularity"
     SPECTRAL = "svd"
+    SEQUENTIAL = "sequence"
 
     @classmethod
     def from_domain(cls, name: str) -> Signal:
-        """The enum member of a bundle signal name ('als', 'content', 'lightgcn', 'popularity');
-        ValueError for any other name."""
+        """The enum member of a bundle signal name ('als', 'content', 'lightgcn', 'popularity',
+        'svd', 'sequence'); ValueError for any other name."""
         member = _BY_NAME.get(name)
         return member if member is not None else cls(name)
 
