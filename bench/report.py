@@ -477,17 +477,23 @@ def tuner_compare(d: dict[str, Any], out: Path) -> list[str]:
         rows.append([r["budget"], r["method"], f"{r['evaluations']:.0f}", r["best_mean"], r["best_sd"],
                      *([r.get("test_mean")] if has_test else [])])
     lines += [table(head, rows), ""]
-    best = []
-    for budget in sorted({r["budget"] for r in d["rows"]}):
-        at = [r for r in d["rows"] if r["budget"] == budget]
-        top = max(r["best_mean"] for r in at)
-        tied = [r["method"] for r in at if r["best_mean"] >= top - 1e-12]
-        best.append(f"{budget}: {', '.join(tied)} {top:.4f}")
-    lines += ["Best validation NDCG@10 per budget (methods tied at the best all named): " + "; ".join(best) + ".", ""]
+    for what, key in (("validation", "best_mean"), *([("test", "test_mean")] if has_test else [])):
+        lines += [f"Best {what} NDCG@10 per budget (methods tied at the best all named): "
+                  + "; ".join(best_per_budget(d["rows"], key)) + ".", ""]
     png = d["_path"].with_suffix(".png")
     lines += [f"![best validation NDCG@10 against evaluations per method]({rel(png, out)})" if png.exists()
               else f"_No plot: `{png}` not found._", ""]
     return lines
+
+
+def best_per_budget(rows: list[dict[str, Any]], key: str) -> list[str]:
+    """'budget: method(s) value' for the highest mean of ``key`` at each budget."""
+    out = []
+    for budget in sorted({r["budget"] for r in rows}):
+        at = [r for r in rows if r["budget"] == budget and r.get(key) is not None]
+        top = max(r[key] for r in at)
+        out.append(f"{budget}: {', '.join(r['method'] for r in at if r[key] >= top - 1e-12)} {top:.4f}")
+    return out
 
 
 def tuner_timing(timings: list[dict[str, Any]]) -> list[str]:

@@ -186,6 +186,9 @@ def test_tuner_section_has_every_budget_and_the_plot(more_results: Path) -> None
         line = (f"| {r['budget']} | {r['method']} | {r['evaluations']:.0f} | {r['best_mean']:.4f} "
                 f"| {r['best_sd']:.4f} | {r['test_mean']:.4f} |")
         assert line in tuner, line
+    for what, key in (("validation", "best_mean"), ("test", "test_mean")):
+        top = max(r[key] for r in d["rows"] if r["budget"] == 20)
+        assert re.search(rf"Best {what} NDCG@10 per budget[^\n]*; 20: [a-z, -]+ {top:.4f}\.", tuner), what
     link = f"tuner/synthetic-{ALS_SIZE}.png"
     assert f"]({link})" in tuner
     assert (more_results / link).read_bytes()[:8] == PNG_MAGIC and (more_results / link).stat().st_size > 5_000
