@@ -148,7 +148,8 @@ def test_als_section_carries_the_json(more_results: Path) -> None:
     assert 0.0 < ours["ndcg"] <= 1.0 and 0.0 < imp["ndcg"] <= 1.0 and ours["seconds"] > 0 and imp["seconds"] > 0
     assert r["quality_ratio"] == pytest.approx(ours["ndcg"] / imp["ndcg"])
     assert r["time_ratio"] == pytest.approx(ours["seconds"] / imp["seconds"])
-    assert r["target"]["met"] == (r["quality_ratio"] >= 1.0 and r["time_ratio"] <= 1.5)
+    assert r["target"]["met"] == (r["time_ratio"] <= 1.5)  # a synthetic size: its stated target is time
+    assert r["target"]["quality_met"] == (r["quality_ratio"] >= 1.0)
     assert r["settings"]["factors"] == 64 and r["workers"] == 2 and "load_average" in r["environment"]
     als = section((more_results / "report.md").read_text(), "## ALS")
     assert ("| dataset | train interactions | our NDCG@10 | implicit NDCG@10 | quality ratio | our Recall@10 "
