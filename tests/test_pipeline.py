@@ -10,6 +10,7 @@ from distributed import Client, LocalCluster
 from etl.dataset import Dataset
 from etl.metrics import evaluate
 from hybrid.fusion import Fusion
+from hybrid.index import FusedIndex
 from hybrid.pipeline import (
     PipelineConfig,
     default_config,
@@ -196,3 +197,17 @@ def test_tuned_hybrid_beats_the_reference_table_on_ml_small(ml_small, options):
     # difference: before it, no blend of the others beat svd on test, bench/blend_headroom.py)
     behind = {s: result.test[s]["ndcg@10"] for s in result.signals if result.test[s]["ndcg@10"] >= hybrid}
     assert not behind, f"tuned hybrid {hybrid:.4f} does not beat its own signal(s) {behind} on test"
+
+    # The index serves these fused vectors: HNSW's top-10 for the tuned query against brute force.
+    fusion, seen = result.fusion, ml_small.matrix("train")
+    vectors = fusion.item_vectors()
+    index = FusedIndex.build(vectors)
+    users = np.arange(ml_small.n_users)
+    query = fusion.query(fusion.user_parts(users), result.weights)
+    rows, _ = index.search(query, 10, exclude=seen)
+    scores = query @ vectors.T
+    scores[seen.nonzero()] = -np.inf
+    reference = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    recall = np.mean([len(set(rows[u]) & set(reference[u])) / 10 for u in users])
+    print(f"HNSW recall@10 for the tuned query over {vectors.shape[1]}-dimensional fused vectors: {recall:.4f}")
+    assert recall >= 0.99 and index.stats["hnsw"] >= len(users)
