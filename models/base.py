@@ -49,6 +49,19 @@ class TrainingOptions:
     """Show a progress bar in the terminal."""
 
 
+def user_blocks(n_users: int, n_blocks: int | None, options: TrainingOptions) -> tuple[Any, np.ndarray]:
+    """The Dask client of ``options`` (the default one when None) and the bounds of the row blocks
+    a fit splits its users into: ``n_blocks``, or twice the number of workers when None."""
+    client = options.client
+    if client is None:
+        from cluster.client import get_client
+
+        client = get_client(quiet=True)
+    n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+    count = max(1, min(n_blocks or 2 * n_workers, n_users))
+    return client, np.linspace(0, n_users, count + 1).astype(np.int64)
+
+
 @dataclass
 class TrainData:
     """What a model is fit on: a dataset, the split to fit, and the split to validate on."""

@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from models.base import FactorModel, TrainData, TrainingOptions, register
+from models.base import FactorModel, TrainData, TrainingOptions, register, user_blocks
 
 __all__ = ["SequenceConfig", "SequenceModel", "transition_counts"]
 
@@ -111,14 +111,7 @@ class SequenceModel(FactorModel):
         cfg: SequenceConfig = self.config
         histories = _ordered_histories(data.dataset, data.split)
         n_users, n_items = histories.shape
-        client = options.client
-        if client is None:
-            from cluster.client import get_client
-
-            client = get_client(quiet=True)
-        n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
-        n_blocks = max(1, min(cfg.n_blocks or 2 * n_workers, n_users))
-        bounds = np.linspace(0, n_users, n_blocks + 1).astype(np.int64)
+        client, bounds = user_blocks(n_users, cfg.n_blocks, options)
         token = uuid.uuid4().hex[:8]
         futures = [
             client.submit(transition_counts, histories[lo:hi], cfg.max_gap,

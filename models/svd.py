@@ -30,7 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from models.base import FactorModel, TrainData, TrainingOptions, register
+from models.base import FactorModel, TrainData, TrainingOptions, register, user_blocks
 
 __all__ = ["SVDConfig", "SVDItemItem", "recency_weights"]
 
@@ -139,14 +139,7 @@ class SVDItemItem(FactorModel):
         n_users, n_items = a.shape
         k = min(cfg.factors, n_items, max(n_users, 1))
         width = min(n_items, k + cfg.oversample)
-        client = options.client
-        if client is None:
-            from cluster.client import get_client
-
-            client = get_client(quiet=True)
-        n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
-        n_blocks = max(1, min(cfg.n_blocks or 2 * n_workers, n_users))
-        bounds = np.linspace(0, n_users, n_blocks + 1).astype(np.int64)
+        client, bounds = user_blocks(n_users, cfg.n_blocks, options)
         blocks = client.scatter([a[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)], hash=False)
         token = uuid.uuid4().hex[:8]
 
