@@ -26,12 +26,14 @@ report states; its quality at scale is therefore not its tuned quality.
 
 Resumable: a stage whose JSON (OUT/scale/n<N>/<stage>.json) exists, whose outputs under --cache
 are there and which ran with the same settings, is skipped unless --force, so a long run can be
-continued.
+continued. A signal's own stage keeps when only the signal list changed and tuning handed it the
+same config, so adding a signal refits the others only on 'fit' (tuning needs them all).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -242,6 +244,22 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
             "queries": args.queries, "workers": args.workers, "seed": args.seed, "quick": args.quick}
 
 
+def same_settings(name: str, done: dict[str, Any], args: argparse.Namespace, ctx: ScaleContext) -> bool:
+    """Whether the finished stage ``name`` (its JSON ``done``) holds for these settings.
+
+    A signal's own stage depends on the other signals only through the config tuning hands it
+    (its refit config), so adding a signal reruns tuning, the hybrid and the index, not the fits
+    of the signals that were there.
+    """
+    now, then = settings(args), dict(done.get("settings") or {})
+    if not name.startswith("signal-"):
+        return then == now
+    kind = name.removeprefix("signal-")
+    now.pop("signals"), then.pop("signals", None)
+    config = ctx.previous("tune")["refit_configs"].get(kind)
+    return then == now and json.dumps(done.get("config"), sort_keys=True) == json.dumps(config, sort_keys=True)
+
+
 def run_size(n: int, client: Any, args: argparse.Namespace) -> dict[str, Any]:
     config = SyntheticConfig(n_interactions=n, partition_size=args.partition_size, seed=args.seed)
     ctx = ScaleContext(config, client, args.cache / "scale" / f"n{n}", args=args, out_dir=args.out / "scale" / f"n{n}")
@@ -253,7 +271,7 @@ def run_size(n: int, client: Any, args: argparse.Namespace) -> dict[str, Any]:
             continue
         if path.exists() and present(ctx) and not args.force:
             done = read_json(path)
-            if name in ("generate", "ingest") or done.get("settings") == settings(args):
+            if name in ("generate", "ingest") or same_settings(name, done, args, ctx):
                 log(f"  {name}: done before ({path})")
                 ctx.results[name] = done
                 continue

@@ -104,6 +104,24 @@ def test_scale_resumes_finished_stages(results: Path) -> None:
     assert {p: p.read_text() for p in (results / "scale").rglob("*.json")} == before
 
 
+def test_scale_keeps_signal_fits_when_a_signal_is_added(results: Path, tmp_path: Path) -> None:
+    """One more signal reruns tuning, the hybrid and the index, and fits the new signal; the fits
+    of the signals that were there (same config from tuning) are kept."""
+    out_dir = tmp_path / "out"
+    shutil.copytree(results / "scale", out_dir / "scale")
+    before = {p.name: p.read_text() for p in (out_dir / "scale" / f"n{SIZES[0]}").glob("signal-*.json")}
+    out = run("scale.py", "--quick", "--sizes", str(SIZES[0]), "--signals", *SCALE_SIGNALS, "svd",
+              "--eval-users", "500", "--queries", "50", "--lightgcn-epochs", "2", "--out", str(out_dir),
+              "--cache", str(results / "cache"))
+    assert out.count("done before (") == 2 + len(SCALE_SIGNALS), out[-3000:]
+    folder = out_dir / "scale" / f"n{SIZES[0]}"
+    assert {name: (folder / name).read_text() for name in before} == before
+    tune = json.loads((folder / "tune.json").read_text())
+    assert sorted(tune["weights"]) == sorted([*SCALE_SIGNALS, "svd"])
+    hybrid = json.loads((folder / "hybrid.json").read_text())
+    assert hybrid["settings"]["signals"] == [*SCALE_SIGNALS, "svd"] and (folder / "signal-svd.json").exists()
+
+
 def test_serving_results_missing_then_included(results: Path, tmp_path: Path) -> None:
     report = (results / "report.md").read_text()
     serving = section(report, "## Serving")
