@@ -12,6 +12,14 @@ not. Anything out of the ordinary takes graphql-core's full path, which then giv
 the error it always gave: a null where the type forbids one, an item that does not coerce, a
 value that is not a list, an exception while reading, resolver middleware (a schema extension
 with a ``resolve`` hook), arguments on the field node.
+
+A *plain object field* (the same kind of field whose type is an object type, or a non-null list of
+non-null objects: ``item``, ``items``, ``contributions``, ``drivers``) is read the same way and its
+objects' fields executed directly, without the resolve info and the value-completion walk
+graphql-core builds for it. Anything it cannot answer as graphql-core would (a null or awaitable
+value or item, a value that is not a list, ``@defer`` below it, an ``is_type_of`` check) is
+decided before any sub-field runs and takes the full path; errors raised below it are handled at
+the list item and at the field, as graphql-core handles them.
 """
 
 from __future__ import annotations
@@ -30,10 +38,11 @@ from graphql import (
     Undefined,
     is_leaf_type,
 )
+from graphql.pyutils import gather_with_cancel
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 
-__all__ = ["PlainFieldExecutor", "plain_leaf"]
+__all__ = ["PlainFieldExecutor", "plain_leaf", "plain_objects"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,17 +58,59 @@ class PlainLeaf:
     item_non_null: bool
 
 
-_PLANS: weakref.WeakKeyDictionary[GraphQLSchema, dict[tuple[str, str], PlainLeaf | None]] = (
-    weakref.WeakKeyDictionary()
-)
+@dataclass(frozen=True, slots=True)
+class PlainObjects:
+    """How to read one plain object field: an object, or a non-null list of non-null objects."""
+
+    attr: str
+    type: GraphQLObjectType
+    non_null: bool
+    is_list: bool
+    field_type: Any
+    """The field's GraphQL type (its errors are handled by it)."""
+    item_type: Any
+    """A list's item type; None for a single object."""
 
 
-def plain_leaf(field_def: GraphQLField) -> PlainLeaf | None:
-    """The plan for a plain leaf field; None for any other field."""
+Plan = PlainLeaf | PlainObjects
+_PLANS: weakref.WeakKeyDictionary[GraphQLSchema, dict[tuple[str, str], Plan | None]] = weakref.WeakKeyDictionary()
+
+
+def _basic_attr(field_def: GraphQLField) -> str | None:
+    """The attribute a field reads when it is a plain (Strawberry "basic", getattr) field."""
     if not getattr(field_def.resolve, "_is_default", False) or field_def.args:
         return None
     definition = (field_def.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
     if definition is None or not definition.is_basic_field or definition.default_resolver is not getattr:
+        return None
+    return definition.python_name
+
+
+def plain_objects(field_def: GraphQLField) -> PlainObjects | None:
+    """The plan for a plain object field; None for any other field."""
+    attr = _basic_attr(field_def)
+    if attr is None:
+        return None
+    t = field_def.type
+    non_null = isinstance(t, GraphQLNonNull)
+    if non_null:
+        t = t.of_type
+    is_list = isinstance(t, GraphQLList)
+    item_type = None
+    if is_list:
+        item_type = t.of_type
+        if not (non_null and isinstance(item_type, GraphQLNonNull)):
+            return None
+        t = item_type.of_type
+    if not isinstance(t, GraphQLObjectType) or t.is_type_of is not None:
+        return None
+    return PlainObjects(attr, t, non_null, is_list, field_def.type, item_type)
+
+
+def plain_leaf(field_def: GraphQLField) -> PlainLeaf | None:
+    """The plan for a plain leaf field; None for any other field."""
+    attr = _basic_attr(field_def)
+    if attr is None:
         return None
     t = field_def.type
     non_null = isinstance(t, GraphQLNonNull)
@@ -74,7 +125,7 @@ def plain_leaf(field_def: GraphQLField) -> PlainLeaf | None:
             t = t.of_type
     if not is_leaf_type(t):
         return None
-    return PlainLeaf(definition.python_name, t.coerce_output_value, non_null, is_list, item_non_null)
+    return PlainLeaf(attr, t.coerce_output_value, non_null, is_list, item_non_null)
 
 
 class _Fallback(Exception):
@@ -105,15 +156,95 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
             plan = plans.get(key, Undefined)
             if plan is Undefined:
                 field_def = self.schema.get_field(parent_type, node.name.value)
-                plan = plans[key] = plain_leaf(field_def) if field_def is not None else None
+                plan = plans[key] = (plain_leaf(field_def) or plain_objects(field_def)) if field_def else None
             if plan is not None:
                 try:
                     value = getattr(source, plan.attr)
-                    if not self.is_awaitable(value):
-                        return _complete(plan, value)
+                    plain = not self.is_awaitable(value)
                 except Exception:  # noqa: BLE001 - the full path raises it again, as a located error
-                    pass
+                    plain = False
+                if plain and type(plan) is PlainLeaf:
+                    try:
+                        return _complete(plan, value)
+                    except Exception:  # noqa: BLE001 - as above
+                        pass
+                elif plain:
+                    try:
+                        return self._objects(plan, value, field_details_list, path)
+                    except _Fallback:
+                        pass
         return super().execute_field(parent_type, source, field_details_list, path, position_context)
+
+    def _objects(self, plan: PlainObjects, value: Any, field_details_list: Any, path: Any) -> Any:
+        """Execute the sub-fields of a plain object field's object(s); raises _Fallback (before any
+        sub-field runs) when the value needs graphql-core's full path."""
+        if value is None:
+            if plan.non_null:
+                raise _Fallback
+            return None
+        is_awaitable = self.is_awaitable
+        if plan.is_list:
+            if not isinstance(value, list | tuple) or any(v is None or is_awaitable(v) for v in value):
+                raise _Fallback
+        grouped, defers, _ = self.collect_subfields(plan.type, field_details_list)
+        if defers:
+            raise _Fallback
+        try:
+            if not plan.is_list:
+                done = self.execute_fields(plan.type, value, path, grouped, None)
+                return self._await_field(done, plan, field_details_list, path) if is_awaitable(done) else done
+            return self._list(plan, value, grouped, field_details_list, path)
+        except Exception as raw_error:  # noqa: BLE001 - graphql-core's handling: null, or raise when non-null
+            self.handle_field_error(raw_error, plan.field_type, field_details_list, path)
+            return None
+
+    def _list(self, plan: PlainObjects, value: list[Any] | tuple[Any, ...], grouped: Any, field_details_list: Any,
+              path: Any) -> Any:
+        """The list's objects, each executed as graphql-core's list completion would (an error in
+        one is handled at that item, then at the field)."""
+        out: list[Any] = []
+        pending: list[int] = []
+        try:
+            for index, obj in enumerate(value):
+                item_path = path.add_key(index, None)
+                try:
+                    done = self.execute_fields(plan.type, obj, item_path, grouped, None)
+                except Exception as raw_error:  # noqa: BLE001
+                    self.handle_field_error(raw_error, plan.item_type, field_details_list, item_path)
+                    done = None
+                else:
+                    if self.is_awaitable(done):
+                        done = self._await_item(done, plan, field_details_list, item_path)
+                        pending.append(index)
+                out.append(done)
+        except Exception:
+            if pending:  # as graphql-core does: the items still running settle in the background
+                self.settle_in_background([out[i] for i in pending])
+            raise
+        if not pending:
+            return out
+
+        async def gather() -> list[Any]:
+            awaited = await gather_with_cancel(*(out[i] for i in pending))
+            for i, item in zip(pending, awaited, strict=True):
+                out[i] = item
+            return out
+
+        return self._await_field(gather(), plan, field_details_list, path)
+
+    async def _await_item(self, done: Any, plan: PlainObjects, field_details_list: Any, item_path: Any) -> Any:
+        try:
+            return await done
+        except Exception as raw_error:  # noqa: BLE001
+            self.handle_field_error(raw_error, plan.item_type, field_details_list, item_path)
+            return None
+
+    async def _await_field(self, done: Any, plan: PlainObjects, field_details_list: Any, path: Any) -> Any:
+        try:
+            return await done
+        except Exception as raw_error:  # noqa: BLE001
+            self.handle_field_error(raw_error, plan.field_type, field_details_list, path)
+            return None
 
 
 def _complete(plan: PlainLeaf, value: Any) -> Any:

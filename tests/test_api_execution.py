@@ -46,12 +46,13 @@ class Leaf:
         return self.name.upper()
 
 
-def leaves() -> list[Leaf]:
-    def leaf(**odd: Any) -> Leaf:
-        fields = {"name": "a", "size": 1, "ratio": None, "colour": Colour.RED, "tags": ["x", "y"],
-                  "maybe": [None, "z"], "key": strawberry.ID("7"), "raw": "r"}
-        return Leaf(**{**fields, **odd})
+def leaf(**odd: Any) -> Leaf:
+    fields = {"name": "a", "size": 1, "ratio": None, "colour": Colour.RED, "tags": ["x", "y"],
+              "maybe": [None, "z"], "key": strawberry.ID("7"), "raw": "r"}
+    return Leaf(**{**fields, **odd})
 
+
+def leaves() -> list[Leaf]:
     # one good leaf, then one per way a plain value can be wrong (each nulls its leaf with an error)
     return [leaf(), leaf(name=None), leaf(tags=["ok", None]), leaf(size="many"), leaf(colour="green"),
             leaf(tags="xy"), leaf(ratio=float("nan")), leaf(raw="blank"), leaf(raw=later())]
@@ -104,3 +105,96 @@ def test_resolver_middleware_is_honoured() -> None:
 
 def test_api_schema_uses_it() -> None:
     assert api_schema.execution_context_class is PlainFieldExecutor
+
+
+# -- plain object fields ---------------------------------------------------------------------------
+@strawberry.type
+class Part:
+    name: str
+    leaf: Leaf | None
+
+    @strawberry.field
+    def checked(self) -> str:
+        if self.name == "boom":
+            raise ValueError("checked failed for boom")
+        return self.name
+
+    @strawberry.field
+    async def later(self) -> str:
+        await asyncio.sleep(0)
+        if self.name == "late-boom":
+            raise ValueError("later failed")
+        return f"{self.name} later"
+
+
+@strawberry.type
+class Whole:
+    label: str
+    part: Part
+    spare: Part | None
+    parts: list[Part]
+
+
+def wholes() -> list[Whole]:
+    def part(name: str, leaf: Any = leaf()) -> Part:
+        return Part(name=name, leaf=leaf)
+
+    return [
+        Whole(label="plain", part=part("p"), spare=None, parts=[part("a"), part("b", leaf(name=None))]),
+        # a non-null sub-field that fails: the error nulls the nearest nullable parent
+        Whole(label="boom item", part=part("p"), spare=part("boom"), parts=[part("a"), part("boom")]),
+        Whole(label="late boom", part=part("late-boom"), spare=None, parts=[part("late-boom")]),
+        # values the short path must hand over to graphql-core
+        Whole(label="null item", part=part("p"), spare=None, parts=[part("a"), None]),  # type: ignore[list-item]
+        Whole(label="not a list", part=part("p"), spare=None, parts="ab"),  # type: ignore[arg-type]
+        Whole(label="null object", part=None, spare=None, parts=[]),  # type: ignore[arg-type]
+        Whole(label="awaitable", part=part("p"), spare=None, parts=[later_part()]),  # type: ignore[list-item]
+        Whole(label="tuple", part=part("p"), spare=part("s"), parts=(part("t"),)),  # type: ignore[arg-type]
+    ]
+
+
+async def _part() -> Part:
+    return Part(name="awaited", leaf=None)
+
+
+def later_part() -> Any:
+    return _part()
+
+
+@strawberry.type
+class WholeQuery:
+    @strawberry.field
+    def wholes(self) -> list[Whole | None]:
+        return wholes()
+
+
+WHOLE_QUERY = """{ wholes { label part { name checked later leaf { name tags } }
+  spare { name checked } parts { name checked later leaf { name size colour } } } }"""
+
+
+def whole_answer(executor: type) -> dict[str, Any]:
+    schema = strawberry.Schema(query=WholeQuery, execution_context_class=executor)
+    result = asyncio.run(schema.execute(WHOLE_QUERY))
+    errors = sorted((e.message, tuple(e.path or ())) for e in result.errors or [])
+    return {"data": result.data, "errors": errors}
+
+
+def test_object_fields_answer_and_fail_as_graphql_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    short = []
+    real = PlainFieldExecutor._objects
+
+    def spy(self: PlainFieldExecutor, plan: Any, *args: Any) -> Any:
+        out = real(self, plan, *args)  # raises _Fallback when the full path must answer
+        short.append(plan.attr)
+        return out
+
+    monkeypatch.setattr(PlainFieldExecutor, "_objects", spy)
+    mine = whole_answer(PlainFieldExecutor)
+    assert mine == whole_answer(StrawberryGraphQLCoreExecutionContext)
+    data = mine["data"]["wholes"]
+    assert data[0]["parts"][1] == {"name": "b", "checked": "b", "later": "b later", "leaf": None}
+    assert data[1] is None and data[2] is None, "non-null failures propagate up to the nullable whole"
+    assert data[6]["parts"] == [{"name": "awaited", "checked": "awaited", "later": "awaited later", "leaf": None}]
+    assert data[7]["parts"][0]["name"] == "t"
+    assert {"part", "parts", "spare", "leaf"} <= set(short)
+    assert ("checked failed for boom", (("wholes", 1, "spare", "checked"))) in mine["errors"]
