@@ -11,10 +11,18 @@ Phases (each reports req/s and p50/p95/p99 latency):
 - ``uncached``:      the cache switched off (HYBRIDREC_CACHE_TTL=0): every request folds, ranks and
                      resolves;
 - ``explain``:       the canonical query plus each item's explanation, cache off;
-- ``explain-cached`` the same, cached.
+- ``explain-cached`` the same, cached;
+- ``explain@C``:     the ``explain`` phase with C connections instead of ``--connections``
+                     (``--explain-connections``: how its latency grows with concurrent clients).
 
 Targets on a 2-core machine: cached >= 2000 req/s with p99 <= 25 ms; uncached >= 800 req/s;
-explanations p99 <= 50 ms.
+explanations p99 <= 50 ms. The loop is closed (each connection sends its next request when the
+last is answered), so with the server saturated a latency is the queue in front of it: about
+connections x CPU per request / cores. That is why the explain phase is also run at fewer
+connections.
+
+The bundle: by default the pipeline's signals (all of them, each with its default config, fit on
+ml-latest-small's 'train' split), built once per signal set under ``--work-dir``.
 
 Each phase runs ``--repeat`` times (the machine is shared: figures are the median of the runs, and
 every run is kept in the JSON with the load average before it). Cache hits and misses are reported
@@ -70,6 +78,12 @@ def log(msg: str) -> None:
 
 # -- the bundle ----------------------------------------------------------------------------------------
 
+def phase_parts(phase: str) -> tuple[str, int | None]:
+    """'explain@4' -> ('explain', 4); 'cached' -> ('cached', None)."""
+    base, _, conns = phase.partition("@")
+    return base, (int(conns) if conns else None)
+
+
 def build_bundle(root: Path, work: Path, signals: list[str]) -> None:
     """Ingest ml-latest-small (or synthetic data), fit the signals, publish one bundle under ``root``."""
     import dask
@@ -80,6 +94,7 @@ def build_bundle(root: Path, work: Path, signals: list[str]) -> None:
     from hybrid.bundle import publish
     from hybrid.fusion import Fusion
     from hybrid.variants import Variants
+    from hybrid.pipeline import default_config
     from models.base import TrainData, TrainingOptions, model_class
 
     dataset_dir = work / "dataset"
@@ -109,10 +124,7 @@ def build_bundle(root: Path, work: Path, signals: list[str]) -> None:
             except (ValueError, ImportError) as err:
                 log(f"bench: signal {name} unavailable ({err}); skipped")
                 continue
-            config = klass.Config()
-            if name == "als":
-                config = klass.Config(factors=64, iterations=10)
-            models[name] = klass(config).fit(data, options)
+            models[name] = klass(default_config(name)).fit(data, options)
             log(f"bench: fit {name} in {time.perf_counter() - started:.1f}s")
     fusion = Fusion.fit_scales(models, ds.matrix("validation"))
     weights = {s: (0.3 if s == "popularity" else 1.0) for s in fusion.signals}
@@ -452,9 +464,10 @@ def summarise(phase: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     med = {k: float(np.median([r[k] for r in runs])) for k in SUMMARY_KEYS}
     out: dict[str, Any] = {k: med[k] for k in SUMMARY_KEYS[:5]}
     out["errors"] = int(sum(r["errors"] for r in runs))
-    out["target"] = TARGETS.get(phase, "")
+    out["target"] = TARGETS.get(phase_parts(phase)[0], "")
     out["met"] = target_met(phase, med)
     out["runs"] = len(runs)
+    out["connections"] = runs[0].get("connections")
     out["requests"] = int(sum(r["requests"] for r in runs))
     out["hits"] = int(sum(r["hits"] for r in runs))
     out["misses"] = int(sum(r["misses"] for r in runs))
@@ -471,6 +484,7 @@ def summarise(phase: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def target_met(phase: str, fig: dict[str, float]) -> bool | None:
+    phase = phase_parts(phase)[0]
     if phase == "cached":
         return fig["rps"] >= 2000 and fig["p99_ms"] <= 25
     if phase == "uncached":
@@ -489,7 +503,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    phases = list(results["phases"])
+    phases = [p for p in results["phases"] if phase_parts(p)[1] is None]  # the sweep is in the table
     fig, axes = plt.subplots(len(phases), 1, figsize=(8, 2.4 * len(phases) + 0.6), squeeze=False)
     for ax, phase in zip(axes[:, 0], phases, strict=True):
         summary = results["phases"][phase]
@@ -521,13 +535,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle-root", type=Path, help="an existing bundle root (default: build one)")
     ap.add_argument("--work-dir", type=Path, default=REPO / "data" / "bench_api")
-    ap.add_argument("--signals", default="popularity,als,content", help="signals of a built bundle")
+    ap.add_argument("--signals", help="signals of a built bundle (default: the pipeline's, comma-separated)")
     ap.add_argument("--duration", type=int, default=10, help="seconds per run of a phase")
     ap.add_argument("--repeat", type=int, default=3, help="runs per phase (figures are their medians)")
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--workers", type=int, default=2, help="uvicorn workers")
     ap.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
     ap.add_argument("--phases", default="cached,uncached,explain,explain-cached")
+    ap.add_argument("--explain-connections", default="2,4,8",
+                    help="also run the explain phase at these connection counts (phases explain@C); '' for none")
     ap.add_argument("--redis", action="store_true",
                     help="start a redis-server and serve with it (cache and state shared by the workers)")
     ap.add_argument("--results", type=Path, default=REPO / "bench" / "results",
@@ -537,11 +553,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1 or args.duration < 1:
         ap.error("--repeat and --duration must be >= 1")
 
-    root = args.bundle_root or args.work_dir / "bundles"
+    from hybrid.pipeline import DEFAULT_SIGNALS
+
+    signals = args.signals.split(",") if args.signals else list(DEFAULT_SIGNALS)
+    root = args.bundle_root or args.work_dir / f"bundles-{'-'.join(signals)}"
     if not (root / "latest").exists():
         if args.bundle_root:
             ap.error(f"{root} has no published bundle (no 'latest')")
-        build_bundle(root, args.work_dir, args.signals.split(","))
+        build_bundle(root, args.work_dir, signals)
     from hybrid.bundle import load
 
     bundle = load(root)
@@ -560,7 +579,8 @@ def main(argv: list[str] | None = None) -> int:
                                "phases": {}, "all_runs": [], "latency": {}}
     del bundle
     phases = args.phases.split(",")
-    unknown = [p for p in phases if p not in TARGETS]
+    phases += [f"explain@{c}" for c in args.explain_connections.split(",") if c.strip()]
+    unknown = [p for p in phases if phase_parts(p)[0] not in TARGETS]
     if unknown:
         ap.error(f"unknown phase(s) {unknown}; known: {', '.join(TARGETS)}")
     redis_proc = None
@@ -576,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in phases}
     try:
         for cache in (True, False):
-            wanted = [p for p in phases if (p in ("cached", "explain-cached")) == cache]
+            wanted = [p for p in phases if (phase_parts(p)[0] in ("cached", "explain-cached")) == cache]
             if not wanted:
                 continue
             if redis_url:
@@ -586,19 +606,20 @@ def main(argv: list[str] | None = None) -> int:
             server = Server(root, folder / "events", args.workers, cache, folder / f"uvicorn-{cache}.log", redis_url)
             try:
                 for phase in wanted:
+                    connections = phase_parts(phase)[1] or args.connections
                     query = EXPLAINED if phase.startswith("explain") else CANONICAL
                     bodies = bodies_file(folder, query, users, phase)
-                    hit_share = warm(server.url, bodies, args.connections) if cache else None
+                    hit_share = warm(server.url, bodies, connections) if cache else None
                     for k in range(args.repeat):
                         load_before = os.getloadavg()[0]
                         before = scrape_latency(server.url)
                         with CpuMeter(server.proc.pid) as cpu:
                             if generator == "wrk":
-                                res = run_wrk(server.url, bodies, args.duration, args.connections, 1, folder)
+                                res = run_wrk(server.url, bodies, args.duration, connections, 1, folder)
                             else:
-                                res = run_python(server.url, bodies, args.duration, args.connections, 2)
+                                res = run_python(server.url, bodies, args.duration, connections, 2)
                         res["server"] = server_kinds(before, scrape_latency(server.url))
-                        res["phase"], res["run"] = phase, k + 1
+                        res["phase"], res["run"], res["connections"] = phase, k + 1, connections
                         res["loadavg_before"] = round(load_before, 2)
                         res["warm_hit_share"] = hit_share
                         res["server_cpu_ms_per_req"] = cpu.server / max(res["requests"], 1) * 1000

@@ -58,3 +58,42 @@ def test_summary_is_the_median_of_runs_and_checks_targets():
     assert s["met"] is True and s["server_hit_p99_ms"] == 3.0 and s["server_computed_p99_ms"] is None
     assert api_load.summarise("uncached", [run(700, 5)])["met"] is False
     assert api_load.summarise("explain", [run(10, 49)])["met"] is True
+
+
+def test_explain_sweep_phases_take_their_connections_and_the_explain_target():
+    assert api_load.phase_parts("explain@4") == ("explain", 4)
+    assert api_load.phase_parts("cached") == ("cached", None)
+
+    def run(p99: float) -> dict:
+        return {"rps": 300.0, "p50_ms": 10.0, "p95_ms": 20.0, "p99_ms": p99, "max_ms": 90.0, "errors": 0,
+                "requests": 10, "hits": 0, "misses": 0, "uncached": 10, "server_cpu_ms_per_req": 5.0,
+                "capacity_2_cores_rps": 400.0, "loadavg_before": 1.0, "connections": 4,
+                "server": {"hit": {"count": 0}, "computed": {"count": 10, "p99_ms": 30.0}}}
+
+    s = api_load.summarise("explain@4", [run(40), run(45), run(60)])
+    assert s["connections"] == 4 and s["p99_ms"] == 45 and s["met"] is True
+    assert s["target"] == api_load.TARGETS["explain"]
+    assert api_load.summarise("explain@16", [run(70)])["met"] is False
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_bench_runs_end_to_end(tmp_path):
+    """The bench itself, tiny: builds its bundle, serves it with uvicorn, loads it, writes JSON and plot."""
+    import json
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "api_load.py"), "--signals", "popularity,als", "--work-dir",
+         str(tmp_path / "work"), "--results", str(tmp_path / "out"), "--duration", "1", "--repeat", "1",
+         "--phases", "cached,uncached", "--explain-connections", "2", "--connections", "4"],
+        cwd=REPO, capture_output=True, text=True, timeout=540)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads((tmp_path / "out" / "api_load.json").read_text())
+    assert results["signals"] == ["popularity", "als"] or sorted(results["signals"]) == ["als", "popularity"]
+    assert set(results["phases"]) == {"cached", "uncached", "explain@2"}
+    for name, phase in results["phases"].items():
+        assert phase["errors"] == 0 and phase["requests"] > 0, name
+    assert results["phases"]["explain@2"]["connections"] == 2
+    assert results["phases"]["cached"]["hits"] > 0 and results["phases"]["uncached"]["uncached"] > 0
+    assert (tmp_path / "out" / "api_load_latency.png").stat().st_size > 5_000
