@@ -20,8 +20,8 @@ from __future__ import annotations
 import re
 import threading
 import weakref
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -130,7 +130,8 @@ class _Labels:
         if counts is None:
             counts = self.counts(rows)
         shared = [(k, g) for k, g in own if counts[k] > 0]
-        shared.sort(key=lambda kg: -counts[kg[0]])
+        if len(shared) > 1:
+            shared.sort(key=lambda kg: -counts[kg[0]])
         return [g for _, g in shared]
 
 
@@ -217,7 +218,8 @@ def explain_items(
 
     A recommendation list is explained item by item with the same history and query: what depends
     only on those (the sorted history, its item factors and their norms, the labels it carries,
-    the contributions as one product) is done once here instead of once per item.
+    the contributions as one product) is done once here instead of once per item, and the drivers
+    of all items that share a driver signal are ranked together.
     """
     history = np.unique(np.asarray(history, dtype=np.int64))
     rows = np.asarray(item_rows, dtype=np.int64).ravel()
@@ -226,80 +228,140 @@ def explain_items(
     text = item_text(bundle)
     vecs = np.asarray(bundle.index.vectors[rows], dtype=np.float32)
     parts = bundle.fusion.contributions(np.asarray(query, np.float32), vecs)
-    evidence = _HistoryEvidence(bundle, text, history)
-    out = []
-    for k, item_row in enumerate(rows.tolist()):
-        contrib = {s: float(v[k]) for s, v in parts.items()}
-        score = float(sum(contrib.values()))
+    evidence = _HistoryEvidence(bundle, text, history, str(user_id), user_row, max_neighbours)
+    row_list = rows.tolist()
+    signals = list(parts)
+    # plain floats once per signal: float() of a numpy scalar per item and signal costs more
+    columns = [np.ravel(parts[s]).tolist() for s in signals]
+    fallback = next((s for s in _DRIVER_SIGNALS if s in bundle.signals), None)
+
+    items = []
+    for values in zip(*columns):
+        contrib = dict(zip(signals, values))
         positive = {s: max(v, 0.0) for s, v in contrib.items()}
         total = sum(positive.values())
         shares = {s: (v / total if total > 0 else 0.0) for s, v in positive.items()}
-        main = max(contrib, key=lambda s: contrib[s]) if total > 0 else None
+        main = max(contrib, key=contrib.__getitem__) if total > 0 else None
+        items.append((contrib, shares, main, main if main in _DRIVER_SIGNALS else fallback))
 
-        driver_signal = main if main in _DRIVER_SIGNALS else next(
-            (s for s in _DRIVER_SIGNALS if s in bundle.signals), None)
-        drivers = evidence.drivers(driver_signal, item_row, max_drivers) if driver_signal else []
+    drivers: list[tuple[list[Driver], list[int]]] = [([], []) for _ in row_list]
+    for signal in dict.fromkeys(item[3] for item in items):
+        if signal is not None:
+            at = [k for k, item in enumerate(items) if item[3] == signal]
+            found = evidence.drivers(signal, [row_list[k] for k in at], max_drivers)
+            for k, got in zip(at, found, strict=True):
+                drivers[k] = got
+
+    ids, titles = bundle.items.ids, text.titles
+    out = []
+    for item_row, (contrib, shares, main, driver_signal), (item_drivers, driver_rows) in zip(
+        row_list, items, drivers, strict=True
+    ):
+        item_id, title = str(ids[item_row]), str(titles[item_row])
         genres, tags = evidence.shared_labels(item_row)
-        path = _graph_path(bundle, text, user_id, user_row, history, item_row, drivers, max_neighbours,
-                           evidence.members)
-        expl = Explanation(
+        path = evidence.path(item_row, item_id, title, driver_rows)
+        out.append(Explanation(
             user_id=str(user_id),
-            item_id=str(bundle.items.ids[item_row]),
-            title=str(text.titles[item_row]),
-            score=score,
+            item_id=item_id,
+            title=title,
+            score=float(sum(contrib.values())),
             contributions=contrib,
             shares=shares,
             main_signal=main,
-            drivers=drivers,
+            drivers=item_drivers,
             driver_signal=driver_signal,
             shared_genres=genres,
             shared_tags=tags,
             graph_path=path,
-        )
-        out.append(_with_sentence(expl, text, item_row))
+            sentence=_sentence(main, shares, item_drivers, path, genres, text, item_row),
+        ))  # fmt: skip
     return out
 
 
 # -- evidence ------------------------------------------------------------------------------------
 class _HistoryEvidence:
     """What the explanations of one user's items share: the history's item factors and their
-    norms per driver signal, and the labels the whole history carries."""
+    norms per driver signal, the labels the whole history carries, the user's end of the graph
+    path."""
 
-    def __init__(self, bundle: Bundle, text: ItemText, history: np.ndarray) -> None:
+    def __init__(self, bundle: Bundle, text: ItemText, history: np.ndarray, user_id: str, user_row: int | None,
+                 max_neighbours: int) -> None:
         self.bundle = bundle
         self.text = text
         self.history = history
         """Sorted and unique."""
-        self.members = set(history.tolist())
-        self._factors: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._counts: dict[str, np.ndarray] = {}
+        self.rows = history.tolist()
+        self.members = set(self.rows)
+        self.user_row = user_row
+        self.max_neighbours = max_neighbours
+        self.you = PathStep("user", user_id, "you")
+        self._factors: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, float]] = {}
+        self._counts: dict[str, list[int]] = {}
+        self._watching: np.ndarray | None = None
+        self._sorted = False
 
-    def drivers(self, signal: str, item_row: int, k: int) -> list[Driver]:
-        """History items (the item itself left out) by <i_j, i_item> on ``signal``'s item factors."""
+    def drivers(self, signal: str, item_rows: list[int], k: int) -> list[tuple[list[Driver], list[int]]]:
+        """Per item of ``item_rows``: the history items (the item itself left out) with the largest
+        <i_j, i_item> on ``signal``'s item factors, at most ``k`` and only those that point at the
+        item at all (above rounding noise), ties by row; and their rows."""
         history = self.history
         cached = self._factors.get(signal)
         if cached is None:
             factors = np.asarray(self.bundle.fusion.models[signal].item_factors_)
             hist = np.asarray(factors[history], dtype=np.float32)
             norms = np.linalg.norm(hist, axis=1) if len(history) else np.zeros(0, np.float32)
-            cached = self._factors[signal] = (factors, hist, norms)
-        factors, hist, norms = cached
-        if item_row in self.members:
+            cached = self._factors[signal] = (factors, hist, norms, float(norms.max(initial=0.0)))
+        factors, hist, norms, top_norm = cached
+        out: list[tuple[list[Driver], list[int]]] = [([], []) for _ in item_rows]
+        outside = []
+        for c, item_row in enumerate(item_rows):
+            target = np.asarray(factors[item_row], dtype=np.float32)
+            # only items that point at the target at all (cosine above rounding noise)
+            scale = 1e-6 * float(np.sqrt(target.dot(target)))
+            if item_row not in self.members:
+                outside.append((c, target, scale * top_norm))
+                continue
             keep = history != item_row
-            history, hist, norms = history[keep], hist[keep], norms[keep]
-        if len(history) == 0:
-            return []
-        target = np.asarray(factors[item_row], dtype=np.float32)
-        sims = hist @ target
-        # only items that point at the target at all (cosine above rounding noise)
-        floor = 1e-6 * float(np.linalg.norm(target)) * float(norms.max(initial=0.0))
-        order = np.lexsort((history, -sims))
+            if keep.any():
+                sims = hist[keep] @ target
+                floor = scale * float(norms[keep].max(initial=0.0))
+                out[c] = self._ranked(history[keep], sims[None, :], [floor], k)[0]
+        if outside and len(history):
+            sims = np.empty((len(outside), len(history)), dtype=np.float32)
+            for j, (_, target, _) in enumerate(outside):
+                sims[j] = hist @ target
+            found = self._ranked(history, sims, [floor for _, _, floor in outside], k)
+            for (c, _, _), got in zip(outside, found, strict=True):
+                out[c] = got
+        return out
+
+    def _ranked(self, history: np.ndarray, sims: np.ndarray, floors: list[float],
+                k: int) -> list[tuple[list[Driver], list[int]]]:
+        """Rows of ``sims`` (targets x ``history``) to drivers: the first ``k`` of each row by
+        (-similarity, history row), those above the row's floor."""
+        if k <= 0:
+            return [([], []) for _ in floors]
+        n = sims.shape[1]
+        sims = np.where(np.isnan(sims), -np.inf, sims)  # NaN never drives, as it never passes the floor
+        if n > k:  # the k-th largest per row bounds the candidates; ties at it are all kept
+            kth = np.partition(sims, n - k, axis=1)[:, n - k]
+            pick, col = np.nonzero(sims >= kth[:, None])
+        else:
+            pick, col = np.divmod(np.arange(sims.size), n)
+        values = sims[pick, col]
+        order = np.lexsort((history[col], -values, pick))
         ids, titles = self.bundle.items.ids, self.text.titles
-        return [
-            Driver(str(ids[history[j]]), str(titles[history[j]]), float(sims[j]))
-            for j in order[:k]
-            if sims[j] > floor
-        ]
+        out: list[tuple[list[Driver], list[int]]] = [([], []) for _ in floors]
+        taken = [0] * len(floors)
+        for p, row, sim in zip(pick[order].tolist(), history[col[order]].tolist(), values[order].tolist(),
+                               strict=True):
+            if taken[p] == k:
+                continue
+            taken[p] += 1
+            if sim > floors[p]:
+                out[p][0].append(Driver(str(ids[row]), str(titles[row]), sim))
+                out[p][1].append(row)
+        return out
 
     def shared_labels(self, item_row: int) -> tuple[list[str], list[str]]:
         """The item's genres and tags that the rest of the history carries, most frequent first."""
@@ -314,63 +376,61 @@ class _HistoryEvidence:
             else:  # the whole history: its label counts serve every item outside it
                 counts = self._counts.get(name)
                 if counts is None and len(others):
-                    counts = self._counts[name] = labels.counts(others)
+                    counts = self._counts[name] = labels.counts(others).tolist()
                 out.append(labels.shared(item_row, others, counts))
         return out[0], out[1]
 
+    def path(self, item_row: int, item_id: str, title: str, driver_rows: list[int]) -> list[PathStep] | None:
+        """Shortest path user -> seen item -> co-user -> target over the user's 2-hop neighbourhood.
 
-def _graph_path(
-    bundle: Bundle,
-    text: ItemText,
-    user_id: str,
-    user_row: int | None,
-    history: np.ndarray,
-    item_row: int,
-    drivers: list[Driver],
-    max_neighbours: int,
-    members: set[int] | None = None,
-) -> list[PathStep] | None:
-    """Shortest path user -> seen item -> co-user -> target over the user's 2-hop neighbourhood.
+        The neighbourhood is the user's first ``max_neighbours`` history items, stronger drivers
+        first (then by row), and for each the users who saw both it and the target. Edges weigh 1,
+        the user's edges 1 + 1e-3 * rank, so the shortest path is the direct one when the target
+        is among those items, else the one through the best-ranked item that shares a viewer with
+        the target, through the lowest-row such viewer. None when no such path exists.
+        """
+        if not self.rows:
+            return None
+        lead = [r for r in driver_rows if r in self.members][: self.max_neighbours]
+        target = PathStep("item", item_id, title)
+        if item_row in self.members and item_row in list(self._neighbours(lead)):
+            return [self.you, target]
+        by_item = self.bundle.seen_by_item
+        indptr, indices = by_item.indptr, by_item.indices
+        watchers = indices[indptr[item_row] : indptr[item_row + 1]]
+        user = self.user_row
+        if len(watchers) == 0 or (user is not None and len(watchers) == 1 and int(watchers[0]) == user):
+            return None
+        if self._watching is None:
+            self._watching = np.zeros(by_item.shape[0], dtype=bool)
+            self._sorted = bool(by_item.has_sorted_indices)
+        watching = self._watching
+        watching[watchers] = True
+        if user is not None:
+            watching[user] = False
+        try:
+            for h in self._neighbours(lead):
+                both = indices[indptr[h] : indptr[h + 1]]
+                both = both[watching[both]]
+                if len(both):
+                    uid = str(self.bundle.users.ids[int(both[0] if self._sorted else both.min())])
+                    return [self.you, PathStep("item", str(self.bundle.items.ids[h]), str(self.text.titles[h])),
+                            PathStep("user", uid, f"user {uid}"), target]
+            return None
+        finally:
+            watching[watchers] = False
 
-    The neighbourhood is the user's first ``max_neighbours`` history items, stronger drivers first
-    (then by row), and for each the users who saw both it and the target. Edges weigh 1, the
-    user's edges 1 + 1e-3 * rank, so the shortest path is the direct one when the target is
-    among those items, else the one through the best-ranked item that shares a viewer with the
-    target, through the lowest-row such viewer. None when no such path exists. ``members``: the
-    rows of ``history`` as a set, when the caller has one.
-    """
-    if len(history) == 0:
-        return None
-    by_item = bundle.seen_by_item
-    # history is sorted and unique: its drivers first (in driver order), then the rest by row
-    rows = [bundle.items.row(d.item_id) for d in drivers]
-    lead = [r for r in rows if (r in members if members is not None else _holds(history, r))][:max_neighbours]
-    rest = [h for h in history[: max_neighbours + len(lead)].tolist() if h not in lead]
-    ranked = lead + rest[: max_neighbours - len(lead)]
-    you = PathStep("user", str(user_id), "you")
-    target = PathStep("item", str(bundle.items.ids[item_row]), str(text.titles[item_row]))
-    if item_row in ranked:
-        return [you, target]
-    watchers = by_item.indices[by_item.indptr[item_row] : by_item.indptr[item_row + 1]]
-    if user_row is not None:
-        watchers = watchers[watchers != user_row]
-    if len(watchers) == 0:
-        return None
-    watching = np.zeros(by_item.shape[0], dtype=bool)
-    watching[watchers] = True
-    for h in ranked:
-        co = by_item.indices[by_item.indptr[h] : by_item.indptr[h + 1]]
-        both = co[watching[co]]
-        if len(both):
-            uid = str(bundle.users.ids[int(both.min())])
-            return [you, PathStep("item", str(bundle.items.ids[h]), str(text.titles[h])),
-                    PathStep("user", uid, f"user {uid}"), target]
-    return None
-
-
-def _holds(sorted_rows: np.ndarray, row: int) -> bool:
-    at = int(np.searchsorted(sorted_rows, row))
-    return at < len(sorted_rows) and int(sorted_rows[at]) == row
+    def _neighbours(self, lead: list[int]) -> Iterator[int]:
+        """The path's history items in order: ``lead`` (the drivers), then the rest by row, at most
+        ``max_neighbours`` in all."""
+        yield from lead
+        room = self.max_neighbours - len(lead)
+        for h in self.rows[: self.max_neighbours + len(lead)]:
+            if room <= 0:
+                return
+            if h not in lead:
+                room -= 1
+                yield h
 
 
 # -- words ---------------------------------------------------------------------------------------
@@ -388,34 +448,34 @@ def _join(names: list[str]) -> str:
     return ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def _with_sentence(expl: Explanation, text: ItemText, item_row: int) -> Explanation:
-    main = expl.main_signal
+def _sentence(main: str | None, shares: dict[str, float], drivers: list[Driver], path: list[PathStep] | None,
+              genres: list[str], text: ItemText, item_row: int) -> str:
     if main is None:
         head = "Recommended as the best remaining match (no signal scores it positively)"
     else:
-        share = expl.shares[main]
+        share = shares[main]
         label = SIGNAL_LABELS.get(main, main)
         qualifier = "mostly " if share < 0.995 else ""
         head = f"Recommended {qualifier}for its {label} signal ({share:.0%})"
-    reason = _reason(expl, text, item_row)
+    reason = _reason(main, drivers, path, text, item_row)
     sentence = head + (f": {reason}" if reason else "")
-    if expl.shared_genres:
-        sentence += f"; shares {', '.join(expl.shared_genres[:3])} with your history"
-    return replace(expl, sentence=sentence + ".")
+    if genres:
+        sentence += f"; shares {', '.join(genres[:3])} with your history"
+    return sentence + "."
 
 
-def _reason(expl: Explanation, text: ItemText, item_row: int) -> str:
-    names = [_short(d.title) for d in expl.drivers]
-    main = expl.main_signal
-    if main == "als" and names:
-        return f"people who watched {_join(names[:2])} also watched this"
-    if main == "lightgcn" and expl.graph_path and len(expl.graph_path) >= 4:
-        seen = _short(expl.graph_path[1].label)
+def _reason(main: str | None, drivers: list[Driver], path: list[PathStep] | None, text: ItemText,
+            item_row: int) -> str:
+    names = _join([_short(d.title) for d in drivers[:2]])
+    if main == "als" and drivers:
+        return f"people who watched {names} also watched this"
+    if main == "lightgcn" and path and len(path) >= 4:
+        seen = _short(path[1].label)
         return f"it is close to you in the viewing graph: others who watched {seen}, as you did, watched this"
-    if main == "lightgcn" and names:
-        return f"viewers connected to {_join(names[:2])} in the viewing graph watched this"
-    if main == "content" and names:
-        return f"it is similar in content to {_join(names[:2])}"
+    if main == "lightgcn" and drivers:
+        return f"viewers connected to {names} in the viewing graph watched this"
+    if main == "content" and drivers:
+        return f"it is similar in content to {names}"
     if main == "popularity":
         count = text.counts[item_row] if text.counts is not None else None
         return f"it is popular ({count} people watched it)" if count is not None else "it is popular"

@@ -194,8 +194,13 @@ def test_graph_path_matches_networkx_shortest_path(bundle: Bundle, rec: HybridRe
         assert direct > 0, "and direct ones (the item is among the user's first items)"
 
 
-def test_explain_items_is_explain_pair_per_item(bundle: Bundle, rec: HybridRecommender):
-    """The batch shares per-user work only: every item, in the history or not, gets explain_pair's answer."""
+@pytest.mark.parametrize("variant", ["tuned", "content"])
+def test_explain_items_is_explain_pair_per_item(bundle: Bundle, rec: HybridRecommender, variant: str):
+    """The batch shares per-user work only: every item, in the history or not, gets explain_pair's answer.
+
+    With the 'content' blend most items are driven by the genre/tag stand-in, whose items with the
+    same labels have equal factors: similarities tie, and ties go by history row.
+    """
     from hybrid.explain import explain_items, explain_pair
 
     cases = [(u, bundle.users.row(u), history_of(bundle, u)) for u in bundle.users.ids[:6]]
@@ -205,10 +210,10 @@ def test_explain_items_is_explain_pair_per_item(bundle: Bundle, rec: HybridRecom
     genre = genres_of(bundle, lone)[0]
     rest = [r for r in range(len(bundle.items)) if genre not in genres_of(bundle, r)][:5]
     cases.append(("crafted", None, np.array([lone, *rest])))
-    in_history = 0
+    in_history = ties = 0
     for user_id, user_row, history in cases:
         state = rec.user_state(user_id, None if user_row is not None else History(history))
-        query = rec.blend(state)[2]
+        query = rec.blend(state, variant)[2]
         rows = np.random.default_rng(len(history)).permutation(len(bundle.items))
         batch = explain_items(bundle, user_id=user_id, user_row=user_row, history=history, query=query,
                               item_rows=rows, max_neighbours=5)
@@ -231,8 +236,12 @@ def test_explain_items_is_explain_pair_per_item(bundle: Bundle, rec: HybridRecom
                 factors = np.asarray(bundle.fusion.models[got.driver_signal].item_factors_, dtype=np.float32)
                 sims = factors[others] @ factors[row]
                 floor = 1e-6 * np.linalg.norm(factors[row]) * np.linalg.norm(factors[others], axis=1).max()
-                top = others[np.lexsort((others, -sims))][: min(3, int((sims > floor).sum()))]
-                assert [bundle.items.row(d.item_id) for d in got.drivers] == top.tolist(), (user_id, row)
+                order = np.lexsort((others, -sims))[: min(3, int((sims > floor).sum()))]
+                assert [bundle.items.row(d.item_id) for d in got.drivers] == others[order].tolist(), (user_id, row)
+                assert [d.similarity for d in got.drivers] == pytest.approx(sims[order].tolist(), rel=1e-6)
+                ties += len(np.unique(sims[order])) < len(order)
+    if variant == "content":
+        assert ties > 50, "tied similarities are covered"
     assert genre not in batch[rows.tolist().index(lone)].shared_genres  # batch: the last case's
     assert in_history > 10, "items of the history are explained too (left out of their own evidence)"
     assert explain_items(bundle, user_id="1", user_row=0, history=history_of(bundle, "1"), query=query,
