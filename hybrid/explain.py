@@ -2,9 +2,13 @@
 
 1. Contributions: w_s * c_s * score_s for every signal; by the fused identity they add up to the
    item's score exactly (../shared/DESIGN.md), so shares of the score are honest.
-2. Drivers: the history items that pull the item up, by <i_j, i_item> on the item factors of the
-   signal that matters most (ALS for a collaborative recommendation, LightGCN for a graph one,
-   content for a content one; ALS when popularity leads).
+2. Drivers: the history items that pull the item up most in the signal that matters most (ALS
+   for a collaborative recommendation, LightGCN for a graph one, content for a content one, svd
+   for an item-item one, sequence for a what-comes-next one; when popularity leads, the first of
+   these the bundle has). For ALS, LightGCN and content a history item's pull is <i_j, i_item> on
+   the signal's item factors. svd and sequence fold a history into u = sum_j w_j p_j over rows of
+   their ``projection_`` (w_j by recency; for sequence only the last ``window`` items), so their
+   score sum_j w_j <p_j, i_item> splits exactly into one term per history item: its pull.
 3. Shared genres and tags between the item and the user's history, most frequent first.
 4. A shortest path in the user-item graph over the user's 2-hop neighbourhood in the training
    interactions: you -> an item you saw -> another user who saw it -> this item (a search over
@@ -28,6 +32,9 @@ import numpy as np
 import pandas as pd
 
 from hybrid.index import as_list
+from models.base import FactorModel
+from models.sequence import SequenceModel
+from models.svd import SVDItemItem, recency_weights
 
 if TYPE_CHECKING:
     from hybrid.bundle import Bundle
@@ -43,7 +50,7 @@ SIGNAL_LABELS: dict[str, str] = {
     "svd": "item-item",
     "sequence": "what-comes-next",
 }
-_DRIVER_SIGNALS = ("als", "lightgcn", "content")
+_DRIVER_SIGNALS = ("als", "lightgcn", "content", "svd", "sequence")
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,10 @@ class Driver:
     item_id: str
     title: str
     similarity: float
-    """<i_j, i_item> on the driver signal's item factors."""
+    """How hard the history item pulls the recommended item up in the driver signal: <i_j, i_item>
+    on its item factors (als, lightgcn, content), or the item's own term w_j <p_j, i_item> of the
+    user's score (svd, sequence: these terms over the whole history add up to the signal's
+    score)."""
 
 
 @dataclass(frozen=True)
@@ -195,9 +205,10 @@ def explain_pair(
 ) -> Explanation:
     """Explain one (user, item) pair.
 
-    ``query`` is the fused query the item was ranked with, ``history`` the user's item rows (the
-    trained ones, or the override the request used), ``user_row`` the user's row in the training
-    graph (None for a user unknown to the bundle).
+    ``query`` is the fused query the item was ranked with, ``history`` the user's item rows oldest
+    first (the trained ones, or the override the request used; svd and sequence weigh them by
+    recency, as their ``fold_in`` does), ``user_row`` the user's row in the training graph (None
+    for a user unknown to the bundle).
     """
     return explain_items(bundle, user_id=user_id, user_row=user_row, history=history, query=query,
                          item_rows=[item_row], max_drivers=max_drivers, max_neighbours=max_neighbours)[0]
@@ -221,14 +232,15 @@ def explain_items(
     the contributions as one product) is done once here instead of once per item, and the drivers
     of all items that share a driver signal are ranked together.
     """
-    history = np.unique(np.asarray(history, dtype=np.int64))
+    ordered = np.asarray(history, dtype=np.int64).ravel()
+    history = np.unique(ordered)
     rows = np.asarray(item_rows, dtype=np.int64).ravel()
     if len(rows) == 0:
         return []
     text = item_text(bundle)
     vecs = np.asarray(bundle.index.vectors[rows], dtype=np.float32)
     parts = bundle.fusion.contributions(np.asarray(query, np.float32), vecs)
-    evidence = _HistoryEvidence(bundle, text, history, str(user_id), user_row, max_neighbours)
+    evidence = _HistoryEvidence(bundle, text, ordered, history, str(user_id), user_row, max_neighbours)
     row_list = rows.tolist()
     signals = list(parts)
     # plain floats once per signal: float() of a numpy scalar per item and signal costs more
@@ -279,15 +291,45 @@ def explain_items(
 
 
 # -- evidence ------------------------------------------------------------------------------------
-class _HistoryEvidence:
-    """What the explanations of one user's items share: the history's item factors and their
-    norms per driver signal, the labels the whole history carries, the user's end of the graph
-    path."""
+def _history_pulls(model: FactorModel, history: np.ndarray) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+    """For a signal whose user vector is a weighted sum of history rows of its ``projection_``
+    (svd, sequence): the distinct history items with a weight (sorted) and each one's part of the
+    user vector, w_j * p_j, as float32 rows; <row_j, i_item> is item j's term of the user's score
+    for the item, its pull. (None, None) for the other signals.
 
-    def __init__(self, bundle: Bundle, text: ItemText, history: np.ndarray, user_id: str, user_row: int | None,
-                 max_neighbours: int) -> None:
+    ``history``: item rows oldest first, as ``fold_in`` takes them; the weights are ``fold_in``'s
+    (the rows add up to its vector).
+    """
+    history = np.asarray(history, dtype=np.int64).ravel()
+    if isinstance(model, SVDItemItem):
+        weights = recency_weights(np.arange(history.size)[::-1], model.config)
+        # a repeated item counts once, at its newest position
+        rows, newest = np.unique(history[::-1], return_index=True)
+        weights = weights[history.size - 1 - newest]
+    elif isinstance(model, SequenceModel):
+        cfg = model.config
+        last = history[-cfg.window :]
+        rows, at = np.unique(last, return_inverse=True)
+        # an item twice in the window counts at both positions
+        weights = np.bincount(at, weights=np.power(0.5, np.arange(last.size)[::-1] / cfg.half_life),
+                              minlength=rows.size)
+    else:
+        return None, None
+    parts = weights[:, None] * np.asarray(model.projection_[rows], dtype=np.float64)
+    return rows, parts.astype(np.float32)
+
+
+class _HistoryEvidence:
+    """What the explanations of one user's items share: per driver signal the history's rows that
+    pull (item factors, or the weighted projection rows of svd and sequence) and their norms, the
+    labels the whole history carries, the user's end of the graph path."""
+
+    def __init__(self, bundle: Bundle, text: ItemText, ordered: np.ndarray, history: np.ndarray, user_id: str,
+                 user_row: int | None, max_neighbours: int) -> None:
         self.bundle = bundle
         self.text = text
+        self.ordered = ordered
+        """The history as given, oldest first."""
         self.history = history
         """Sorted and unique."""
         self.rows = history.tolist()
@@ -295,30 +337,35 @@ class _HistoryEvidence:
         self.user_row = user_row
         self.max_neighbours = max_neighbours
         self.you = PathStep("user", user_id, "you")
-        self._factors: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, float]] = {}
+        self._pulls: dict[str, tuple[np.ndarray, np.ndarray, set[int], np.ndarray, np.ndarray, float]] = {}
         self._counts: dict[str, list[int]] = {}
         self._watching: np.ndarray | None = None
         self._sorted = False
 
     def drivers(self, signal: str, item_rows: list[int], k: int) -> list[tuple[list[Driver], list[int]]]:
-        """Per item of ``item_rows``: the history items (the item itself left out) with the largest
-        <i_j, i_item> on ``signal``'s item factors, at most ``k`` and only those that point at the
+        """Per item of ``item_rows``: the history items (the item itself left out) that pull it up
+        most in ``signal`` (``Driver.similarity``), at most ``k`` and only those that point at the
         item at all (above rounding noise), ties by row; and their rows."""
-        history = self.history
-        cached = self._factors.get(signal)
+        cached = self._pulls.get(signal)
         if cached is None:
-            factors = np.asarray(self.bundle.fusion.models[signal].item_factors_)
-            hist = np.asarray(factors[history], dtype=np.float32)
+            model = self.bundle.fusion.models[signal]
+            factors = np.asarray(model.item_factors_)
+            history, hist = _history_pulls(model, self.ordered)
+            if history is None:
+                history, members = self.history, self.members
+                hist = np.asarray(factors[history], dtype=np.float32)
+            else:
+                members = set(history.tolist())
             norms = np.linalg.norm(hist, axis=1) if len(history) else np.zeros(0, np.float32)
-            cached = self._factors[signal] = (factors, hist, norms, float(norms.max(initial=0.0)))
-        factors, hist, norms, top_norm = cached
+            cached = self._pulls[signal] = (factors, history, members, hist, norms, float(norms.max(initial=0.0)))
+        factors, history, members, hist, norms, top_norm = cached
         out: list[tuple[list[Driver], list[int]]] = [([], []) for _ in item_rows]
         outside = []
         for c, item_row in enumerate(item_rows):
             target = np.asarray(factors[item_row], dtype=np.float32)
             # only items that point at the target at all (cosine above rounding noise)
             scale = 1e-6 * float(np.sqrt(target.dot(target)))
-            if item_row not in self.members:
+            if item_row not in members:
                 outside.append((c, target, scale * top_norm))
                 continue
             keep = history != item_row
@@ -476,6 +523,10 @@ def _reason(main: str | None, drivers: list[Driver], path: list[PathStep] | None
         return f"viewers connected to {names} in the viewing graph watched this"
     if main == "content" and drivers:
         return f"it is similar in content to {names}"
+    if main == "svd" and drivers:
+        return f"people who watched {names} also watched this"
+    if main == "sequence" and drivers:
+        return f"it is often watched after {names}"
     if main == "popularity":
         count = text.counts[item_row] if text.counts is not None else None
         return f"it is popular ({count} people watched it)" if count is not None else "it is popular"

@@ -1,4 +1,5 @@
-"""Explanations on the tiny dataset: contributions, drivers, shared genres, graph path, sentence."""
+"""Explanations on the tiny dataset: contributions, drivers, shared genres, graph path, sentence; svd and
+sequence drivers on a small fitted bundle."""
 
 from __future__ import annotations
 
@@ -6,13 +7,26 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import dask
+import dask.dataframe as dd
 import numpy as np
+import pandas as pd
 import pytest
+from distributed import Client, LocalCluster
 
-from hybrid.bundle import Bundle, load
+from etl.dataset import Dataset
+from etl.ingest import ingest
+from etl.sources.base import RawSource
+from hybrid.bundle import Bundle, load, publish
 from hybrid.explain import Explanation, PathStep
+from hybrid.fusion import Fusion
 from hybrid.index import as_list
 from hybrid.recommender import History, HybridRecommender
+from hybrid.variants import Variants
+from models.base import TrainData, TrainingOptions
+from models.popularity import Popularity
+from models.sequence import SequenceConfig, SequenceModel
+from models.svd import SVDConfig, SVDItemItem, recency_weights
 from tests.test_bundle import tiny_bundle_root, tiny_fusion  # noqa: F401  (fixtures)
 
 
@@ -246,3 +260,121 @@ def test_explain_items_is_explain_pair_per_item(bundle: Bundle, rec: HybridRecom
     assert in_history > 10, "items of the history are explained too (left out of their own evidence)"
     assert explain_items(bundle, user_id="1", user_row=0, history=history_of(bundle, "1"), query=query,
                          item_rows=[]) == []
+
+
+# -- svd and sequence: drivers are the history's own terms of the signal's score ---------------------
+def chain_source(n_users: int = 80, n_items: int = 30, per_user: int = 10, seed: int = 0) -> RawSource:
+    """Histories of random items, where in every other one item 1 is followed at once by item 2: that
+    pair co-occurs and follows far more often than any other."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        seq = [str(i) for i in rng.choice(np.arange(3, n_items + 1), size=per_user, replace=False)]
+        if u % 2 == 0:
+            at = int(rng.integers(0, per_user - 3))
+            seq[at:at] = ["1", "2"]
+        rows += [(str(u + 1), i, 4.0, 1_000_000 + u * 1000 + t) for t, i in enumerate(seq)]
+    items = pd.DataFrame({
+        "item_id": [str(i) for i in range(1, n_items + 1)],
+        "title": [f"Film {i} (2001)" for i in range(1, n_items + 1)],
+        "genres": [["Drama"]] * n_items,
+        "tags": [[]] * n_items,
+        "year": pd.array([2001] * n_items, dtype="Int64"),
+    })  # fmt: skip
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "value", "timestamp"])
+    return RawSource(name="chain", interactions=dd.from_pandas(frame, npartitions=2), items=items,
+                     value_range=(0.5, 5.0), numeric_ids=True)
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> HybridRecommender:
+    """A bundle of the svd and sequence signals (and popularity) fit on ``chain_source``."""
+    root = tmp_path_factory.mktemp("chain")
+    with dask.config.set(scheduler="sync"):
+        ingest(chain_source(), root / "dataset")
+    dataset = Dataset.open(root / "dataset")
+    data = TrainData(dataset, "train")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster, set_as_default=False) as client:  # fmt: skip
+        options = TrainingOptions(client=client, seed=0)
+        models = {
+            "svd": SVDItemItem(SVDConfig(factors=12, shrinkage=1.0)).fit(data, options),
+            "sequence": SequenceModel(SequenceConfig(factors=12)).fit(data, options),
+            "popularity": Popularity().fit(data, options),
+        }
+    fusion = Fusion.fit_scales(models, dataset.matrix("test"))
+    weights = {"svd": 1.0, "sequence": 1.0, "popularity": 0.1}
+    publish(root / "bundles", fusion, dataset, weights=weights, variants=Variants(fusion.signals, weights),
+            metrics={}, params={})
+    return HybridRecommender(load(root / "bundles"))
+
+
+def pulls_by_definition(model, signal: str, ordered: np.ndarray, item_row: int) -> dict[int, float]:
+    """Each history item's term w_j <p_j, i_item> of the signal's score, from the models' own
+    definitions: svd weighs every distinct item by recency at its newest position (models/svd.py),
+    sequence each of the last ``window`` positions by 0.5 ** (age / half_life) (models/sequence.py)."""
+    weights: dict[int, float] = {}
+    for pos, j in enumerate(ordered.tolist()):
+        age = len(ordered) - 1 - pos
+        if signal == "svd":  # a later position overwrites: the newest counts
+            weights[j] = float(recency_weights(np.array([age]), model.config)[0])
+        elif age < model.config.window:
+            weights[j] = weights.get(j, 0.0) + 0.5 ** (age / model.config.half_life)
+    item = np.asarray(model.item_factors_[item_row], np.float64)
+    return {j: w * float(np.asarray(model.projection_[j], np.float64) @ item) for j, w in weights.items()}
+
+
+@pytest.mark.parametrize("signal", ["svd", "sequence"])
+def test_drivers_are_the_largest_terms_of_the_signal_score(chain: HybridRecommender, signal: str):
+    from hybrid.explain import _history_pulls
+
+    bundle = chain.bundle
+    model, scale = bundle.fusion.models[signal], bundle.fusion.scales[signal]
+    rng = np.random.default_rng(3)
+    users = [(str(u), None) for u in bundle.users.ids[:8]]
+    users += [("visitor", History(rng.choice(len(bundle.items), 12))), ("repeats", History(np.array([4, 9, 4, 0, 9])))]
+    explained = 0
+    for user_id, override in users:
+        state = chain.user_state(user_id, override)
+        ordered = state.history.items
+        scores = np.asarray(state.parts[signal], np.float64) @ np.asarray(model.item_factors_, np.float64).T
+        rows, parts = _history_pulls(model, ordered)
+        np.testing.assert_allclose((parts @ np.asarray(model.item_factors_).T).sum(axis=0), scores, atol=1e-4)
+        recs = chain.recommend(user_id, 4, weights={signal: 1.0}, history_override=override, explain=True)
+        for item in recs.items:
+            expl = item.explanation
+            assert expl.main_signal == expl.driver_signal == signal
+            pulls = pulls_by_definition(model, signal, ordered, item.item_row)
+            # the terms add up to the signal's score, which the explanation's contribution scales
+            assert sum(pulls.values()) == pytest.approx(scores[item.item_row], abs=1e-4)
+            assert sum(pulls.values()) * scale == pytest.approx(expl.contributions[signal], rel=1e-3, abs=1e-4)
+            # and the drivers are the largest positive ones, ties by row
+            top = sorted((j for j in pulls if pulls[j] > 1e-6), key=lambda j: (-pulls[j], j))[:3]
+            assert [bundle.items.row(d.item_id) for d in expl.drivers] == top, (user_id, item.item_row)
+            assert [d.similarity for d in expl.drivers] == pytest.approx([pulls[j] for j in top], rel=1e-4, abs=1e-6)
+            explained += bool(top)
+    assert explained > 20
+    if signal == "sequence":  # only the last window items drive
+        assert set(_history_pulls(model, np.arange(12))[0].tolist()) == set(range(12 - model.config.window, 12))
+
+
+def test_constructed_strongest_driver(chain: HybridRecommender):
+    """Item 1 is what goes with item 2, and what comes right before it: it drives item 2 in both signals,
+    in sequence only while it is among the last five items."""
+    bundle = chain.bundle
+    rows = lambda *ids: History(np.array([bundle.items.row(str(i)) for i in ids]))  # noqa: E731
+
+    def explain(signal: str, history: History) -> Explanation:
+        return chain.explain("visitor", "2", weights={signal: 1.0}, history_override=history)
+
+    for signal, words in (("svd", "item-item signal (100%): people who watched Film 1 and "),
+                          ("sequence", "what-comes-next signal (100%): it is often watched after Film 1 and ")):
+        expl = explain(signal, rows(5, 6, 1, 7, 8))
+        assert expl.driver_signal == signal and expl.drivers[0].item_id == "1"
+        assert expl.drivers[0].similarity > 2 * expl.drivers[1].similarity
+        assert f"Recommended for its {words}" in expl.sentence
+    old = rows(1, 5, 6, 7, 8, 9)  # item 1 six items back
+    assert "1" not in [d.item_id for d in explain("sequence", old).drivers]
+    assert "1" in [d.item_id for d in explain("svd", old).drivers]
+    # popularity leading: the drivers come from the first driver signal the bundle has
+    assert explain("popularity", rows(5, 6, 1, 7, 8)).driver_signal == "svd"

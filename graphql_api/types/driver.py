@@ -11,7 +11,11 @@ from hybrid.explain import Driver as DomainDriver
 
 @strawberry.type(description="An item of the user's history and how strongly it points at the explained item.")
 class Driver:
-    similarity: float = strawberry.field(description="Inner product of the two items' vectors in the driver signal.")
+    similarity: float = strawberry.field(
+        description="How hard the history item pulls the explained item up in the driver signal: the inner product "
+        "of the two items' vectors (als, lightgcn, content), or the history item's own term of the user's score, "
+        "these terms adding up to the score over the whole history (svd, sequence)."
+    )
     item: Item
     item_id: strawberry.Private[str]
 
