@@ -34,7 +34,7 @@ import pandas as pd
 from hybrid.index import as_list
 from models.base import FactorModel
 from models.sequence import SequenceModel
-from models.svd import SVDItemItem, recency_weights
+from models.svd import SVDItemItem
 
 if TYPE_CHECKING:
     from hybrid.bundle import Bundle
@@ -300,21 +300,9 @@ def _history_pulls(model: FactorModel, history: np.ndarray) -> tuple[np.ndarray,
     ``history``: item rows oldest first, as ``fold_in`` takes them; the weights are ``fold_in``'s
     (the rows add up to its vector).
     """
-    history = np.asarray(history, dtype=np.int64).ravel()
-    if isinstance(model, SVDItemItem):
-        weights = recency_weights(np.arange(history.size)[::-1], model.config)
-        # a repeated item counts once, at its newest position
-        rows, newest = np.unique(history[::-1], return_index=True)
-        weights = weights[history.size - 1 - newest]
-    elif isinstance(model, SequenceModel):
-        cfg = model.config
-        last = history[-cfg.window :]
-        rows, at = np.unique(last, return_inverse=True)
-        # an item twice in the window counts at both positions
-        weights = np.bincount(at, weights=np.power(0.5, np.arange(last.size)[::-1] / cfg.half_life),
-                              minlength=rows.size)
-    else:
+    if not isinstance(model, SVDItemItem | SequenceModel):
         return None, None
+    rows, weights = model.history_weights(history)
     parts = weights[:, None] * np.asarray(model.projection_[rows], dtype=np.float64)
     return rows, parts.astype(np.float32)
 

@@ -362,16 +362,10 @@ class ALS(FactorModel):
         recalculate_user, with Rendle's alpha0 and nu); an empty history gives the zero vector.
         Repeated items have their values summed.
         """
-        self._require_fitted()
         cfg: ALSConfig = self.config
+        items, vals = self._history(items, values)
+        vals = np.ones(items.size) if vals is None else vals
         y = np.asarray(self.item_factors_)
-        items = np.asarray(items, dtype=np.int64).ravel()
-        if items.size and (items.min() < 0 or items.max() >= y.shape[0]):
-            bad = items[(items < 0) | (items >= y.shape[0])]
-            raise ValueError(f"item rows out of range [0, {y.shape[0]}): {bad[:5].tolist()}")
-        vals = np.ones(items.size) if values is None else np.asarray(values, dtype=np.float64).ravel()
-        if vals.shape != items.shape:
-            raise ValueError(f"values has {vals.size} entries for {items.size} items")
         if items.size == 0:
             return np.zeros(y.shape[1], dtype=_FLOAT)
         uniq, inv = np.unique(items, return_inverse=True)

@@ -141,6 +141,21 @@ class FactorModel(ABC):
         if not hasattr(self, "item_factors_"):
             raise NotFittedError(f"{self.kind} model is not fitted: call fit() or load() first")
 
+    def _history(self, items: np.ndarray, values: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """``fold_in``'s arguments, checked: item rows (int64, each in [0, n_items)) and their values
+        (float64, one per item) or None."""
+        self._require_fitted()
+        n_items = self.item_factors_.shape[0]
+        items = np.asarray(items, dtype=np.int64).ravel()
+        if items.size and (items.min() < 0 or items.max() >= n_items):
+            bad = items[(items < 0) | (items >= n_items)]
+            raise ValueError(f"item rows out of range [0, {n_items}): {bad[:5].tolist()}")
+        if values is not None:
+            values = np.asarray(values, dtype=np.float64).ravel()
+            if values.shape != items.shape:
+                raise ValueError(f"values has {values.size} entries for {items.size} items")
+        return items, values
+
     @property
     def dim(self) -> int:
         self._require_fitted()

@@ -313,16 +313,7 @@ class ContentModel(FactorModel):
 
         An empty history (or one whose weights sum to 0) gives the zero vector.
         """
-        self._require_fitted()
-        items = np.asarray(items, dtype=np.int64).ravel()
-        n_items = self.embedding_.shape[0]
-        bad = items[(items < 0) | (items >= n_items)]
-        if bad.size:
-            raise ValueError(f"item rows out of range [0, {n_items}): {bad[:5].tolist()}")
-        if values is not None:
-            values = np.asarray(values, dtype=np.float64).ravel()
-            if values.shape != items.shape:
-                raise ValueError(f"values has shape {values.shape}, items {items.shape}")
+        items, values = self._history(items, values)
         n = len(items)
         w = history_weights(np.full(n, n), np.arange(n), values, self.config)
         denom = w.sum() + self.config.shrink

@@ -127,13 +127,7 @@ class LightGCN(FactorModel):
         test NDCG@10 0.117 (trained: 0.117-0.120). The graph is binary, so ``values`` are
         only checked for shape, not used. An empty history gives zeros.
         """
-        self._require_fitted()
-        items = np.asarray(items, dtype=np.int64).ravel()
-        if values is not None and np.asarray(values).size != items.size:
-            raise ValueError(f"values has {np.asarray(values).size} entries for {items.size} items")
-        bad = items[(items < 0) | (items >= self.item_factors_.shape[0])]
-        if bad.size:
-            raise ValueError(f"item rows out of range [0, {self.item_factors_.shape[0]}): {bad[:5].tolist()}")
+        items, _ = self._history(items, values)
         items = np.unique(items)
         if items.size == 0:
             return np.zeros(self.dim, dtype=np.float32)

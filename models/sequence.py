@@ -136,20 +136,23 @@ class SequenceModel(FactorModel):
     def fold_in(self, items: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
         """The user vector of a history given oldest first, from its last ``window`` items (values
         are checked, not used: the signal is binary). An empty history gives the zero vector."""
-        self._require_fitted()
-        cfg: SequenceConfig = self.config
-        items = np.asarray(items, dtype=np.int64).ravel()
-        n_items = self.projection_.shape[0]
-        bad = items[(items < 0) | (items >= n_items)]
-        if bad.size:
-            raise ValueError(f"item rows out of range [0, {n_items}): {bad[:5].tolist()}")
-        if values is not None and np.asarray(values).size != items.size:
-            raise ValueError(f"values has {np.asarray(values).size} entries for {items.size} items")
-        last = items[-cfg.window:]
-        if last.size == 0:
+        rows, weights = self.history_weights(items, values)
+        if rows.size == 0:
             return np.zeros(self.projection_.shape[1], dtype=np.float32)
-        weights = np.power(0.5, np.arange(last.size)[::-1] / cfg.half_life)
-        return (weights @ self.projection_[last].astype(np.float64)).astype(np.float32)
+        return (weights @ self.projection_[rows].astype(np.float64)).astype(np.float32)
+
+    def history_weights(self, items: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct rows of a history's last ``window`` items (oldest first) and their weights:
+        ``fold_in`` is weights @ projection_[rows] (an item twice in the window counts at both
+        positions), so w_j <projection_[j], item_factors_[i]> is item j's part of the user's score
+        for item i (what explanations rank drivers by)."""
+        cfg: SequenceConfig = self.config
+        items, _ = self._history(items, values)
+        last = items[-cfg.window:]
+        rows, at = np.unique(last, return_inverse=True)
+        weights = np.bincount(at, weights=np.power(0.5, np.arange(last.size)[::-1] / cfg.half_life),
+                              minlength=rows.size)
+        return rows, weights
 
     def _extra_state(self) -> dict[str, Any]:
         return {}

@@ -188,21 +188,20 @@ class SVDItemItem(FactorModel):
     def fold_in(self, items: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
         """The user vector of a history given oldest first (values are checked, not used: the
         signal is binary). An empty history gives the zero vector."""
-        self._require_fitted()
-        items = np.asarray(items, dtype=np.int64).ravel()
-        n_items = self.projection_.shape[0]
-        bad = items[(items < 0) | (items >= n_items)]
-        if bad.size:
-            raise ValueError(f"item rows out of range [0, {n_items}): {bad[:5].tolist()}")
-        if values is not None and np.asarray(values).size != items.size:
-            raise ValueError(f"values has {np.asarray(values).size} entries for {items.size} items")
-        if items.size == 0:
+        rows, weights = self.history_weights(items, values)
+        if rows.size == 0:
             return np.zeros(self.projection_.shape[1], dtype=np.float32)
+        return (weights @ self.projection_[rows].astype(np.float64)).astype(np.float32)
+
+    def history_weights(self, items: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct rows of a history (oldest first) and their weights: ``fold_in`` is
+        weights @ projection_[rows], so w_j <projection_[j], item_factors_[i]> is item j's part
+        of the user's score for item i (what explanations rank drivers by)."""
+        items, _ = self._history(items, values)
         w = recency_weights(np.arange(items.size)[::-1], self.config)
         # A repeated item counts once, at its newest position (as the fitted rows do).
-        _, last = np.unique(items[::-1], return_index=True)
-        keep = items.size - 1 - last
-        return (w[keep] @ self.projection_[items[keep]].astype(np.float64)).astype(np.float32)
+        rows, newest = np.unique(items[::-1], return_index=True)
+        return rows, w[items.size - 1 - newest]
 
     def _extra_state(self) -> dict[str, Any]:
         return {}
