@@ -29,19 +29,14 @@ from typing import Any
 import numba
 import numpy as np
 import scipy.sparse as sp
-from distributed import CancelledError
-from distributed.comm import CommClosedError
-from distributed.scheduler import KilledWorker
 from threadpoolctl import ThreadpoolController
 
 from etl.errors import ModelDivergedError
-from models.base import FactorModel, TrainData, TrainingOptions, register
+from models.base import FactorModel, SharedValues, TrainData, TrainingOptions, gather_shared, register
 
 __all__ = ["ALS", "ALSConfig", "TUNED_ML_SMALL"]
 
 logger = logging.getLogger(__name__)
-_ATTEMPTS = 4  # submissions of one half-step before a lost-data error is final
-_LOST = (CancelledError, KilledWorker, CommClosedError, OSError)
 
 _FLOAT = np.float32
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}  # no nnan/ninf: a NaN must stay visible
@@ -244,29 +239,6 @@ def _gram(y: np.ndarray, alpha0: float) -> np.ndarray:
         return (alpha0 * (y64.T @ y64)).astype(_FLOAT)
 
 
-class _Shared:
-    """Values this process holds and the workers read, scattered once and again only if lost.
-
-    Dask cannot recompute scattered data, and broadcasting does not protect it: the active
-    memory manager trims idle replicas to one, and a broadcast that meets a dying worker stalls
-    on connection time-outs. So each value lives on one worker (tasks go to their block's data),
-    and a value the cluster lost is scattered again from here.
-    """
-
-    def __init__(self, client: Any, values: list[Any]) -> None:
-        self.client, self.values = client, values
-        self.futures: list[Any] = [None] * len(values)
-
-    def get(self, fresh: bool = False) -> list[Any]:
-        """Futures of the values; ``fresh`` scatters them all again."""
-        stale = [k for k, f in enumerate(self.futures) if fresh or f is None or f.status != "finished"]
-        if stale:
-            new = self.client.scatter([self.values[k] for k in stale], hash=False)
-            for k, f in zip(stale, new, strict=True):
-                self.futures[k] = f
-        return list(self.futures)
-
-
 @register
 class ALS(FactorModel):
     """Implicit ALS with CG solves, one Dask task per row block and half-step."""
@@ -300,8 +272,8 @@ class ALS(FactorModel):
         blocks = {side: _blocks(csr, reg, n_blocks) for side, csr, reg in (("users", cui, reg_u), ("items", ciu, reg_i))}
         # Scattered once per fit: the block slices; once per half-step: the side just solved and its
         # Gramian, which the next half-step reads as its fixed side and the one after as warm start.
-        shared = {side: _Shared(client, blk) for side, (blk, _) in blocks.items()}
-        current = {"users": _Shared(client, [x]), "items": _Shared(client, [y, _gram(y, cfg.unobserved_weight)])}
+        shared = {side: SharedValues(client, blk) for side, (blk, _) in blocks.items()}
+        current = {"users": SharedValues(client, [x]), "items": SharedValues(client, [y, _gram(y, cfg.unobserved_weight)])}
         self.history_: list[dict[str, float]] = []
         progress = _progress(options.progress, cfg.iterations)
         for it in range(cfg.iterations):
@@ -309,7 +281,7 @@ class ALS(FactorModel):
             for side, other in (("users", "items"), ("items", "users")):
                 solved = self._half_step(client, f"{side}-block-{{k}}-iter-{it}-{token}", shared[side], blocks[side][1],
                                          current[side], current[other])
-                current[side] = _Shared(client, [solved, _gram(solved, cfg.unobserved_weight)])
+                current[side] = SharedValues(client, [solved, _gram(solved, cfg.unobserved_weight)])
                 x, y = (solved, y) if side == "users" else (x, solved)
             self.history_.append({"iteration": it, "seconds": time.perf_counter() - start})
             progress(it)
@@ -322,8 +294,8 @@ class ALS(FactorModel):
             return (rng.random((n, cfg.factors), dtype=_FLOAT) * _FLOAT(0.01)).astype(_FLOAT)
         return (rng.standard_normal((n, cfg.factors), dtype=_FLOAT) * _FLOAT(cfg.init_std / math.sqrt(cfg.factors))).astype(_FLOAT)
 
-    def _half_step(self, client: Any, key: str, blocks: _Shared, bounds: np.ndarray, warm: _Shared,
-                   fixed: _Shared) -> np.ndarray:
+    def _half_step(self, client: Any, key: str, blocks: SharedValues, bounds: np.ndarray, warm: SharedValues,
+                   fixed: SharedValues) -> np.ndarray:
         """Solve every row of one side against the fixed other side, one task per block.
 
         A lost worker costs only its running tasks (Dask reruns them) unless it took the last
@@ -331,25 +303,16 @@ class ALS(FactorModel):
         afresh from this process. Rows are solved deterministically, so the result is the same.
         """
         cfg: ALSConfig = self.config
-        for attempt in range(_ATTEMPTS):
-            try:
-                fresh = attempt > 1  # a second try scatters only what Dask reports lost
-                blocks_f, (warm_f,), (fixed_f, gram_f) = blocks.get(fresh), warm.get(fresh)[:1], fixed.get(fresh)
-                suffix = f"-retry{attempt}" if attempt else ""
-                tasks = [
-                    client.submit(_solve_block, blk, warm_f, int(bounds[k]), int(bounds[k + 1]), fixed_f, gram_f,
-                                  cfg.unobserved_weight, cfg.cg_steps, key="als-" + key.format(k=k) + suffix,
-                                  retries=2)
-                    for k, blk in enumerate(blocks_f)
-                ]
-                out = np.concatenate(client.gather(tasks), axis=0)
-                break
-            except _LOST as err:
-                if attempt + 1 == _ATTEMPTS:
-                    raise
-                logger.warning("als: %s lost a worker or its data (%s: %s); submitting again", key.format(k="*"),
-                               type(err).__name__, err)
-                time.sleep(0.5 * (attempt + 1))  # let the scheduler notice the dead worker
+
+        def submit(fresh: bool, suffix: str) -> list[Any]:
+            blocks_f, (warm_f,), (fixed_f, gram_f) = blocks.get(fresh), warm.get(fresh)[:1], fixed.get(fresh)
+            return [
+                client.submit(_solve_block, blk, warm_f, int(bounds[k]), int(bounds[k + 1]), fixed_f, gram_f,
+                              cfg.unobserved_weight, cfg.cg_steps, key="als-" + key.format(k=k) + suffix, retries=2)
+                for k, blk in enumerate(blocks_f)
+            ]
+
+        out = np.concatenate(gather_shared(client, f"als: {key.format(k='*')}", submit), axis=0)
         if not np.isfinite(out).all():
             raise ModelDivergedError(f"als: non-finite factors in {key.format(k='*')} (diverged)")
         return out

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -22,6 +25,8 @@ import scipy.sparse as sp
 from etl.dataset import Dataset
 from etl.errors import ModelDivergedError, NotFittedError
 from etl.vocabulary import Vocabulary
+
+logger = logging.getLogger(__name__)
 
 _REGISTRY: dict[str, type[FactorModel]] = {}
 #: Where each signal lives, so that model_class() can import it on first use.
@@ -264,3 +269,59 @@ def _top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         top = np.pad(top, ((0, 0), (0, pad)), constant_values=-1)
         top_scores = np.pad(top_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
     return top.astype(np.int64), top_scores.astype(np.float32)
+
+
+# -- data the workers read from this process -------------------------------------------------------
+SUBMIT_ATTEMPTS = 4
+"""Submissions of one round of tasks on shared data before a lost-data error is final."""
+
+
+def _lost_errors() -> tuple[type[BaseException], ...]:
+    from distributed import CancelledError
+    from distributed.comm import CommClosedError
+    from distributed.scheduler import KilledWorker
+
+    return CancelledError, KilledWorker, CommClosedError, OSError
+
+
+class SharedValues:
+    """Values this process holds and the workers read, scattered once and again only if lost.
+
+    Dask cannot recompute scattered data, and broadcasting does not protect it: the active
+    memory manager trims idle replicas to one, and a broadcast that meets a dying worker stalls
+    on connection time-outs. So each value lives on one worker (tasks go to their block's data),
+    and a value the cluster lost is scattered again from here (``gather_shared``).
+    """
+
+    def __init__(self, client: Any, values: list[Any]) -> None:
+        self.client, self.values = client, values
+        self.futures: list[Any] = [None] * len(values)
+
+    def get(self, fresh: bool = False) -> list[Any]:
+        """Futures of the values; ``fresh`` scatters them all again."""
+        stale = [k for k, f in enumerate(self.futures) if fresh or f is None or f.status != "finished"]
+        if stale:
+            new = self.client.scatter([self.values[k] for k in stale], hash=False)
+            for k, f in zip(stale, new, strict=True):
+                self.futures[k] = f
+        return list(self.futures)
+
+
+def gather_shared(client: Any, what: str, submit: Callable[[bool, str], list[Any]]) -> list[Any]:
+    """The results of one round of tasks that read SharedValues.
+
+    ``submit(fresh, suffix)`` submits the round (``fresh``: scatter the shared values again;
+    ``suffix``: for the task keys of a retry). A lost worker costs only its running tasks (Dask
+    reruns them) unless it took the last copy of shared data with it: then the round is submitted
+    again, from the second retry on data scattered afresh from this process.
+    """
+    lost = _lost_errors()
+    for attempt in range(SUBMIT_ATTEMPTS):
+        try:
+            return client.gather(submit(attempt > 1, f"-retry{attempt}" if attempt else ""))
+        except lost as err:
+            if attempt + 1 == SUBMIT_ATTEMPTS:
+                raise
+            logger.warning("%s lost a worker or its data (%s: %s); submitting again", what, type(err).__name__, err)
+            time.sleep(0.5 * (attempt + 1))  # let the scheduler notice the dead worker
+    raise AssertionError("unreachable")

@@ -30,7 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from models.base import FactorModel, TrainData, TrainingOptions, register, user_blocks
+from models.base import FactorModel, SharedValues, TrainData, TrainingOptions, gather_shared, register, user_blocks
 
 __all__ = ["SVDConfig", "SVDItemItem", "recency_weights"]
 
@@ -140,18 +140,21 @@ class SVDItemItem(FactorModel):
         k = min(cfg.factors, n_items, max(n_users, 1))
         width = min(n_items, k + cfg.oversample)
         client, bounds = user_blocks(n_users, cfg.n_blocks, options)
-        blocks = client.scatter([a[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)], hash=False)
+        # scattered once (and again only if a lost worker took them); Q once per pass
+        blocks = SharedValues(client, [a[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)])
         token = uuid.uuid4().hex[:8]
 
         def gram_times(q: np.ndarray, p: int) -> np.ndarray:
-            [q_f] = client.scatter([q], broadcast=True, hash=False)
-            futures = [
-                client.submit(_gram_block, blk, q_f, key=f"svd-gram-block-{b}-pass-{p}-{token}", retries=2)
-                for b, blk in enumerate(blocks)
-            ]
-            out = sum(client.gather(futures))
-            del futures, q_f
-            return out
+            shared_q = SharedValues(client, [q])
+
+            def submit(fresh: bool, suffix: str) -> list[Any]:
+                [q_f] = shared_q.get(fresh)
+                return [
+                    client.submit(_gram_block, blk, q_f, key=f"svd-gram-block-{b}-pass-{p}-{token}{suffix}", retries=2)
+                    for b, blk in enumerate(blocks.get(fresh))
+                ]
+
+            return sum(gather_shared(client, f"svd: pass {p}", submit))
 
         rng = np.random.default_rng(options.seed)
         # One BLAS thread: a tall-skinny QR gains nothing from more, and an oversubscribed
