@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
+import mmap as mmap_module
 import os
 import re
 import shutil
@@ -94,6 +96,9 @@ class Bundle:
     seen: sp.csr_matrix
     """users x items training interactions (values), shared by every signal."""
     catalog: ItemCatalog = field(repr=False)
+    history_file: mmap_module.mmap | None = field(default=None, repr=False)
+    """history.npz mapped at load: read on first use even when the file is gone by then (a local
+    cache prunes old versions while a process may still serve one)."""
 
     @property
     def version(self) -> str:
@@ -120,7 +125,8 @@ class Bundle:
         Not canonical on purpose (indices are in time order): use it for a user's history,
         never for sparse arithmetic, which would re-sort it.
         """
-        with np.load(self.path / "history.npz", allow_pickle=False) as z:
+        source = io.BytesIO(self.history_file) if self.history_file is not None else self.path / "history.npz"
+        with np.load(source, allow_pickle=False) as z:
             return sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
 
 
@@ -519,6 +525,8 @@ def load(path: str | Path, mmap: bool = True, cache_dir: str | Path | None = Non
         )
     for s in order[1:]:
         models[s].seen_ = seen  # one copy in memory: every signal was fit on the same interactions
+    with open(path / "history.npz", "rb") as fh:  # mapped now, read on first use (Bundle.history)
+        history_file = mmap_module.mmap(fh.fileno(), 0, access=mmap_module.ACCESS_READ)
     return Bundle(
         path=path,
         manifest=manifest,
@@ -530,6 +538,7 @@ def load(path: str | Path, mmap: bool = True, cache_dir: str | Path | None = Non
         variants=variants,
         seen=seen,
         catalog=ItemCatalog(items_table),
+        history_file=history_file,
     )
 
 

@@ -413,11 +413,16 @@ def test_url_cache_reuses_refreshes_and_prunes(tiny_dataset, tiny_fusion, memory
     again = load(memory_root, cache_dir=cache)
     assert again.path == first and "fresh" in again.variants and not (first / "marker").exists()
 
+    expected_history = again.history.toarray()
+    serving = load(memory_root, cache_dir=cache)  # a process still serving v1, history not read yet
     for v in ("v2", "v3", "v4"):
         publish_tiny(memory_root, tiny_dataset, tiny_fusion, version=v)
         assert load(memory_root, cache_dir=cache).version == v
     copies = sorted(p.name for p in first.parent.iterdir())
     assert copies == ["v2", "v3", "v4"][-bundle_mod.CACHE_KEEP:], copies
+    assert not serving.path.exists(), "v1's copy was pruned"
+    np.testing.assert_array_equal(serving.history.toarray(), expected_history)  # mapped at load: still readable
+    assert serving.index.search(np.ones(serving.index.dim, np.float32), 2)[0].size == 2, "index memory-mapped"
 
 
 def test_file_url_root_is_a_local_root(tiny_dataset, tiny_fusion, tmp_path):
