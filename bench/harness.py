@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +26,7 @@ if str(REPO) not in sys.path:
 
 from bench.synthetic_scale import MiB, ProcessSampler  # noqa: E402
 from etl.dataset import Dataset  # noqa: E402
+from etl.jsonable import jsonable  # noqa: E402
 
 ML_SMALL = REPO.parent / "shared" / "data" / "ml-latest-small"
 DESIGN = REPO.parent / "shared" / "DESIGN.md"
@@ -151,24 +152,6 @@ def sample_test(truth: sp.csr_matrix, max_users: int | None, seed: int = 0) -> s
 
 
 # -- files ----------------------------------------------------------------------------------------
-def jsonable(value: Any) -> Any:
-    if hasattr(value, "__dataclass_fields__") and not isinstance(value, type):
-        return jsonable(asdict(value))
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
 def write_json(path: Path, data: Any) -> None:
     """Write atomically (temp file, then rename): a stage's JSON exists only once it finished."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -139,7 +139,7 @@ def lightgcn_batch(fit_interactions: int, steps: int) -> int:
 
 def run_tune(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
     from hybrid.pipeline import refit_config, tune
-    from bench.harness import jsonable
+    from etl.jsonable import jsonable
 
     ds = ctx.dataset()
     outcome = tune(ds, pipeline_config(ctx), ctx.options())

@@ -39,7 +39,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -54,6 +54,7 @@ from fsspec.spec import AbstractFileSystem
 
 from etl.dataset import Dataset
 from etl.errors import BundleError
+from etl.jsonable import jsonable
 from etl.vocabulary import Vocabulary
 from hybrid.fusion import Fusion, check_weights
 from hybrid.index import FusedIndex, IndexConfig, ItemCatalog
@@ -194,8 +195,8 @@ def publish(
                 "kind": fusion.models[s].kind,
                 "dim": fusion.models[s].dim,
                 "scale": float(fusion.scales[s]),
-                "config": _jsonable(fusion.models[s].config),
-                "params": _jsonable(params.get(s, {})),
+                "config": jsonable(fusion.models[s].config),
+                "params": jsonable(params.get(s, {})),
             }
             for s in fusion.signals
         },
@@ -205,8 +206,8 @@ def publish(
         "n_items": n_items,
         "weights": weights,
         "variants": variants.to_dict(),
-        "metrics": _jsonable(metrics),
-        "params": _jsonable({k: v for k, v in params.items() if k not in fusion.signals}),
+        "metrics": jsonable(metrics),
+        "params": jsonable({k: v for k, v in params.items() if k not in fusion.signals}),
         "index": {"file": "index.usearch", "metric": "ip", "dtype": "f32", **asdict(index_config)},
     }
 
@@ -622,33 +623,6 @@ def _mtime(path: Path) -> float:
 def _check_version(version: str) -> None:
     if not isinstance(version, str) or not _VERSION_RE.match(version) or version == LATEST:
         raise ValueError(f"bad bundle version {version!r}: use letters, digits, '.', '_' and '-', not 'latest'")
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON data (dataclasses as dicts, numpy scalars as numbers, NaN/inf as None)."""
-    if is_dataclass(value) and not isinstance(value, type):
-        value = asdict(value)
-    return _finite(json.loads(json.dumps(value, default=_json_default)))
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -37,7 +37,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from etl.dataset import Dataset
+from etl.jsonable import jsonable
 from etl.metrics import evaluate
 from hybrid.candidates import CandidatePool, build_pool
 from hybrid.fusion import Fusion
@@ -222,7 +223,7 @@ def select_config(
         config = _as_config(kind, spec)
         model = signal_class(kind)(config).fit(data, options)
         ndcg = evaluate(model.score, fit, val, k=k)[f"ndcg@{k}"]
-        report.append({"config": _jsonable(config), f"validation_ndcg@{k}": ndcg})
+        report.append({"config": jsonable(config), f"validation_ndcg@{k}": ndcg})
         _log(verbose, f"search {kind}: validation NDCG@{k} {ndcg:.4f} for {spec}")
         if best is None or ndcg > best[0]:
             best = (ndcg, config, model)
@@ -332,7 +333,7 @@ class PipelineResult:
 
     def summary(self) -> dict[str, Any]:
         """JSON-able digest: weights, scales, metrics, parameters, tuning history, timings."""
-        return _jsonable({
+        return jsonable({
             "signals": list(self.signals),
             "weights": self.weights,
             "scales": self.scales,
@@ -346,20 +347,6 @@ class PipelineResult:
             "timings": self.timings,
             "bundle": str(self.bundle) if self.bundle else None,
         })
-
-
-def _jsonable(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(asdict(value))
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 # -- the pipeline ---------------------------------------------------------------------------------
@@ -451,7 +438,7 @@ def run_pipeline(
         fusion, outcome.weights, dataset, k=config.k, max_users=config.max_eval_users, seed=config.seed
     )
     timings["evaluate"] = time.perf_counter() - start
-    params = {s: _jsonable(m.config) for s, m in final.items()}
+    params = {s: jsonable(m.config) for s, m in final.items()}
     pool = {"users": outcome.pool.n_users, "width": outcome.pool.width, "per_signal": outcome.pool.per_signal,
             "coverage": outcome.pool.coverage()}
     result = PipelineResult(
