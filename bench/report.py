@@ -291,6 +291,10 @@ def scale_section(results: Path, out: Path) -> list[str]:
         f"Test metrics are over a seeded sample of {', '.join(f'{u:,}' for u in eval_users) or 'all'} test users "
         "(all when fewer).",
         ""]
+    blended = {n: sorted(stages["tune"].get("weights", {})) for n, stages in scale.items() if "tune" in stages}
+    if len({tuple(v) for v in blended.values()}) > 1:
+        lines += ["**The sizes blend different signal sets** (tune, hybrid and index ran with these): "
+                  + "; ".join(f"{n:,}: {', '.join(v)}" for n, v in blended.items()) + ".", ""]
     if any(st.get("quick") for stages in scale.values() for st in stages.values()):
         lines += ["**Quick (smoke) settings: a small GA; figures show the shape of the run only.**", ""]
     # per size x stage

@@ -120,6 +120,11 @@ def test_scale_keeps_signal_fits_when_a_signal_is_added(results: Path, tmp_path:
     assert sorted(tune["weights"]) == sorted([*SCALE_SIGNALS, "svd"])
     hybrid = json.loads((folder / "hybrid.json").read_text())
     assert hybrid["settings"]["signals"] == [*SCALE_SIGNALS, "svd"] and (folder / "signal-svd.json").exists()
+    run("report.py", "--results", str(out_dir))
+    scale = section((out_dir / "report.md").read_text(), "## Scale")
+    assert (f"**The sizes blend different signal sets** (tune, hybrid and index ran with these): "
+            f"{SIZES[0]:,}: {', '.join(sorted([*SCALE_SIGNALS, 'svd']))}; {SIZES[1]:,}: "
+            f"{', '.join(sorted(SCALE_SIGNALS))}.") in scale
 
 
 def test_serving_results_missing_then_included(results: Path, tmp_path: Path) -> None:
