@@ -86,22 +86,27 @@ def _basic_attr(field_def: GraphQLField) -> str | None:
     return definition.python_name
 
 
+def _unwrap(t: Any) -> tuple[Any, bool, Any, bool]:
+    """A field type as (named type, non-null, list item type or None, item non-null)."""
+    non_null = isinstance(t, GraphQLNonNull)
+    if non_null:
+        t = t.of_type
+    if not isinstance(t, GraphQLList):
+        return t, non_null, None, False
+    item_type = t.of_type
+    item_non_null = isinstance(item_type, GraphQLNonNull)
+    return (item_type.of_type if item_non_null else item_type), non_null, item_type, item_non_null
+
+
 def plain_objects(field_def: GraphQLField) -> PlainObjects | None:
     """The plan for a plain object field; None for any other field."""
     attr = _basic_attr(field_def)
     if attr is None:
         return None
-    t = field_def.type
-    non_null = isinstance(t, GraphQLNonNull)
-    if non_null:
-        t = t.of_type
-    is_list = isinstance(t, GraphQLList)
-    item_type = None
-    if is_list:
-        item_type = t.of_type
-        if not (non_null and isinstance(item_type, GraphQLNonNull)):
-            return None
-        t = item_type.of_type
+    t, non_null, item_type, item_non_null = _unwrap(field_def.type)
+    is_list = item_type is not None
+    if is_list and not (non_null and item_non_null):
+        return None
     if not isinstance(t, GraphQLObjectType) or t.is_type_of is not None:
         return None
     return PlainObjects(attr, t, non_null, is_list, field_def.type, item_type)
@@ -112,20 +117,10 @@ def plain_leaf(field_def: GraphQLField) -> PlainLeaf | None:
     attr = _basic_attr(field_def)
     if attr is None:
         return None
-    t = field_def.type
-    non_null = isinstance(t, GraphQLNonNull)
-    if non_null:
-        t = t.of_type
-    is_list = isinstance(t, GraphQLList)
-    item_non_null = False
-    if is_list:
-        t = t.of_type
-        item_non_null = isinstance(t, GraphQLNonNull)
-        if item_non_null:
-            t = t.of_type
+    t, non_null, item_type, item_non_null = _unwrap(field_def.type)
     if not is_leaf_type(t):
         return None
-    return PlainLeaf(attr, t.coerce_output_value, non_null, is_list, item_non_null)
+    return PlainLeaf(attr, t.coerce_output_value, non_null, item_type is not None, item_non_null)
 
 
 class _Fallback(Exception):
@@ -192,7 +187,7 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
         try:
             if not plan.is_list:
                 done = self.execute_fields(plan.type, value, path, grouped, None)
-                return self._await_field(done, plan, field_details_list, path) if is_awaitable(done) else done
+                return self._awaited(done, plan.field_type, field_details_list, path) if is_awaitable(done) else done
             return self._list(plan, value, grouped, field_details_list, path)
         except Exception as raw_error:  # noqa: BLE001 - graphql-core's handling: null, or raise when non-null
             self.handle_field_error(raw_error, plan.field_type, field_details_list, path)
@@ -214,7 +209,7 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
                     done = None
                 else:
                     if self.is_awaitable(done):
-                        done = self._await_item(done, plan, field_details_list, item_path)
+                        done = self._awaited(done, plan.item_type, field_details_list, item_path)
                         pending.append(index)
                 out.append(done)
         except Exception:
@@ -230,20 +225,14 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
                 out[i] = item
             return out
 
-        return self._await_field(gather(), plan, field_details_list, path)
+        return self._awaited(gather(), plan.field_type, field_details_list, path)
 
-    async def _await_item(self, done: Any, plan: PlainObjects, field_details_list: Any, item_path: Any) -> Any:
+    async def _awaited(self, done: Any, return_type: Any, field_details_list: Any, path: Any) -> Any:
+        """``done`` awaited; an error is handled at ``path`` as a value of ``return_type``."""
         try:
             return await done
-        except Exception as raw_error:  # noqa: BLE001
-            self.handle_field_error(raw_error, plan.item_type, field_details_list, item_path)
-            return None
-
-    async def _await_field(self, done: Any, plan: PlainObjects, field_details_list: Any, path: Any) -> Any:
-        try:
-            return await done
-        except Exception as raw_error:  # noqa: BLE001
-            self.handle_field_error(raw_error, plan.field_type, field_details_list, path)
+        except Exception as raw_error:  # noqa: BLE001 - graphql-core's handling: null, or raise when non-null
+            self.handle_field_error(raw_error, return_type, field_details_list, path)
             return None
 
 

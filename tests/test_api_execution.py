@@ -76,10 +76,11 @@ class Upper(SchemaExtension):
 QUERY = "{ leaves { name size ratio colour tags maybe key raw shout } }"
 
 
-def answer(executor: type | None, extensions: list[Any] = ()) -> dict[str, Any]:
-    schema = strawberry.Schema(query=Query, extensions=list(extensions),
+def answer(executor: type | None, extensions: list[Any] = (), query_type: type = Query,
+           query: str = QUERY) -> dict[str, Any]:
+    schema = strawberry.Schema(query=query_type, extensions=list(extensions),
                                **({"execution_context_class": executor} if executor else {}))
-    result = asyncio.run(schema.execute(QUERY))
+    result = asyncio.run(schema.execute(query))
     errors = sorted((e.message, tuple(e.path or ())) for e in result.errors or [])
     return {"data": result.data, "errors": errors}
 
@@ -173,10 +174,7 @@ WHOLE_QUERY = """{ wholes { label part { name checked later leaf { name tags } }
 
 
 def whole_answer(executor: type) -> dict[str, Any]:
-    schema = strawberry.Schema(query=WholeQuery, execution_context_class=executor)
-    result = asyncio.run(schema.execute(WHOLE_QUERY))
-    errors = sorted((e.message, tuple(e.path or ())) for e in result.errors or [])
-    return {"data": result.data, "errors": errors}
+    return answer(executor, query_type=WholeQuery, query=WHOLE_QUERY)
 
 
 def test_object_fields_answer_and_fail_as_graphql_core(monkeypatch: pytest.MonkeyPatch) -> None:
