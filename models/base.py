@@ -306,6 +306,10 @@ class SharedValues:
                 self.futures[k] = f
         return list(self.futures)
 
+    def release(self) -> None:
+        """Let the cluster drop the values (a later ``get`` scatters them again)."""
+        self.futures = [None] * len(self.values)
+
 
 def gather_shared(client: Any, what: str, submit: Callable[[bool, str], list[Any]]) -> list[Any]:
     """The results of one round of tasks that read SharedValues.

@@ -170,7 +170,7 @@ class SVDItemItem(FactorModel):
         small = q.T @ z
         evals, evecs = np.linalg.eigh((small + small.T) / 2)
         order = np.argsort(-evals)[:k]
-        del blocks
+        blocks.release()
         vectors = q @ evecs[:, order]
         # A fixed sign per vector (largest entry positive) makes fits comparable across runs.
         signs = np.sign(vectors[np.abs(vectors).argmax(axis=0), np.arange(vectors.shape[1])])
