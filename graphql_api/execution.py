@@ -128,7 +128,7 @@ class _Fallback(Exception):
 
 
 class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
-    """Strawberry's executor, with plain leaf fields read and coerced directly (see the module doc)."""
+    """Strawberry's executor, with plain leaf and object fields read directly (see the module doc)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

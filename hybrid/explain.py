@@ -33,8 +33,6 @@ import pandas as pd
 
 from hybrid.index import as_list
 from models.base import FactorModel
-from models.sequence import SequenceModel
-from models.svd import SVDItemItem
 
 if TYPE_CHECKING:
     from hybrid.bundle import Bundle
@@ -295,14 +293,15 @@ def _history_pulls(model: FactorModel, history: np.ndarray) -> tuple[np.ndarray,
     """For a signal whose user vector is a weighted sum of history rows of its ``projection_``
     (svd, sequence): the distinct history items with a weight (sorted) and each one's part of the
     user vector, w_j * p_j, as float32 rows; <row_j, i_item> is item j's term of the user's score
-    for the item, its pull. (None, None) for the other signals.
+    for the item, its pull. (None, None) for the other signals (no ``history_weights``).
 
     ``history``: item rows oldest first, as ``fold_in`` takes them; the weights are ``fold_in``'s
     (the rows add up to its vector).
     """
-    if not isinstance(model, SVDItemItem | SequenceModel):
+    history_weights = getattr(model, "history_weights", None)
+    if history_weights is None:
         return None, None
-    rows, weights = model.history_weights(history)
+    rows, weights = history_weights(history)
     parts = weights[:, None] * np.asarray(model.projection_[rows], dtype=np.float64)
     return rows, parts.astype(np.float32)
 
