@@ -236,7 +236,7 @@ def explain_items(
     if len(rows) == 0:
         return []
     text = item_text(bundle)
-    vecs = np.asarray(bundle.index.vectors[rows], dtype=np.float32)
+    vecs = bundle.index.item_vectors(rows)
     parts = bundle.fusion.contributions(np.asarray(query, np.float32), vecs)
     evidence = _HistoryEvidence(bundle, text, ordered, history, str(user_id), user_row, max_neighbours)
     row_list = rows.tolist()

@@ -5,7 +5,8 @@ so a single HNSW index answers every variant. HNSW is approximate and cannot fil
 over-fetches, rescores the candidates exactly (numpy, the same float32 arithmetic as a brute-force
 ranking), drops excluded and disallowed items and keeps the top k; when the eligible set is small
 (a selective filter) or HNSW cannot supply k eligible items after growing its fetch, it ranks the
-eligible items exactly by brute force instead. Filters therefore never return a wrong item, and a
+eligible items exactly instead (an int8 copy of the vectors screens out the items that cannot reach
+the top k, hybrid/screening.py; the rest are scored in float32). Filters therefore never return a wrong item, and a
 filter that keeps fewer than k items returns all of them.
 """
 
@@ -21,6 +22,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from usearch.index import Index
+
+from hybrid.screening import ScreenedVectors
 
 __all__ = ["IndexConfig", "FusedIndex", "ItemFilter", "ItemCatalog", "as_list"]
 
@@ -89,9 +92,18 @@ class FusedIndex:
         self._index = index
         self._index.expansion_search = self.config.expansion_search
         self.vectors = vectors
+        self._rows = np.asarray(vectors)  # a plain view: np.memmap's own __getitem__ costs ~0.1 ms a gather
         self.stats = {"hnsw": 0, "exact": 0, "grown": 0}
         """How searches were answered (for benches and tests)."""
         self._energy: np.ndarray | None = None
+        self._screen: ScreenedVectors | None = None
+
+    @property
+    def screen(self) -> ScreenedVectors:
+        """The int8 copy of the vectors that exact searches screen with (built on first use)."""
+        if self._screen is None:
+            self._screen = ScreenedVectors(self._rows)
+        return self._screen
 
     @property
     def energy(self) -> np.ndarray:
@@ -236,24 +248,10 @@ class FusedIndex:
                         exact.append(j)
         exact.extend(np.flatnonzero(fetch > 0).tolist())
 
-        if exact:
-            exact = sorted(exact)
-            base = np.arange(len(self)) if allowed_mask is None else np.flatnonzero(allowed_mask)
-            pool = np.asarray(self.vectors if allowed_mask is None else self.vectors[base], dtype=np.float32)
-            for start in range(0, len(exact), 64):
-                group = exact[start : start + 64]
-                block = pool @ q[group].T  # (len(base), len(group))
-                for pos, j in enumerate(group):
-                    s = block[:, pos]
-                    ex = excludes[j]
-                    if len(ex):
-                        at = np.searchsorted(base, ex)
-                        inside = at < len(base)
-                        at, ex = at[inside], ex[inside]
-                        s = s.copy()
-                        s[at[base[at] == ex]] = -np.inf
-                    rows[j], scores[j] = _top_k(base, s, k)
-                self.stats["exact"] += len(group)
+        for j in exact:
+            cand = self.screen.candidates(q[j], k, self._blocked(allowed_mask, excludes[j]))
+            rows[j], scores[j] = _top_k(cand, self.scores(q[j], cand), k)
+            self.stats["exact"] += 1
         if single:
             keep = rows[0] >= 0
             return rows[0][keep], scores[0][keep]
@@ -272,9 +270,13 @@ class FusedIndex:
         keep = rows >= 0
         return rows[keep], scores[keep]
 
+    def item_vectors(self, item_rows: np.ndarray | Sequence[int]) -> np.ndarray:
+        """The fused vectors of given items, float32 (a copy)."""
+        return np.asarray(self._rows[np.asarray(item_rows, dtype=np.int64)], dtype=np.float32)
+
     def scores(self, query: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
         """Exact fused scores of given items for one query."""
-        return np.asarray(self.vectors[np.asarray(item_rows, dtype=np.int64)], dtype=np.float32) @ np.asarray(
+        return self.item_vectors(item_rows) @ np.asarray(
             query, dtype=np.float32
         )
 
@@ -291,6 +293,14 @@ class FusedIndex:
         if len(cand) == 0:
             return np.full(k, -1, dtype=np.int64), np.full(k, -np.inf, dtype=np.float32)
         return _top_k(cand, self.scores(q, cand), k)
+
+    def _blocked(self, allowed: np.ndarray | None, exclude: np.ndarray) -> np.ndarray | None:
+        """Boolean mask of the items a query must not return (None: none)."""
+        if allowed is None and not len(exclude):
+            return None
+        mask = np.zeros(len(self), dtype=bool) if allowed is None else ~allowed
+        mask[exclude] = True
+        return mask
 
     @staticmethod
     def _eligible(cand: np.ndarray, allowed: np.ndarray | None, exclude: np.ndarray) -> np.ndarray:

@@ -248,7 +248,7 @@ class HybridRecommender:
         chosen, used, query, reason = self.blend(state, variant, weights, allowed)
         exclude = state.history.items if exclude_seen and len(state.history) else None
         rows, scores = self.bundle.index.search(query, n, exclude=exclude, allowed=allowed)
-        vectors = np.asarray(self.bundle.index.vectors[rows], dtype=np.float32)
+        vectors = self.bundle.index.item_vectors(rows)
         parts = {s: v.tolist() for s, v in self.fusion.contributions(query, vectors).items()} if len(rows) else {}
         ids, titles = self.bundle.items.ids, item_text(self.bundle).titles
         expls = self._explain(state, query, rows) if explain else [None] * len(rows)

@@ -1,0 +1,88 @@
+"""The int8 screen of exact searches: its candidates always hold the exact top-k (ties included)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hybrid.screening import ScreenedVectors
+
+
+def brute_top(vectors: np.ndarray, q: np.ndarray, k: int, blocked: np.ndarray | None) -> set[int]:
+    """The exact top-k rows, every row tied with the k-th score included."""
+    s = vectors @ q
+    if blocked is not None:
+        s = np.where(blocked, -np.inf, s)
+    eligible = np.isfinite(s)
+    if eligible.sum() <= k:
+        return set(np.flatnonzero(eligible).tolist())
+    kth = np.sort(s[eligible])[-k]
+    return set(np.flatnonzero(s >= kth).tolist())
+
+
+def fused_like(rng: np.random.Generator, n: int = 3000) -> np.ndarray:
+    """Blocks of very different magnitudes (as signals are fused), popularity-like norms."""
+    blocks = [rng.standard_normal((n, 64)) * 4.0, rng.standard_normal((n, 16)) * 0.05,
+              rng.exponential(1.0, (n, 1)), rng.standard_normal((n, 128)) * 50.0]
+    v = np.hstack(blocks) * rng.lognormal(0, 0.5, (n, 1))
+    return v.astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_candidates_hold_the_exact_top_k(seed):
+    rng = np.random.default_rng(seed)
+    v = fused_like(rng)
+    screen = ScreenedVectors(v)
+    for trial in range(40):
+        q = (rng.standard_normal(v.shape[1]) * rng.choice([0.0, 1.0, 0.01], v.shape[1], p=[0.2, 0.7, 0.1])).astype(np.float32)
+        k = int(rng.choice([1, 10, 100]))
+        blocked = rng.random(len(v)) < rng.choice([0.0, 0.3, 0.99]) if trial % 2 else None
+        cand = screen.candidates(q, k, blocked)
+        assert set(cand.tolist()) >= brute_top(v, q, k, blocked)
+        assert np.all(np.diff(cand) > 0)
+        if blocked is not None:
+            assert not blocked[cand].any()
+    # the screen does narrow the scan: far fewer candidates than items for a typical query
+    q = rng.standard_normal(v.shape[1]).astype(np.float32)
+    assert len(screen.candidates(q, 10)) < len(v) // 10
+
+
+def test_ties_duplicates_and_degenerate_queries():
+    rng = np.random.default_rng(7)
+    base = fused_like(rng, 200)
+    v = np.vstack([base, base[:50], base[:50]])  # every one of the first 50 rows three times
+    screen = ScreenedVectors(v)
+    q = base[3].copy()
+    cand = set(screen.candidates(q, 10).tolist())
+    assert cand >= brute_top(v, q, 10, None)
+    # a zero query ties every item: all are candidates
+    assert len(screen.candidates(np.zeros(v.shape[1], np.float32), 5)) == len(v)
+    # k at or above the eligible count: all eligible items, nothing blocked
+    blocked = np.ones(len(v), bool)
+    blocked[[4, 9, 11]] = False
+    assert screen.candidates(q, 3, blocked).tolist() == [4, 9, 11]
+    assert screen.candidates(q, 10, np.ones(len(v), bool)).tolist() == []
+
+
+def test_zero_columns_and_a_single_item():
+    v = np.zeros((1, 8), np.float32)
+    v[0, 2] = 3.0
+    screen = ScreenedVectors(v)
+    assert screen.candidates(np.ones(8, np.float32), 1).tolist() == [0]
+    assert screen.codes.dtype == np.int8 and np.abs(screen.codes).max() <= 127
+
+
+def test_memory_mapped_vectors(tmp_path):
+    rng = np.random.default_rng(3)
+    v = fused_like(rng, 500)
+    np.save(tmp_path / "v.npy", v)
+    mapped = np.load(tmp_path / "v.npy", mmap_mode="r")
+    screen = ScreenedVectors(mapped, block_rows=64)
+    np.testing.assert_array_equal(screen.codes, ScreenedVectors(v).codes)
+    q = v[17]
+    assert set(screen.candidates(q, 10).tolist()) >= brute_top(v, q, 10, None)
+
+
+def test_too_many_dimensions_is_refused():
+    with pytest.raises(ValueError, match="at most"):
+        ScreenedVectors(np.zeros((1, 100_001), np.float32))
