@@ -417,24 +417,29 @@ def warm(url: str, bodies: Path, connections: int, max_passes: int = 12) -> floa
 
 
 class CpuMeter:
-    """CPU seconds used by the server's process tree and by this process's children (the client)."""
+    """CPU seconds used by the server's process tree and by this process's children (the client).
+
+    ``busiest_share`` is the busiest server process's part of the server's CPU: uvicorn's workers
+    accept from one shared socket, and when a load generator opens its connections at once one worker
+    may take most of them (0.5 is an even split between two workers; 1.0 one worker did all the work).
+    """
 
     def __init__(self, server_pid: int) -> None:
         import psutil
 
         self.root = psutil.Process(server_pid)
 
-    def _server(self) -> float:
+    def _server(self) -> dict[int, float]:
         import psutil
 
-        total = 0.0
+        per_pid = {}
         for p in [self.root, *self.root.children(recursive=True)]:
             try:
                 t = p.cpu_times()
-                total += t.user + t.system
+                per_pid[p.pid] = t.user + t.system
             except psutil.NoSuchProcess:
                 pass
-        return total
+        return per_pid
 
     def __enter__(self) -> CpuMeter:
         import resource
@@ -447,7 +452,9 @@ class CpuMeter:
     def __exit__(self, *exc: object) -> None:
         import resource
 
-        self.server = self._server() - self.s0
+        used = {pid: t - self.s0.get(pid, 0.0) for pid, t in self._server().items()}
+        self.server = sum(used.values())
+        self.busiest_share = max(used.values(), default=0.0) / self.server if self.server > 0 else 0.0
         r = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.client = r.ru_utime + r.ru_stime - self.c0
 
@@ -624,6 +631,7 @@ def main(argv: list[str] | None = None) -> int:
                         res["warm_hit_share"] = hit_share
                         res["server_cpu_ms_per_req"] = cpu.server / max(res["requests"], 1) * 1000
                         res["client_cpu_ms_per_req"] = cpu.client / max(res["requests"], 1) * 1000
+                        res["busiest_worker_cpu_share"] = round(cpu.busiest_share, 3)
                         # what 2 cores could serve if the server had them to itself (no client, no neighbours)
                         res["capacity_2_cores_rps"] = 2000 / max(res["server_cpu_ms_per_req"], 1e-9)
                         runs[phase].append(res)
@@ -632,7 +640,8 @@ def main(argv: list[str] | None = None) -> int:
                             f"p50 {res['p50_ms']:6.2f} ms  p95 {res['p95_ms']:6.2f} ms  p99 {res['p99_ms']:6.2f} ms  "
                             f"errors {res['errors']}  hits {res['hits']} misses {res['misses']} "
                             f"(server: {srv['hit']['count']} hits, {srv['computed']['count']} computed)  "
-                            f"server cpu {res['server_cpu_ms_per_req']:.2f} ms/req  (load avg before {load_before:.1f})")
+                            f"server cpu {res['server_cpu_ms_per_req']:.2f} ms/req, busiest worker {res['busiest_worker_cpu_share']:.0%} of it  "
+                            f"(load avg before {load_before:.1f})")
             finally:
                 server.stop()
     finally:
