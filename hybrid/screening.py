@@ -21,8 +21,6 @@ slack covers float32 rounding in the exact scores.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numba
 import numpy as np
 
