@@ -41,6 +41,8 @@ test: $(STAMP) redis browser
 ## whose JSON exists is skipped, SCALE_ARGS=--force reruns), API load, faults, our ALS against
 ## implicit's (ml-latest-small and ALS_SIZES), the blend tuners (GA vs grid vs random on
 ## ml-latest-small with TUNER_ARGS; tuning time at TUNER_SYNTHETIC interactions), then the report.
+## Quality, ALS-against-implicit and tuner results measured with the same settings are kept too
+## (each script's --force reruns them); API load and faults run every time.
 ## The full run (25M) takes hours on 2 cores; `make test` runs a tiny one (tests/test_bench_report.py).
 BENCH_OUT ?= bench/results
 BENCH_SYNTHETIC ?= 1000000

@@ -48,7 +48,15 @@ import scipy.sparse as sp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.harness import CACHE, RESULTS, dataset_sizes, environment, ml_small_dataset, write_json  # noqa: E402
+from bench.harness import (  # noqa: E402
+    CACHE,
+    RESULTS,
+    dataset_sizes,
+    environment,
+    ml_small_dataset,
+    read_json,
+    write_json,
+)
 from etl.dataset import Dataset  # noqa: E402
 from hybrid.candidates import build_pool  # noqa: E402
 from hybrid.fusion import Fusion  # noqa: E402
@@ -156,9 +164,29 @@ def plot(rows: list[Row], path: Path, title: str) -> None:
     print(f"wrote {path}")
 
 
+def done_before(path: Path, args: argparse.Namespace, same: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    """The record at ``path`` when it was measured as ``args`` ask (``same``), unless --force."""
+    if args.force or not path.exists():
+        return None
+    record = read_json(path)
+    if not same(record):
+        print(f"{path} was measured with other settings: running again", file=sys.stderr)
+        return None
+    print(f"done before with the same settings ({path}; --force reruns)", file=sys.stderr)
+    return record
+
+
 def run_ml_small(args: argparse.Namespace, client) -> dict[str, Any]:
-    ds = Dataset.open(args.dataset) if args.dataset else ml_small_dataset(ML_SMALL, args.cache)
     name = Path(args.dataset).name if args.dataset else "ml-latest-small"
+    asked = {"budgets": args.budgets, "seeds": args.seeds, "smoothing": args.smoothing, "test": args.test}
+
+    def same(r: dict[str, Any]) -> bool:
+        return sorted(r.get("signals", [])) == sorted(args.signals) and {k: r["settings"].get(k) for k in asked} == asked
+
+    done = done_before(args.out / "tuner" / f"{name}.json", args, same)
+    if done is not None:
+        return done
+    ds = Dataset.open(args.dataset) if args.dataset else ml_small_dataset(ML_SMALL, args.cache)
     options = TrainingOptions(client=client, device="cpu", seed=0)
     config = PipelineConfig(signals=tuple(args.signals), verbose=False)
     data = TrainData(ds, split="fit", validation="validation")
@@ -259,6 +287,11 @@ def synthetic_matrices(n: int, seed: int = 0) -> tuple[sp.csr_matrix, sp.csr_mat
 
 
 def run_synthetic(args: argparse.Namespace, client) -> dict[str, Any]:
+    done = done_before(args.out / "tuner" / f"synthetic-{args.synthetic}.json", args, lambda r: (
+        r.get("signal_dims") == {s: signal_dim(s) for s in args.signals}
+        and r.get("max_users") == args.max_users and r["cluster"]["in_process"] == (not args.processes)))
+    if done is not None:
+        return done
     start = time.perf_counter()
     fit, val = synthetic_matrices(args.synthetic)
     draw_seconds = time.perf_counter() - start
@@ -308,6 +341,7 @@ def run_synthetic(args: argparse.Namespace, client) -> dict[str, Any]:
     record = {
         "kind": "timing", "n_interactions": args.synthetic, "users": fit.shape[0], "items": fit.shape[1],
         "fit_nnz": fit.nnz, "validation_nnz": val.nnz, "draw_seconds": draw_seconds, "signal_dims": dims,
+        "max_users": args.max_users,
         "pool": {"users": pool.n_users, "width": pool.width, "mib": pool.nbytes / 2**20},
         "ga": ga, "evaluations": result.evaluations,
         "ms_per_evaluation": 1000 * (marks[3][0] - marks[2][0]) / result.evaluations,
@@ -354,6 +388,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="validation users in the synthetic pool (0: all)")
     parser.add_argument("--processes", action="store_true", help="worker processes (default: one in-process worker)")
     parser.add_argument("--workers", type=int, default=None, help="with --processes (default: one per core)")
+    parser.add_argument("--force", action="store_true", help="rerun when the result JSON holds the same settings")
     args = parser.parse_args(argv)
 
     from distributed import Client, LocalCluster

@@ -183,6 +183,26 @@ def test_als_section_carries_the_json(more_results: Path) -> None:
     assert "no run at 25M with 2 workers yet" in als
 
 
+def test_als_and_tuner_runs_resume(more_results: Path) -> None:
+    """`make bench` again: results measured with the same settings are kept, not measured again."""
+    cache = more_results / "cache"
+    files = [more_results / "als_vs_implicit" / f"synthetic-{ALS_SIZE}.json",
+             more_results / "tuner" / f"synthetic-{ALS_SIZE}.json", more_results / "tuner" / f"synthetic-{TUNER_SIZE}.json"]
+    before = {f: f.stat().st_mtime_ns for f in files}
+    log = run("als_vs_implicit.py", "--no-ml-small", "--interactions", str(ALS_SIZE), "--out", str(more_results),
+              "--cache", str(cache))
+    log += run("tuner.py", "--dataset", str(cache / f"synthetic-{ALS_SIZE}"), "--signals", "popularity", "als",
+               "--budgets", "10", "20", "--seeds", "2", "--test", "--out", str(more_results))
+    log += run("tuner.py", "--synthetic", str(TUNER_SIZE), "--max-users", "300", "--out", str(more_results))
+    assert log.count("done before with the same settings") == 3, log
+    assert {f: f.stat().st_mtime_ns for f in files} == before
+    # other settings: measured again
+    log = run("tuner.py", "--synthetic", str(TUNER_SIZE), "--max-users", "200", "--out", str(more_results))
+    assert "measured with other settings: running again" in log
+    assert json.loads(files[2].read_text())["max_users"] == 200
+    run("tuner.py", "--synthetic", str(TUNER_SIZE), "--max-users", "300", "--out", str(more_results))
+
+
 def test_als_target_verdict_at_25m(more_results: Path, tmp_path: Path) -> None:
     """A 25M record that is 2x slower than implicit: the report must say the target is not met."""
     r = json.loads((more_results / "als_vs_implicit" / f"synthetic-{ALS_SIZE}.json").read_text())
