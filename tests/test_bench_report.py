@@ -189,6 +189,7 @@ def test_als_and_tuner_runs_resume(more_results: Path) -> None:
     files = [more_results / "als_vs_implicit" / f"synthetic-{ALS_SIZE}.json",
              more_results / "tuner" / f"synthetic-{ALS_SIZE}.json", more_results / "tuner" / f"synthetic-{TUNER_SIZE}.json"]
     before = {f: f.stat().st_mtime_ns for f in files}
+    kept = files[2].read_bytes()
     log = run("als_vs_implicit.py", "--no-ml-small", "--interactions", str(ALS_SIZE), "--out", str(more_results),
               "--cache", str(cache))
     log += run("tuner.py", "--dataset", str(cache / f"synthetic-{ALS_SIZE}"), "--signals", "popularity", "als",
@@ -200,7 +201,7 @@ def test_als_and_tuner_runs_resume(more_results: Path) -> None:
     log = run("tuner.py", "--synthetic", str(TUNER_SIZE), "--max-users", "200", "--out", str(more_results))
     assert "measured with other settings: running again" in log
     assert json.loads(files[2].read_text())["max_users"] == 200
-    run("tuner.py", "--synthetic", str(TUNER_SIZE), "--max-users", "300", "--out", str(more_results))
+    files[2].write_bytes(kept)  # the module's report was written from the first run
 
 
 def test_als_target_verdict_at_25m(more_results: Path, tmp_path: Path) -> None:
