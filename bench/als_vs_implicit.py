@@ -43,8 +43,8 @@ from bench.harness import (  # noqa: E402
     dataset_sizes,
     environment,
     measure,
+    kept_result,
     ml_small_dataset,
-    read_json,
     synthetic_dataset,
     write_json,
 )
@@ -152,9 +152,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         print(f"Dask dashboard {client.dashboard_link}; load average {os.getloadavg()[0]:.1f}", file=sys.stderr)
         for name, interactions, make in datasets:
             path = args.out / "als_vs_implicit" / f"{name}.json"
-            done = read_json(path) if path.exists() and not args.force else None
-            if done is not None and done.get("settings") == settings(args.workers):
-                print(f"{name}: done before with the same settings ({path}; --force reruns)", file=sys.stderr)
+            done = kept_result(path, args.force, lambda r: r.get("settings") == settings(args.workers))
+            if done is not None:
                 records.append(done)
                 continue
             t = time.perf_counter()

@@ -164,6 +164,19 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
+def kept_result(path: Path, force: bool, same: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    """The result at ``path`` when it was measured with the settings asked for (``same``), unless
+    ``force``: benches keep such results instead of measuring them again."""
+    if force or not path.exists():
+        return None
+    record = read_json(path)
+    if not same(record):
+        print(f"{path} was measured with other settings: running again", file=sys.stderr)
+        return None
+    print(f"done before with the same settings ({path}; --force reruns)", file=sys.stderr)
+    return record
+
+
 def environment() -> dict[str, Any]:
     """Facts that make wall times comparable: cores, memory, load."""
     import platform

@@ -53,8 +53,8 @@ from bench.harness import (  # noqa: E402
     RESULTS,
     dataset_sizes,
     environment,
+    kept_result,
     ml_small_dataset,
-    read_json,
     write_json,
 )
 from etl.dataset import Dataset  # noqa: E402
@@ -164,18 +164,6 @@ def plot(rows: list[Row], path: Path, title: str) -> None:
     print(f"wrote {path}")
 
 
-def done_before(path: Path, args: argparse.Namespace, same: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
-    """The record at ``path`` when it was measured as ``args`` ask (``same``), unless --force."""
-    if args.force or not path.exists():
-        return None
-    record = read_json(path)
-    if not same(record):
-        print(f"{path} was measured with other settings: running again", file=sys.stderr)
-        return None
-    print(f"done before with the same settings ({path}; --force reruns)", file=sys.stderr)
-    return record
-
-
 def run_ml_small(args: argparse.Namespace, client) -> dict[str, Any]:
     name = Path(args.dataset).name if args.dataset else "ml-latest-small"
     asked = {"budgets": args.budgets, "seeds": args.seeds, "smoothing": args.smoothing, "test": args.test}
@@ -183,7 +171,7 @@ def run_ml_small(args: argparse.Namespace, client) -> dict[str, Any]:
     def same(r: dict[str, Any]) -> bool:
         return sorted(r.get("signals", [])) == sorted(args.signals) and {k: r["settings"].get(k) for k in asked} == asked
 
-    done = done_before(args.out / "tuner" / f"{name}.json", args, same)
+    done = kept_result(args.out / "tuner" / f"{name}.json", args.force, same)
     if done is not None:
         return done
     ds = Dataset.open(args.dataset) if args.dataset else ml_small_dataset(ML_SMALL, args.cache)
@@ -287,7 +275,7 @@ def synthetic_matrices(n: int, seed: int = 0) -> tuple[sp.csr_matrix, sp.csr_mat
 
 
 def run_synthetic(args: argparse.Namespace, client) -> dict[str, Any]:
-    done = done_before(args.out / "tuner" / f"synthetic-{args.synthetic}.json", args, lambda r: (
+    done = kept_result(args.out / "tuner" / f"synthetic-{args.synthetic}.json", args.force, lambda r: (
         r.get("signal_dims") == {s: signal_dim(s) for s in args.signals}
         and r.get("max_users") == args.max_users and r["cluster"]["in_process"] == (not args.processes)))
     if done is not None:

@@ -5,9 +5,9 @@ so a single HNSW index answers every variant. HNSW is approximate and cannot fil
 over-fetches, rescores the candidates exactly (numpy, the same float32 arithmetic as a brute-force
 ranking), drops excluded and disallowed items and keeps the top k; when the eligible set is small
 (a selective filter) or HNSW cannot supply k eligible items after growing its fetch, it ranks the
-eligible items exactly instead (an int8 copy of the vectors screens out the items that cannot reach
-the top k, hybrid/screening.py; the rest are scored in float32). Filters therefore never return a wrong item, and a
-filter that keeps fewer than k items returns all of them.
+eligible items exactly instead (an int8 copy of the vectors screens out the items that cannot
+reach the top k, hybrid/screening.py; the rest are scored in float32). Filters therefore never
+return a wrong item, and a filter that keeps fewer than k items returns all of them.
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ class FusedIndex:
 
         for j in exact:
             cand = self.screen.candidates(q[j], k, self._blocked(allowed_mask, excludes[j]))
-            rows[j], scores[j] = _top_k(cand, self.scores(q[j], cand), k)
+            rows[j], scores[j] = self._rank(q[j], cand, k)
             self.stats["exact"] += 1
         if single:
             keep = rows[0] >= 0

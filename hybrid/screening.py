@@ -15,7 +15,7 @@ scale ``s = max |p| / 127``. Then
     <q, v_i> = <p, v_i / c> = s <p8, v8_i> + s <f, v8_i> + <p, e_i>
 
 and by Cauchy-Schwarz ``|<q, v_i> - s <p8, v8_i>| <= s |f| |v8_i| + |p| |e_i|``: an integer dot
-product (exact in int32) plus a bound from two per-item norms kept beside the copy. A small relative
+product (exact in int32) plus a bound from per-item norms kept beside the copy. A small relative
 slack covers float32 rounding in the exact scores.
 """
 
@@ -65,10 +65,6 @@ class ScreenedVectors:
 
     def __len__(self) -> int:
         return len(self.codes)
-
-    @property
-    def nbytes(self) -> int:
-        return self.codes.nbytes + 3 * self.norms.nbytes + self.scale.nbytes
 
     def candidates(self, query: np.ndarray, k: int, blocked: np.ndarray | None = None) -> np.ndarray:
         """Rows (ascending) holding every item of the exact top-k of ``query``, ties included.
