@@ -1,5 +1,5 @@
-"""Load bench of the GraphQL API on loopback: uvicorn (2 workers) in one process group, the load
-generator (wrk, a C client, or a Python fallback) in another.
+"""Load bench of the GraphQL API on loopback: ``hybridrec serve`` (2 uvicorn workers) in one process
+group, the load generator (wrk, a C client, or a Python fallback) in another.
 
 The canonical query, over every user of the bundle in turn::
 
@@ -157,9 +157,8 @@ class Server:
             env["HYBRIDREC_REDIS_URL"] = redis_url
         self.log_path = log_path
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "graphql_api.app:create_app", "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", str(workers), "--no-access-log", "--log-level", "warning",
-             "--loop", "uvloop", "--http", "httptools"],
+            [sys.executable, "-m", "cluster.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", str(workers), "--log-level", "warning"],
             cwd=REPO, env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
             start_new_session=True,
         )
@@ -419,9 +418,10 @@ def warm(url: str, bodies: Path, connections: int, max_passes: int = 12) -> floa
 class CpuMeter:
     """CPU seconds used by the server's process tree and by this process's children (the client).
 
-    ``busiest_share`` is the busiest server process's part of the server's CPU: uvicorn's workers
-    accept from one shared socket, and when a load generator opens its connections at once one worker
-    may take most of them (0.5 is an even split between two workers; 1.0 one worker did all the work).
+    ``busiest_share`` is the busiest server process's part of the server's CPU (0.5 is an even split
+    between two workers; 1.0 one worker did all the work). With uvicorn's own ``--workers`` (one
+    shared listening socket) one worker sometimes took all of a load generator's connections;
+    ``hybridrec serve`` gives each worker a SO_REUSEPORT socket of its own (graphql_api/server.py).
     """
 
     def __init__(self, server_pid: int) -> None:

@@ -109,7 +109,7 @@ def _cmd_retrain(args: argparse.Namespace) -> str:
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
-    import uvicorn
+    from graphql_api.server import serve
 
     os.environ["HYBRIDREC_BUNDLE_ROOT"] = args.bundle_root
     beside = "data" if "://" in args.bundle_root else os.path.dirname(args.bundle_root.rstrip("/")) or "."
@@ -120,8 +120,7 @@ def _cmd_serve(args: argparse.Namespace) -> None:
         os.environ["HYBRIDREC_REDIS_URL"] = args.redis_url
     base = f"http://{args.host}:{args.port}"
     print(f"GraphiQL: {base}/graphql  demo page: {base}/  (events in {events_dir})", file=sys.stderr, flush=True)
-    uvicorn.run("graphql_api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                log_level="info", access_log=False)
+    serve(args.host, args.port, args.workers, log_level=args.log_level)
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -201,7 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     def serving(p: argparse.ArgumentParser) -> None:
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=8000)
-        p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+        p.add_argument("--workers", type=int, default=1,
+                       help="API worker processes (uvicorn), each with its own SO_REUSEPORT socket")
+        p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
     data = command(sub, "data", "Get, generate and ingest datasets.")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")

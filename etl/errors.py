@@ -43,3 +43,7 @@ class NotFittedError(HybridrecError, AttributeError):
 
 class BundleError(HybridrecError):
     """A model bundle is missing, incomplete or inconsistent with its manifest."""
+
+
+class ListenError(HybridrecError, OSError):
+    """The API cannot listen on the address it was given (in use, not local, not permitted)."""

@@ -1,8 +1,9 @@
 """The Starlette app: GraphQL (and GraphiQL) at /graphql, /health, /metrics, and a demo page at /.
 
-Run it with uvicorn, either way::
+Run it with ``hybridrec serve --workers 2`` (graphql_api/server.py: a listening socket per worker),
+or with uvicorn itself::
 
-    uvicorn --factory graphql_api.app:create_app --workers 2
+    uvicorn --factory graphql_api.app:create_app
     uvicorn graphql_api.app:app            # the same, settings read when the server starts
 
 The lifespan loads the newest bundle (memory-mapped factors and usearch index), opens the event

@@ -162,12 +162,13 @@ class Uvicorn:
 
 
 def start_uvicorn(env: Mapping[str, str], log: Path, workers: int = 1, timeout: float = 180.0) -> Uvicorn:
-    """``uvicorn --factory graphql_api.app:create_app`` on a free loopback port, once /health is ready.
+    """``hybridrec serve`` (uvicorn workers, as deployed) on a free loopback port, once /health is ready.
 
-    The timeout allows for a shared 2-core machine under load, where a start took over 60 s."""
+    ``env`` holds the server's settings (HYBRIDREC_BUNDLE_ROOT and the rest). The timeout allows
+    for a shared 2-core machine under load, where a start took over 60 s."""
     port = free_port()
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", "graphql_api.app:create_app", "--host", "127.0.0.1",
-           "--port", str(port), "--workers", str(workers), "--no-access-log", "--log-level", "warning"]
+    cmd = [sys.executable, "-m", "cluster.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--workers", str(workers), "--log-level", "warning"]
     full_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
     handle = open(log, "wb")  # noqa: SIM115 - the process owns it
     proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=handle, stderr=subprocess.STDOUT)

@@ -126,3 +126,65 @@ def test_missing_required_setting_fails_loudly_at_start(tmp_path) -> None:
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     assert "HYBRIDREC_BUNDLE_ROOT is required but not set" in out.stderr
+
+
+def _listeners(server: Uvicorn) -> dict[int, tuple[str, int]]:
+    """Each listening worker: pid -> (its listening socket's inode, its connections on the port)."""
+    import psutil
+
+    out = {}
+    for child in psutil.Process(server.proc.pid).children():
+        conns = [c for c in child.net_connections("tcp") if c.laddr and c.laddr.port == server.port]
+        listening = [c for c in conns if c.status == psutil.CONN_LISTEN]
+        if listening:
+            inode = os.readlink(f"/proc/{child.pid}/fd/{listening[0].fd}")  # socket:[N]
+            out[child.pid] = (inode, sum(c.status == psutil.CONN_ESTABLISHED for c in conns))
+    return out
+
+
+def test_serve_gives_each_worker_its_own_socket_and_spreads_connections(api_root, tmp_path) -> None:
+    """uvicorn's shared socket let one worker accept all of a client's connections; with a
+    SO_REUSEPORT socket per worker the kernel spreads them (all 16 on one of two: p = 2^-15)."""
+    import signal
+
+    server = start_uvicorn(_env(api_root, tmp_path), tmp_path / "uvicorn.log", workers=2)
+    clients = [httpx.Client(base_url=server.url, timeout=10) for _ in range(16)]
+    try:
+        for http in clients:  # one kept-alive connection each
+            assert http.get("/health").status_code == 200
+        workers = _listeners(server)
+        assert len(workers) == 2 and len({inode for inode, _ in workers.values()}) == 2, workers
+        assert all(n >= 1 for _, n in workers.values()), f"connections per worker: {workers}"
+        assert sum(n for _, n in workers.values()) == 16
+
+        # a worker that dies is replaced by one that listens on a socket of its own
+        dead = next(iter(workers))
+        os.kill(dead, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            now = _listeners(server)
+            if len(now) == 2 and dead not in now:
+                break
+            time.sleep(0.2)
+        assert len(now) == 2 and dead not in now, now
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            assert all(http.get("/health", headers={"connection": "close"}).status_code == 200 for _ in range(20))
+    finally:
+        for http in clients:
+            http.close()
+        server.stop()
+    assert server.proc.returncode == 0
+
+
+def test_serve_refuses_an_address_in_use(api_root, tmp_path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {**os.environ, **_env(api_root, tmp_path), "PYTHONPATH": str(REPO)}
+        out = subprocess.run([sys.executable, "-m", "cluster.cli", "serve", "--port", str(port), "--workers", "2"],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert f"cannot serve on 127.0.0.1:{port}" in out.stderr and "Address already in use" in out.stderr
