@@ -47,6 +47,22 @@ def test_candidates_hold_the_exact_top_k(seed):
     assert len(screen.candidates(q, 10)) < len(v) // 10
 
 
+def test_items_along_the_query_where_the_block_bound_is_tight():
+    """Cauchy-Schwarz per coordinate slice is an equality for an item whose every slice points
+    along the query's: such items sit exactly on their bound, and the best of them must survive."""
+    rng = np.random.default_rng(7)
+    q = rng.standard_normal(256).astype(np.float32)
+    along = np.outer(rng.uniform(0.5, 2.0, 20), q).astype(np.float32)  # exact score = its bound
+    longer = rng.standard_normal((30, len(q))).astype(np.float32)
+    longer *= 3 * np.linalg.norm(along, axis=1).max() / np.linalg.norm(longer, axis=1, keepdims=True)
+    vectors = np.vstack([longer, along])  # longer but unaligned items: higher bounds, lower scores
+    screen = ScreenedVectors(vectors)  # 50 items: all of them seed the threshold (tau is exact)
+    for k in (1, 3, 10):
+        cand = screen.candidates(q, k)
+        assert set(cand.tolist()) >= brute_top(vectors, q, k, None)
+        assert len(cand) < len(vectors) // 2
+
+
 def test_ties_duplicates_and_degenerate_queries():
     rng = np.random.default_rng(7)
     base = fused_like(rng, 200)
