@@ -45,17 +45,23 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, log_level
 
 def reuse_port_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
     """A listening TCP socket on ``host:port`` that other processes may bind too (SO_REUSEPORT)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = _bound(host, port, reuse_port=True)
+    sock.listen(backlog)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _bound(host: str, port: int, reuse_port: bool) -> socket.socket:
+    """A TCP socket bound to ``host:port``; ListenError names the address when it cannot be."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise ListenError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    sock.listen(backlog)
-    sock.set_inheritable(True)
+        raise ListenError(exc.errno, f"cannot serve on {host}:{port}: {exc.strerror}") from exc
     return sock
 
 
@@ -76,10 +82,4 @@ class _WorkerSocket:
 def _check_free(host: str, port: int) -> None:
     """Fail at once, with the address, when something already listens there: workers binding
     with SO_REUSEPORT could otherwise share the port with another server started the same way."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise ListenError(exc.errno, f"cannot serve on {host}:{port}: {exc.strerror}") from exc
+    _bound(host, port, reuse_port=False).close()

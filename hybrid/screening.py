@@ -5,8 +5,8 @@ with six signals (9,742 x 993, 39 MB) that is more than the CPU cache holds, and
 an uncached recommendation. The int8 copy is a quarter of that and is read by an integer dot kernel
 (numba; ~5x faster than numpy's float32 product on one core here); a provable bound on its error
 then picks the few items whose exact score can still reach the k-th best, and only those are
-scored in float32. The answer is the exact one, not an
-approximation: every item of the exact top-k (ties included) is among the candidates.
+scored in float32. The answer is the exact one, not an approximation: every item of the exact
+top-k (ties included) is among the candidates.
 
 The bound. Coordinate d is stored as ``v8[i, d] = round(v[i, d] / c[d])`` with the per-coordinate
 scale ``c[d] = max_i |v[i, d]| / 127`` (signals keep their own magnitudes), so
@@ -141,7 +141,10 @@ def _screen(codes, p8, terms, code_norms, residual_norms, norms, bound, order, v
     j = 0
     for i in range(n):
         if j < m and bound[i] >= floor:
-            exact[j] = _exact(vectors, order[i], q)
+            acc = 0.0
+            for d in range(q.size):
+                acc += np.float64(vectors[order[i], d]) * np.float64(q[d])
+            exact[j] = acc
             j += 1
     tau = np.partition(exact, m - k)[m - k]
     # int8 scores only where the block bound reaches it; candidates where the int8 bound does too
@@ -156,14 +159,6 @@ def _screen(codes, p8, terms, code_norms, residual_norms, norms, bound, order, v
             out[found] = i
             found += 1
     return out[:found]
-
-
-@numba.njit(nogil=True, cache=True, boundscheck=False, inline="always")
-def _exact(vectors, i, q):  # pragma: no cover - jitted
-    acc = 0.0
-    for d in range(q.size):
-        acc += np.float64(vectors[i, d]) * np.float64(q[d])
-    return acc
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False)
