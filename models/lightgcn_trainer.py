@@ -150,12 +150,14 @@ class BPRSampler:
             idx = order[start : start + batch_size]
             users = self.users[idx]
             neg = self.rng.integers(0, self.n_items, size=(idx.size, self.negatives))
-            rep = np.repeat(users[:, None], self.negatives, axis=1)
+            # only redrawn negatives are checked again (the others already passed)
+            at = np.arange(neg.size)
+            flat, rep = neg.reshape(-1), np.repeat(users, self.negatives)
             for _ in range(self.ROUNDS):
-                clash = self._is_positive(rep, neg)
-                if not clash.any():
+                at = at[self._is_positive(rep[at], flat[at])]
+                if at.size == 0:
                     break
-                neg[clash] = self.rng.integers(0, self.n_items, size=int(clash.sum()))
+                flat[at] = self.rng.integers(0, self.n_items, size=at.size)
             yield users, self.items[idx], neg
 
 
@@ -228,9 +230,12 @@ class LightGCNTrainer:
         b, k = neg.shape
         items = np.concatenate([pos[:, None], neg], axis=1) + n_users  # (b, 1 + k): positive first
         nodes = np.concatenate([users, items.ravel()])
-        # One gather (index_select: its backward is a plain index_add, no sort).
-        emb = torch.index_select(model.get_embedding(adj), 0, torch.from_numpy(nodes).to(self.device))
-        scores = (emb[b:].view(b, 1 + k, -1) * emb[:b].unsqueeze(1)).sum(-1)
+        # Two gathers (index_select: its backward is a plain index_add, no sort; slices of one
+        # gather would each zero-fill a gradient of the whole gather).
+        final = model.get_embedding(adj)
+        user_emb = torch.index_select(final, 0, torch.from_numpy(users).to(self.device))
+        item_emb = torch.index_select(final, 0, torch.from_numpy(items.ravel()).to(self.device))
+        scores = (item_emb.view(b, 1 + k, -1) * user_emb.unsqueeze(1)).sum(-1)
         bpr = torch.nn.functional.softplus(scores[:, 1:] - scores[:, :1]).mean()
         # Sum over the batch of squared ego norms, as counts per node (negatives averaged over k).
         weights = np.concatenate([np.ones(b), np.tile(np.r_[1.0, np.full(k, 1.0 / k)], b)])
