@@ -39,6 +39,12 @@ class Metrics:
         self.events = Counter("hybridrec_interactions_accepted", "Interactions accepted by the mutations", registry=r)
         self.reloads = Counter("hybridrec_bundle_reloads", "Bundles switched to by hot reload", registry=r)
         self.bundle = Gauge("hybridrec_bundle_info", "The bundle being served (value 1)", ["version"], registry=r)
+        self.search_batch = Histogram(
+            "hybridrec_search_batch_size",
+            "Queries ranked together by one index search (concurrent requests batched, graphql_api.batching)",
+            buckets=(1, 2, 4, 8, 16),
+            registry=r,
+        )
         self.redis_up = Gauge("hybridrec_redis_up", "1 when Redis answers, 0 when it does not", registry=r)
 
     def set_bundle(self, version: str) -> None:

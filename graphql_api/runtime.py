@@ -14,6 +14,7 @@ import time
 
 import anyio.to_thread
 
+from graphql_api.batching import SearchBatcher
 from graphql_api.engine import Engine
 from graphql_api.errors import NoBundle
 from graphql_api.logs import get_logger
@@ -53,6 +54,8 @@ class Runtime:
         self.settings = settings
         self.metrics = Metrics()
         self.store = Store(settings, self.metrics)
+        self.searches = SearchBatcher(observe=self.metrics.search_batch.observe)
+        """Rankings of concurrent requests, searched together."""
         self._engine: Engine | None = None
         self._failed: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []

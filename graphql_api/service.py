@@ -9,7 +9,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,7 @@ from graphql_api.events import Event
 from graphql_api.store import DeletionReport
 from hybrid.explain import Explanation, explain_items
 from hybrid.index import ItemFilter
-from hybrid.recommender import Recommendations, SimilarItem
+from hybrid.recommender import RankingPlan, Recommendations, SimilarItem
 
 MAX_ID_LENGTH = 256
 MAX_ID_BATCH = 500
@@ -43,24 +42,15 @@ class RecommendationRun:
     """One answered recommendations request, able to explain its items on demand."""
 
     engine: Engine
+    plan: RankingPlan
     result: Recommendations
     history: OnlineHistory
-    variant: str | None
-    weights: dict[str, float] | None
-    allowed: np.ndarray | None
     neighbours: int = 10
     explanations: dict[int, Explanation] = field(default_factory=dict)
 
     @property
     def user_known(self) -> bool:
         return self.engine.user_known(self.result.user_id) and not self.history.trained_hidden
-
-    @cached_property
-    def _query(self) -> tuple[Any, np.ndarray]:
-        rec = self.engine.recommender
-        state = rec.user_state(self.result.user_id, self.history.override)
-        _, _, query, _ = rec.blend(state, self.variant, self.weights, self.allowed)
-        return state, query
 
     def explain(self, item_row: int) -> Explanation:
         """The explanation of one recommended item (computed when a client selects it).
@@ -73,13 +63,13 @@ class RecommendationRun:
             rows = [i.item_row for i in self.result.items if i.item_row not in self.explanations]
             if item_row not in rows:
                 rows = [item_row]
-            state, query = self._query
+            state = self.plan.state
             found = explain_items(
                 self.engine.bundle,
                 user_id=state.user_id,
                 user_row=state.user_row,
                 history=state.history.items,
-                query=query,
+                query=self.plan.query,
                 item_rows=rows,
                 max_neighbours=self.neighbours,
             )
@@ -101,22 +91,23 @@ async def recommend(
     check_first(first)
     engine.check_blend(variant, weights)
     flt = engine.item_filter(item_filter)
-    state = await ctx.loaders.user_state.load(user_id)
-    history = engine.online_history(state)
-    used_weights = engine.restrict_weights(weights)
-    allowed = None if flt is None or flt.is_empty else flt.mask(engine.bundle.catalog)
-    result = engine.recommender.recommend(
-        user_id,
-        first,
-        variant=variant,
-        weights=used_weights,
-        item_filter=flt,
-        exclude_seen=exclude_seen,
-        history_override=history.override,
-    )
+    recommender = engine.recommender
+    async with ctx.runtime.searches.slot() as slot:  # concurrent requests' searches run as one batch
+        state = await ctx.loaders.user_state.load(user_id)
+        history = engine.online_history(state)
+        plan = recommender.plan(
+            user_id,
+            first,
+            variant=variant,
+            weights=engine.restrict_weights(weights),
+            item_filter=flt,
+            exclude_seen=exclude_seen,
+            history_override=history.override,
+        )
+        rows, scores = await slot.search(engine.bundle.index, plan.query, plan.n, plan.exclude, plan.allowed)
+    result = recommender.answer(plan, rows, scores)
     ctx.variants.append(result.variant)
-    return RecommendationRun(engine, result, history, variant, used_weights, allowed,
-                             neighbours=ctx.settings.explain_neighbours)
+    return RecommendationRun(engine, plan, result, history, neighbours=ctx.settings.explain_neighbours)
 
 
 async def explain(

@@ -248,10 +248,11 @@ class FusedIndex:
                         exact.append(j)
         exact.extend(np.flatnonzero(fetch > 0).tolist())
 
-        for j in exact:
-            cand = self.screen.candidates(q[j], k, self._blocked(allowed_mask, excludes[j]))
-            rows[j], scores[j] = self._rank(q[j], cand, k)
-            self.stats["exact"] += 1
+        if exact:  # one screen pass for all of them
+            found = self.screen.candidates(q[exact], k, [excludes[j] for j in exact], allowed_mask)
+            for j, cand in zip(exact, found, strict=True):
+                rows[j], scores[j] = self._rank(q[j], cand, k)
+            self.stats["exact"] += len(exact)
         if single:
             keep = rows[0] >= 0
             return rows[0][keep], scores[0][keep]
@@ -293,14 +294,6 @@ class FusedIndex:
         if len(cand) == 0:
             return np.full(k, -1, dtype=np.int64), np.full(k, -np.inf, dtype=np.float32)
         return _top_k(cand, self.scores(q, cand), k)
-
-    def _blocked(self, allowed: np.ndarray | None, exclude: np.ndarray) -> np.ndarray | None:
-        """Boolean mask of the items a query must not return (None: none)."""
-        if allowed is None and not len(exclude):
-            return None
-        mask = np.zeros(len(self), dtype=bool) if allowed is None else ~allowed
-        mask[exclude] = True
-        return mask
 
     @staticmethod
     def _eligible(cand: np.ndarray, allowed: np.ndarray | None, exclude: np.ndarray) -> np.ndarray:

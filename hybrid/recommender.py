@@ -36,7 +36,8 @@ from hybrid.explain import Explanation, explain_items, item_text
 from hybrid.index import ItemFilter
 from hybrid.variants import Variant
 
-__all__ = ["History", "UserState", "RecommendedItem", "Recommendations", "SimilarItem", "HybridRecommender"]
+__all__ = ["History", "UserState", "RecommendedItem", "Recommendations", "RankingPlan", "SimilarItem",
+           "HybridRecommender"]
 
 _CONTENT_PROFILE_ITEMS = 100
 _COLLABORATIVE = ("als", "lightgcn")
@@ -123,6 +124,25 @@ class Recommendations:
     @property
     def item_ids(self) -> list[str]:
         return [r.item_id for r in self.items]
+
+
+@dataclass(frozen=True)
+class RankingPlan:
+    """A recommendation request before its ranking: the user, the blend and the fused query."""
+
+    state: UserState
+    variant: Variant
+    weights: dict[str, float]
+    """The blend weights used (the cold-start blend for a cold start)."""
+    query: np.ndarray
+    """The fused query the items are ranked by."""
+    cold_start_reason: str | None
+    n: int
+    """Items wanted."""
+    exclude: np.ndarray
+    """Item rows the ranking leaves out (the user's history unless seen items are wanted)."""
+    allowed: np.ndarray | None
+    """The item filter's mask over item rows (None: every item)."""
 
 
 @dataclass(frozen=True)
@@ -240,14 +260,38 @@ class HybridRecommender:
 
         ``history_override`` replaces the trained history (item rows, or (items, values), or a
         History); use ``history(user_id).extend(...)`` to add online events to the trained ones.
+        The three steps are public for callers that rank several requests' queries together (the
+        API's batched searches): ``plan``, ``FusedIndex.search`` of its query, ``answer``.
         """
+        plan = self.plan(user_id, n, variant=variant, weights=weights, item_filter=item_filter,
+                         exclude_seen=exclude_seen, history_override=history_override)
+        rows, scores = self.bundle.index.search(plan.query, plan.n, exclude=plan.exclude, allowed=plan.allowed)
+        return self.answer(plan, rows, scores, explain=explain)
+
+    def plan(
+        self,
+        user_id: str,
+        n: int = 10,
+        *,
+        variant: str | None = None,
+        weights: Mapping[str, float] | None = None,
+        item_filter: ItemFilter | None = None,
+        exclude_seen: bool = True,
+        history_override: History | Any = None,
+    ) -> RankingPlan:
+        """Stages 1-2 of ``recommend``: the user's vectors, the blend and what ranking leaves out."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         state = self.user_state(user_id, history_override)
         allowed = None if item_filter is None or item_filter.is_empty else item_filter.mask(self.bundle.catalog)
         chosen, used, query, reason = self.blend(state, variant, weights, allowed)
-        exclude = state.history.items if exclude_seen and len(state.history) else None
-        rows, scores = self.bundle.index.search(query, n, exclude=exclude, allowed=allowed)
+        exclude = state.history.items if exclude_seen else np.zeros(0, np.int64)
+        return RankingPlan(state, chosen, used, query, reason, n, exclude, allowed)
+
+    def answer(self, plan: RankingPlan, rows: np.ndarray, scores: np.ndarray, explain: bool = False) -> Recommendations:
+        """Stage 4 of ``recommend``: the ranked items (``FusedIndex.search`` of the plan's query)
+        with their per-signal contributions, and explanations when asked."""
+        state, query = plan.state, plan.query
         vectors = self.bundle.index.item_vectors(rows)
         parts = {s: v.tolist() for s, v in self.fusion.contributions(query, vectors).items()} if len(rows) else {}
         ids, titles = self.bundle.items.ids, item_text(self.bundle).titles
@@ -259,10 +303,10 @@ class HybridRecommender:
         return Recommendations(
             user_id=state.user_id,
             items=items,
-            variant=chosen.name,
-            weights=used,
+            variant=plan.variant.name,
+            weights=plan.weights,
             cold_start=state.cold_start,
-            cold_start_reason=reason,
+            cold_start_reason=plan.cold_start_reason,
             user_source=state.source,
             bundle_version=self.bundle.version,
         )

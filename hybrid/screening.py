@@ -26,13 +26,22 @@ first threshold (their k-th best is at most the true k-th best); an item whose b
 below it cannot be in the top-k and its int8 row is skipped. On the six-signal ml-latest-small
 bundle that skips about 80% of the rows for the median user (the threshold from 64 seeds is
 within 2% of the true k-th score); the spectrum of the fused vectors is too flat for a low-rank
-projection to do the same (a rank-256 bound kept almost every item). The rows are stored in
-descending |v_i|, so the kept rows cluster near the front: read mostly in order, not scattered.
-With the copy out of cache (as between requests in a server) a query took ~1.0 ms, against
-~1.35 ms for the full int8 pass (same machine, same run; bench: 610 users of that bundle).
+projection to do the same (a rank-256 bound kept almost every item), and more slices barely help
+(256 slices still kept 1,200 rows against 1,700 for 32). The rows are stored in descending |v_i|,
+so the kept rows cluster near the front: read mostly in order, not scattered; and since every
+block bound is at most (1 + slack) |q| |v_i|, the seeds' pass (a heap of the best bounds) stops
+where that falls below the bounds it holds.
+
+A batch of queries shares the pass: each slice's column of block norms and each kept int8 row is
+read once for all the queries that need it (the API batches concurrent requests this way,
+graphql_api.batching). With the screen's arrays out of cache between calls (as between requests
+in a server), on that bundle: ~1.3-1.5 ms a query alone, ~0.8-1.0 in batches of 4, ~0.6-0.9 in
+batches of 8 (FusedIndex.search, the 610 users; the spread is this shared machine's).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numba
 import numpy as np
@@ -72,8 +81,8 @@ class ScreenedVectors:
         """|v_i|."""
         self.edges = np.linspace(0, dim, min(_BLOCKS, dim) + 1).astype(np.int64)
         """Bounds of the coordinate slices."""
-        self.block_norms = np.empty((n, len(self.edges) - 1), dtype=np.float32)
-        """|v_i,b| per slice b."""
+        self.block_norms = np.empty((len(self.edges) - 1, n), dtype=np.float32)
+        """|v_i,b| per slice b (slices x items: the bound pass reads a slice's column in order)."""
         for start in range(0, n, block_rows):
             block = np.asarray(vectors[start : start + block_rows], np.float32)
             scaled = block / self.scale
@@ -83,92 +92,211 @@ class ScreenedVectors:
             self.code_norms[start:stop] = np.linalg.norm(codes, axis=1)
             self.residual_norms[start:stop] = np.linalg.norm(scaled - codes, axis=1)
             self.norms[start:stop] = np.linalg.norm(block, axis=1)
-            self.block_norms[start:stop] = np.sqrt(np.add.reduceat(block.astype(np.float64) ** 2, self.edges[:-1], axis=1))
+            self.block_norms[:, start:stop] = np.sqrt(
+                np.add.reduceat(block.astype(np.float64) ** 2, self.edges[:-1], axis=1)).T
         # the per-item arrays in descending |v_i|: the items a query's bounds keep are mostly long
         # vectors, so their int8 rows lie near the front, close together (prefetched, not scattered)
         self.order = np.argsort(-self.norms, kind="stable")
         """Item row of each position in the arrays above."""
-        for name in ("codes", "code_norms", "residual_norms", "norms", "block_norms"):
+        for name in ("codes", "code_norms", "residual_norms", "norms"):
             setattr(self, name, np.ascontiguousarray(getattr(self, name)[self.order]))
+        self.block_norms = np.ascontiguousarray(self.block_norms[:, self.order])
+        self.position = np.empty(n, dtype=np.int64)
+        """Position of each item row in the arrays above (the inverse of ``order``)."""
+        self.position[self.order] = np.arange(n)
 
     def __len__(self) -> int:
         return len(self.codes)
 
-    def candidates(self, query: np.ndarray, k: int, blocked: np.ndarray | None = None) -> np.ndarray:
-        """Rows (ascending) holding every item of the exact top-k of ``query``, ties included.
+    def candidates(
+        self,
+        queries: np.ndarray,
+        k: int,
+        exclude: Sequence[np.ndarray] | None = None,
+        allowed: np.ndarray | None = None,
+    ) -> list[np.ndarray]:
+        """Per query (rows of ``queries``, m x dim): item rows (ascending) holding every item of
+        its exact top-k, ties included.
 
-        ``blocked``: boolean mask of the items the answer must leave out (None: none). When k or
-        fewer items are left, all of them are returned.
+        ``exclude``: per query, the item rows its answer must leave out (None: none); ``allowed``:
+        a boolean mask over item rows shared by every query (None: all). When k or fewer items are
+        left, all of them are returned. The queries share the reads of the screen's arrays, so a
+        batch costs less than its queries one by one.
         """
-        q = np.asarray(query, np.float32)
-        p = q.astype(np.float64) * self.scale
-        s = float(np.abs(p).max()) / _LEVELS or 1.0
-        p8 = np.clip(np.rint(p / s), -_LEVELS, _LEVELS)
-        terms = np.array([
-            s,
-            s * float(np.linalg.norm(p / s - p8)),  # times |v8_i|
-            float(np.linalg.norm(p)),  # times |e_i|
-            _FLOAT_SLACK * float(np.linalg.norm(q)),  # times |v_i|
-        ])
-        q_blocks = np.sqrt(np.add.reduceat(q.astype(np.float64) ** 2, self.edges[:-1])).astype(np.float32)
-        # float32 rounding of this product stays far below the slack term (both scale with |q| |v_i|)
-        bound = (self.block_norms @ q_blocks).astype(np.float64) + terms[3] * self.norms
-        if blocked is not None:
-            bound[blocked[self.order]] = -np.inf
-        found = _screen(self.codes, p8.astype(np.int8), terms, self.code_norms, self.residual_norms, self.norms,
-                        bound, self.order, self.vectors, q, int(k), max(_SEEDS, 4 * int(k)))
-        return np.sort(self.order[found])
+        q = np.ascontiguousarray(queries, np.float32)
+        if q.ndim != 2 or q.shape[1] != self.codes.shape[1]:
+            raise ValueError(f"queries have shape {q.shape}, expected (m, {self.codes.shape[1]})")
+        m = len(q)
+        if exclude is None:
+            exclude = [np.zeros(0, dtype=np.int64)] * m
+        if len(exclude) != m:
+            raise ValueError(f"exclude has {len(exclude)} entries for {m} queries")
+        indptr = np.zeros(m + 1, dtype=np.int64)
+        indptr[1:] = np.cumsum([len(e) for e in exclude])
+        indices = np.concatenate([np.asarray(e, dtype=np.int64).ravel() for e in exclude]) if m else indptr[:0]
+        mask = np.zeros(0, dtype=bool) if allowed is None else np.asarray(allowed, dtype=bool)
+        which, found = _screen(q, int(k), max(_SEEDS, 4 * int(k)), indptr, indices, mask, self.scale, self.edges,
+                               self.block_norms, self.codes, self.code_norms, self.residual_norms, self.norms,
+                               self.order, self.position, self.vectors)
+        bounds = np.searchsorted(which, np.arange(m + 1))
+        return [np.sort(self.order[found[bounds[j] : bounds[j + 1]]]) for j in range(m)]
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False)
-def _screen(codes, p8, terms, code_norms, residual_norms, norms, bound, order, vectors, q, k,
-            seeds):  # pragma: no cover - jitted
-    """The positions (in ScreenedVectors' order) of the candidates; ``bound``: each item's block
-    bound, -inf for the blocked ones."""
-    n = codes.shape[0]
-    s, sf, p_norm, slack = terms[0], terms[1], terms[2], terms[3]
-    eligible = 0
-    for i in range(n):
-        if bound[i] > -np.inf:
-            eligible += 1
-    if eligible <= k:
-        return np.flatnonzero(bound > -np.inf)
-    # threshold: the k-th best exact score of the items with the highest bounds (any k eligible
-    # items' k-th best is at most the true k-th best)
-    m = min(seeds, eligible)
-    floor = np.partition(bound, n - m)[n - m]  # the m-th highest bound (finite: m <= eligible)
-    exact = np.empty(m, dtype=np.float64)
-    j = 0
-    for i in range(n):
-        if j < m and bound[i] >= floor:
+def _screen(queries, k, seeds, indptr, indices, allowed, scale, edges, block_norms, codes, code_norms,
+            residual_norms, norms, order, position, vectors):  # pragma: no cover - jitted
+    """The candidates of a batch of queries as (query, position) pairs, by query then position
+    (positions in ScreenedVectors' order). Query j leaves out the item rows
+    ``indices[indptr[j]:indptr[j + 1]]`` and, when ``allowed`` is not empty, the rows it does not
+    allow."""
+    m = queries.shape[0]
+    n, dim = codes.shape
+    p8 = np.empty((m, dim), dtype=np.int8)
+    terms = np.empty((m, 4), dtype=np.float64)  # s, s |f|, |p|, slack: times 1, |v8_i|, |e_i|, |v_i|
+    q_norms = np.empty(m, dtype=np.float64)
+    bound = np.empty((m, n), dtype=np.float64)
+    for j in range(m):
+        q_norms[j] = _query_terms(queries[j], scale, p8[j], terms[j])
+        for i in range(n):
+            bound[j, i] = terms[j, 3] * norms[i]
+    # the block bound, one pass over each slice's column for the whole batch
+    q_blocks = np.empty(m, dtype=np.float64)
+    for b in range(edges.size - 1):
+        for j in range(m):
             acc = 0.0
-            for d in range(q.size):
-                acc += np.float64(vectors[order[i], d]) * np.float64(q[d])
-            exact[j] = acc
-            j += 1
-    tau = np.partition(exact, m - k)[m - k]
-    # int8 scores only where the block bound reaches it; candidates where the int8 bound does too
-    kept = np.flatnonzero(bound >= tau)
-    dots = np.empty(kept.size, dtype=np.int32)
-    _int8_dots(codes, kept, p8, dots)
-    out = np.empty(kept.size, dtype=np.int64)
-    found = 0
-    for j in range(kept.size):
-        i = kept[j]
-        if dots[j] * s + sf * code_norms[i] + p_norm * residual_norms[i] + slack * norms[i] >= tau:
-            out[found] = i
-            found += 1
-    return out[:found]
+            for d in range(edges[b], edges[b + 1]):
+                acc += np.float64(queries[j, d]) * np.float64(queries[j, d])
+            q_blocks[j] = np.sqrt(acc)
+        column = block_norms[b]
+        for j in range(m):
+            row, qb = bound[j], q_blocks[j]
+            for i in range(n):
+                row[i] += np.float64(column[i]) * qb
+    tau = np.full(m, np.inf)
+    every = np.zeros(m, dtype=np.bool_)  # k or fewer eligible items: all of them
+    for j in range(m):
+        row = bound[j]
+        for r in indices[indptr[j] : indptr[j + 1]]:
+            row[position[r]] = -np.inf
+        if allowed.size:
+            for i in range(n):
+                if not allowed[order[i]]:
+                    row[i] = -np.inf
+        eligible = 0
+        for i in range(n):
+            if row[i] > -np.inf:
+                eligible += 1
+        if eligible <= k:
+            every[j], tau[j] = True, -np.inf
+            continue
+        tau[j] = _threshold(row, queries[j], q_norms[j] * (1.0 + 2.0 * _FLOAT_SLACK), norms, order, vectors, k,
+                            min(seeds, eligible))
+    # int8 scores only where the block bound reaches tau, row by row (a row read once serves every
+    # query that keeps it); candidates where the int8 bound reaches tau too
+    pairs = 0
+    for j in range(m):
+        for i in range(n):
+            if bound[j, i] >= tau[j] and bound[j, i] > -np.inf:
+                pairs += 1
+    which = np.empty(pairs, dtype=np.int64)
+    found = np.empty(pairs, dtype=np.int64)
+    pairs = 0
+    for i in range(n):
+        for j in range(m):
+            if bound[j, i] >= tau[j] and bound[j, i] > -np.inf:
+                which[pairs] = j
+                found[pairs] = i
+                pairs += 1
+    dots = np.empty(pairs, dtype=np.int32)
+    for t in range(pairs):  # a loop of its own: LLVM vectorises the dot (a branch beside it stopped that)
+        i, j = found[t], which[t]
+        acc = np.int32(0)  # int16 products, int32 sums: exact
+        for d in range(dim):
+            acc += np.int16(codes[i, d]) * np.int16(p8[j, d])
+        dots[t] = acc
+    count = 0
+    for t in range(pairs):
+        i, j = found[t], which[t]
+        if every[j] or (dots[t] * terms[j, 0] + terms[j, 1] * code_norms[i] + terms[j, 2] * residual_norms[i]
+                        + terms[j, 3] * norms[i]) >= tau[j]:
+            which[count] = j
+            found[count] = i
+            count += 1
+    keep = np.argsort(which[:count], kind="mergesort")  # by query, positions ascending within each
+    return which[:count][keep], found[:count][keep]
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False)
-def _int8_dots(codes, rows, p8, out):  # pragma: no cover - jitted
-    """out[j] = <codes[rows[j]], p8> exactly: int16 products, int32 sums (LLVM vectorises this loop;
-    a float store in the same loop stopped that and doubled the time)."""
-    dim = codes.shape[1]
-    for j in range(rows.size):
-        i = rows[j]
-        acc = np.int32(0)
-        for d in range(dim):
-            acc += np.int16(codes[i, d]) * np.int16(p8[d])
-        out[j] = acc
+def _query_terms(q, scale, p8, terms):  # pragma: no cover - jitted
+    """The query scaled as the codes are, p = q * c = s (p8 + f): fills ``p8`` and ``terms`` (s,
+    s |f|, |p|, slack) and returns |q|."""
+    dim = q.size
+    p = np.empty(dim, dtype=np.float64)
+    peak, q_sq = 0.0, 0.0
+    for d in range(dim):
+        p[d] = np.float64(q[d]) * np.float64(scale[d])
+        peak = max(peak, abs(p[d]))
+        q_sq += np.float64(q[d]) * np.float64(q[d])
+    s = peak / _LEVELS if peak > 0 else 1.0
+    f_sq, p_sq = 0.0, 0.0
+    for d in range(dim):
+        r = min(max(np.rint(p[d] / s), -_LEVELS), _LEVELS)
+        p8[d] = np.int8(r)
+        f_sq += (p[d] / s - r) ** 2
+        p_sq += p[d] * p[d]
+    q_norm = np.sqrt(q_sq)
+    terms[0], terms[1], terms[2], terms[3] = s, s * np.sqrt(f_sq), np.sqrt(p_sq), _FLOAT_SLACK * q_norm
+    return q_norm
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False)
+def _threshold(bound, q, cap, norms, order, vectors, k, m):  # pragma: no cover - jitted
+    """tau: the k-th best exact score of the m eligible items with the highest bounds (any m
+    eligible items' k-th best is at most the true k-th best; the highest-bound ones make it tight).
+
+    The items are found with a min-heap of the best m bounds in one pass in descending |v_i|,
+    stopping where ``cap * |v_i|`` (>= every later item's bound) falls below the heap's least.
+    """
+    heap = np.empty(m, dtype=np.float64)
+    at = np.empty(m, dtype=np.int64)
+    size = 0
+    for i in range(bound.size):
+        b = bound[i]
+        if size == m and cap * norms[i] < heap[0]:
+            break
+        if b == -np.inf or (size == m and b <= heap[0]):
+            continue
+        if size < m:  # sift up
+            c = size
+            size += 1
+            while c > 0 and heap[(c - 1) // 2] > b:
+                heap[c], at[c] = heap[(c - 1) // 2], at[(c - 1) // 2]
+                c = (c - 1) // 2
+        else:  # replace the least, sift down
+            c = 0
+            while True:
+                child = 2 * c + 1
+                if child >= m:
+                    break
+                if child + 1 < m and heap[child + 1] < heap[child]:
+                    child += 1
+                if heap[child] >= b:
+                    break
+                heap[c], at[c] = heap[child], at[child]
+                c = child
+        heap[c], at[c] = b, i
+    exact = np.empty(size, dtype=np.float64)
+    for s in range(size):
+        exact[s] = _exact_dot(vectors, order[at[s]], q)
+    return np.partition(exact, size - k)[size - k]
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc", "contract"})
+def _exact_dot(vectors, row, q):  # pragma: no cover - jitted
+    """<vectors[row], q> in float64, summed in any order (vectorised): its rounding is far below
+    the bound's float slack, which covers the threshold being this close to the float32 score."""
+    acc = 0.0
+    for d in range(q.size):
+        acc += np.float64(vectors[row, d]) * np.float64(q[d])
+    return acc
+

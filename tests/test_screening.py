@@ -20,6 +20,12 @@ def brute_top(vectors: np.ndarray, q: np.ndarray, k: int, blocked: np.ndarray | 
     return set(np.flatnonzero(s >= kth).tolist())
 
 
+def one(screen: ScreenedVectors, q: np.ndarray, k: int, blocked: np.ndarray | None = None) -> np.ndarray:
+    """The candidates of one query, ``blocked`` rows excluded."""
+    exclude = None if blocked is None else [np.flatnonzero(blocked)]
+    return screen.candidates(q[None, :], k, exclude)[0]
+
+
 def fused_like(rng: np.random.Generator, n: int = 3000) -> np.ndarray:
     """Blocks of very different magnitudes (as signals are fused), popularity-like norms."""
     blocks = [rng.standard_normal((n, 64)) * 4.0, rng.standard_normal((n, 16)) * 0.05,
@@ -37,14 +43,14 @@ def test_candidates_hold_the_exact_top_k(seed):
         q = (rng.standard_normal(v.shape[1]) * rng.choice([0.0, 1.0, 0.01], v.shape[1], p=[0.2, 0.7, 0.1])).astype(np.float32)
         k = int(rng.choice([1, 10, 100]))
         blocked = rng.random(len(v)) < rng.choice([0.0, 0.3, 0.99]) if trial % 2 else None
-        cand = screen.candidates(q, k, blocked)
+        cand = one(screen, q, k, blocked)
         assert set(cand.tolist()) >= brute_top(v, q, k, blocked)
         assert np.all(np.diff(cand) > 0)
         if blocked is not None:
             assert not blocked[cand].any()
     # the screen does narrow the scan: far fewer candidates than items for a typical query
     q = rng.standard_normal(v.shape[1]).astype(np.float32)
-    assert len(screen.candidates(q, 10)) < len(v) // 10
+    assert len(one(screen, q, 10)) < len(v) // 10
 
 
 def test_items_along_the_query_where_the_block_bound_is_tight():
@@ -58,7 +64,7 @@ def test_items_along_the_query_where_the_block_bound_is_tight():
     vectors = np.vstack([longer, along])  # longer but unaligned items: higher bounds, lower scores
     screen = ScreenedVectors(vectors)  # 50 items: all of them seed the threshold (tau is exact)
     for k in (1, 3, 10):
-        cand = screen.candidates(q, k)
+        cand = one(screen, q, k)
         assert set(cand.tolist()) >= brute_top(vectors, q, k, None)
         assert len(cand) < len(vectors) // 2
 
@@ -69,22 +75,48 @@ def test_ties_duplicates_and_degenerate_queries():
     v = np.vstack([base, base[:50], base[:50]])  # every one of the first 50 rows three times
     screen = ScreenedVectors(v)
     q = base[3].copy()
-    cand = set(screen.candidates(q, 10).tolist())
+    cand = set(one(screen, q, 10).tolist())
     assert cand >= brute_top(v, q, 10, None)
     # a zero query ties every item: all are candidates
-    assert len(screen.candidates(np.zeros(v.shape[1], np.float32), 5)) == len(v)
+    assert len(one(screen, np.zeros(v.shape[1], np.float32), 5)) == len(v)
     # k at or above the eligible count: all eligible items, nothing blocked
     blocked = np.ones(len(v), bool)
     blocked[[4, 9, 11]] = False
-    assert screen.candidates(q, 3, blocked).tolist() == [4, 9, 11]
-    assert screen.candidates(q, 10, np.ones(len(v), bool)).tolist() == []
+    assert one(screen, q, 3, blocked).tolist() == [4, 9, 11]
+    assert one(screen, q, 10, np.ones(len(v), bool)).tolist() == []
+
+
+def test_a_batch_answers_as_its_queries_one_by_one():
+    rng = np.random.default_rng(11)
+    v = fused_like(rng, 2000)
+    screen = ScreenedVectors(v)
+    queries = rng.standard_normal((9, v.shape[1])).astype(np.float32)
+    queries[3] = 0.0  # ties every item
+    excludes = [rng.choice(len(v), size=int(rng.integers(0, 300)), replace=True) for _ in queries]
+    excludes[5] = np.arange(len(v) - 4)  # 4 items left: all of them, for k=10
+    allowed = rng.random(len(v)) < 0.7
+    for k in (1, 10):
+        for mask in (None, allowed):
+            batch = screen.candidates(queries, k, excludes, mask)
+            for q, ex, cand in zip(queries, excludes, batch, strict=True):
+                blocked = np.zeros(len(v), bool)
+                blocked[ex] = True
+                if mask is not None:
+                    blocked |= ~mask
+                alone = screen.candidates(q[None, :], k, [ex], mask)[0]
+                np.testing.assert_array_equal(cand, alone)
+                assert set(cand.tolist()) >= brute_top(v, q, k, blocked)
+                assert not blocked[cand].any()
+    assert screen.candidates(queries[:0], 10) == []
+    with pytest.raises(ValueError, match="entries for 9 queries"):
+        screen.candidates(queries, 10, excludes[:2])
 
 
 def test_zero_columns_and_a_single_item():
     v = np.zeros((1, 8), np.float32)
     v[0, 2] = 3.0
     screen = ScreenedVectors(v)
-    assert screen.candidates(np.ones(8, np.float32), 1).tolist() == [0]
+    assert one(screen, np.ones(8, np.float32), 1).tolist() == [0]
     assert screen.codes.dtype == np.int8 and np.abs(screen.codes).max() <= 127
 
 
@@ -96,7 +128,7 @@ def test_memory_mapped_vectors(tmp_path):
     screen = ScreenedVectors(mapped, block_rows=64)
     np.testing.assert_array_equal(screen.codes, ScreenedVectors(v).codes)
     q = v[17]
-    assert set(screen.candidates(q, 10).tolist()) >= brute_top(v, q, 10, None)
+    assert set(one(screen, q, 10).tolist()) >= brute_top(v, q, 10, None)
 
 
 def test_too_many_dimensions_is_refused():
