@@ -36,8 +36,8 @@ from hybrid.explain import Explanation, explain_items, item_text
 from hybrid.index import ItemFilter
 from hybrid.variants import Variant
 
-__all__ = ["History", "UserState", "RecommendedItem", "Recommendations", "RankingPlan", "SimilarItem",
-           "HybridRecommender"]
+__all__ = ["History", "UserState", "ContributionTable", "RecommendedItem", "Recommendations", "RankingPlan",
+           "SimilarItem", "HybridRecommender"]
 
 _CONTENT_PROFILE_ITEMS = 100
 _COLLABORATIVE = ("als", "lightgcn")
@@ -91,6 +91,24 @@ class UserState:
         return self.user_row is None or self.source == "no_history"
 
 
+class ContributionTable:
+    """Per-signal contributions of a ranked list's items, computed for the whole list the first
+    time one is read (an answer that does not show them never pays for them)."""
+
+    def __init__(self, bundle: Bundle, query: np.ndarray, rows: np.ndarray) -> None:
+        self._bundle, self._query, self._rows = bundle, query, rows
+        self._table: list[dict[str, float]] | None = None
+
+    def __getitem__(self, k: int) -> dict[str, float]:
+        """The k-th item's {signal: contribution}."""
+        if self._table is None:
+            fusion = self._bundle.fusion
+            parts = fusion.contributions(self._query, self._bundle.index.item_vectors(self._rows))
+            columns = [np.ravel(parts[s]).tolist() for s in fusion.signals]
+            self._table = [dict(zip(fusion.signals, values, strict=True)) for values in zip(*columns, strict=True)]
+        return self._table[k]
+
+
 @dataclass(frozen=True)
 class RecommendedItem:
     item_id: str
@@ -98,10 +116,14 @@ class RecommendedItem:
     rank: int
     """1-based."""
     score: float
-    contributions: dict[str, float]
-    """Per-signal parts of ``score``; they add up to it."""
     title: str
+    table: ContributionTable = field(repr=False, compare=False)
     explanation: Explanation | None = None
+
+    @property
+    def contributions(self) -> dict[str, float]:
+        """Per-signal parts of ``score``; they add up to it."""
+        return self.table[self.rank - 1]
 
 
 @dataclass(frozen=True)
@@ -292,14 +314,13 @@ class HybridRecommender:
         """Stage 4 of ``recommend``: the ranked items (``FusedIndex.search`` of the plan's query)
         with their per-signal contributions, and explanations when asked."""
         state, query = plan.state, plan.query
-        vectors = self.bundle.index.item_vectors(rows)
-        parts = {s: v.tolist() for s, v in self.fusion.contributions(query, vectors).items()} if len(rows) else {}
+        table = ContributionTable(self.bundle, query, rows)
         ids, titles = self.bundle.items.ids, item_text(self.bundle).titles
         expls = self._explain(state, query, rows) if explain else [None] * len(rows)
-        items = []
-        for k, (row, score) in enumerate(zip(rows.tolist(), scores.tolist(), strict=True)):
-            contrib = {s: float(parts[s][k]) for s in self.fusion.signals}
-            items.append(RecommendedItem(str(ids[row]), row, k + 1, float(score), contrib, str(titles[row]), expls[k]))
+        items = [
+            RecommendedItem(str(ids[row]), row, k + 1, score, str(titles[row]), table, expls[k])
+            for k, (row, score) in enumerate(zip(rows.tolist(), scores.tolist(), strict=True))
+        ]
         return Recommendations(
             user_id=state.user_id,
             items=items,

@@ -107,6 +107,28 @@ async def test_explanation_is_computed_only_when_selected(make_settings, monkeyp
         assert e["sentence"].startswith("Recommended")
 
 
+async def test_contributions_are_computed_only_when_selected(make_settings, monkeypatch) -> None:
+    from hybrid.fusion import Fusion
+
+    calls = []
+    real = Fusion.contributions
+
+    def counting(self, query, items):
+        calls.append(len(items))
+        return real(self, query, items)
+
+    monkeypatch.setattr(Fusion, "contributions", counting)
+    plain = 'query { recommendations(userId: "3", first: 4) { items { score item { id } } } }'
+    parts = 'query { recommendations(userId: "3", first: 4) { items { score contributions { signal value } } } }'
+    async with running(create_app(make_settings(cache_ttl=0))) as gql:
+        await gql.data(plain)
+        assert calls == []
+        items = (await gql.data(parts))["recommendations"]["items"]
+    assert calls == [4], "the list's contributions are computed in one product"
+    for it in items:
+        assert math.isclose(sum(c["value"] for c in it["contributions"]), it["score"], rel_tol=1e-4, abs_tol=1e-5)
+
+
 async def test_item_lookups_are_batched_per_request(make_settings, monkeypatch) -> None:
     from graphql_api.engine import Engine
 

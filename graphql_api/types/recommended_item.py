@@ -15,13 +15,14 @@ from hybrid.recommender import RecommendedItem as DomainRecommendedItem
 class RecommendedItem:
     rank: int = strawberry.field(description="1-based position in the list.")
     score: float = strawberry.field(description="The blended score: the sum of the contributions.")
-    contributions: list[Contribution] = strawberry.field(
-        description="Per-signal parts of the score (w_s * c_s * score_s); they add up to it."
-    )
     item: Item
-    item_id: strawberry.Private[str]
     item_row: strawberry.Private[int]
     run: strawberry.Private[RecommendationRun]
+    domain: strawberry.Private[DomainRecommendedItem]
+
+    @strawberry.field(description="Per-signal parts of the score (w_s * c_s * score_s); they add up to it.")
+    def contributions(self) -> list[Contribution]:
+        return Contribution.from_domain(self.domain.contributions)  # computed for the list when first selected
 
     @strawberry.field(description="Why this item is recommended (computed only when selected).")
     def explanation(self) -> Explanation:
@@ -31,11 +32,9 @@ class RecommendedItem:
     def from_domain(cls, item: DomainRecommendedItem, run: RecommendationRun) -> RecommendedItem:
         return cls(
             rank=item.rank,
-            score=float(item.score),
-            # plain fields: building them costs less than a resolver call would when selected
-            contributions=Contribution.from_domain(item.contributions),
+            score=item.score,
             item=Item.from_domain(run.engine.record(item.item_row)),
-            item_id=item.item_id,
             item_row=item.item_row,
             run=run,
+            domain=item,
         )
