@@ -23,7 +23,7 @@ import pandas as pd
 import scipy.sparse as sp
 from usearch.index import Index
 
-from hybrid.screening import ScreenedVectors
+from hybrid.screening import ScreenedVectors, exact_scores
 
 __all__ = ["IndexConfig", "FusedIndex", "ItemFilter", "ItemCatalog", "as_list"]
 
@@ -276,10 +276,11 @@ class FusedIndex:
         return np.asarray(self._rows[np.asarray(item_rows, dtype=np.int64)], dtype=np.float32)
 
     def scores(self, query: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
-        """Exact fused scores of given items for one query."""
-        return self.item_vectors(item_rows) @ np.asarray(
-            query, dtype=np.float32
-        )
+        """Exact fused scores of given items for one query (float32, summed in float64)."""
+        q = np.asarray(query, dtype=np.float32)
+        if q.shape != (self.dim,):
+            raise ValueError(f"query has shape {q.shape}, expected ({self.dim},)")
+        return exact_scores(self._rows, self._check_rows(np.asarray(item_rows), "item_rows"), q)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _hnsw(self, queries: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:

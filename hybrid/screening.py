@@ -46,7 +46,7 @@ from collections.abc import Sequence
 import numba
 import numpy as np
 
-__all__ = ["ScreenedVectors"]
+__all__ = ["ScreenedVectors", "exact_scores"]
 
 _LEVELS = 127.0
 _MAX_DIM = 100_000
@@ -140,6 +140,20 @@ class ScreenedVectors:
                                self.order, self.position, self.vectors)
         bounds = np.searchsorted(which, np.arange(m + 1))
         return [np.sort(self.order[found[bounds[j] : bounds[j + 1]]]) for j in range(m)]
+
+
+def exact_scores(vectors: np.ndarray, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """<vectors[r], query> for each of ``rows`` as float32, summed in float64 (the seeds' sums): no
+    copy of the rows is made (a gather of memory-mapped rows cost more than the products)."""
+    return _exact_rows(vectors, np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(query, np.float32))
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False)
+def _exact_rows(vectors, rows, q):  # pragma: no cover - jitted
+    out = np.empty(rows.size, dtype=np.float32)
+    for j in range(rows.size):
+        out[j] = np.float32(_exact_dot(vectors, rows[j], q))
+    return out
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False)
