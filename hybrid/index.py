@@ -23,7 +23,7 @@ import pandas as pd
 import scipy.sparse as sp
 from usearch.index import Index
 
-from hybrid.screening import ScreenedVectors, exact_scores
+from hybrid.screening import ScreenedVectors, exact_scores, ranked
 
 __all__ = ["IndexConfig", "FusedIndex", "ItemFilter", "ItemCatalog", "as_list"]
 
@@ -249,9 +249,7 @@ class FusedIndex:
         exact.extend(np.flatnonzero(fetch > 0).tolist())
 
         if exact:  # one screen pass for all of them
-            found = self.screen.candidates(q[exact], k, [excludes[j] for j in exact], allowed_mask)
-            for j, cand in zip(exact, found, strict=True):
-                rows[j], scores[j] = self._rank(q[j], cand, k)
+            rows[exact], scores[exact] = self.screen.top_k(q[exact], k, [excludes[j] for j in exact], allowed_mask)
             self.stats["exact"] += len(exact)
         if single:
             keep = rows[0] >= 0
@@ -292,9 +290,7 @@ class FusedIndex:
         return np.asarray(matches.keys)[None, :], np.array([len(matches.keys)])
 
     def _rank(self, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if len(cand) == 0:
-            return np.full(k, -1, dtype=np.int64), np.full(k, -np.inf, dtype=np.float32)
-        return _top_k(cand, self.scores(q, cand), k)
+        return ranked(self._rows, q, cand, k)
 
     @staticmethod
     def _eligible(cand: np.ndarray, allowed: np.ndarray | None, exclude: np.ndarray) -> np.ndarray:
@@ -347,22 +343,6 @@ class FusedIndex:
         if bad.size:
             raise ValueError(f"{what} has item rows outside [0, {len(self)}): {bad[:5].tolist()}")
         return rows
-
-
-def _top_k(cand: np.ndarray, s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k best (score desc, row asc) of candidates; -inf scores never count; -1 / -inf pad."""
-    rows = np.full(k, -1, dtype=np.int64)
-    out = np.full(k, -np.inf, dtype=np.float32)
-    if len(cand) > k:
-        part = np.argpartition(-s, k - 1)[:k]
-        # keep every candidate tied with the k-th score so the tie-break by row is exact
-        part = np.flatnonzero(s >= s[part].min())
-        cand, s = cand[part], s[part]
-    order = np.lexsort((cand, -s))[:k]
-    order = order[~np.isneginf(s[order])]
-    rows[: len(order)] = cand[order]
-    out[: len(order)] = s[order]
-    return rows, out
 
 
 # -- filters ------------------------------------------------------------------------------------

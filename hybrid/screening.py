@@ -46,7 +46,7 @@ from collections.abc import Sequence
 import numba
 import numpy as np
 
-__all__ = ["ScreenedVectors", "exact_scores"]
+__all__ = ["ScreenedVectors", "exact_scores", "ranked"]
 
 _LEVELS = 127.0
 _MAX_DIM = 100_000
@@ -123,6 +123,33 @@ class ScreenedVectors:
         left, all of them are returned. The queries share the reads of the screen's arrays, so a
         batch costs less than its queries one by one.
         """
+        q, indptr, indices, mask = self._batch(queries, exclude, allowed)
+        which, found = _screen(q, int(k), max(_SEEDS, 4 * int(k)), indptr, indices, mask, self.scale, self.edges,
+                               self.block_norms, self.codes, self.code_norms, self.residual_norms, self.norms,
+                               self.order, self.position, self.vectors)
+        bounds = np.searchsorted(which, np.arange(len(q) + 1))
+        return [np.sort(self.order[found[bounds[j] : bounds[j + 1]]]) for j in range(len(q))]
+
+    def top_k(
+        self,
+        queries: np.ndarray,
+        k: int,
+        exclude: Sequence[np.ndarray] | None = None,
+        allowed: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Each query's exact top-k (``candidates`` ranked by ``ranked``): (m, k) item rows and float32
+        scores, best first, ties by lower row, padded with -1 / -inf."""
+        q, indptr, indices, mask = self._batch(queries, exclude, allowed)
+        rows = np.full((len(q), k), -1, dtype=np.int64)
+        scores = np.full((len(q), k), -np.inf, dtype=np.float32)
+        _screen_ranked(q, int(k), max(_SEEDS, 4 * int(k)), indptr, indices, mask, self.scale, self.edges,
+                       self.block_norms, self.codes, self.code_norms, self.residual_norms, self.norms, self.order,
+                       self.position, self.vectors, rows, scores)
+        return rows, scores
+
+    def _batch(self, queries: np.ndarray, exclude: Sequence[np.ndarray] | None,
+               allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The kernel's arguments: queries, exclusions as CSR (indptr, indices), the mask or an empty one."""
         q = np.ascontiguousarray(queries, np.float32)
         if q.ndim != 2 or q.shape[1] != self.codes.shape[1]:
             raise ValueError(f"queries have shape {q.shape}, expected (m, {self.codes.shape[1]})")
@@ -135,11 +162,47 @@ class ScreenedVectors:
         indptr[1:] = np.cumsum([len(e) for e in exclude])
         indices = np.concatenate([np.asarray(e, dtype=np.int64).ravel() for e in exclude]) if m else indptr[:0]
         mask = np.zeros(0, dtype=bool) if allowed is None else np.asarray(allowed, dtype=bool)
-        which, found = _screen(q, int(k), max(_SEEDS, 4 * int(k)), indptr, indices, mask, self.scale, self.edges,
-                               self.block_norms, self.codes, self.code_norms, self.residual_norms, self.norms,
-                               self.order, self.position, self.vectors)
-        bounds = np.searchsorted(which, np.arange(m + 1))
-        return [np.sort(self.order[found[bounds[j] : bounds[j + 1]]]) for j in range(m)]
+        return q, indptr, indices, mask
+
+
+def ranked(vectors: np.ndarray, query: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best of ``rows`` by exact score (``exact_scores``), best first, ties by lower row;
+    -1 / -inf pad when there are fewer than k."""
+    out_rows = np.full(k, -1, dtype=np.int64)
+    out_scores = np.full(k, -np.inf, dtype=np.float32)
+    _top_rows(vectors, np.ascontiguousarray(query, np.float32), np.ascontiguousarray(rows, dtype=np.int64), k,
+              out_rows, out_scores)
+    return out_rows, out_scores
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False)
+def _top_rows(vectors, q, rows, k, out_rows, out_scores):  # pragma: no cover - jitted
+    if rows.size == 0:
+        return
+    rows = np.sort(rows)
+    scores = np.empty(rows.size, dtype=np.float32)
+    for j in range(rows.size):
+        scores[j] = np.float32(_exact_dot(vectors, rows[j], q))
+    best = np.argsort(-scores, kind="mergesort")  # stable: equal scores keep ascending rows
+    for t in range(min(k, rows.size)):
+        j = best[t]
+        if scores[j] == -np.inf:
+            break
+        out_rows[t], out_scores[t] = rows[j], scores[j]
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False)
+def _screen_ranked(queries, k, seeds, indptr, indices, allowed, scale, edges, block_norms, codes, code_norms,
+                   residual_norms, norms, order, position, vectors, out_rows, out_scores):  # pragma: no cover
+    which, found = _screen(queries, k, seeds, indptr, indices, allowed, scale, edges, block_norms, codes,
+                           code_norms, residual_norms, norms, order, position, vectors)
+    start = 0
+    for j in range(queries.shape[0]):
+        stop = start
+        while stop < which.size and which[stop] == j:
+            stop += 1
+        _top_rows(vectors, queries[j], order[found[start:stop]], k, out_rows[j], out_scores[j])
+        start = stop
 
 
 def exact_scores(vectors: np.ndarray, rows: np.ndarray, query: np.ndarray) -> np.ndarray:

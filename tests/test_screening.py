@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hybrid.screening import ScreenedVectors
+from hybrid.screening import ScreenedVectors, exact_scores, ranked
 
 
 def brute_top(vectors: np.ndarray, q: np.ndarray, k: int, blocked: np.ndarray | None) -> set[int]:
@@ -110,6 +110,33 @@ def test_a_batch_answers_as_its_queries_one_by_one():
     assert screen.candidates(queries[:0], 10) == []
     with pytest.raises(ValueError, match="entries for 9 queries"):
         screen.candidates(queries, 10, excludes[:2])
+
+
+def test_top_k_is_the_exact_ranking_ties_by_lower_row():
+    rng = np.random.default_rng(13)
+    base = fused_like(rng, 600)
+    v = np.vstack([base, base[:40]])  # rows 600-639 tie rows 0-39
+    screen = ScreenedVectors(v)
+    queries = np.vstack([base[:5], rng.standard_normal((4, v.shape[1])).astype(np.float32)])
+    excludes = [rng.choice(len(v), 30) for _ in queries]
+    excludes[2] = np.arange(len(v) - 3)  # 3 items left for k=10: padded
+    rows, scores = screen.top_k(queries, 10, excludes)
+    for j, q in enumerate(queries):
+        s = exact_scores(v, np.arange(len(v)), q).astype(np.float64)
+        s[excludes[j]] = -np.inf
+        order = np.lexsort((np.arange(len(v)), -s))[:10]
+        order = order[np.isfinite(s[order])]
+        np.testing.assert_array_equal(rows[j][: len(order)], order)
+        np.testing.assert_array_equal(scores[j][: len(order)], s[order].astype(np.float32))
+        assert (rows[j][len(order):] == -1).all() and np.isneginf(scores[j][len(order):]).all()
+    # ranked: the same order over given rows, and the padding
+    got_rows, got_scores = ranked(v, queries[0], np.array([639, 600, 5, 0]), 6)  # 0 and 600 tie
+    assert sorted(got_rows[:4].tolist()) == [0, 5, 600, 639] and got_scores[:4].tolist().count(got_scores[0]) >= 1
+    assert got_rows.tolist().index(0) < got_rows.tolist().index(600)
+    assert got_rows.tolist()[4:] == [-1, -1] and np.isneginf(got_scores[4:]).all()
+    pairs = list(zip(got_rows[:4].tolist(), got_scores[:4].tolist(), strict=True))
+    assert pairs == sorted(pairs, key=lambda rs: (-rs[1], rs[0])), "best first, ties by lower row"
+    assert ranked(v, queries[0], np.zeros(0, np.int64), 3)[0].tolist() == [-1, -1, -1]
 
 
 def test_zero_columns_and_a_single_item():
