@@ -333,6 +333,18 @@ def scrape_latency(url: str) -> dict[str, dict[float, float]]:
     return parse_latency(httpx.get(f"{url}/metrics", timeout=10).text)
 
 
+def scrape_batches(url: str) -> tuple[float, float]:
+    """Queries searched and index searches so far (graphql_api.batching's histogram: sum, count)."""
+    import httpx
+
+    totals = {"hybridrec_search_batch_size_sum": 0.0, "hybridrec_search_batch_size_count": 0.0}
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in totals:
+            totals[name] += float(value)
+    return totals["hybridrec_search_batch_size_sum"], totals["hybridrec_search_batch_size_count"]
+
+
 def parse_latency(text: str) -> dict[str, dict[float, float]]:
     """scrape_latency's parsing of a Prometheus text exposition."""
     out: dict[str, dict[float, float]] = {"hit": {}, "computed": {}}
@@ -482,6 +494,8 @@ def summarise(phase: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     for kind in ("hit", "computed"):
         vals = [r["server"][kind].get("p99_ms") for r in runs if r["server"][kind].get("p99_ms") is not None]
         out[f"server_{kind}_p99_ms"] = float(np.median(vals)) if vals else None
+    batches = [r["search_batch_mean"] for r in runs if r.get("search_batch_mean") is not None]
+    out["search_batch_mean"] = round(float(np.median(batches)), 2) if batches else None
     out["server_cpu_ms_per_req"] = med["server_cpu_ms_per_req"]
     out["capacity_2_cores_rps"] = med["capacity_2_cores_rps"]
     out["loadavg_before"] = [r["loadavg_before"] for r in runs]
@@ -559,6 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.repeat < 1 or args.duration < 1:
         ap.error("--repeat and --duration must be >= 1")
+    import numpy as np
 
     from hybrid.pipeline import DEFAULT_SIGNALS
 
@@ -619,13 +634,15 @@ def main(argv: list[str] | None = None) -> int:
                     hit_share = warm(server.url, bodies, connections) if cache else None
                     for k in range(args.repeat):
                         load_before = os.getloadavg()[0]
-                        before = scrape_latency(server.url)
+                        before, batches_before = scrape_latency(server.url), scrape_batches(server.url)
                         with CpuMeter(server.proc.pid) as cpu:
                             if generator == "wrk":
                                 res = run_wrk(server.url, bodies, args.duration, connections, 1, folder)
                             else:
                                 res = run_python(server.url, bodies, args.duration, connections, 2)
                         res["server"] = server_kinds(before, scrape_latency(server.url))
+                        queries, searches = np.subtract(scrape_batches(server.url), batches_before)
+                        res["search_batch_mean"] = float(queries / searches) if searches > 0 else None
                         res["phase"], res["run"], res["connections"] = phase, k + 1, connections
                         res["loadavg_before"] = round(load_before, 2)
                         res["warm_hit_share"] = hit_share
@@ -654,8 +671,6 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copy(log_file, args.logs / log_file.name)
         shutil.rmtree(folder, ignore_errors=True)
 
-    import numpy as np
-
     for phase in phases:
         if not runs[phase]:
             continue
@@ -681,6 +696,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{phase:16s} {r['rps']:8.0f} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} {r['p99_ms']:8.2f} "
               f"{r['errors']:7d} {r['server_cpu_ms_per_req']:8.2f} {r['capacity_2_cores_rps']:7.0f}  {met:5s} "
               f"{r['target']}")
+    print("mean queries per index search (concurrent requests' searches batched): "
+          + ", ".join(f"{phase} {r['search_batch_mean']}" for phase, r in results["phases"].items()
+                      if r.get("search_batch_mean") is not None))
     print("cache hits and misses apart (client: answers by x-cache header; server: p99 from its histogram)")
     for phase, r in results["phases"].items():
         hit = r["server_hit_p99_ms"]

@@ -595,7 +595,7 @@ def flat_dict(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 PREFERRED = ("name", "phase", "scenario", "fault", "rps", "p50_ms", "p95_ms", "p99_ms", "max_ms", "errors", "met", "ok",
-             "passed", "target")
+             "passed", "target", "search_batch_mean", "server_cpu_ms_per_req")
 
 
 def records_table(records: list[dict[str, Any]]) -> str:

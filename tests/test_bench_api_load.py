@@ -96,4 +96,5 @@ def test_bench_runs_end_to_end(tmp_path):
         assert phase["errors"] == 0 and phase["requests"] > 0, name
     assert results["phases"]["explain@2"]["connections"] == 2
     assert results["phases"]["cached"]["hits"] > 0 and results["phases"]["uncached"]["uncached"] > 0
+    assert results["phases"]["uncached"]["search_batch_mean"] >= 1  # read off the server's batch histogram
     assert (tmp_path / "out" / "api_load_latency.png").stat().st_size > 5_000
