@@ -99,7 +99,7 @@ class Engine:
             index.config = dataclasses.replace(index.config, exact_count=EXACT_SCAN_ITEMS)
         if len(index) <= EXACT_SCAN_ITEMS:
             # build the int8 screen and load its jitted kernel now, not in the first request
-            index.screen.candidates(np.zeros((1, index.dim), np.float32), 1)
+            index.screen.top_k(np.zeros((1, index.dim), np.float32), 1)
         self.bundle = bundle
         self.recommender = HybridRecommender(bundle)
         table = bundle.items_table

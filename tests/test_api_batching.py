@@ -23,7 +23,9 @@ CANONICAL = 'query($u: ID!) { recommendations(userId: $u, first: 10) { variant i
 @pytest.fixture(scope="module")
 def index() -> FusedIndex:
     rng = np.random.default_rng(5)
-    return FusedIndex.build(rng.standard_normal((3000, 48)).astype(np.float32))
+    index = FusedIndex.build(rng.standard_normal((3000, 48)).astype(np.float32))
+    index.search(np.ones(48, np.float32), 1)  # the screen built and its kernel compiled before any timing
+    return index
 
 
 def queries(n: int, dim: int = 48) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -84,22 +86,22 @@ def test_a_slow_slot_delays_the_batch_by_max_delay_at_most(index: FusedIndex) ->
     sizes: list[int] = []
     batcher = SearchBatcher(observe=sizes.append, max_delay=0.01)
     q, ex = queries(3)
+    asked_at: dict[int, float] = {}
     done_at: dict[int, float] = {}
 
     async def one(j: int, wait: float) -> None:
         async with batcher.slot() as slot:
             await asyncio.sleep(wait)
+            asked_at[j] = asyncio.get_running_loop().time()
             await slot.search(index, q[j], 5, ex[j])
             done_at[j] = asyncio.get_running_loop().time()
 
-    async def main() -> float:
-        start = asyncio.get_running_loop().time()
+    async def main() -> None:
         await asyncio.gather(one(0, 0.0), one(1, 0.0), one(2, 0.5))
-        return start
 
-    start = run(main())
-    assert sizes == [2, 1]  # the two quick ones did not wait for the slow one
-    assert done_at[0] - start < 0.3 and done_at[2] - start >= 0.5
+    run(main())
+    assert sizes == [2, 1]  # the two quick ones did not wait for the slow one ...
+    assert max(done_at[0], done_at[1]) < asked_at[2]  # ... they were answered before it even asked
 
 
 def test_a_bad_query_fails_alone_and_batches_are_capped(index: FusedIndex) -> None:
