@@ -163,7 +163,13 @@ class ScreenedVectors:
         indptr = np.zeros(m + 1, dtype=np.int64)
         indptr[1:] = np.cumsum([len(e) for e in exclude])
         indices = np.concatenate([np.asarray(e, dtype=np.int64).ravel() for e in exclude]) if m else indptr[:0]
+        n = len(self)
+        if indices.size and (indices.min() < 0 or indices.max() >= n):  # the kernel does not check bounds
+            bad = indices[(indices < 0) | (indices >= n)]
+            raise ValueError(f"exclude has item rows outside [0, {n}): {bad[:5].tolist()}")
         mask = np.zeros(0, dtype=bool) if allowed is None else np.asarray(allowed, dtype=bool)
+        if allowed is not None and mask.shape != (n,):
+            raise ValueError(f"allowed mask has shape {mask.shape}, expected ({n},)")
         return q, indptr, indices, mask
 
 

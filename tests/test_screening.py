@@ -110,6 +110,10 @@ def test_a_batch_answers_as_its_queries_one_by_one():
     assert screen.candidates(queries[:0], 10) == []
     with pytest.raises(ValueError, match="entries for 9 queries"):
         screen.candidates(queries, 10, excludes[:2])
+    with pytest.raises(ValueError, match=r"outside \[0, 2000\): \[2000\]"):
+        screen.top_k(queries[:1], 10, [np.array([3, 2000])])
+    with pytest.raises(ValueError, match="allowed mask has shape"):
+        screen.top_k(queries[:1], 10, None, allowed[:10])
 
 
 def test_top_k_is_the_exact_ranking_ties_by_lower_row():
