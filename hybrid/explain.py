@@ -26,6 +26,7 @@ import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -75,6 +76,14 @@ class PathStep:
 
 @dataclass(frozen=True)
 class Explanation:
+    """Why an item scores as it does for a user.
+
+    The contributions, shares and drivers are computed with the explanation (for a whole list at
+    once, by ``explain_items``); the rest of the evidence (shared genres and tags, the graph path,
+    the sentence) is computed the first time it is read, so a client that asks for contributions
+    only does not pay for a graph search.
+    """
+
     user_id: str
     item_id: str
     title: str
@@ -84,12 +93,33 @@ class Explanation:
     shares: dict[str, float]
     """Each signal's share of the positive contributions (sums to 1 when any is positive)."""
     main_signal: str | None
-    drivers: list[Driver] = field(default_factory=list)
-    driver_signal: str | None = None
-    shared_genres: list[str] = field(default_factory=list)
-    shared_tags: list[str] = field(default_factory=list)
-    graph_path: list[PathStep] | None = None
-    sentence: str = ""
+    drivers: list[Driver]
+    driver_signal: str | None
+    _evidence: _HistoryEvidence = field(repr=False, compare=False)
+    _item_row: int = field(repr=False, compare=False)
+    _driver_rows: list[int] = field(repr=False, compare=False)
+
+    @cached_property
+    def shared_genres(self) -> list[str]:
+        """The item's genres that the rest of the history carries, most frequent first."""
+        return self._evidence.shared_labels(self._item_row, "genres")
+
+    @cached_property
+    def shared_tags(self) -> list[str]:
+        """The item's tags that the rest of the history carries, most frequent first."""
+        return self._evidence.shared_labels(self._item_row, "tags")
+
+    @cached_property
+    def graph_path(self) -> list[PathStep] | None:
+        """you -> an item you saw -> another user who saw it -> this item (or you -> this item)."""
+        return self._evidence.path(self._item_row, self.item_id, self.title, self._driver_rows)
+
+    @cached_property
+    def sentence(self) -> str:
+        """One sentence a person can read."""
+        path = self.graph_path if self.main_signal == "lightgcn" else None  # only a graph reason names it
+        return _sentence(self.main_signal, self.shares, self.drivers, path, self.shared_genres, self._evidence.text,
+                         self._item_row)
 
 
 class _Labels:
@@ -263,29 +293,12 @@ def explain_items(
                 drivers[k] = got
 
     ids, titles = bundle.items.ids, text.titles
-    out = []
-    for item_row, (contrib, shares, main, driver_signal), (item_drivers, driver_rows) in zip(
-        row_list, items, drivers, strict=True
-    ):
-        item_id, title = str(ids[item_row]), str(titles[item_row])
-        genres, tags = evidence.shared_labels(item_row)
-        path = evidence.path(item_row, item_id, title, driver_rows)
-        out.append(Explanation(
-            user_id=str(user_id),
-            item_id=item_id,
-            title=title,
-            score=float(sum(contrib.values())),
-            contributions=contrib,
-            shares=shares,
-            main_signal=main,
-            drivers=item_drivers,
-            driver_signal=driver_signal,
-            shared_genres=genres,
-            shared_tags=tags,
-            graph_path=path,
-            sentence=_sentence(main, shares, item_drivers, path, genres, text, item_row),
-        ))  # fmt: skip
-    return out
+    return [
+        Explanation(str(user_id), str(ids[item_row]), str(titles[item_row]), float(sum(contrib.values())), contrib,
+                    shares, main, item_drivers, driver_signal, evidence, item_row, driver_rows)
+        for item_row, (contrib, shares, main, driver_signal), (item_drivers, driver_rows)
+        in zip(row_list, items, drivers, strict=True)
+    ]
 
 
 # -- evidence ------------------------------------------------------------------------------------
@@ -306,10 +319,27 @@ def _history_pulls(model: FactorModel, history: np.ndarray) -> tuple[np.ndarray,
     return rows, parts.astype(np.float32)
 
 
+@dataclass(frozen=True)
+class _Pulls:
+    """One driver signal's side of the history: the rows that can drive and what they pull with."""
+
+    factors: np.ndarray
+    """The signal's item factors (the targets' side)."""
+    rows: np.ndarray
+    """History item rows, sorted and unique."""
+    vectors: np.ndarray
+    """Per row, float32: its item factors, or for svd and sequence its weighted projection row."""
+    norms: np.ndarray
+
+
 class _HistoryEvidence:
     """What the explanations of one user's items share: per driver signal the history's rows that
     pull (item factors, or the weighted projection rows of svd and sequence) and their norms, the
-    labels the whole history carries, the user's end of the graph path."""
+    labels the whole history carries, the user's end of the graph path.
+
+    Explanations read their evidence lazily, maybe from several threads: the label counts and the
+    path's scratch mask are guarded by a lock.
+    """
 
     def __init__(self, bundle: Bundle, text: ItemText, ordered: np.ndarray, history: np.ndarray, user_id: str,
                  user_row: int | None, max_neighbours: int) -> None:
@@ -324,57 +354,49 @@ class _HistoryEvidence:
         self.user_row = user_row
         self.max_neighbours = max_neighbours
         self.you = PathStep("user", user_id, "you")
-        self._pulls: dict[str, tuple[np.ndarray, np.ndarray, set[int], np.ndarray, np.ndarray, float]] = {}
+        self._pulls: dict[str, _Pulls] = {}
         self._counts: dict[str, list[int]] = {}
         self._watching: np.ndarray | None = None
         self._sorted = False
+        self._lock = threading.Lock()
+
+    def pulls(self, signal: str) -> _Pulls:
+        cached = self._pulls.get(signal)
+        if cached is None:
+            model = self.bundle.fusion.models[signal]
+            factors = np.asarray(model.item_factors_)
+            rows, vectors = _history_pulls(model, self.ordered)
+            if rows is None:
+                rows, vectors = self.history, np.asarray(factors[self.history], dtype=np.float32)
+            cached = self._pulls[signal] = _Pulls(factors, rows, vectors, np.linalg.norm(vectors, axis=1))
+        return cached
 
     def drivers(self, signal: str, item_rows: list[int], k: int) -> list[tuple[list[Driver], list[int]]]:
         """Per item of ``item_rows``: the history items (the item itself left out) that pull it up
         most in ``signal`` (``Driver.similarity``), at most ``k`` and only those that point at the
         item at all (above rounding noise), ties by row; and their rows."""
-        cached = self._pulls.get(signal)
-        if cached is None:
-            model = self.bundle.fusion.models[signal]
-            factors = np.asarray(model.item_factors_)
-            history, hist = _history_pulls(model, self.ordered)
-            if history is None:
-                history, members = self.history, self.members
-                hist = np.asarray(factors[history], dtype=np.float32)
-            else:
-                members = set(history.tolist())
-            norms = np.linalg.norm(hist, axis=1) if len(history) else np.zeros(0, np.float32)
-            cached = self._pulls[signal] = (factors, history, members, hist, norms, float(norms.max(initial=0.0)))
-        factors, history, members, hist, norms, top_norm = cached
-        out: list[tuple[list[Driver], list[int]]] = [([], []) for _ in item_rows]
-        outside = []
-        for c, item_row in enumerate(item_rows):
-            target = np.asarray(factors[item_row], dtype=np.float32)
-            # only items that point at the target at all (cosine above rounding noise)
-            scale = 1e-6 * float(np.sqrt(target.dot(target)))
-            if item_row not in members:
-                outside.append((c, target, scale * top_norm))
-                continue
-            keep = history != item_row
-            if keep.any():
-                sims = hist[keep] @ target
-                floor = scale * float(norms[keep].max(initial=0.0))
-                out[c] = self._ranked(history[keep], sims[None, :], [floor], k)[0]
-        if outside and len(history):
-            sims = np.empty((len(outside), len(history)), dtype=np.float32)
-            for j, (_, target, _) in enumerate(outside):
-                sims[j] = hist @ target
-            found = self._ranked(history, sims, [floor for _, _, floor in outside], k)
-            for (c, _, _), got in zip(outside, found, strict=True):
-                out[c] = got
-        return out
+        pulls = self.pulls(signal)
+        history, norms = pulls.rows, pulls.norms
+        n = len(history)
+        if n == 0 or k <= 0:
+            return [([], []) for _ in item_rows]
+        targets = np.asarray(pulls.factors[item_rows], dtype=np.float32)
+        sims = np.empty((len(item_rows), n), dtype=np.float32)
+        for i, target in enumerate(targets):  # one product per item: its values do not depend on the other
+            sims[i] = pulls.vectors @ target  # items (explain_pair and explain_items agree to the bit)
+        top = np.full(len(item_rows), norms.max())
+        at = np.searchsorted(history, item_rows)
+        for i in np.flatnonzero(history[np.minimum(at, n - 1)] == item_rows).tolist():
+            sims[i, at[i]] = -np.inf  # an item of the history is not its own driver, nor in its floor
+            top[i] = np.delete(norms, at[i]).max(initial=0.0)
+        # only items that point at the target at all (cosine above rounding noise)
+        floors = 1e-6 * np.sqrt(np.einsum("ij,ij->i", targets, targets)) * top
+        return self._ranked(history, sims, floors.tolist(), k)
 
     def _ranked(self, history: np.ndarray, sims: np.ndarray, floors: list[float],
                 k: int) -> list[tuple[list[Driver], list[int]]]:
         """Rows of ``sims`` (targets x ``history``) to drivers: the first ``k`` of each row by
         (-similarity, history row), those above the row's floor."""
-        if k <= 0:
-            return [([], []) for _ in floors]
         n = sims.shape[1]
         sims = np.where(np.isnan(sims), -np.inf, sims)  # NaN never drives, as it never passes the floor
         if n > k:  # the k-th largest per row bounds the candidates; ties at it are all kept
@@ -397,22 +419,19 @@ class _HistoryEvidence:
                 out[p][1].append(row)
         return out
 
-    def shared_labels(self, item_row: int) -> tuple[list[str], list[str]]:
-        """The item's genres and tags that the rest of the history carries, most frequent first."""
-        inside = item_row in self.members
-        others = self.history[self.history != item_row] if inside else self.history
-        out = []
-        for name, labels in (("genres", self.text.genres), ("tags", self.text.tags)):
-            if labels is None:
-                out.append([])
-            elif inside:
-                out.append(labels.shared(item_row, others))
-            else:  # the whole history: its label counts serve every item outside it
-                counts = self._counts.get(name)
-                if counts is None and len(others):
-                    counts = self._counts[name] = labels.counts(others).tolist()
-                out.append(labels.shared(item_row, others, counts))
-        return out[0], out[1]
+    def shared_labels(self, item_row: int, name: str) -> list[str]:
+        """The item's labels of ``name`` ('genres' or 'tags') that the rest of the history carries,
+        most frequent first."""
+        labels: _Labels | None = getattr(self.text, name)
+        if labels is None:
+            return []
+        if item_row in self.members:
+            return labels.shared(item_row, self.history[self.history != item_row])
+        with self._lock:  # the whole history: its label counts serve every item outside it
+            counts = self._counts.get(name)
+            if counts is None:
+                counts = self._counts[name] = labels.counts(self.history).tolist()
+        return labels.shared(item_row, self.history, counts)
 
     def path(self, item_row: int, item_id: str, title: str, driver_rows: list[int]) -> list[PathStep] | None:
         """Shortest path user -> seen item -> co-user -> target over the user's 2-hop neighbourhood.
@@ -435,24 +454,25 @@ class _HistoryEvidence:
         user = self.user_row
         if len(watchers) == 0 or (user is not None and len(watchers) == 1 and int(watchers[0]) == user):
             return None
-        if self._watching is None:
-            self._watching = np.zeros(by_item.shape[0], dtype=bool)
-            self._sorted = bool(by_item.has_sorted_indices)
-        watching = self._watching
-        watching[watchers] = True
-        if user is not None:
-            watching[user] = False
-        try:
-            for h in self._neighbours(lead):
-                both = indices[indptr[h] : indptr[h + 1]]
-                both = both[watching[both]]
-                if len(both):
-                    uid = str(self.bundle.users.ids[int(both[0] if self._sorted else both.min())])
-                    return [self.you, PathStep("item", str(self.bundle.items.ids[h]), str(self.text.titles[h])),
-                            PathStep("user", uid, f"user {uid}"), target]
-            return None
-        finally:
-            watching[watchers] = False
+        with self._lock:  # the user's explanations share one scratch mask over the users
+            if self._watching is None:
+                self._watching = np.zeros(by_item.shape[0], dtype=bool)
+                self._sorted = bool(by_item.has_sorted_indices)
+            watching = self._watching
+            watching[watchers] = True
+            if user is not None:
+                watching[user] = False
+            try:
+                for h in self._neighbours(lead):
+                    both = indices[indptr[h] : indptr[h + 1]]
+                    both = both[watching[both]]
+                    if len(both):
+                        uid = str(self.bundle.users.ids[int(both[0] if self._sorted else both.min())])
+                        return [self.you, PathStep("item", str(self.bundle.items.ids[h]), str(self.text.titles[h])),
+                                PathStep("user", uid, f"user {uid}"), target]
+                return None
+            finally:
+                watching[watchers] = False
 
     def _neighbours(self, lead: list[int]) -> Iterator[int]:
         """The path's history items in order: ``lead`` (the drivers), then the rest by row, at most
@@ -471,6 +491,7 @@ class _HistoryEvidence:
 _YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
 
 
+@lru_cache(maxsize=1 << 14)
 def _short(title: str) -> str:
     """'Toy Story (1995)' -> 'Toy Story'."""
     return _YEAR.sub("", title) or title
