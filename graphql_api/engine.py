@@ -24,6 +24,7 @@ from graphql_api.errors import BadInput
 from graphql_api.store import UserState
 from hybrid import bundle as bundles
 from hybrid.bundle import Bundle
+from hybrid.explain import explain_items
 from hybrid.index import ItemFilter, as_list
 from hybrid.recommender import History, HybridRecommender
 
@@ -100,6 +101,9 @@ class Engine:
         if len(index) <= EXACT_SCAN_ITEMS:
             # build the int8 screen and load its jitted kernel now, not in the first request
             index.screen.top_k(np.zeros((1, index.dim), np.float32), 1)
+        if len(bundle.items):  # and the explanations' kernel
+            explain_items(bundle, user_id="", user_row=None, history=np.zeros(1, np.int64),
+                          query=np.zeros(index.dim, np.float32), item_rows=[0])
         self.bundle = bundle
         self.recommender = HybridRecommender(bundle)
         table = bundle.items_table

@@ -27,8 +27,9 @@ import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -52,9 +53,9 @@ SIGNAL_LABELS: dict[str, str] = {
 _DRIVER_SIGNALS = ("als", "lightgcn", "content", "svd", "sequence")
 
 
-@dataclass(frozen=True)
-class Driver:
-    """A history item and how strongly it points at the recommended item."""
+class Driver(NamedTuple):
+    """A history item and how strongly it points at the recommended item (a named tuple: an
+    explained list builds some thirty)."""
 
     item_id: str
     title: str
@@ -319,23 +320,9 @@ def _history_pulls(model: FactorModel, history: np.ndarray) -> tuple[np.ndarray,
     return rows, parts.astype(np.float32)
 
 
-@dataclass(frozen=True)
-class _Pulls:
-    """One driver signal's side of the history: the rows that can drive and what they pull with."""
-
-    factors: np.ndarray
-    """The signal's item factors (the targets' side)."""
-    rows: np.ndarray
-    """History item rows, sorted and unique."""
-    vectors: np.ndarray
-    """Per row, float32: its item factors, or for svd and sequence its weighted projection row."""
-    norms: np.ndarray
-
-
 class _HistoryEvidence:
-    """What the explanations of one user's items share: per driver signal the history's rows that
-    pull (item factors, or the weighted projection rows of svd and sequence) and their norms, the
-    labels the whole history carries, the user's end of the graph path.
+    """What the explanations of one user's items share: the history, the labels it carries, the
+    user's end of the graph path.
 
     Explanations read their evidence lazily, maybe from several threads: the label counts and the
     path's scratch mask are guarded by a lock.
@@ -354,69 +341,34 @@ class _HistoryEvidence:
         self.user_row = user_row
         self.max_neighbours = max_neighbours
         self.you = PathStep("user", user_id, "you")
-        self._pulls: dict[str, _Pulls] = {}
         self._counts: dict[str, list[int]] = {}
         self._watching: np.ndarray | None = None
         self._sorted = False
         self._lock = threading.Lock()
 
-    def pulls(self, signal: str) -> _Pulls:
-        cached = self._pulls.get(signal)
-        if cached is None:
-            model = self.bundle.fusion.models[signal]
-            factors = np.asarray(model.item_factors_)
-            rows, vectors = _history_pulls(model, self.ordered)
-            if rows is None:
-                rows, vectors = self.history, np.asarray(factors[self.history], dtype=np.float32)
-            cached = self._pulls[signal] = _Pulls(factors, rows, vectors, np.linalg.norm(vectors, axis=1))
-        return cached
-
     def drivers(self, signal: str, item_rows: list[int], k: int) -> list[tuple[list[Driver], list[int]]]:
         """Per item of ``item_rows``: the history items (the item itself left out) that pull it up
         most in ``signal`` (``Driver.similarity``), at most ``k`` and only those that point at the
         item at all (above rounding noise), ties by row; and their rows."""
-        pulls = self.pulls(signal)
-        history, norms = pulls.rows, pulls.norms
-        n = len(history)
-        if n == 0 or k <= 0:
+        if k <= 0 or not self.rows:
             return [([], []) for _ in item_rows]
-        targets = np.asarray(pulls.factors[item_rows], dtype=np.float32)
-        sims = np.empty((len(item_rows), n), dtype=np.float32)
-        for i, target in enumerate(targets):  # one product per item: its values do not depend on the other
-            sims[i] = pulls.vectors @ target  # items (explain_pair and explain_items agree to the bit)
-        top = np.full(len(item_rows), norms.max())
-        at = np.searchsorted(history, item_rows)
-        for i in np.flatnonzero(history[np.minimum(at, n - 1)] == item_rows).tolist():
-            sims[i, at[i]] = -np.inf  # an item of the history is not its own driver, nor in its floor
-            top[i] = np.delete(norms, at[i]).max(initial=0.0)
-        # only items that point at the target at all (cosine above rounding noise)
-        floors = 1e-6 * np.sqrt(np.einsum("ij,ij->i", targets, targets)) * top
-        return self._ranked(history, sims, floors.tolist(), k)
-
-    def _ranked(self, history: np.ndarray, sims: np.ndarray, floors: list[float],
-                k: int) -> list[tuple[list[Driver], list[int]]]:
-        """Rows of ``sims`` (targets x ``history``) to drivers: the first ``k`` of each row by
-        (-similarity, history row), those above the row's floor."""
-        n = sims.shape[1]
-        sims = np.where(np.isnan(sims), -np.inf, sims)  # NaN never drives, as it never passes the floor
-        if n > k:  # the k-th largest per row bounds the candidates; ties at it are all kept
-            kth = np.partition(sims, n - k, axis=1)[:, n - k]
-            pick, col = np.nonzero(sims >= kth[:, None])
-        else:
-            pick, col = np.divmod(np.arange(sims.size), n)
-        values = sims[pick, col]
-        order = np.lexsort((history[col], -values, pick))
+        model = self.bundle.fusion.models[signal]
+        factors = np.asarray(model.item_factors_)
+        history, parts = _history_pulls(model, self.ordered)
+        if history is None:  # a history item pulls with its own item factors
+            history, vectors, at = self.history, factors, self.history
+        else:  # svd, sequence: with its weighted projection row
+            vectors, at = parts, np.arange(len(history))
+            vectors.flags.writeable = factors.flags.writeable  # one compiled kernel for both (memory-mapped
+            # factors are read-only, and numba compiles read-only arrays apart)
+        found = np.full((len(item_rows), k), -1, dtype=np.int64)
+        sims = np.zeros((len(item_rows), k), dtype=np.float64)
+        _top_pulls(vectors, at, history, factors, np.asarray(item_rows, dtype=np.int64), k, found, sims)
         ids, titles = self.bundle.items.ids, self.text.titles
-        out: list[tuple[list[Driver], list[int]]] = [([], []) for _ in floors]
-        taken = [0] * len(floors)
-        for p, row, sim in zip(pick[order].tolist(), history[col[order]].tolist(), values[order].tolist(),
-                               strict=True):
-            if taken[p] == k:
-                continue
-            taken[p] += 1
-            if sim > floors[p]:
-                out[p][0].append(Driver(str(ids[row]), str(titles[row]), sim))
-                out[p][1].append(row)
+        out: list[tuple[list[Driver], list[int]]] = []
+        for item_found, item_sims in zip(found.tolist(), sims.tolist(), strict=True):
+            rows = [r for r in item_found if r >= 0]
+            out.append(([Driver(str(ids[r]), str(titles[r]), v) for r, v in zip(rows, item_sims)], rows))
         return out
 
     def shared_labels(self, item_row: int, name: str) -> list[str]:
@@ -485,6 +437,53 @@ class _HistoryEvidence:
             if h not in lead:
                 room -= 1
                 yield h
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False)
+def _top_pulls(vectors, at, history, factors, targets, k, found, sims):  # pragma: no cover - jitted
+    """Drivers of each target item ``targets[i]``: the (at most) ``k`` history items j with the
+    largest pulls <vectors[at[j]], factors[targets[i]]>, by (-pull, j), leaving out the target
+    itself and pulls at or below its floor (1e-6 |target| times the largest norm of the other
+    history vectors: rounding noise); their item rows ``history[j]`` into ``found[i]`` (-1 after
+    the last) and pulls into ``sims[i]``. ``history`` is sorted, so ties go to the lower row.
+
+    A pull is summed in float64 the same way for every (j, i): it does not depend on the other
+    targets (explaining one item or a list gives the same drivers), and equal vectors pull equally.
+    """
+    n = at.size
+    norms = np.empty(n)
+    for j in range(n):
+        norms[j] = np.sqrt(_dot(vectors, at[j], vectors[at[j]]))
+    for i in range(targets.size):
+        t = targets[i]
+        target = factors[t]
+        top = 0.0
+        for j in range(n):
+            if history[j] != t and norms[j] > top:
+                top = norms[j]
+        floor = 1e-6 * np.sqrt(_dot(factors, t, target)) * top
+        count = 0
+        for j in range(n):
+            if history[j] == t:
+                continue
+            pull = _dot(vectors, at[j], target)
+            if not pull > floor or (count == k and not pull > sims[i, k - 1]):
+                continue
+            if count < k:
+                count += 1
+            p = count - 1
+            while p > 0 and sims[i, p - 1] < pull:  # after the equal ones: ties keep ascending rows
+                sims[i, p], found[i, p] = sims[i, p - 1], found[i, p - 1]
+                p -= 1
+            sims[i, p], found[i, p] = pull, history[j]
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc", "contract"})
+def _dot(vectors, j, target):  # pragma: no cover - jitted
+    acc = 0.0
+    for d in range(target.size):
+        acc += np.float64(vectors[j, d]) * np.float64(target[d])
+    return acc
 
 
 # -- words ---------------------------------------------------------------------------------------
