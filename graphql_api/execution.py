@@ -20,6 +20,13 @@ graphql-core builds for it. Anything it cannot answer as graphql-core would (a n
 value or item, a value that is not a list, ``@defer`` below it, an ``is_type_of`` check) is
 decided before any sub-field runs and takes the full path; errors raised below it are handled at
 the list item and at the field, as graphql-core handles them.
+
+An object whose selected fields are all plain, down to its leaves (a *plain tree*: an
+explanation's ``contributions { signal value }`` and ``drivers { similarity item { id title } }``),
+is answered in one walk that reads and coerces its values, without a path or a field execution
+per field. Its fields are attribute reads only, so when anything in it is out of the ordinary the
+walk is dropped and the object is executed again the usual way, which gives graphql-core's answer
+and errors.
 """
 
 from __future__ import annotations
@@ -73,6 +80,8 @@ class PlainObjects:
 
 
 Plan = PlainLeaf | PlainObjects
+Tree = tuple[tuple[str, Plan, "Tree | None"], ...]
+"""A plain tree: per response name, the field's plan and, for an object field, its objects' tree."""
 _PLANS: weakref.WeakKeyDictionary[GraphQLSchema, dict[tuple[str, str], Plan | None]] = weakref.WeakKeyDictionary()
 
 
@@ -134,6 +143,54 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
         super().__init__(*args, **kwargs)
         plans = _PLANS.get(self.schema)
         self._plain = plans if plans is not None else _PLANS.setdefault(self.schema, {})
+        self._trees: dict[int, tuple[Any, Tree | None]] = {}
+        """This operation's plain trees by grouped field set (the set is kept alive with its tree,
+        so its id is not reused)."""
+
+    def execute_fields(self, parent_type: GraphQLObjectType, source_value: Any, path: Any, grouped_field_set: Any,
+                       position_context: Any) -> Any:
+        tree = self._tree(parent_type, grouped_field_set)
+        if tree is not None:
+            try:
+                return _walk(tree, source_value, self.is_awaitable)
+            except Exception:  # noqa: BLE001 - out of the ordinary: the usual way answers, errors included
+                pass
+        return super().execute_fields(parent_type, source_value, path, grouped_field_set, position_context)
+
+    def _plan(self, parent_type: GraphQLObjectType, node: Any) -> Plan | None:
+        key = (parent_type.name, node.name.value)
+        plan = self._plain.get(key, Undefined)
+        if plan is Undefined:
+            field_def = self.schema.get_field(parent_type, node.name.value)
+            plan = self._plain[key] = (plain_leaf(field_def) or plain_objects(field_def)) if field_def else None
+        return plan  # type: ignore[return-value]
+
+    def _tree(self, parent_type: GraphQLObjectType, grouped_field_set: Any) -> Tree | None:
+        """The plain tree of an object's selected fields; None unless all of them are plain fields
+        without arguments or directives, down to the leaves."""
+        cached = self._trees.get(id(grouped_field_set))
+        if cached is not None:
+            return cached[1]
+        tree: Tree | None = None
+        manager = self.middleware_manager
+        if manager is None or not manager.middlewares:
+            entries = []
+            for response_name, field_details_list in grouped_field_set.items():
+                node = field_details_list[0].node
+                plan = None if node.arguments or node.directives else self._plan(parent_type, node)
+                sub = None
+                if type(plan) is PlainObjects:
+                    grouped, defers, _ = self.collect_subfields(plan.type, field_details_list)
+                    sub = None if defers else self._tree(plan.type, grouped)
+                    if sub is None:
+                        plan = None
+                if plan is None:
+                    break
+                entries.append((response_name, plan, sub))
+            else:
+                tree = tuple(entries)
+        self._trees[id(grouped_field_set)] = (grouped_field_set, tree)
+        return tree
 
     def execute_field(
         self,
@@ -146,12 +203,7 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
         node = field_details_list[0].node
         manager = self.middleware_manager
         if not node.arguments and (manager is None or not manager.middlewares):
-            plans = self._plain
-            key = (parent_type.name, node.name.value)
-            plan = plans.get(key, Undefined)
-            if plan is Undefined:
-                field_def = self.schema.get_field(parent_type, node.name.value)
-                plan = plans[key] = (plain_leaf(field_def) or plain_objects(field_def)) if field_def else None
+            plan = self._plan(parent_type, node)
             if plan is not None:
                 try:
                     value = getattr(source, plan.attr)
@@ -234,6 +286,29 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
         except Exception as raw_error:  # noqa: BLE001 - graphql-core's handling: null, or raise when non-null
             self.handle_field_error(raw_error, return_type, field_details_list, path)
             return None
+
+
+def _walk(tree: Tree, source: Any, is_awaitable: Callable[[Any], bool]) -> dict[str, Any]:
+    """A plain tree's answer for one object; raises on anything out of the ordinary (a null where
+    the type forbids one, a value that is not a list or does not coerce, an awaitable)."""
+    out = {}
+    for response_name, plan, sub in tree:
+        value = getattr(source, plan.attr)
+        if is_awaitable(value):
+            raise _Fallback
+        if sub is None:
+            out[response_name] = _complete(plan, value)  # type: ignore[arg-type]
+        elif value is None:
+            if plan.non_null:
+                raise _Fallback
+            out[response_name] = None
+        elif not plan.is_list:  # type: ignore[union-attr]
+            out[response_name] = _walk(sub, value, is_awaitable)
+        elif isinstance(value, list | tuple):  # plain lists of objects are non-null lists of non-null objects
+            out[response_name] = [_walk(sub, item, is_awaitable) for item in value]
+        else:
+            raise _Fallback
+    return out
 
 
 def _complete(plan: PlainLeaf, value: Any) -> Any:

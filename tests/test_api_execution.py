@@ -173,8 +173,8 @@ WHOLE_QUERY = """{ wholes { label part { name checked later leaf { name tags } }
   spare { name checked } parts { name checked later leaf { name size colour } } } }"""
 
 
-def whole_answer(executor: type) -> dict[str, Any]:
-    return answer(executor, query_type=WholeQuery, query=WHOLE_QUERY)
+def whole_answer(executor: type, query: str = WHOLE_QUERY) -> dict[str, Any]:
+    return answer(executor, query_type=WholeQuery, query=query)
 
 
 def test_object_fields_answer_and_fail_as_graphql_core(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -196,3 +196,50 @@ def test_object_fields_answer_and_fail_as_graphql_core(monkeypatch: pytest.Monke
     assert data[7]["parts"][0]["name"] == "t"
     assert {"part", "parts", "spare", "leaf"} <= set(short)
     assert ("checked failed for boom", (("wholes", 1, "spare", "checked"))) in mine["errors"]
+
+
+# -- plain trees -----------------------------------------------------------------------------------
+def walked(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The answers of objects answered by a plain-tree walk (not the ones it handed back)."""
+    done: list[dict[str, Any]] = []
+    real = execution._walk
+
+    def spy(tree: Any, source: Any, is_awaitable: Any) -> dict[str, Any]:
+        out = real(tree, source, is_awaitable)
+        done.append(out)
+        return out
+
+    monkeypatch.setattr(execution, "_walk", spy)
+    return done
+
+
+def test_plain_trees_answer_and_fail_as_graphql_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Objects whose selected fields are all plain are answered in one walk; every value the walk
+    cannot answer (a null leaf, a bad item, a wrong type, an awaitable) is answered the usual way."""
+    done = walked(monkeypatch)
+    query = "{ leaves { name size ratio colour tags maybe key raw } }"
+    mine = answer(PlainFieldExecutor, query=query)
+    assert mine == answer(StrawberryGraphQLCoreExecutionContext, query=query)
+    assert sorted(path[1] for _, path in mine["errors"]) == [1, 2, 3, 4, 5, 6, 7], mine["errors"]
+    assert mine["data"]["leaves"][8]["raw"] == "<awaited>", "an awaitable is handed back, awaited, then coerced"
+    assert done == [mine["data"]["leaves"][0]], "only the good leaf was walked"
+
+    done.clear()
+    query = "{ wholes { label part { name leaf { name tags } } spare { name } parts { name leaf { name size colour } } } }"
+    mine = whole_answer(PlainFieldExecutor, query)
+    assert mine == whole_answer(StrawberryGraphQLCoreExecutionContext, query)
+    data = mine["data"]["wholes"]
+    assert data[7] in done and data[7]["parts"] == [{"name": "t", "leaf": data[7]["parts"][0]["leaf"]}], \
+        "a whole of plain objects and lists (tuples too) is one walk"
+    assert data[0] not in done and data[0]["part"] in done and mine["errors"], \
+        "a null leaf below the whole: the whole goes the usual way, its other objects are still walked"
+    assert data[0]["parts"][1] == {"name": "b", "leaf": None}
+    for k in (3, 4, 5, 6):  # a null item, not a list, a null object, an awaitable: the usual way answers
+        assert data[k] not in done
+
+
+def test_fields_with_arguments_or_directives_are_not_walked(monkeypatch: pytest.MonkeyPatch) -> None:
+    done = walked(monkeypatch)
+    for query in ("{ leaves { name size @include(if: true) } }", "{ leaves { name __typename } }"):
+        assert answer(PlainFieldExecutor, query=query) == answer(StrawberryGraphQLCoreExecutionContext, query=query)
+    assert done == []
