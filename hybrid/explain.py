@@ -257,9 +257,9 @@ def explain_items(
     """``explain_pair`` of each of ``item_rows``, in order, for one user and query.
 
     A recommendation list is explained item by item with the same history and query: what depends
-    only on those (the sorted history, its item factors and their norms, the labels it carries,
-    the contributions as one product) is done once here instead of once per item, and the drivers
-    of all items that share a driver signal are ranked together.
+    only on those (the sorted history, the labels it carries, the contributions as one product) is
+    done once instead of once per item, and the drivers of all items that share a driver signal
+    come from one kernel call. The items' other evidence is computed when first read.
     """
     ordered = np.asarray(history, dtype=np.int64).ravel()
     history = np.unique(ordered)
