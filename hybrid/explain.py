@@ -266,6 +266,11 @@ def explain_items(
     rows = np.asarray(item_rows, dtype=np.int64).ravel()
     if len(rows) == 0:
         return []
+    n_items = len(bundle.items)  # the drivers' kernel reads rows without bounds checks
+    for name, got in (("history", history), ("item_rows", rows)):
+        bad = got[(got < 0) | (got >= n_items)]
+        if bad.size:
+            raise ValueError(f"{name} has item rows outside [0, {n_items}): {bad[:5].tolist()}")
     text = item_text(bundle)
     vecs = bundle.index.item_vectors(rows)
     parts = bundle.fusion.contributions(np.asarray(query, np.float32), vecs)

@@ -378,3 +378,15 @@ def test_constructed_strongest_driver(chain: HybridRecommender):
     assert "1" in [d.item_id for d in explain("svd", old).drivers]
     # popularity leading: the drivers come from the first driver signal the bundle has
     assert explain("popularity", rows(5, 6, 1, 7, 8)).driver_signal == "svd"
+
+
+def test_rows_outside_the_catalogue_are_refused(bundle: Bundle, rec: HybridRecommender):
+    """The drivers' kernel reads rows unchecked: bad rows are refused first, and named."""
+    from hybrid.explain import explain_items
+
+    n = len(bundle.items)
+    query = rec.blend(rec.user_state("1"), "tuned")[2]
+    for history, rows, name in (([0, n + 3], [1], "history"), ([0, -2], [1], "history"), ([0], [1, n], "item_rows"),
+                                ([0], [-1], "item_rows")):
+        with pytest.raises(ValueError, match=rf"{name} has item rows outside \[0, {n}\)"):
+            explain_items(bundle, user_id="1", user_row=0, history=np.array(history), query=query, item_rows=rows)
