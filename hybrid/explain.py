@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from hybrid.index import as_list
+from hybrid.screening import exact_dot
 from models.base import FactorModel
 
 if TYPE_CHECKING:
@@ -64,6 +65,8 @@ class Driver(NamedTuple):
     on its item factors (als, lightgcn, content), or the item's own term w_j <p_j, i_item> of the
     user's score (svd, sequence: these terms over the whole history add up to the signal's
     score)."""
+    row: int
+    """The history item's row in the bundle's catalogue."""
 
 
 @dataclass(frozen=True)
@@ -373,7 +376,7 @@ class _HistoryEvidence:
         out: list[tuple[list[Driver], list[int]]] = []
         for item_found, item_sims in zip(found.tolist(), sims.tolist(), strict=True):
             rows = [r for r in item_found if r >= 0]
-            out.append(([Driver(str(ids[r]), str(titles[r]), v) for r, v in zip(rows, item_sims)], rows))
+            out.append(([Driver(str(ids[r]), str(titles[r]), v, r) for r, v in zip(rows, item_sims)], rows))
         return out
 
     def shared_labels(self, item_row: int, name: str) -> list[str]:
@@ -458,7 +461,7 @@ def _top_pulls(vectors, at, history, factors, targets, k, found, sims):  # pragm
     n = at.size
     norms = np.empty(n)
     for j in range(n):
-        norms[j] = np.sqrt(_dot(vectors, at[j], vectors[at[j]]))
+        norms[j] = np.sqrt(exact_dot(vectors, at[j], vectors[at[j]]))
     for i in range(targets.size):
         t = targets[i]
         target = factors[t]
@@ -466,12 +469,12 @@ def _top_pulls(vectors, at, history, factors, targets, k, found, sims):  # pragm
         for j in range(n):
             if history[j] != t and norms[j] > top:
                 top = norms[j]
-        floor = 1e-6 * np.sqrt(_dot(factors, t, target)) * top
+        floor = 1e-6 * np.sqrt(exact_dot(factors, t, target)) * top
         count = 0
         for j in range(n):
             if history[j] == t:
                 continue
-            pull = _dot(vectors, at[j], target)
+            pull = exact_dot(vectors, at[j], target)
             if not pull > floor or (count == k and not pull > sims[i, k - 1]):
                 continue
             if count < k:
@@ -481,14 +484,6 @@ def _top_pulls(vectors, at, history, factors, targets, k, found, sims):  # pragm
                 sims[i, p], found[i, p] = sims[i, p - 1], found[i, p - 1]
                 p -= 1
             sims[i, p], found[i, p] = pull, history[j]
-
-
-@numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc", "contract"})
-def _dot(vectors, j, target):  # pragma: no cover - jitted
-    acc = 0.0
-    for d in range(target.size):
-        acc += np.float64(vectors[j, d]) * np.float64(target[d])
-    return acc
 
 
 # -- words ---------------------------------------------------------------------------------------

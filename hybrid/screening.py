@@ -48,7 +48,7 @@ from collections.abc import Sequence
 import numba
 import numpy as np
 
-__all__ = ["ScreenedVectors", "exact_scores", "ranked"]
+__all__ = ["ScreenedVectors", "exact_dot", "exact_scores", "ranked"]
 
 _LEVELS = 127.0
 _MAX_DIM = 100_000
@@ -190,7 +190,7 @@ def _top_rows(vectors, q, rows, k, out_rows, out_scores):  # pragma: no cover - 
     rows = np.sort(rows)
     scores = np.empty(rows.size, dtype=np.float32)
     for j in range(rows.size):
-        scores[j] = np.float32(_exact_dot(vectors, rows[j], q))
+        scores[j] = np.float32(exact_dot(vectors, rows[j], q))
     best = np.argsort(-scores, kind="mergesort")  # stable: equal scores keep ascending rows
     for t in range(min(k, rows.size)):
         j = best[t]
@@ -223,7 +223,7 @@ def exact_scores(vectors: np.ndarray, rows: np.ndarray, query: np.ndarray) -> np
 def _exact_rows(vectors, rows, q):  # pragma: no cover - jitted
     out = np.empty(rows.size, dtype=np.float32)
     for j in range(rows.size):
-        out[j] = np.float32(_exact_dot(vectors, rows[j], q))
+        out[j] = np.float32(exact_dot(vectors, rows[j], q))
     return out
 
 
@@ -372,14 +372,15 @@ def _threshold(bound, q, cap, norms, order, vectors, k, m):  # pragma: no cover 
         heap[c], at[c] = b, i
     exact = np.empty(size, dtype=np.float64)
     for s in range(size):
-        exact[s] = _exact_dot(vectors, order[at[s]], q)
+        exact[s] = exact_dot(vectors, order[at[s]], q)
     return np.partition(exact, size - k)[size - k]
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc", "contract"})
-def _exact_dot(vectors, row, q):  # pragma: no cover - jitted
-    """<vectors[row], q> in float64, summed in any order (vectorised): its rounding is far below
-    the bound's float slack, which covers the threshold being this close to the float32 score."""
+def exact_dot(vectors, row, q):  # pragma: no cover - jitted
+    """<vectors[row], q> in float64, summed in any order (vectorised) but the same order for every
+    row: its rounding is far below the bound's float slack, which covers the threshold being this
+    close to the float32 score. Also the explanations' driver pulls (hybrid/explain.py)."""
     acc = 0.0
     for d in range(q.size):
         acc += np.float64(vectors[row, d]) * np.float64(q[d])

@@ -92,6 +92,7 @@ def test_explanation_of_a_top_recommendation(bundle: Bundle, rec: HybridRecommen
         sims = factors[history] @ factors[item.item_row]
         top = history[np.lexsort((history, -sims))][: len(expl.drivers)]
         assert [bundle.items.row(d.item_id) for d in expl.drivers] == top.tolist()
+        assert [d.row for d in expl.drivers] == top.tolist()
         assert all(d.similarity > 0 for d in expl.drivers)
 
         check_path(bundle, expl, bundle.users.row("1"), history)

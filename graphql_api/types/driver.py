@@ -22,5 +22,5 @@ class Driver:
     @classmethod
     def from_domain(cls, driver: DomainDriver, engine: Engine) -> Driver:
         """``engine``: the bundle the driver comes from (its item is a plain field, built here)."""
-        return cls(similarity=float(driver.similarity), item=Item.from_domain(engine.record_of(driver.item_id)),
+        return cls(similarity=float(driver.similarity), item=Item.from_domain(engine.record(driver.row)),
                    item_id=driver.item_id)
