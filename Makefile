@@ -9,7 +9,7 @@ DATA_ROOT ?= data
 DATASET ?= $(DATA_ROOT)/dataset
 PYTEST_ARGS ?=
 
-.PHONY: venv demo redis browser test bench clean
+.PHONY: venv demo redis browser wrk test bench clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,12 @@ redis:
 ## Chromium and chromedriver from Debian's packages for the demo page's browser test (tests/test_demo_page.py).
 browser:
 	@(command -v chromium && command -v chromedriver) >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
+
+## wrk from Debian's packages, the API load bench's load generator (without it the bench falls back to
+## its Python client, which needs a core of its own and reports lower rates).
+wrk:
+	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null) \
+		|| echo "wrk could not be installed: bench/api_load.py uses its Python client"
 
 test: $(STAMP) redis browser
 	$(PY) -m pytest -q -rsx --durations=20 $(PYTEST_ARGS)
@@ -56,7 +62,7 @@ ALS_ARGS ?=
 TUNER_SYNTHETIC ?= 25000000
 TUNER_ARGS ?= --test
 
-bench: $(STAMP) redis
+bench: $(STAMP) redis wrk
 	$(PY) bench/quality.py --out $(BENCH_OUT) --synthetic $(BENCH_SYNTHETIC) $(QUALITY_ARGS)
 	$(PY) bench/scale.py --out $(BENCH_OUT) --sizes $(BENCH_SIZES) $(SCALE_ARGS)
 	-$(PY) bench/api_load.py $(API_LOAD_ARGS)
