@@ -7,6 +7,10 @@ The canonical query, over every user of the bundle in turn::
 
 Phases (each reports req/s and p50/p95/p99 latency):
 
+- ``reference``:     the yardstick, not hybridrec: stock Strawberry on Starlette answering a trivial
+                     10-item query on one worker (bench/stock_strawberry.py), for which the API issue
+                     quotes 680 req/s, p99 62 ms on the machine its targets were set on; the ratio
+                     says how this machine, at this moment, compares with that one;
 - ``cached``:        answers served from the answer cache (a warm-up pass fills it first);
 - ``uncached``:      the cache switched off (HYBRIDREC_CACHE_TTL=0): every request folds, ranks and
                      resolves;
@@ -64,7 +68,11 @@ CANONICAL = "query($u: ID!) { recommendations(userId: $u, first: 10) { variant i
 EXPLAINED = ("query($u: ID!) { recommendations(userId: $u, first: 10) { variant items { score item { id title genres } "
              "explanation { sentence mainSignal contributions { signal value } drivers { similarity item { id title } } } "
              "} } }")
+#: The yardstick's query (bench/stock_strawberry.py) and what the API issue quotes for it there.
+STOCK_QUERY = "{ items(first: 10) { id title genres } }"
+STOCK_QUOTED = {"rps": 680.0, "p99_ms": 62.0}
 TARGETS = {
+    "reference": "none: stock Strawberry, 1 worker (the API issue: 680 req/s, p99 62 ms)",
     "cached": "rps >= 2000 and p99 <= 25 ms",
     "uncached": "rps >= 800",
     "explain": "p99 <= 50 ms",
@@ -141,9 +149,25 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, root: Path, events: Path, workers: int, cache: bool, log_path: Path,
-                 redis_url: str | None = None) -> None:
+    """``python -m MODULE ...`` serving on a free loopback port in its own process group; ready once
+    /health has answered often enough that every worker has loaded."""
+
+    def __init__(self, module: list[str], env: dict[str, str], workers: int, log_path: Path) -> None:
         self.port = free_port()
+        self.log_path = log_path
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", *module, "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", str(workers), "--log-level", "warning"],
+            cwd=REPO, env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+            start_new_session=True,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._wait(workers)
+
+    @classmethod
+    def hybridrec(cls, root: Path, events: Path, workers: int, cache: bool, log_path: Path,
+                  redis_url: str | None = None) -> Server:
+        """``hybridrec serve`` over the bundles of ``root``, its answer cache on or off."""
         metrics_dir = log_path.with_suffix(".metrics")
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
@@ -155,15 +179,13 @@ class Server:
         env.pop("HYBRIDREC_REDIS_URL", None)
         if redis_url:
             env["HYBRIDREC_REDIS_URL"] = redis_url
-        self.log_path = log_path
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cluster.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", str(workers), "--log-level", "warning"],
-            cwd=REPO, env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
-            start_new_session=True,
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._wait(workers)
+        return cls(["cluster.cli", "serve"], env, workers, log_path)
+
+    @classmethod
+    def stock(cls, log_path: Path) -> Server:
+        """The yardstick: bench/stock_strawberry.py on one uvicorn worker."""
+        return cls(["uvicorn", "stock_strawberry:app", "--app-dir", str(REPO / "bench"), "--no-access-log"],
+                   dict(os.environ), 1, log_path)
 
     def _wait(self, workers: int, timeout: float = 180.0) -> None:
         import httpx
@@ -235,11 +257,15 @@ setup = function(thread) table.insert(threads, thread) end
 GRID = [0.5 * k for k in range(1, 199)] + [99.5, 99.9, 99.99]
 
 
-def bodies_file(folder: Path, query: str, users: list[str], name: str) -> Path:
+def bodies_file(folder: Path, query: str, users: list[str] | None, name: str) -> Path:
+    """The request bodies the generator cycles through: ``query`` for each user (variable ``u``), or
+    once without variables."""
     path = folder / f"{name}.jsonl"
+    variables = [{"u": u} for u in users] if users is not None else [None]
     with open(path, "w") as fh:
-        for u in users:
-            fh.write(json.dumps({"query": query, "variables": {"u": u}}, separators=(",", ":")) + "\n")
+        for v in variables:
+            body = {"query": query, "variables": v} if v is not None else {"query": query}
+            fh.write(json.dumps(body, separators=(",", ":")) + "\n")
     return path
 
 
@@ -471,6 +497,46 @@ class CpuMeter:
         self.client = r.ru_utime + r.ru_stime - self.c0
 
 
+def measure(server: Server, bodies: Path, duration: int, connections: int, generator: str, folder: Path,
+            metrics: bool = True, cores: int = 2) -> dict[str, Any]:
+    """One run of the load generator against ``server``, with the server's CPU per request and, where
+    it is hybridrec's (``metrics``), its own latency by cache kind and its index-search batching.
+    ``cores``: how many cores the server's workers can use (its capacity figure)."""
+    import numpy as np
+
+    if metrics:
+        before, batches_before = scrape_latency(server.url), scrape_batches(server.url)
+    with CpuMeter(server.proc.pid) as cpu:
+        if generator == "wrk":
+            res = run_wrk(server.url, bodies, duration, connections, 1, folder)
+        else:
+            res = run_python(server.url, bodies, duration, connections, 2)
+    if metrics:
+        res["server"] = server_kinds(before, scrape_latency(server.url))
+        queries, searches = np.subtract(scrape_batches(server.url), batches_before)
+        res["search_batch_mean"] = float(queries / searches) if searches > 0 else None
+    else:
+        res["server"] = {"hit": {"count": 0}, "computed": {"count": 0}}
+        res["search_batch_mean"] = None
+    res["server_cpu_ms_per_req"] = cpu.server / max(res["requests"], 1) * 1000
+    res["client_cpu_ms_per_req"] = cpu.client / max(res["requests"], 1) * 1000
+    res["busiest_worker_cpu_share"] = round(cpu.busiest_share, 3)
+    # what its cores could serve if the server had them to itself (no client, no neighbours)
+    res["capacity_2_cores_rps"] = 1000 * cores / max(res["server_cpu_ms_per_req"], 1e-9)
+    return res
+
+
+def serving_groups(phases: list[str]) -> list[tuple[str, list[str]]]:
+    """The phases by the server they need, in run order: 'reference' (the stock app), 'cached' and
+    'uncached' (hybridrec serve with its answer cache on or off)."""
+    def kind(phase: str) -> str:
+        base = phase_parts(phase)[0]
+        return base if base == "reference" else "cached" if base in ("cached", "explain-cached") else "uncached"
+
+    return [(k, [p for p in phases if kind(p) == k]) for k in ("reference", "cached", "uncached")
+            if any(kind(p) == k for p in phases)]
+
+
 # -- main -----------------------------------------------------------------------------------------------
 
 SUMMARY_KEYS = ("rps", "p50_ms", "p95_ms", "p99_ms", "max_ms", "server_cpu_ms_per_req", "capacity_2_cores_rps")
@@ -513,6 +579,13 @@ def target_met(phase: str, fig: dict[str, float]) -> bool | None:
     if phase.startswith("explain"):
         return fig["p99_ms"] <= 50
     return None
+
+
+def yardstick(reference: dict[str, Any]) -> dict[str, float]:
+    """How the stock app ran here against the API issue's figures for it: > 1 is a faster machine
+    (or a quieter moment) than the one the targets were set on."""
+    return {"rps_ratio": reference["rps"] / STOCK_QUOTED["rps"],
+            "p99_ratio": reference["p99_ms"] / STOCK_QUOTED["p99_ms"]}
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -562,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--workers", type=int, default=2, help="uvicorn workers")
     ap.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
-    ap.add_argument("--phases", default="cached,uncached,explain,explain-cached")
+    ap.add_argument("--phases", default="reference,cached,uncached,explain,explain-cached")
     ap.add_argument("--explain-connections", default="2,4,8",
                     help="also run the explain phase at these connection counts (phases explain@C); '' for none")
     ap.add_argument("--redis", action="store_true",
@@ -617,40 +690,32 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.5)
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in phases}
     try:
-        for cache in (True, False):
-            wanted = [p for p in phases if (phase_parts(p)[0] in ("cached", "explain-cached")) == cache]
-            if not wanted:
-                continue
-            if redis_url:
-                import redis
+        for kind, wanted in serving_groups(phases):
+            if kind == "reference":
+                server = Server.stock(folder / "uvicorn-reference.log")
+            else:
+                if redis_url:
+                    import redis
 
-                redis.Redis.from_url(redis_url).flushall()
-            server = Server(root, folder / "events", args.workers, cache, folder / f"uvicorn-{cache}.log", redis_url)
+                    redis.Redis.from_url(redis_url).flushall()
+                server = Server.hybridrec(root, folder / "events", args.workers, kind == "cached",
+                                          folder / f"uvicorn-{kind}.log", redis_url)
             try:
                 for phase in wanted:
                     connections = phase_parts(phase)[1] or args.connections
-                    query = EXPLAINED if phase.startswith("explain") else CANONICAL
-                    bodies = bodies_file(folder, query, users, phase)
-                    hit_share = warm(server.url, bodies, connections) if cache else None
+                    if kind == "reference":
+                        bodies = bodies_file(folder, STOCK_QUERY, None, phase)
+                    else:
+                        query = EXPLAINED if phase.startswith("explain") else CANONICAL
+                        bodies = bodies_file(folder, query, users, phase)
+                    hit_share = warm(server.url, bodies, connections) if kind == "cached" else None
                     for k in range(args.repeat):
                         load_before = os.getloadavg()[0]
-                        before, batches_before = scrape_latency(server.url), scrape_batches(server.url)
-                        with CpuMeter(server.proc.pid) as cpu:
-                            if generator == "wrk":
-                                res = run_wrk(server.url, bodies, args.duration, connections, 1, folder)
-                            else:
-                                res = run_python(server.url, bodies, args.duration, connections, 2)
-                        res["server"] = server_kinds(before, scrape_latency(server.url))
-                        queries, searches = np.subtract(scrape_batches(server.url), batches_before)
-                        res["search_batch_mean"] = float(queries / searches) if searches > 0 else None
+                        res = measure(server, bodies, args.duration, connections, generator, folder,
+                                      metrics=kind != "reference", cores=1 if kind == "reference" else 2)
                         res["phase"], res["run"], res["connections"] = phase, k + 1, connections
                         res["loadavg_before"] = round(load_before, 2)
                         res["warm_hit_share"] = hit_share
-                        res["server_cpu_ms_per_req"] = cpu.server / max(res["requests"], 1) * 1000
-                        res["client_cpu_ms_per_req"] = cpu.client / max(res["requests"], 1) * 1000
-                        res["busiest_worker_cpu_share"] = round(cpu.busiest_share, 3)
-                        # what 2 cores could serve if the server had them to itself (no client, no neighbours)
-                        res["capacity_2_cores_rps"] = 2000 / max(res["server_cpu_ms_per_req"], 1e-9)
                         runs[phase].append(res)
                         srv = res["server"]
                         log(f"bench: {phase:15s} run {k + 1}/{args.repeat} {res['rps']:8.0f} req/s  "
@@ -688,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
     loads = [r["loadavg_before"] for r in results["all_runs"]]
     print(f"load average at start {results['loadavg']:.1f}, before runs {min(loads, default=0):.1f}-"
           f"{max(loads, default=0):.1f} (other processes share these CPUs); 'cpu/req' is server CPU per request, "
-          "'cap' the req/s two otherwise idle cores would give at that cost")
+          "'cap' the req/s its otherwise idle cores (two; one for the reference) would give at that cost")
     print(f"{'phase':16s} {'req/s':>8s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} {'errors':>7s} "
           f"{'cpu/req':>8s} {'cap':>7s}  {'met':5s} target")
     for phase, r in results["phases"].items():
@@ -696,9 +761,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{phase:16s} {r['rps']:8.0f} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} {r['p99_ms']:8.2f} "
               f"{r['errors']:7d} {r['server_cpu_ms_per_req']:8.2f} {r['capacity_2_cores_rps']:7.0f}  {met:5s} "
               f"{r['target']}")
-    print("mean queries per index search (concurrent requests' searches batched): "
-          + ", ".join(f"{phase} {r['search_batch_mean']}" for phase, r in results["phases"].items()
-                      if r.get("search_batch_mean") is not None))
+    ref = results["phases"].get("reference")
+    if ref:
+        results["reference"] = {**yardstick(ref), "quoted": STOCK_QUOTED}
+        print(f"yardstick: stock Strawberry on Starlette, 1 worker, a trivial 10-item query: {ref['rps']:.0f} req/s, "
+              f"p99 {ref['p99_ms']:.1f} ms here against the API issue's {STOCK_QUOTED['rps']:.0f} req/s, p99 "
+              f"{STOCK_QUOTED['p99_ms']:.0f} ms: this machine answers it {results['reference']['rps_ratio']:.2f}x as fast")
+    batching = [f"{phase} {r['search_batch_mean']}" for phase, r in results["phases"].items()
+                if r.get("search_batch_mean") is not None]
+    if batching:
+        print("mean queries per index search (concurrent requests' searches batched): " + ", ".join(batching))
     print("cache hits and misses apart (client: answers by x-cache header; server: p99 from its histogram)")
     for phase, r in results["phases"].items():
         hit = r["server_hit_p99_ms"]

@@ -76,6 +76,34 @@ def test_explain_sweep_phases_take_their_connections_and_the_explain_target():
     assert api_load.summarise("explain@16", [run(70)])["met"] is False
 
 
+def test_phases_run_in_server_groups_reference_first():
+    groups = api_load.serving_groups(["explain", "cached", "reference", "explain@4", "explain-cached", "uncached"])
+    assert groups == [("reference", ["reference"]), ("cached", ["cached", "explain-cached"]),
+                      ("uncached", ["explain", "explain@4", "uncached"])]
+    assert api_load.serving_groups(["uncached"]) == [("uncached", ["uncached"])]
+    assert api_load.summarise("reference", [_run(800.0, 40.0)])["met"] is None, "the yardstick has no target"
+
+
+def test_yardstick_is_the_stock_app_against_the_issue_figures():
+    fig = api_load.yardstick({"rps": 1360.0, "p99_ms": 31.0})
+    assert fig == {"rps_ratio": pytest.approx(2.0), "p99_ratio": pytest.approx(0.5)}
+
+
+def test_bodies_per_user_or_one_without_variables(tmp_path):
+    import json
+
+    per_user = api_load.bodies_file(tmp_path, api_load.CANONICAL, ["1", "2"], "a").read_text().splitlines()
+    assert [json.loads(line)["variables"] for line in per_user] == [{"u": "1"}, {"u": "2"}]
+    (stock,) = api_load.bodies_file(tmp_path, api_load.STOCK_QUERY, None, "b").read_text().splitlines()
+    assert json.loads(stock) == {"query": api_load.STOCK_QUERY}
+
+
+def _run(rps: float, p99: float) -> dict:
+    return {"rps": rps, "p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": p99, "max_ms": 9.0, "errors": 0, "requests": 10,
+            "hits": 0, "misses": 0, "uncached": 10, "server_cpu_ms_per_req": 1.0, "capacity_2_cores_rps": 1000.0,
+            "loadavg_before": 1.0, "server": {"hit": {"count": 0}, "computed": {"count": 0}}}
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_bench_runs_end_to_end(tmp_path):
@@ -86,15 +114,16 @@ def test_bench_runs_end_to_end(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "api_load.py"), "--signals", "popularity,als", "--work-dir",
          str(tmp_path / "work"), "--results", str(tmp_path / "out"), "--duration", "1", "--repeat", "1",
-         "--phases", "cached,uncached", "--explain-connections", "2", "--connections", "4"],
+         "--phases", "reference,cached,uncached", "--explain-connections", "2", "--connections", "4"],
         cwd=REPO, capture_output=True, text=True, timeout=540)
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads((tmp_path / "out" / "api_load.json").read_text())
     assert results["signals"] == ["popularity", "als"] or sorted(results["signals"]) == ["als", "popularity"]
-    assert set(results["phases"]) == {"cached", "uncached", "explain@2"}
+    assert set(results["phases"]) == {"reference", "cached", "uncached", "explain@2"}
     for name, phase in results["phases"].items():
         assert phase["errors"] == 0 and phase["requests"] > 0, name
     assert results["phases"]["explain@2"]["connections"] == 2
     assert results["phases"]["cached"]["hits"] > 0 and results["phases"]["uncached"]["uncached"] > 0
     assert results["phases"]["uncached"]["search_batch_mean"] >= 1  # read off the server's batch histogram
+    assert results["reference"]["rps_ratio"] > 0 and results["reference"]["quoted"] == api_load.STOCK_QUOTED
     assert (tmp_path / "out" / "api_load_latency.png").stat().st_size > 5_000
