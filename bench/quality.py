@@ -17,14 +17,16 @@ Per row: NDCG, Recall, Precision, MAP, hit rate at 10, catalogue coverage, intra
 (genres), fit seconds and peak memory (RSS of this process and the Dask workers together, and
 what the fit added to it). A fit is timed alone; its evaluation is not in its seconds.
 
-Every row is written to OUT/quality/<dataset>/<method>.json as soon as it is done and skipped on
-the next run (resumable) unless --force; OUT/quality/<dataset>.json gathers a dataset's rows.
+Every row is written to OUT/quality/<dataset>/<method>.json as soon as it is done, with the settings
+it depends on, and kept by the next run that asks for the same settings (resumable) unless --force;
+OUT/quality/<dataset>.json gathers a dataset's rows.
 bench/report.py turns them into the report.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import fields, replace
 from pathlib import Path
@@ -41,6 +43,7 @@ from bench.harness import (  # noqa: E402
     dataset_sizes,
     environment,
     genre_features,
+    kept_result,
     log,
     measure,
     ml_small_dataset,
@@ -73,6 +76,12 @@ def row_of(method: str, group: str, metrics: dict[str, float], cost: Measure | N
     return row
 
 
+def _canon(value: Any) -> str:
+    """``value`` as JSON with sorted keys: a dict read back from a file compares equal to the one
+    written (tuples become lists)."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
 def config_from(kind: str, params: dict[str, Any]) -> Any:
     """A signal's Config from the JSON of the pipeline's final config."""
     from hybrid.pipeline import default_config
@@ -97,13 +106,34 @@ class DatasetBench:
     def evaluate(self, score: Any) -> dict[str, float]:
         return evaluate(score, self.train, self.truth, k=K, item_features=self.features)
 
-    def cached(self, method: str, run: Any) -> dict[str, Any]:
+    def settings(self, method: str) -> dict[str, Any]:
+        """What a row of ``method`` depends on besides the dataset: a row measured with other
+        settings is measured again."""
+        args = self.args
+        if method == "implicit-als":
+            own: dict[str, Any] = {"workers": args.workers}
+        elif method == "lightfm-warp":
+            own = {"epochs": args.lightfm_epochs, "workers": args.workers}
+        elif method == "ease":
+            own = {"lambdas": [float(x) for x in args.ease_lambdas], "max_items": args.ease_max_items}
+        else:  # the pipeline, and each signal refit with the pipeline's config
+            own = {"signals": list(args.signals), "quick": args.quick, "lightgcn_epochs": self.lightgcn_epochs}
+        return {"eval_users": args.eval_users, **own}
+
+    def cached(self, method: str, run: Any, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The row of ``method``: kept from an earlier run with the same settings (and, for a signal,
+        the same ``params`` from the pipeline), else measured by ``run`` and written."""
         path = self.folder / f"{slug(method)}.json"
-        if path.exists() and not self.args.force:
-            log(f"{self.name} / {method}: cached ({path})")
-            return read_json(path)
+        settings = self.settings(method)
+
+        def same(row: dict[str, Any]) -> bool:
+            return row.get("settings") == settings and (params is None or _canon(row.get("params")) == _canon(params))
+
+        row = kept_result(path, self.args.force, same)
+        if row is not None:
+            return row
         log(f"{self.name} / {method}: running")
-        row = run()
+        row = {**run(), "settings": settings}
         write_json(path, row)
         ndcg = row.get("ndcg")
         log(f"{self.name} / {method}: " + (f"NDCG@{K} {ndcg:.4f}, Recall@{K} {row['recall']:.4f}, "
@@ -182,7 +212,8 @@ class DatasetBench:
             if key not in self.args.skip:
                 rows.append(self.cached(key, lambda key=key: self.baseline(key)))
         hybrid = self.cached("hybrid", self.hybrid)
-        signals = [self.cached(f"signal-{s}", lambda s=s: self.signal(s, hybrid["params"][s], hybrid["pipeline_test"]))
+        signals = [self.cached(f"signal-{s}", lambda s=s: self.signal(s, hybrid["params"][s], hybrid["pipeline_test"]),
+                               params=hybrid["params"][s])
                    for s in self.args.signals]
         # popularity first (it is the popularity baseline), then the other rows as run
         order = [r for r in signals if r["method"] == "popularity"] + rows + \
@@ -230,7 +261,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--eval-users", type=int, help="test users evaluated (seeded sample); default: all")
     parser.add_argument("--workers", type=int, default=2, help="Dask workers (1 thread each); baselines' threads")
     parser.add_argument("--quick", action="store_true", help="tiny synthetic data, short fits: a smoke run")
-    parser.add_argument("--force", action="store_true", help="rerun rows whose JSON exists")
+    parser.add_argument("--force", action="store_true", help="rerun rows whose JSON holds the same settings")
     args = parser.parse_args(argv)
     if args.quick:
         args.datasets = args.datasets or ["synthetic"]

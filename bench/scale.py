@@ -51,6 +51,7 @@ from bench.harness import (  # noqa: E402
     RESULTS,
     dataset_sizes,
     environment,
+    kept_result,
     log,
     measure,
     read_json,
@@ -269,13 +270,11 @@ def run_size(n: int, client: Any, args: argparse.Namespace) -> dict[str, Any]:
         path = ctx.out_dir / f"{name}.json"
         if args.stages and name not in args.stages:
             continue
-        if path.exists() and present(ctx) and not args.force:
-            done = read_json(path)
-            if name in ("generate", "ingest") or same_settings(name, done, args, ctx):
-                log(f"  {name}: done before ({path})")
-                ctx.results[name] = done
-                continue
-            log(f"  {name}: done before with other settings {done.get('settings')}: running again")
+        done = kept_result(path, args.force, lambda d, name=name: name in ("generate", "ingest")
+                           or same_settings(name, d, args, ctx)) if path.exists() and present(ctx) else None
+        if done is not None:
+            ctx.results[name] = done
+            continue
         (rows, details), cost = measure(lambda run=run: run(ctx))
         result = {"stage": name, "interactions": n, "rows": rows, "seconds": cost.seconds,
                   "cpu_seconds": cost.cpu_seconds, "peak_mib": cost.peak_mib, "added_mib": cost.added_mib,

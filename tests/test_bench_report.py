@@ -113,7 +113,7 @@ def test_scale_keeps_signal_fits_when_a_signal_is_added(results: Path, tmp_path:
     out = run("scale.py", "--quick", "--sizes", str(SIZES[0]), "--signals", *SCALE_SIGNALS, "svd",
               "--eval-users", "500", "--queries", "50", "--lightgcn-epochs", "2", "--out", str(out_dir),
               "--cache", str(results / "cache"))
-    assert out.count("done before (") == 2 + len(SCALE_SIGNALS), out[-3000:]
+    assert out.count("done before with the same settings") == 2 + len(SCALE_SIGNALS), out[-3000:]
     folder = out_dir / "scale" / f"n{SIZES[0]}"
     assert {name: (folder / name).read_text() for name in before} == before
     tune = json.loads((folder / "tune.json").read_text())
