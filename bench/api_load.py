@@ -351,20 +351,19 @@ def run_python(url: str, bodies: Path, duration: int, connections: int, processe
 _BUCKET = re.compile(r'^hybridrec_request_seconds_bucket\{(?P<labels>[^}]*)\} (?P<value>\S+)$')
 
 
-def scrape_latency(url: str) -> dict[str, dict[float, float]]:
-    """The server's request-latency histogram, cumulative counts per bucket bound, by cache kind
-    ('hit' for answers from the cache, 'computed' for the rest), summed over operations and workers."""
+def scrape(url: str) -> tuple[dict[str, dict[float, float]], tuple[float, float]]:
+    """One read of the server's /metrics: its latency histogram (``parse_latency``) and its index
+    searches so far (``parse_batches``)."""
     import httpx
 
-    return parse_latency(httpx.get(f"{url}/metrics", timeout=10).text)
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return parse_latency(text), parse_batches(text)
 
 
-def scrape_batches(url: str) -> tuple[float, float]:
+def parse_batches(text: str) -> tuple[float, float]:
     """Queries searched and index searches so far (graphql_api.batching's histogram: sum, count)."""
-    import httpx
-
     totals = {"hybridrec_search_batch_size_sum": 0.0, "hybridrec_search_batch_size_count": 0.0}
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+    for line in text.splitlines():
         name, _, value = line.partition(" ")
         if name in totals:
             totals[name] += float(value)
@@ -372,7 +371,9 @@ def scrape_batches(url: str) -> tuple[float, float]:
 
 
 def parse_latency(text: str) -> dict[str, dict[float, float]]:
-    """scrape_latency's parsing of a Prometheus text exposition."""
+    """The request-latency histogram of a Prometheus text exposition: cumulative counts per bucket
+    bound, by cache kind ('hit' for answers from the cache, 'computed' for the rest), summed over
+    operations and workers."""
     out: dict[str, dict[float, float]] = {"hit": {}, "computed": {}}
     for line in text.splitlines():
         m = _BUCKET.match(line)
@@ -505,15 +506,16 @@ def measure(server: Server, bodies: Path, duration: int, connections: int, gener
     import numpy as np
 
     if metrics:
-        before, batches_before = scrape_latency(server.url), scrape_batches(server.url)
+        before, batches_before = scrape(server.url)
     with CpuMeter(server.proc.pid) as cpu:
         if generator == "wrk":
             res = run_wrk(server.url, bodies, duration, connections, 1, folder)
         else:
             res = run_python(server.url, bodies, duration, connections, 2)
     if metrics:
-        res["server"] = server_kinds(before, scrape_latency(server.url))
-        queries, searches = np.subtract(scrape_batches(server.url), batches_before)
+        after, batches_after = scrape(server.url)
+        res["server"] = server_kinds(before, after)
+        queries, searches = np.subtract(batches_after, batches_before)
         res["search_batch_mean"] = float(queries / searches) if searches > 0 else None
     else:
         res["server"] = {"hit": {"count": 0}, "computed": {"count": 0}}

@@ -38,6 +38,13 @@ def test_histogram_by_kind_and_quantiles():
     assert api_load.histogram_quantile(0.5, {}) is None
 
 
+def test_batches_are_summed_over_workers():
+    text = METRICS + ('hybridrec_search_batch_size_sum{pid="1"} 30.0\nhybridrec_search_batch_size_count{pid="1"} 4.0\n'
+                      'hybridrec_search_batch_size_sum 10.0\nhybridrec_search_batch_size_count 2.0\n')
+    assert api_load.parse_batches(text) == (10.0, 2.0), "labelled series are not the totals"
+    assert api_load.parse_batches(METRICS) == (0.0, 0.0)
+
+
 def test_server_kinds_counts_the_run_only():
     before = api_load.parse_latency(METRICS)
     after = api_load.parse_latency(METRICS.replace("} 100.0", "} 300.0").replace('le="0.0025",operation="recommendations"} 90.0',
