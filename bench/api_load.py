@@ -102,8 +102,8 @@ def build_bundle(root: Path, work: Path, signals: list[str]) -> None:
     from hybrid.bundle import publish
     from hybrid.fusion import Fusion
     from hybrid.variants import Variants
-    from hybrid.pipeline import default_config
-    from models.base import TrainData, TrainingOptions, model_class
+    from hybrid.pipeline import default_config, fit_signals
+    from models.base import TrainData, TrainingOptions
 
     dataset_dir = work / "dataset"
     if not (dataset_dir / "manifest.json").exists():
@@ -121,19 +121,17 @@ def build_bundle(root: Path, work: Path, signals: list[str]) -> None:
             ingest(source, dataset_dir)
     ds = Dataset.open(dataset_dir)
     data = TrainData(ds, split="train")
-    models: dict[str, Any] = {}
+    configs: dict[str, Any] = {}
+    for name in signals:
+        try:
+            configs[name] = default_config(name)
+        except (ValueError, ImportError) as err:
+            log(f"bench: signal {name} unavailable ({err}); skipped")
     with LocalCluster(n_workers=1, threads_per_worker=os.cpu_count() or 2, processes=False,
                       dashboard_address=":0") as cluster, Client(cluster) as client:
-        options = TrainingOptions(client=client, seed=0)
-        for name in signals:
-            started = time.perf_counter()
-            try:
-                klass = model_class(name)
-            except (ValueError, ImportError) as err:
-                log(f"bench: signal {name} unavailable ({err}); skipped")
-                continue
-            models[name] = klass(default_config(name)).fit(data, options)
-            log(f"bench: fit {name} in {time.perf_counter() - started:.1f}s")
+        models, seconds = fit_signals(data, configs, TrainingOptions(client=client, seed=0))
+    for name, fit_seconds in seconds.items():
+        log(f"bench: fit {name} in {fit_seconds:.1f}s")
     fusion = Fusion.fit_scales(models, ds.matrix("validation"))
     weights = {s: (0.3 if s == "popularity" else 1.0) for s in fusion.signals}
     publish(root, fusion, ds, weights=weights, variants=Variants(fusion.signals, weights), metrics={},
