@@ -5,10 +5,11 @@
 2. Drivers: the history items that pull the item up most in the signal that matters most (ALS
    for a collaborative recommendation, LightGCN for a graph one, content for a content one, svd
    for an item-item one, sequence for a what-comes-next one; when popularity leads, the first of
-   these the bundle has). For ALS, LightGCN and content a history item's pull is <i_j, i_item> on
-   the signal's item factors. svd and sequence fold a history into u = sum_j w_j p_j over rows of
-   their ``projection_`` (w_j by recency; for sequence only the last ``window`` items), so their
-   score sum_j w_j <p_j, i_item> splits exactly into one term per history item: its pull.
+   these the bundle has). For ALS and LightGCN a history item's pull is <i_j, i_item> on the
+   signal's item factors. svd, sequence and content fold a history into u = sum_j w_j p_j over
+   rows of their ``projection_`` (w_j by recency; for sequence only the last ``window`` items; for
+   content the unit TF-IDF rows, weights over their sum), so their score sum_j w_j <p_j, i_item>
+   splits exactly into one term per history item: its pull.
 3. Shared genres and tags between the item and the user's history, most frequent first.
 4. A shortest path in the user-item graph over the user's 2-hop neighbourhood in the training
    interactions: you -> an item you saw -> another user who saw it -> this item (a search over
@@ -62,8 +63,8 @@ class Driver(NamedTuple):
     title: str
     similarity: float
     """How hard the history item pulls the recommended item up in the driver signal: <i_j, i_item>
-    on its item factors (als, lightgcn, content), or the item's own term w_j <p_j, i_item> of the
-    user's score (svd, sequence: these terms over the whole history add up to the signal's
+    on its item factors (als, lightgcn), or the item's own term w_j <p_j, i_item> of the user's
+    score (svd, sequence, content: these terms over the whole history add up to the signal's
     score)."""
     row: int
     """The history item's row in the bundle's catalogue."""
@@ -313,9 +314,10 @@ def explain_items(
 # -- evidence ------------------------------------------------------------------------------------
 def _history_pulls(model: FactorModel, history: np.ndarray) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
     """For a signal whose user vector is a weighted sum of history rows of its ``projection_``
-    (svd, sequence): the distinct history items with a weight (sorted) and each one's part of the
-    user vector, w_j * p_j, as float32 rows; <row_j, i_item> is item j's term of the user's score
-    for the item, its pull. (None, None) for the other signals (no ``history_weights``).
+    (svd, sequence, content): the distinct history items with a weight (sorted) and each one's
+    part of the user vector, w_j * p_j, as float32 rows; <row_j, i_item> is item j's term of the
+    user's score for the item, its pull. (None, None) for the other signals (no
+    ``history_weights``).
 
     ``history``: item rows oldest first, as ``fold_in`` takes them; the weights are ``fold_in``'s
     (the rows add up to its vector).
@@ -365,7 +367,7 @@ class _HistoryEvidence:
         history, parts = _history_pulls(model, self.ordered)
         if history is None:  # a history item pulls with its own item factors
             history, vectors, at = self.history, factors, self.history
-        else:  # svd, sequence: with its weighted projection row
+        else:  # svd, sequence, content: with its weighted projection row
             vectors, at = parts, np.arange(len(history))
             vectors.flags.writeable = factors.flags.writeable  # one compiled kernel for both (memory-mapped
             # factors are read-only, and numba compiles read-only arrays apart)

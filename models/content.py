@@ -313,13 +313,31 @@ class ContentModel(FactorModel):
 
         An empty history (or one whose weights sum to 0) gives the zero vector.
         """
+        rows, weights = self.history_weights(items, values)
+        if rows.size == 0:
+            return np.zeros(self.embedding_.shape[1], dtype=np.float32)
+        return (weights @ self.projection_[rows].astype(np.float64)).astype(np.float32)
+
+    def history_weights(self, items: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct rows of a history (oldest first) and their weights, normalised by the
+        profile's denominator: ``fold_in`` is weights @ projection_[rows], so
+        w_j <projection_[j], item_factors_[i]> is item j's part of the user's score for item i
+        (what explanations rank drivers by). An item seen twice counts at both positions. No rows
+        for an empty history or one whose weights sum to 0."""
         items, values = self._history(items, values)
         n = len(items)
         w = history_weights(np.full(n, n), np.arange(n), values, self.config)
         denom = w.sum() + self.config.shrink
         if n == 0 or denom <= 0:
-            return np.zeros(self.embedding_.shape[1], dtype=np.float32)
-        return (w @ self.embedding_[items].astype(np.float64) / denom).astype(np.float32)
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        rows, at = np.unique(items, return_inverse=True)
+        return rows, np.bincount(at, weights=w / denom, minlength=rows.size)
+
+    @property
+    def projection_(self) -> np.ndarray:
+        """The rows a history is folded over (``fold_in``): the unit TF-IDF rows, ``embedding_``;
+        ``item_factors_`` are those rows times the popularity lift."""
+        return self.embedding_
 
     def _extra_state(self) -> dict[str, Any]:
         return {"n_features": self.n_features_, "explained": self.explained_}

@@ -1,5 +1,5 @@
-"""Explanations on the tiny dataset: contributions, drivers, shared genres, graph path, sentence; svd and
-sequence drivers on a small fitted bundle."""
+"""Explanations on the tiny dataset: contributions, drivers, shared genres, graph path, sentence; svd,
+sequence and content drivers on small fitted bundles."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from hybrid.index import as_list
 from hybrid.recommender import History, HybridRecommender
 from hybrid.variants import Variants
 from models.base import TrainData, TrainingOptions
+from models.content import ContentConfig, ContentModel
 from models.popularity import Popularity
 from models.sequence import SequenceConfig, SequenceModel
 from models.svd import SVDConfig, SVDItemItem, recency_weights
@@ -263,10 +264,15 @@ def test_explain_items_is_explain_pair_per_item(bundle: Bundle, rec: HybridRecom
                          item_rows=[]) == []
 
 
-# -- svd and sequence: drivers are the history's own terms of the signal's score ---------------------
-def chain_source(n_users: int = 80, n_items: int = 30, per_user: int = 10, seed: int = 0) -> RawSource:
+# -- svd, sequence, content: drivers are the history's own terms of the signal's score----------------
+GENRES = ("Drama", "Comedy", "Action", "Horror", "Romance")
+
+
+def chain_source(n_users: int = 80, n_items: int = 30, per_user: int = 10, seed: int = 0,
+                 varied: bool = False) -> RawSource:
     """Histories of random items, where in every other one item 1 is followed at once by item 2: that
-    pair co-occurs and follows far more often than any other."""
+    pair co-occurs and follows far more often than any other. ``varied``: items carry two of five
+    genres and a tag of three (else every item is a Drama without tags)."""
     rng = np.random.default_rng(seed)
     rows = []
     for u in range(n_users):
@@ -278,8 +284,9 @@ def chain_source(n_users: int = 80, n_items: int = 30, per_user: int = 10, seed:
     items = pd.DataFrame({
         "item_id": [str(i) for i in range(1, n_items + 1)],
         "title": [f"Film {i} (2001)" for i in range(1, n_items + 1)],
-        "genres": [["Drama"]] * n_items,
-        "tags": [[]] * n_items,
+        "genres": [[GENRES[i % 5], GENRES[(i // 5) % 5]] for i in range(1, n_items + 1)] if varied
+        else [["Drama"]] * n_items,
+        "tags": [[f"tag{i % 3}"] for i in range(1, n_items + 1)] if varied else [[]] * n_items,
         "year": pd.array([2001] * n_items, dtype="Int64"),
     })  # fmt: skip
     frame = pd.DataFrame(rows, columns=["user_id", "item_id", "value", "timestamp"])
@@ -310,25 +317,51 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> HybridRecommender:
     return HybridRecommender(load(root / "bundles"))
 
 
+@pytest.fixture(scope="module")
+def content_chain(tmp_path_factory: pytest.TempPathFactory) -> HybridRecommender:
+    """A bundle of the content signal (and popularity) fit on ``chain_source`` with varied genres and tags."""
+    root = tmp_path_factory.mktemp("content-chain")
+    with dask.config.set(scheduler="sync"):
+        ingest(chain_source(varied=True), root / "dataset")
+    dataset = Dataset.open(root / "dataset")
+    data = TrainData(dataset, "train")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster, set_as_default=False) as client:  # fmt: skip
+        options = TrainingOptions(client=client, seed=0)
+        models = {"content": ContentModel(ContentConfig()).fit(data, options), "popularity": Popularity().fit(data, options)}
+    fusion = Fusion.fit_scales(models, dataset.matrix("test"))
+    weights = {"content": 1.0, "popularity": 0.1}
+    publish(root / "bundles", fusion, dataset, weights=weights, variants=Variants(fusion.signals, weights),
+            metrics={}, params={})
+    return HybridRecommender(load(root / "bundles"))
+
+
 def pulls_by_definition(model, signal: str, ordered: np.ndarray, item_row: int) -> dict[int, float]:
     """Each history item's term w_j <p_j, i_item> of the signal's score, from the models' own
     definitions: svd weighs every distinct item by recency at its newest position (models/svd.py),
-    sequence each of the last ``window`` positions by 0.5 ** (age / half_life) (models/sequence.py)."""
+    sequence each of the last ``window`` positions by 0.5 ** (age / half_life) (models/sequence.py),
+    content every position by 0.5 ** (age / half_life) over the sum of those weights, with its unit
+    TF-IDF rows as p_j (models/content.py)."""
     weights: dict[int, float] = {}
     for pos, j in enumerate(ordered.tolist()):
         age = len(ordered) - 1 - pos
         if signal == "svd":  # a later position overwrites: the newest counts
             weights[j] = float(recency_weights(np.array([age]), model.config)[0])
-        elif age < model.config.window:
+        elif signal == "content" or age < model.config.window:
             weights[j] = weights.get(j, 0.0) + 0.5 ** (age / model.config.half_life)
+    rows = model.embedding_ if signal == "content" else model.projection_
+    if signal == "content":
+        total = sum(0.5 ** (age / model.config.half_life) for age in range(len(ordered))) + model.config.shrink
+        weights = {j: w / total for j, w in weights.items()}
     item = np.asarray(model.item_factors_[item_row], np.float64)
-    return {j: w * float(np.asarray(model.projection_[j], np.float64) @ item) for j, w in weights.items()}
+    return {j: w * float(np.asarray(rows[j], np.float64) @ item) for j, w in weights.items()}
 
 
-@pytest.mark.parametrize("signal", ["svd", "sequence"])
-def test_drivers_are_the_largest_terms_of_the_signal_score(chain: HybridRecommender, signal: str):
+@pytest.mark.parametrize("signal, fixture", [("svd", "chain"), ("sequence", "chain"), ("content", "content_chain")])
+def test_drivers_are_the_largest_terms_of_the_signal_score(signal: str, fixture: str, request: pytest.FixtureRequest):
     from hybrid.explain import _history_pulls
 
+    chain: HybridRecommender = request.getfixturevalue(fixture)
     bundle = chain.bundle
     model, scale = bundle.fusion.models[signal], bundle.fusion.scales[signal]
     rng = np.random.default_rng(3)

@@ -13,8 +13,8 @@ from hybrid.explain import Driver as DomainDriver
 class Driver:
     similarity: float = strawberry.field(
         description="How hard the history item pulls the explained item up in the driver signal: the inner product "
-        "of the two items' vectors (als, lightgcn, content), or the history item's own term of the user's score, "
-        "these terms adding up to the score over the whole history (svd, sequence)."
+        "of the two items' vectors (COLLABORATIVE, GRAPH), or the history item's own term of the user's score, "
+        "these terms adding up to the score over the whole history (CONTENT, SPECTRAL, SEQUENTIAL)."
     )
     item: Item
     item_id: strawberry.Private[str]
