@@ -57,7 +57,7 @@ def test_server_kinds_counts_the_run_only():
 def test_summary_is_the_median_of_runs_and_checks_targets():
     def run(rps: float, p99: float) -> dict:
         return {"rps": rps, "p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": p99, "max_ms": 9.0, "errors": 0, "requests": 10,
-                "hits": 10, "misses": 0, "uncached": 0, "server_cpu_ms_per_req": 0.5, "capacity_2_cores_rps": 4000.0,
+                "hits": 10, "misses": 0, "uncached": 0, "server_cpu_ms_per_req": 0.5, "capacity_rps": 4000.0,
                 "loadavg_before": 1.0, "server": {"hit": {"count": 10, "p99_ms": 3.0}, "computed": {"count": 0}}}
 
     s = api_load.summarise("cached", [run(1900, 20), run(2100, 30), run(2500, 10)])
@@ -74,7 +74,7 @@ def test_explain_sweep_phases_take_their_connections_and_the_explain_target():
     def run(p99: float) -> dict:
         return {"rps": 300.0, "p50_ms": 10.0, "p95_ms": 20.0, "p99_ms": p99, "max_ms": 90.0, "errors": 0,
                 "requests": 10, "hits": 0, "misses": 0, "uncached": 10, "server_cpu_ms_per_req": 5.0,
-                "capacity_2_cores_rps": 400.0, "loadavg_before": 1.0, "connections": 4,
+                "capacity_rps": 400.0, "loadavg_before": 1.0, "connections": 4,
                 "server": {"hit": {"count": 0}, "computed": {"count": 10, "p99_ms": 30.0}}}
 
     s = api_load.summarise("explain@4", [run(40), run(45), run(60)])
@@ -107,7 +107,7 @@ def test_bodies_per_user_or_one_without_variables(tmp_path):
 
 def _run(rps: float, p99: float) -> dict:
     return {"rps": rps, "p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": p99, "max_ms": 9.0, "errors": 0, "requests": 10,
-            "hits": 0, "misses": 0, "uncached": 10, "server_cpu_ms_per_req": 1.0, "capacity_2_cores_rps": 1000.0,
+            "hits": 0, "misses": 0, "uncached": 10, "server_cpu_ms_per_req": 1.0, "capacity_rps": 1000.0,
             "loadavg_before": 1.0, "server": {"hit": {"count": 0}, "computed": {"count": 0}}}
 
 
