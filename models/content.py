@@ -235,7 +235,7 @@ def popularity_lift(counts: np.ndarray, config: ContentConfig) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ user profiles
-def history_weights(
+def position_weights(
     lengths: np.ndarray, positions: np.ndarray, values: np.ndarray | None, config: ContentConfig
 ) -> np.ndarray:
     """Weight of each history entry: ``positions`` counts from 0 (oldest) within a history of
@@ -302,7 +302,7 @@ class ContentModel(FactorModel):
         """User vectors of every row of a time-ordered history matrix (see _ordered_histories)."""
         lengths = np.diff(histories.indptr)
         positions = np.arange(histories.nnz) - np.repeat(histories.indptr[:-1], lengths)
-        w = history_weights(np.repeat(lengths, lengths), positions, histories.data, self.config)
+        w = position_weights(np.repeat(lengths, lengths), positions, histories.data, self.config)
         weights = sp.csr_matrix((w, histories.indices, histories.indptr), shape=histories.shape)
         denom = np.asarray(weights.sum(axis=1)).ravel() + self.config.shrink
         scale = np.divide(1.0, denom, out=np.zeros_like(denom), where=denom > 0)
@@ -326,7 +326,7 @@ class ContentModel(FactorModel):
         for an empty history or one whose weights sum to 0."""
         items, values = self._history(items, values)
         n = len(items)
-        w = history_weights(np.full(n, n), np.arange(n), values, self.config)
+        w = position_weights(np.full(n, n), np.arange(n), values, self.config)
         denom = w.sum() + self.config.shrink
         if n == 0 or denom <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
