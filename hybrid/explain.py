@@ -100,31 +100,32 @@ class Explanation:
     main_signal: str | None
     drivers: list[Driver]
     driver_signal: str | None
+    item_row: int
+    """The item's row in the bundle's catalogue."""
     _evidence: _HistoryEvidence = field(repr=False, compare=False)
-    _item_row: int = field(repr=False, compare=False)
     _driver_rows: list[int] = field(repr=False, compare=False)
 
     @cached_property
     def shared_genres(self) -> list[str]:
         """The item's genres that the rest of the history carries, most frequent first."""
-        return self._evidence.shared_labels(self._item_row, "genres")
+        return self._evidence.shared_labels(self.item_row, "genres")
 
     @cached_property
     def shared_tags(self) -> list[str]:
         """The item's tags that the rest of the history carries, most frequent first."""
-        return self._evidence.shared_labels(self._item_row, "tags")
+        return self._evidence.shared_labels(self.item_row, "tags")
 
     @cached_property
     def graph_path(self) -> list[PathStep] | None:
         """you -> an item you saw -> another user who saw it -> this item (or you -> this item)."""
-        return self._evidence.path(self._item_row, self.item_id, self.title, self._driver_rows)
+        return self._evidence.path(self.item_row, self.item_id, self.title, self._driver_rows)
 
     @cached_property
     def sentence(self) -> str:
         """One sentence a person can read."""
         path = self.graph_path if self.main_signal == "lightgcn" else None  # only a graph reason names it
         return _sentence(self.main_signal, self.shares, self.drivers, path, self.shared_genres, self._evidence.text,
-                         self._item_row)
+                         self.item_row)
 
 
 class _Labels:
@@ -305,7 +306,7 @@ def explain_items(
     ids, titles = bundle.items.ids, text.titles
     return [
         Explanation(str(user_id), str(ids[item_row]), str(titles[item_row]), float(sum(contrib.values())), contrib,
-                    shares, main, item_drivers, driver_signal, evidence, item_row, driver_rows)
+                    shares, main, item_drivers, driver_signal, item_row, evidence, driver_rows)
         for item_row, (contrib, shares, main, driver_signal), (item_drivers, driver_rows)
         in zip(row_list, items, drivers, strict=True)
     ]

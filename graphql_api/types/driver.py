@@ -17,10 +17,8 @@ class Driver:
         "these terms adding up to the score over the whole history (CONTENT, SPECTRAL, SEQUENTIAL)."
     )
     item: Item
-    item_id: strawberry.Private[str]
 
     @classmethod
     def from_domain(cls, driver: DomainDriver, engine: Engine) -> Driver:
         """``engine``: the bundle the driver comes from (its item is a plain field, built here)."""
-        return cls(similarity=float(driver.similarity), item=Item.from_domain(engine.record(driver.row)),
-                   item_id=driver.item_id)
+        return cls(similarity=float(driver.similarity), item=Item.from_domain(engine.record(driver.row)))

@@ -47,7 +47,7 @@ class Explanation:
 
     @strawberry.field
     def item(self) -> Item:
-        return Item.from_domain(self.engine.record_of(self.domain.item_id))
+        return Item.from_domain(self.engine.record(self.domain.item_row))
 
     @classmethod
     def from_domain(cls, expl: DomainExplanation, engine: Engine) -> Explanation:
