@@ -164,6 +164,12 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
+def same_json(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` are equal as ``write_json`` writes them: a value read back from a
+    result file compares equal to the one written (tuples become lists, numpy scalars numbers)."""
+    return json.dumps(jsonable(a), sort_keys=True) == json.dumps(jsonable(b), sort_keys=True)
+
+
 def kept_result(path: Path, force: bool, same: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
     """The result at ``path`` when it was measured with the settings asked for (``same``), unless
     ``force``: benches keep such results instead of measuring them again."""

@@ -26,7 +26,6 @@ bench/report.py turns them into the report.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import fields, replace
 from pathlib import Path
@@ -47,7 +46,7 @@ from bench.harness import (  # noqa: E402
     log,
     measure,
     ml_small_dataset,
-    read_json,
+    same_json,
     sample_test,
     start_cluster,
     synthetic_dataset,
@@ -74,12 +73,6 @@ def row_of(method: str, group: str, metrics: dict[str, float], cost: Measure | N
                    added_mib=cost.added_mib, peak_worker_mib=cost.peak_worker_mib)
     row.update(extra)
     return row
-
-
-def _canon(value: Any) -> str:
-    """``value`` as JSON with sorted keys: a dict read back from a file compares equal to the one
-    written (tuples become lists)."""
-    return json.dumps(value, sort_keys=True, default=str)
 
 
 def config_from(kind: str, params: dict[str, Any]) -> Any:
@@ -127,7 +120,7 @@ class DatasetBench:
         settings = self.settings(method)
 
         def same(row: dict[str, Any]) -> bool:
-            return row.get("settings") == settings and (params is None or _canon(row.get("params")) == _canon(params))
+            return row.get("settings") == settings and (params is None or same_json(row.get("params"), params))
 
         row = kept_result(path, self.args.force, same)
         if row is not None:

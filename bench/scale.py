@@ -33,7 +33,6 @@ same config, so adding a signal refits the others only on 'fit' (tuning needs th
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -55,6 +54,7 @@ from bench.harness import (  # noqa: E402
     log,
     measure,
     read_json,
+    same_json,
     sample_test,
     start_cluster,
     write_json,
@@ -258,7 +258,7 @@ def same_settings(name: str, done: dict[str, Any], args: argparse.Namespace, ctx
     kind = name.removeprefix("signal-")
     now.pop("signals"), then.pop("signals", None)
     config = ctx.previous("tune")["refit_configs"].get(kind)
-    return then == now and json.dumps(done.get("config"), sort_keys=True) == json.dumps(config, sort_keys=True)
+    return then == now and same_json(done.get("config"), config)
 
 
 def run_size(n: int, client: Any, args: argparse.Namespace) -> dict[str, Any]:
