@@ -5,19 +5,34 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
+# The exact, hash-checked dependency set that `make demo` and `make test` install (Linux x86-64,
+# CPython 3.11; torch is the CPU build that lies on these machines in /opt/wheels). `make lock`
+# refreshes it from pyproject.toml's ranges; commit both together.
+LOCK := requirements.lock
+UV_VERSION ?= 0.13.9
 DATA_ROOT ?= data
 DATASET ?= $(DATA_ROOT)/dataset
 PYTEST_ARGS ?=
 
-.PHONY: venv demo redis browser wrk test bench clean
+.PHONY: venv lock demo redis browser wrk test bench clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): $(LOCK) pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[test,bench]'
+	$(PIP) install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	$(PIP) check
 	@touch $(STAMP)
+
+## Re-resolve requirements.lock from pyproject.toml (newest versions its ranges admit, with hashes).
+## Then `make test` on the new lock before committing it.
+lock:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet 'uv==$(UV_VERSION)'
+	printf 'setuptools>=68\nwheel\n' | $(VENV)/bin/uv pip compile pyproject.toml - --extra test --extra bench \
+		--generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 --find-links /opt/wheels \
+		--custom-compile-command "make lock" --upgrade -o $(LOCK)
 
 ## Everything: data ($$HYBRIDREC_DATA, else a GroupLens download, else synthetic), ingest, train,
 ## tune, index, publish, then serve the API with GraphiQL; prints the GraphiQL and dashboard URLs.
