@@ -37,7 +37,8 @@ lock:
 ## Everything: data ($$HYBRIDREC_DATA, else a GroupLens download, else synthetic), ingest, train,
 ## tune, index, publish, then serve the API with GraphiQL; prints the GraphiQL and dashboard URLs.
 demo: $(STAMP)
-	$(VENV)/bin/hybridrec demo --data-root $(DATA_ROOT) --bundle-root $(DATA_ROOT)/bundles --host 127.0.0.1 --port 8000
+	@echo "make demo serves in development mode (--dev): no API keys, every operation open to anyone on this machine"
+	$(VENV)/bin/hybridrec demo --dev --data-root $(DATA_ROOT) --bundle-root $(DATA_ROOT)/bundles --host 127.0.0.1 --port 8000
 
 ## redis-server from Debian's packages for the Redis-path tests (CI runs as root on a clean machine).
 redis: 

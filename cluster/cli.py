@@ -11,8 +11,12 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from etl.errors import HybridrecError
+
+if TYPE_CHECKING:
+    from graphql_api.settings import Settings
 
 BUNDLE_ROOT_HELP = "folder or fsspec URL (e.g. s3://bucket/bundles) of bundle versions, with the `latest` pointer"
 
@@ -108,8 +112,11 @@ def _cmd_retrain(args: argparse.Namespace) -> str:
     return decision.reason
 
 
-def _cmd_serve(args: argparse.Namespace) -> None:
-    from graphql_api.server import serve
+def _serving_environment(args: argparse.Namespace) -> Settings:
+    """The server's settings from the command line into its environment (its workers read them),
+    checked now: a server without keys and without --dev stops here, before anything starts.
+    """
+    from graphql_api.settings import Settings
 
     os.environ["HYBRIDREC_BUNDLE_ROOT"] = args.bundle_root
     beside = "data" if "://" in args.bundle_root else os.path.dirname(args.bundle_root.rstrip("/")) or "."
@@ -118,14 +125,28 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     os.environ["HYBRIDREC_EVENTS_DIR"] = events_dir
     if getattr(args, "redis_url", None):
         os.environ["HYBRIDREC_REDIS_URL"] = args.redis_url
+    if args.dev:
+        os.environ["HYBRIDREC_DEV"] = "true"
+    settings = Settings.from_env()
+    if settings.dev_mode and not settings.keys_configured:
+        print("WARNING: development mode: no API keys, so anyone may record interactions and erase users. "
+              "Never expose this server; set HYBRIDREC_API_KEYS for anything else.", file=sys.stderr, flush=True)
+    return settings
+
+
+def _cmd_serve(args: argparse.Namespace) -> None:
+    from graphql_api.server import serve
+
+    settings = _serving_environment(args)
     base = f"http://{args.host}:{args.port}"
-    print(f"GraphiQL: {base}/graphql  demo page: {base}/  (events in {events_dir})", file=sys.stderr, flush=True)
-    serve(args.host, args.port, args.workers, log_level=args.log_level)
+    print(f"GraphiQL: {base}/graphql  demo page: {base}/  (events in {settings.events_dir})", file=sys.stderr, flush=True)
+    serve(args.host, args.port, args.workers, log_level=args.log_level, forwarded_allow_ips=settings.forwarded_allow_ips)
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
     from cluster.jobs import pipeline_job
 
+    _serving_environment(args)  # a server that would refuse to start stops the demo before training
     client = _client(args)
     path = pipeline_job(args.data_root, args.bundle_root, client=client, **_events(args))
     print(f"published {path}", file=sys.stderr)
@@ -203,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--workers", type=int, default=1,
                        help="API worker processes (uvicorn), each with its own SO_REUSEPORT socket")
         p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+        p.add_argument("--dev", action="store_true",
+                       help="development only: serve without API keys, every operation open (HYBRIDREC_DEV=true); "
+                            "without keys and without this flag the server refuses to start")
 
     data = command(sub, "data", "Get, generate and ingest datasets.")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")

@@ -48,6 +48,13 @@ from graphql_api.settings import Settings
 log = get_logger("app")
 access_log = get_logger("access")
 MAX_BODY_BYTES = 1 << 20
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of objects and lists in a request's variables and extensions."""
+MAX_STRING_LENGTH = 256
+"""Longest string value in a request's variables (graphql_api.service.MAX_ID_LENGTH for ids)."""
+JSON_TYPES = ("application/json", "application/graphql-response+json")
+"""Content types of a POST that the answer cache may answer (anything else goes to Strawberry,
+which accepts or refuses it)."""
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 """The demo page (plain HTML and JavaScript that call /graphql with fetch)."""
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -67,6 +74,60 @@ def _api_key(scope: Scope) -> str | None:
             if text[:7].lower() == "bearer ":
                 return text[7:].strip() or None
     return None
+
+
+async def _read_body(request: Request) -> bytes | None:
+    """The body, or None as soon as it is known to exceed MAX_BODY_BYTES (by Content-Length, or
+    while it streams in): an oversized body is never held whole. Kept on the request, where
+    Starlette's ``body()`` (and so Strawberry) finds it."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # noqa: SLF001 - Starlette's cache of the body, read again by Strawberry
+    return body
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise HTTPException(400, f"request body repeats the key {twice[:64]!r}")
+    return out
+
+
+class BadRequestBody(Exception):
+    """A request body refused before GraphQL runs, answered as a GraphQL error with ``code``."""
+
+    def __init__(self, message: str, code: str = "BAD_USER_INPUT") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _check_json(value: Any, part: str) -> None:
+    """BadRequestBody when ``value`` nests deeper than MAX_JSON_DEPTH or holds a string longer than
+    MAX_STRING_LENGTH (every argument an API client sends is an id, a name or a title: long ones
+    are only ever memory an attacker wants held and echoed). Iterative: no recursion to exhaust."""
+    todo: list[tuple[Any, int, tuple[Any, ...]]] = [(value, 0, ())]
+    while todo:
+        v, depth, path = todo.pop()
+        if isinstance(v, str):
+            if len(v) > MAX_STRING_LENGTH:
+                where = part + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+                raise BadRequestBody(f"{where[:200]} is {len(v)} characters; at most {MAX_STRING_LENGTH}")
+        elif isinstance(v, dict | list):
+            if depth >= MAX_JSON_DEPTH:
+                raise BadRequestBody(f"{part} nest deeper than {MAX_JSON_DEPTH} levels")
+            items = v.items() if isinstance(v, dict) else enumerate(v)
+            todo.extend((c, depth + 1, (*path, k)) for k, c in items)
 
 
 # -- GraphQL view -------------------------------------------------------------------------------------
@@ -95,13 +156,21 @@ class GraphQLView(GraphQL):
         return orjson.dumps(data)
 
     def decode_json(self, data: str | bytes) -> object:
-        """A request body as JSON: a 400 naming the problem when it is not UTF-8 or not an object."""
+        """A request body as JSON: a 400 naming the problem when it is not UTF-8, not an object,
+        repeats a key (which `query` would run?); BadRequestBody when its variables nest deeper than
+        MAX_JSON_DEPTH or hold a string longer than MAX_STRING_LENGTH."""
         try:
-            value = json.loads(data)
+            value = json.loads(data, object_pairs_hook=_unique_keys)
         except UnicodeDecodeError as err:
             raise HTTPException(400, f"request body is not UTF-8 text (byte {err.start})") from err
+        except RecursionError as err:
+            raise HTTPException(400, f"request body nests deeper than {MAX_JSON_DEPTH} levels") from err
         if not isinstance(value, dict | list):
             raise HTTPException(400, f"request body must be a JSON object, got {type(value).__name__}")
+        for request in value if isinstance(value, list) else [value]:
+            if isinstance(request, dict):
+                for part in ("variables", "extensions", "operationName"):
+                    _check_json(request.get(part), part)
         return value
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -119,12 +188,16 @@ class GraphQLView(GraphQL):
         key = None
         runtime.store.sync_local()
         if request.method == "POST":
-            body = await request.body()  # kept on the request: Strawberry reads it again
-            if len(body) > MAX_BODY_BYTES:
+            body = await _read_body(request)
+            if body is None:
                 await _graphql_error(413, f"request body over {MAX_BODY_BYTES} bytes", "TOO_LARGE")(scope, receive, send)
                 return
-        if request.method == "POST" and runtime.settings.cache_ttl > 0:
-            key = hashlib.sha256(engine.version.encode() + b"\0" + body).hexdigest()
+        json_body = request.headers.get("content-type", "").split(";")[0].strip().lower() in JSON_TYPES
+        if request.method == "POST" and json_body and runtime.settings.cache_ttl > 0:
+            # keyed by who asks too: an answer one key may see (a user's history) is no answer for another
+            principal = state.get("api_key")
+            who = principal.id.encode() if principal is not None else b"anonymous"
+            key = hashlib.sha256(engine.version.encode() + b"\0" + who + b"\0" + body).hexdigest()
             hit = await runtime.store.cache_get(key)
             if hit is not None:
                 runtime.metrics.cache.labels(result="hit").inc()
@@ -138,6 +211,8 @@ class GraphQLView(GraphQL):
             response = await self.run(request)
         except HTTPException as err:
             response = Response(err.reason, status_code=err.status_code, media_type="text/plain")
+        except BadRequestBody as err:
+            response = _graphql_error(400, str(err), err.code)
         ctx: Context | None = state.get("ctx")
         if ctx is not None:
             state["operation"] = ctx.operation
@@ -212,8 +287,9 @@ class GuardMiddleware:
             return
         settings = self.runtime.settings
         key = _api_key(scope)
-        valid = key is not None and (key in settings.api_keys or key in settings.admin_keys)
-        scope.setdefault("state", {})["api_key"] = key if valid else None
+        principal = settings.key(key)
+        valid = principal is not None
+        scope.setdefault("state", {})["api_key"] = principal
         if settings.require_key_for_queries and settings.keys_configured and not valid:
             self.runtime.metrics.errors.labels(kind="unauthorized").inc()
             response = _graphql_error(401, "an API key is required (header X-API-Key or Authorization: Bearer <key>)",
@@ -246,15 +322,19 @@ def _health(runtime: Runtime):  # noqa: ANN202 - a Starlette endpoint
             "ready": ready,
             "bundle": None,
             "redis": redis,
-            "events_dir": str(runtime.settings.events_dir) if runtime.settings.events_dir else None,
+            "events": "local log" if runtime.settings.events_dir else "redis",
             "uptime_s": round(time.time() - runtime.started_at, 3),
         }
-        if ready:
+        if not runtime.settings.keys_configured:
+            body["dev_mode"] = True
+            body["warning"] = "development mode: no API keys, every operation is open to anyone"
+        if ready:  # no paths: /health is public, and a folder layout helps nobody but an attacker
             engine = runtime.engine
-            body["bundle"] = {"version": engine.version, "path": str(engine.bundle.path),
-                              "created_at": engine.created_at.isoformat(), "signals": list(engine.signals)}
+            body["bundle"] = {"version": engine.version, "created_at": engine.created_at.isoformat(),
+                              "signals": list(engine.signals)}
         if runtime.last_reload_error:
-            body["last_reload_error"] = runtime.last_reload_error
+            root = str(runtime.settings.bundle_root).rstrip("/")
+            body["last_reload_error"] = runtime.last_reload_error.replace(root, "<bundle root>")
         mode = request.path_params.get("mode")
         if mode == "live":
             return JSONResponse({"live": True})

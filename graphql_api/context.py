@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from strawberry.dataloader import DataLoader
 
 from graphql_api.engine import Engine, ItemRecord
+from graphql_api.errors import Forbidden
+from graphql_api.settings import ApiKey
 from graphql_api.store import UserState
 
 if TYPE_CHECKING:
@@ -44,7 +46,8 @@ class Context:
     runtime: Runtime
     engine: Engine
     """The bundle this request is served from (fixed for the whole request)."""
-    api_key: str | None = None
+    api_key: ApiKey | None = None
+    """The request's accepted key (None: no key or an unknown one)."""
     tags: dict[str, str] = field(default_factory=dict)
     """Cache tags of the users this answer depends on (generation key -> generation)."""
     variants: list[str] = field(default_factory=list)
@@ -75,9 +78,20 @@ class Context:
         self.tags.update(state.tags)
         return state
 
-    def is_admin(self) -> bool:
-        return self.api_key is not None and self.api_key in self.settings.admin_keys
+    def allows(self, scope: str, user_id: str | None = None) -> bool:
+        """The request's key has ``scope`` (for ``user_id`` when the key is bound to a user); anything
+        goes in development mode without keys."""
+        if not self.settings.keys_configured:
+            return True
+        return self.api_key is not None and self.api_key.allows(scope, user_id)
 
-    def has_key(self) -> bool:
-        keys = self.settings.api_keys | self.settings.admin_keys
-        return self.api_key is not None and self.api_key in keys
+    def require(self, scope: str, user_id: str | None = None) -> None:
+        """Forbidden, naming the scope (and the user for a key bound to another), unless allowed."""
+        if self.allows(scope, user_id):
+            return
+        if self.api_key is None:
+            raise Forbidden(f"this operation needs an API key with the {scope} scope "
+                            "(header X-API-Key or Authorization: Bearer <key>)")
+        if scope not in self.api_key.scopes:
+            raise Forbidden(f"this API key lacks the {scope} scope (it has {', '.join(sorted(self.api_key.scopes))})")
+        raise Forbidden(f"this API key acts for one user only, not for user {user_id!r}")

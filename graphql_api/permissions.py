@@ -1,4 +1,7 @@
-"""Who may run what: mutations need an API key, deleteUserData an admin key (when keys exist)."""
+"""Who may run what, by the scopes of the request's key (graphql_api.settings.ApiKey): record
+interactions needs write, deleteUserData admin, a user's history read. A key bound to a user acts
+for that user only: the user ids themselves are checked where they are known (graphql_api.service).
+With no keys (development mode only) everything is open."""
 
 from __future__ import annotations
 
@@ -7,19 +10,19 @@ from typing import Any
 from strawberry.permission import BasePermission
 
 
-class RequiresKey(BasePermission):
-    message = "this operation needs an API key (header X-API-Key or Authorization: Bearer <key>)"
+class _Scope(BasePermission):
+    scope = ""
     error_extensions = {"code": "FORBIDDEN"}
 
     def has_permission(self, source: Any, info: Any, **kwargs: Any) -> bool:
-        ctx = info.context
-        return not ctx.settings.keys_configured or ctx.has_key()
+        return info.context.allows(self.scope)
 
 
-class RequiresAdmin(BasePermission):
+class RequiresWrite(_Scope):
+    scope = "write"
+    message = "this operation needs an API key with the write scope (header X-API-Key or Authorization: Bearer <key>)"
+
+
+class RequiresAdmin(_Scope):
+    scope = "admin"
     message = "this operation needs an admin key (header X-API-Key or Authorization: Bearer <key>)"
-    error_extensions = {"code": "FORBIDDEN"}
-
-    def has_permission(self, source: Any, info: Any, **kwargs: Any) -> bool:
-        ctx = info.context
-        return not ctx.settings.keys_configured or ctx.is_admin()

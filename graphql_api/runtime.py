@@ -124,6 +124,12 @@ class Runtime:
 
     # -- life cycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
+        settings = self.settings
+        if not settings.keys_configured:
+            log.warning("DEVELOPMENT MODE: no API keys; anyone who reaches this server may record interactions, "
+                        "read histories and erase users (HYBRIDREC_DEV=true). Set HYBRIDREC_API_KEYS in production.")
+        if settings.weak_keys():
+            log.warning("API keys shorter than 16 characters can be guessed", extra={"keys": settings.weak_keys()})
         await self.store.start()
         await self.load_latest()
         if self._engine is None:

@@ -29,12 +29,17 @@ APP = "graphql_api.app:create_app"
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, log_level: str = "info",
-          access_log: bool = False) -> None:
-    """Serve the API on ``host:port`` with ``workers`` processes until SIGINT or SIGTERM."""
+          access_log: bool = False, forwarded_allow_ips: str = "") -> None:
+    """Serve the API on ``host:port`` with ``workers`` processes until SIGINT or SIGTERM.
+
+    X-Forwarded-For is believed only from ``forwarded_allow_ips`` (HYBRIDREC_FORWARDED_ALLOW_IPS):
+    uvicorn's default believes it from 127.0.0.1, so any local process could pick the address its
+    requests are rate-limited under."""
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     options = {"factory": True, "host": host, "port": port, "workers": workers, "log_level": log_level,
-               "access_log": access_log}
+               "access_log": access_log, "proxy_headers": bool(forwarded_allow_ips),
+               "forwarded_allow_ips": forwarded_allow_ips or None}
     if workers == 1 or not hasattr(socket, "SO_REUSEPORT"):
         uvicorn.run(APP, **options)
         return

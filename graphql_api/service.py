@@ -241,6 +241,7 @@ async def record(ctx: Context, specs: Sequence[InteractionSpec]) -> tuple[list[E
     for k, s in enumerate(specs):
         check_id(s.user_id, "userId")
         check_id(s.item_id, "itemId")
+        ctx.require("write", s.user_id)  # a key bound to a user writes only that user's history
         if not (math.isfinite(s.value) and 0 < s.value <= MAX_VALUE):
             where = f" (interaction {k})" if len(specs) > 1 else ""
             raise BadInput(f"value must be finite, > 0 and <= {MAX_VALUE:g}, got {s.value}{where}", field="value")
@@ -263,6 +264,7 @@ async def record(ctx: Context, specs: Sequence[InteractionSpec]) -> tuple[list[E
 async def delete_user(ctx: Context, user_id: str) -> tuple[DeletionReport, bool]:
     """Purge the user's online data and record the deletion; the flag says the bundle holds the user."""
     user_id = check_id(user_id, "userId")
+    ctx.require("admin", user_id)
     report = await ctx.store.delete_user(user_id)
     return report, ctx.engine.user_known(user_id)
 

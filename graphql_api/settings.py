@@ -18,9 +18,17 @@ EVENTS_DIR                  folder of the durable event log (JSONL, fsync'd)    
 REDIS_URL                   redis://host:port/db; events, cache, online state and   none
                             rate limits are then shared by replicas
 REDIS_PREFIX                key prefix in Redis                                     hybridrec
-API_KEYS                    comma-separated keys; when set, mutations need one      none
-ADMIN_KEYS                  comma-separated keys for admin mutations                none
-REQUIRE_KEY_FOR_QUERIES     true: every operation needs a key (when keys exist)     false
+REDIS_ASSUME_DURABLE        Redis-only mode where CONFIG is disabled: trust that    false
+                            Redis persists acknowledged writes (else: checked that
+                            appendonly is yes; writes refused until it is)
+API_KEYS                    comma-separated keys, each ``key[:scopes][@user]``      none
+                            (scopes read, write, admin joined by ``+``; default
+                            read+write; ``@user``: the key acts for that user only)
+ADMIN_KEYS                  the same, with admin added to each key's scopes         none
+DEV                         true: start without keys, everything open (development  false
+                            only: logged at start and shown on /health)
+REQUIRE_KEY_FOR_QUERIES     true: every operation needs a key                       false
+FORWARDED_ALLOW_IPS         proxies whose X-Forwarded-For is believed               none
 CORS_ORIGINS                comma-separated allowed origins ("*" for any)           none
 CORS_ALLOW_CREDENTIALS      allow credentials in CORS requests                      false
 MAX_DEPTH                   query depth limit                                       10
@@ -31,6 +39,8 @@ GRAPHIQL                    serve GraphiQL on GET /graphql                      
 RATE_LIMIT                  sustained requests per second per key (0: off)          0
 RATE_BURST                  bucket size of the rate limiter                         2 x rate
 CACHE_TTL                   seconds a cached answer lives (0: no caching)           300
+CACHE_MAX_BYTES             bytes of answers cached in process                      64 MiB
+HISTORY_CAP                 online events per user kept for folding in              500
 RELOAD_INTERVAL             seconds between polls of the bundle root's ``latest``   2
 MAX_BATCH                   interactions per recordInteractions call                1000
 EXPLAIN_NEIGHBOURS          history items an explanation's graph path starts from   10
@@ -42,7 +52,9 @@ ENV_FILE                    an env file read after the environment              
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +74,62 @@ class SettingsError(HybridrecError, ValueError):
 
 def _csv(value: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+
+
+SCOPES = ("read", "write", "admin")
+"""What a key may do: read (a user's history), write (record interactions), admin (erase a user)."""
+WEAK_KEY_LENGTH = 16
+"""Keys shorter than this are accepted with a warning at start (guessable)."""
+_KEY_CHARS = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
+
+
+def key_id(key: str) -> str:
+    """A key's name in logs: the first 12 hex digits of its SHA-256, never the key itself."""
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One accepted key: its scopes and, when bound, the one user it may act for."""
+
+    scopes: frozenset[str]
+    user: str | None = None
+    """None: any user; otherwise writes and history reads only for this user id."""
+    id: str = ""
+    """key_id(key): how logs name the key."""
+
+    def allows(self, scope: str, user_id: str | None = None) -> bool:
+        """The key has ``scope`` and, when bound, ``user_id`` is its user (None: no user involved)."""
+        return scope in self.scopes and (self.user is None or user_id is None or user_id == self.user)
+
+    @classmethod
+    def parse(cls, entry: str, extra_scopes: frozenset[str] = frozenset()) -> tuple[str, ApiKey]:
+        """``key[:scope+scope][@user]`` -> (key, ApiKey); SettingsError naming what is wrong
+        (by the key's id: a key never appears in an error)."""
+        head, at, user = entry.partition("@")
+        key, sep, scope_text = head.partition(":")
+        shown = key_id(key)
+        if not key or not _KEY_CHARS.match(key):
+            raise SettingsError(f"API key {shown}: a key is letters, digits and ._~+/=- only")
+        scopes = frozenset(s.strip() for s in scope_text.split("+") if s.strip()) if sep else frozenset({"read", "write"})
+        unknown = sorted(scopes - set(SCOPES))
+        if unknown or (sep and not scopes):
+            raise SettingsError(f"API key {shown}: unknown scopes {unknown or [scope_text]}; known: {', '.join(SCOPES)}")
+        if at and not user.strip():
+            raise SettingsError(f"API key {shown}: '@' must be followed by the user id the key is bound to")
+        return key, cls(scopes | extra_scopes, user.strip() or None, shown)
+
+
+def parse_keys(api_keys: tuple[str, ...] | frozenset[str], admin_keys: tuple[str, ...] | frozenset[str]) -> dict[str, ApiKey]:
+    """The keys of HYBRIDREC_API_KEYS and HYBRIDREC_ADMIN_KEYS (admin added to the latter's scopes)."""
+    out: dict[str, ApiKey] = {}
+    for entries, extra in ((api_keys, frozenset()), (admin_keys, frozenset({"admin"}))):
+        for entry in sorted(entries):
+            key, spec = ApiKey.parse(entry, extra)
+            if key in out:
+                spec = ApiKey(out[key].scopes | spec.scopes, spec.user, spec.id)
+            out[key] = spec
+    return out
 
 
 @dataclass(frozen=True)
@@ -93,16 +161,25 @@ class Settings:
     """Local folder for copies of bundles loaded from a URL root (None: hybrid.bundle's default)."""
     events_dir: Path | None = None
     """Durable append-only event log; required when ``redis_url`` is None."""
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
     """Redis for events, cached answers, online user state and rate limits (shared by replicas)."""
     redis_prefix: str = "hybridrec"
     """Key prefix in Redis, so that several deployments can share a server."""
-    api_keys: frozenset[str] = frozenset()
-    """Keys accepted for mutations (and for queries when ``require_key_for_queries``)."""
-    admin_keys: frozenset[str] = frozenset()
-    """Keys accepted for admin mutations (deleteUserData); they also work as API keys."""
+    redis_assume_durable: bool = False
+    """Redis-only mode on a Redis whose CONFIG command is disabled (managed services): believe that
+    it persists every acknowledged write. Otherwise it is checked (appendonly yes) at start."""
+    api_keys: frozenset[str] = field(default=frozenset(), repr=False)  # secrets: never in a log line
+    """Key entries ``key[:scopes][@user]`` (default scopes read+write); see ``ApiKey``."""
+    admin_keys: frozenset[str] = field(default=frozenset(), repr=False)
+    """The same, each with the admin scope added (deleteUserData)."""
+    dev_mode: bool = False
+    """Development only: start without keys, every operation open to anyone. Without it a server
+    with no keys refuses to start; with it the start log and /health say so."""
     require_key_for_queries: bool = False
-    """Every operation, not only mutations, needs a key (when any key is configured)."""
+    """Every operation, not only mutations and history reads, needs a key."""
+    forwarded_allow_ips: str = ""
+    """Proxies whose X-Forwarded-For is believed (uvicorn's forwarded_allow_ips); empty: none, the
+    client address is the peer's (rate limits then cannot be dodged with a forged header)."""
     cors_origins: tuple[str, ...] = ()
     """Origins allowed by CORS; empty disables the CORS middleware."""
     cors_allow_credentials: bool = False
@@ -115,6 +192,11 @@ class Settings:
     """Token-bucket size; 0 means twice the rate (at least 1)."""
     cache_ttl: float = 300.0
     """Seconds a cached answer lives; 0 disables the answer cache."""
+    cache_max_bytes: int = 64 << 20
+    """Bytes of answers the in-process cache holds (oldest dropped first; expired ones swept)."""
+    history_cap: int = 500
+    """Online events kept per user for folding in (the newest; older ones stay in the durable log
+    and reach the next training run)."""
     reload_interval: float = 2.0
     """Seconds between polls of the bundle root's latest pointer; 0 disables hot reload."""
     max_batch: int = 1000
@@ -147,10 +229,31 @@ class Settings:
             raise SettingsError(f"{PREFIX}EXPLAIN_NEIGHBOURS must be >= 1, got {self.explain_neighbours}")
         if self.reload_interval < 0:
             raise SettingsError(f"{PREFIX}RELOAD_INTERVAL must be >= 0, got {self.reload_interval}")
+        if self.cache_max_bytes < 0:
+            raise SettingsError(f"{PREFIX}CACHE_MAX_BYTES must be >= 0, got {self.cache_max_bytes}")
+        if self.history_cap < 1:
+            raise SettingsError(f"{PREFIX}HISTORY_CAP must be >= 1, got {self.history_cap}")
+        object.__setattr__(self, "keys", parse_keys(self.api_keys, self.admin_keys))
+        if not self.keys and not self.dev_mode:
+            raise SettingsError(
+                f"no API keys: set {PREFIX}API_KEYS (and {PREFIX}ADMIN_KEYS for erasure), or run open for "
+                f"development only with {PREFIX}DEV=true (hybridrec serve --dev)"
+            )
+
+    keys: dict[str, ApiKey] = field(init=False, repr=False, compare=False, default_factory=dict)
+    """Accepted keys by their text (parsed from api_keys and admin_keys)."""
 
     @property
     def keys_configured(self) -> bool:
-        return bool(self.api_keys or self.admin_keys)
+        return bool(self.keys)
+
+    def key(self, text: str | None) -> ApiKey | None:
+        """The accepted key of that text, or None."""
+        return None if text is None else self.keys.get(text)
+
+    def weak_keys(self) -> list[str]:
+        """Ids of keys shorter than WEAK_KEY_LENGTH (warned about at start)."""
+        return sorted(spec.id for key, spec in self.keys.items() if len(key) < WEAK_KEY_LENGTH)
 
     @property
     def burst(self) -> int:
@@ -184,9 +287,12 @@ class Settings:
             events_dir=Path(str(events)) if events else None,
             redis_url=str(get("REDIS_URL", str, None) or "") or None,
             redis_prefix=str(get("REDIS_PREFIX", str, "hybridrec")),
+            redis_assume_durable=bool(get("REDIS_ASSUME_DURABLE", bool, False)),
             api_keys=frozenset(_csv(get("API_KEYS", str, ""))),  # type: ignore[arg-type]
             admin_keys=frozenset(_csv(get("ADMIN_KEYS", str, ""))),  # type: ignore[arg-type]
+            dev_mode=bool(get("DEV", bool, False)),
             require_key_for_queries=bool(get("REQUIRE_KEY_FOR_QUERIES", bool, False)),
+            forwarded_allow_ips=str(get("FORWARDED_ALLOW_IPS", str, "")),
             cors_origins=_csv(get("CORS_ORIGINS", str, "")),  # type: ignore[arg-type]
             cors_allow_credentials=bool(get("CORS_ALLOW_CREDENTIALS", bool, False)),
             limits=Limits(
@@ -199,6 +305,8 @@ class Settings:
             rate_limit=float(get("RATE_LIMIT", float, 0.0)),  # type: ignore[arg-type]
             rate_burst=int(get("RATE_BURST", int, 0)),  # type: ignore[arg-type]
             cache_ttl=float(get("CACHE_TTL", float, 300.0)),  # type: ignore[arg-type]
+            cache_max_bytes=int(get("CACHE_MAX_BYTES", int, 64 << 20)),  # type: ignore[arg-type]
+            history_cap=int(get("HISTORY_CAP", int, 500)),  # type: ignore[arg-type]
             reload_interval=float(get("RELOAD_INTERVAL", float, 2.0)),  # type: ignore[arg-type]
             max_batch=int(get("MAX_BATCH", int, 1000)),  # type: ignore[arg-type]
             explain_neighbours=int(get("EXPLAIN_NEIGHBOURS", int, 10)),  # type: ignore[arg-type]

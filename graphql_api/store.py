@@ -30,7 +30,7 @@ import hashlib
 import json
 import os
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +51,8 @@ T = TypeVar("T")
 REDIS_RETRY_SECONDS = 1.0
 """After a failed Redis call, calls skip Redis for this long (no connect storm while it is down)."""
 MEMORY_CACHE_ENTRIES = 50_000
+CACHE_ENTRY_OVERHEAD = 400
+"""Bytes counted per cached answer beyond its body and key (the entry's tuple, dict and index sets)."""
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,10 @@ class CachedAnswer:
     variants: tuple[str, ...] = ()
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _dedupe(events: Iterable[Event]) -> tuple[Event, ...]:
     seen: dict[str, Event] = {}
     for e in events:
@@ -202,8 +208,10 @@ def _decode_entry(raw: bytes) -> CachedAnswer:
 class LocalState:
     """Online events and deletions as the local log says, kept current by tailing it."""
 
-    def __init__(self, log_: EventLog) -> None:
+    def __init__(self, log_: EventLog, cap: int = 500) -> None:
         self.log = log_
+        self.cap = cap
+        """Events kept per user (the newest); the log keeps them all."""
         self.events: dict[str, list[Event]] = {}
         self.deleted: dict[str, float] = {}
         self.generations: dict[str, int] = {}
@@ -259,7 +267,10 @@ class LocalState:
                 continue
             if event.accepted_at <= self.deleted.get(event.user_id, float("-inf")):
                 continue
-            self.events.setdefault(event.user_id, []).append(event)
+            kept = self.events.setdefault(event.user_id, [])
+            kept.append(event)
+            if len(kept) >= 2 * self.cap:  # trimmed in halves: amortised O(1) per event
+                del kept[: len(kept) - self.cap]
             changed.add(event.user_id)
         for user in changed:
             self._bump(user)
@@ -268,43 +279,71 @@ class LocalState:
     def state(self, user_id: str) -> UserState:
         return UserState(
             user_id,
-            tuple(self.events.get(user_id, ())),
+            tuple(self.events.get(user_id, ())[-self.cap:]),
             self.deleted.get(user_id),
             {user_id: str(self.generations.get(user_id, 0))},
         )
 
 
 class MemoryCache:
-    """In-process answer cache: LRU, TTL, entries valid while their users' generations hold."""
+    """In-process answer cache: LRU within a byte budget, TTL, entries valid while their users'
+    generations hold. Expired entries are swept as new ones arrive (oldest first: every entry
+    lives the same TTL, so insertion order is expiry order); an answer larger than a sixteenth of
+    the budget is not cached at all."""
 
-    def __init__(self, max_entries: int = MEMORY_CACHE_ENTRIES) -> None:
+    def __init__(self, max_entries: int = MEMORY_CACHE_ENTRIES, max_bytes: int = 64 << 20) -> None:
         self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[float, dict[str, str], CachedAnswer]] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        """Bytes held: bodies, keys, tags and CACHE_ENTRY_OVERHEAD per entry."""
+        self._entries: OrderedDict[str, tuple[float, dict[str, str], CachedAnswer, int]] = OrderedDict()
         self._by_user: dict[str, set[str]] = {}
+        self._expiry: deque[tuple[float, str]] = deque()
 
     def get(self, key: str, generations: dict[str, int]) -> CachedAnswer | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        expires, tags, answer = entry
+        expires, tags, answer, _ = entry
         if expires < time.monotonic() or any(str(generations.get(u, 0)) != g for u, g in tags.items()):
             self._drop(key)
             return None
         self._entries.move_to_end(key)
         return answer
 
-    def put(self, key: str, answer: CachedAnswer, tags: dict[str, str], ttl: float) -> None:
+    def put(self, key: str, answer: CachedAnswer, tags: dict[str, str], ttl: float) -> bool:
+        """Cache ``answer``; False when it is too large for the budget (not cached)."""
+        size = (len(answer.body) + len(key) + sum(len(u) + len(g) for u, g in tags.items())
+                + sum(map(len, answer.variants)) + len(answer.operation) + CACHE_ENTRY_OVERHEAD)
         self._drop(key)
-        self._entries[key] = (time.monotonic() + ttl, dict(tags), answer)
+        now = time.monotonic()
+        self._sweep(now)
+        if size > self.max_bytes // 16:
+            return False
+        expires = now + ttl
+        self._entries[key] = (expires, dict(tags), answer, size)
+        self._expiry.append((expires, key))
+        self.bytes += size
         for user in tags:
             self._by_user.setdefault(user, set()).add(key)
-        while len(self._entries) > self.max_entries:
+        while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
             self._drop(next(iter(self._entries)))
+        return True
+
+    def _sweep(self, now: float) -> None:
+        """Drop expired entries (and expiry records of entries already gone or replaced)."""
+        expiry = self._expiry
+        while expiry and (expiry[0][0] < now or len(expiry) > 2 * len(self._entries) + 16):
+            expires, key = expiry.popleft()
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] == expires and expires < now:
+                self._drop(key)
 
     def _drop(self, key: str) -> bool:
         entry = self._entries.pop(key, None)
         if entry is None:
             return False
+        self.bytes -= entry[3]
         for user in entry[1]:
             keys = self._by_user.get(user)
             if keys is not None:
@@ -319,6 +358,8 @@ class MemoryCache:
     def clear(self) -> None:
         self._entries.clear()
         self._by_user.clear()
+        self._expiry.clear()
+        self.bytes = 0
 
 
 class TokenBuckets:
@@ -356,8 +397,8 @@ class Store:
         self.metrics = metrics
         self.keys = RedisKeys(settings.redis_prefix)
         self.log = EventLog(settings.events_dir) if settings.events_dir is not None else None
-        self.local = LocalState(self.log) if self.log is not None else None
-        self.cache = MemoryCache()
+        self.local = LocalState(self.log, settings.history_cap) if self.log is not None else None
+        self.cache = MemoryCache(max_bytes=settings.cache_max_bytes)
         self.buckets = TokenBuckets()
         self.redis: Any = None
         self._redis_up: bool | None = None
@@ -366,6 +407,9 @@ class Store:
         self._flush_lock = asyncio.Lock()
         self._flush_task: asyncio.Task[None] | None = None
         self._scripts: dict[str, Any] = {}
+        self.redis_durable: bool | None = None
+        """Redis-only mode: whether Redis persists every write it acknowledges (AOF on), checked at
+        start and whenever Redis comes back; None: not known yet (Redis not reached)."""
 
     # -- life cycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -432,10 +476,42 @@ class Store:
             if self._redis_up is False:
                 log.info("redis is back")
             self._redis_up = True
+            if self.log is None:
+                await self._check_persistence()
             self.metrics.redis_up.set(1)
             if self._pending:
                 self._schedule_flush()
         return result
+
+    async def _check_persistence(self) -> None:
+        """Redis-only mode acknowledges an event once Redis holds it, so Redis must keep it: with
+        AOF off (stock RDB snapshots) a crash of Redis loses every write since the last snapshot.
+        Writes are refused (SERVICE_UNAVAILABLE) until AOF is on; appendfsync other than always
+        survives a kill of Redis but can lose the last second of writes if the host goes down."""
+        from redis.exceptions import ResponseError
+
+        try:
+            raw = await self.redis.config_get("append*")
+        except ResponseError as err:  # CONFIG disabled (managed Redis): cannot be checked
+            self.redis_durable = self.settings.redis_assume_durable
+            log.warning("redis persistence cannot be checked (%s); writes are %s", err,
+                        "accepted (HYBRIDREC_REDIS_ASSUME_DURABLE)" if self.redis_durable else "refused")
+            return
+        config = {_text(k): _text(v).lower() for k, v in raw.items()}
+        appendonly, fsync = config.get("appendonly", "?"), config.get("appendfsync", "?")
+        self.redis_durable = appendonly == "yes" or self.settings.redis_assume_durable
+        if not self.redis_durable:
+            log.error("redis has no append-only file (appendonly %s): interactions and deletions are refused "
+                      "until it has one (redis-server --appendonly yes) or HYBRIDREC_EVENTS_DIR is set", appendonly)
+        elif fsync != "always":
+            log.warning("redis appendfsync is %s: a crash of the host (not of Redis) can lose the last second "
+                        "of accepted interactions; appendfsync always closes that window", fsync)
+
+    def _require_durable(self) -> None:
+        if self.log is None and not self.redis_durable:
+            raise EventStoreUnavailable(
+                "redis does not persist writes (no append-only file) and no HYBRIDREC_EVENTS_DIR is set: "
+                "an accepted interaction could be lost, so none is accepted")
 
     def _schedule_flush(self) -> None:
         if self._flush_task is None or self._flush_task.done():
@@ -476,7 +552,7 @@ class Store:
 
         def fetch(r: Any) -> Awaitable[list[Any]]:
             pipe = r.pipeline(transaction=False)
-            pipe.lrange(self.keys.user(user_id, "events"), 0, -1)
+            pipe.lrange(self.keys.user(user_id, "events"), -self.settings.history_cap, -1)  # the newest only
             pipe.get(gen_key)
             pipe.hget(self.keys.deletions, user_id)
             return pipe.execute()
@@ -489,7 +565,7 @@ class Store:
         remote = [Event.from_json(item.split(b"|", 1)[1]) for item in items]
         deleted_at = max(filter(None, [local.deleted_at, float(deleted) if deleted else None]), default=None)
         events = [e for e in _dedupe([*remote, *local.events, *pending])
-                  if deleted_at is None or e.accepted_at > deleted_at]
+                  if deleted_at is None or e.accepted_at > deleted_at][-self.settings.history_cap:]
         return UserState(user_id, tuple(events), deleted_at, {gen_key: (gen or b"0").decode()})
 
     # -- events ------------------------------------------------------------------------------------
@@ -497,6 +573,10 @@ class Store:
         """Make events durable and visible; returns once they are (raises EventStoreUnavailable)."""
         if not events:
             return
+        if self.redis is not None and self.log is None and self.redis_durable is None:
+            with contextlib.suppress(RedisUnavailable):
+                await self._redis(lambda r: r.ping(), force=True)  # learns the persistence on the way
+        self._require_durable()
         if self.log is not None:
             await anyio.to_thread.run_sync(self.log.append, events)
             self.sync_local()
@@ -523,6 +603,10 @@ class Store:
     # -- deletion ----------------------------------------------------------------------------------
     async def delete_user(self, user_id: str) -> DeletionReport:
         """Purge a user's events, cached answers and online state; record the deletion."""
+        if self.redis is not None and self.log is None and self.redis_durable is None:
+            with contextlib.suppress(RedisUnavailable):
+                await self._redis(lambda r: r.ping(), force=True)
+        self._require_durable()  # a deletion undone by a crash would bring the user back
         deletion = Deletion(user_id, time.time())
         removed_ids: set[str] = set()
         cached = self.cache.drop_user(user_id)  # before the purge below resyncs (and drops) them
@@ -586,8 +670,9 @@ class Store:
         if ttl <= 0 or any(g == "unavailable" for g in tags.values()):
             return False
         if self.redis is None:
-            self.cache.put(key, CachedAnswer(operation, body, variants), tags, ttl)
-            return True
+            return self.cache.put(key, CachedAnswer(operation, body, variants), tags, ttl)
+        if len(body) > self.settings.cache_max_bytes // 16:
+            return False  # as the in-process cache: one huge answer must not crowd out thousands
         users = [k.rsplit(":", 1)[0] + ":cache" for k in tags]  # '<prefix>:u:<id>:gen' -> ':cache'
         rkey = self._cache_key(key)
         ms = int(ttl * 1000)

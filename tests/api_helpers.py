@@ -170,6 +170,8 @@ def start_uvicorn(env: Mapping[str, str], log: Path, workers: int = 1, timeout: 
     cmd = [sys.executable, "-m", "cluster.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--workers", str(workers), "--log-level", "warning"]
     full_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
+    if not (full_env.get("HYBRIDREC_API_KEYS") or full_env.get("HYBRIDREC_ADMIN_KEYS")):
+        full_env.setdefault("HYBRIDREC_DEV", "true")  # a keyless server starts only in development mode
     handle = open(log, "wb")  # noqa: SIM115 - the process owns it
     proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=handle, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
@@ -256,6 +258,8 @@ def make_settings(tmp_path: Path, api_root: Path) -> Callable[..., Settings]:
         fields: dict[str, Any] = {"bundle_root": api_root, "events_dir": tmp_path / "events",
                                   "reload_interval": 0.2, "access_log": False}
         fields.update(overrides)
+        # a server without keys starts only in development mode: say so where a test gives no keys
+        fields.setdefault("dev_mode", not (fields.get("api_keys") or fields.get("admin_keys")))
         return Settings(**fields)
 
     return make

@@ -239,9 +239,40 @@ async def test_keys_for_every_operation_when_configured(make_settings) -> None:
     assert health.status_code == 200
 
 
-async def test_without_keys_everything_is_open(make_settings) -> None:
-    async with running(create_app(make_settings())) as gql:
+async def test_development_mode_is_open_and_says_so(make_settings) -> None:
+    async with running(create_app(make_settings(dev_mode=True))) as gql:
         assert (await gql.data(DEL))["deleteUserData"]["eventsRemoved"] == 0
+        health = (await gql.http.get("/health")).json()
+    assert health["dev_mode"] is True and "no API keys" in health["warning"]
+
+
+async def test_scopes_and_user_binding(make_settings) -> None:
+    """A read key cannot write; a key bound to user 3 writes and reads only user 3; history reads need
+    a key with the read scope, anonymous recommendations stay open."""
+    settings = make_settings(api_keys=frozenset({"reader:read", "bound@3", "writer"}))
+    hist = 'query($u: ID!) { user(id: $u) { id recentHistory(first: 3) { value } } }'
+    batch = 'mutation($u: ID!) { recordInteractions(batch: [{userId: "3", itemId: "4"}, {userId: $u, itemId: "5"}]) { accepted } }'
+    async with running(create_app(settings)) as gql:
+        read_only = only_error(await gql(MUT, headers={"x-api-key": "reader"}))
+        own = await gql.data(MUT, headers={"x-api-key": "bound"})
+        other = only_error(await gql('mutation { recordInteraction(userId: "4", itemId: "4") { __typename } }',
+                                     headers={"x-api-key": "bound"}))
+        mixed = only_error(await gql(batch, {"u": "4"}, headers={"x-api-key": "bound"}))
+        anon_history = only_error(await gql(hist, {"u": "3"}))
+        bound_history = await gql.data(hist, {"u": "3"}, headers={"x-api-key": "bound"})
+        bound_other = only_error(await gql(hist, {"u": "4"}, headers={"x-api-key": "bound"}))
+        reader_history = await gql.data(hist, {"u": "4"}, headers={"x-api-key": "reader"})
+        anon_recs = await gql.data('{ recommendations(userId: "3", first: 2) { items { rank } } }')
+        after = await gql.data(hist, {"u": "4"}, headers={"x-api-key": "writer"})
+    assert read_only["extensions"]["code"] == "FORBIDDEN" and "write scope" in read_only["message"]
+    assert own["recordInteraction"]["__typename"] == "InteractionRecorded"
+    for err in (other, mixed, bound_other):
+        assert err["extensions"]["code"] == "FORBIDDEN" and "not for user '4'" in err["message"], err
+    assert anon_history["extensions"]["code"] == "FORBIDDEN" and "read scope" in anon_history["message"]
+    assert len(bound_history["user"]["recentHistory"]) >= 1 and reader_history["user"]["id"] == "4"
+    assert len(anon_recs["recommendations"]["items"]) == 2
+    online = [h for h in after["user"]["recentHistory"]]  # the refused batch stored nothing for user 4
+    assert len(online) == len(reader_history["user"]["recentHistory"])
 
 
 async def test_rate_limit_per_key_in_process(make_settings) -> None:
@@ -272,7 +303,7 @@ async def test_cors_from_settings(make_settings) -> None:
 async def test_no_bundle_published_yet(tmp_path) -> None:
     from graphql_api.settings import Settings
 
-    settings = Settings(bundle_root=tmp_path / "empty", events_dir=tmp_path / "events", access_log=False)
+    settings = Settings(bundle_root=tmp_path / "empty", events_dir=tmp_path / "events", access_log=False, dev_mode=True)
     async with running(create_app(settings)) as gql:
         health = await gql.http.get("/health")
         response = await gql.post('{ model { version } }')

@@ -99,7 +99,7 @@ def test_uvicorn_two_workers_hot_reload_without_failed_requests(api_root, tmp_pa
 def test_module_level_app_for_plain_uvicorn(api_root, tmp_path) -> None:
     port = free_port()
     log = tmp_path / "plain.log"
-    env = {**os.environ, **_env(api_root, tmp_path), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, **_env(api_root, tmp_path), "PYTHONPATH": str(REPO), "HYBRIDREC_DEV": "true"}
     with open(log, "wb") as handle:
         proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "graphql_api.app:app", "--host", "127.0.0.1",
                                  "--port", str(port)], cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
@@ -183,7 +183,7 @@ def test_serve_refuses_an_address_in_use(api_root, tmp_path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        env = {**os.environ, **_env(api_root, tmp_path), "PYTHONPATH": str(REPO)}
+        env = {**os.environ, **_env(api_root, tmp_path), "PYTHONPATH": str(REPO), "HYBRIDREC_DEV": "true"}
         out = subprocess.run([sys.executable, "-m", "cluster.cli", "serve", "--port", str(port), "--workers", "2"],
                              cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2

@@ -176,7 +176,7 @@ def api(tmp_path_factory: pytest.TempPathFactory, tiny_dataset) -> Iterator[tupl
     root = tmp_path_factory.mktemp("fuzz") / "bundles"
     publish_bundle(root, tiny_dataset, tiny_models(tiny_dataset), version="v1")
     events = root.parent / "events"
-    app = create_app(Settings(bundle_root=root, events_dir=events, access_log=False, log_level="CRITICAL"))
+    app = create_app(Settings(bundle_root=root, events_dir=events, access_log=False, log_level="CRITICAL", dev_mode=True))
     with TestClient(app, raise_server_exceptions=True) as client:  # runs the lifespan
         yield client, events, Recorder()
 

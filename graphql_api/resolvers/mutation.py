@@ -8,7 +8,7 @@ import strawberry
 
 from graphql_api import service
 from graphql_api.context import Context
-from graphql_api.permissions import RequiresAdmin, RequiresKey
+from graphql_api.permissions import RequiresAdmin, RequiresWrite
 from graphql_api.types.interaction_input import InteractionInput
 from graphql_api.types.interaction_recorded import InteractionRecorded
 from graphql_api.types.interactions_recorded import InteractionsRecorded
@@ -22,7 +22,7 @@ Info = strawberry.Info[Context, None]
 @strawberry.type
 class Mutation:
     @strawberry.mutation(
-        permission_classes=[RequiresKey],
+        permission_classes=[RequiresWrite],
         description="Record an interaction: durable when this answers, and the user's next recommendations "
                     "reflect it.",
     )
@@ -41,7 +41,7 @@ class Mutation:
             return ItemNotFound.from_domain(str(item_id), version)
         return InteractionRecorded.from_domain(accepted[0], version)
 
-    @strawberry.mutation(permission_classes=[RequiresKey], description="Record a batch of interactions.")
+    @strawberry.mutation(permission_classes=[RequiresWrite], description="Record a batch of interactions.")
     async def record_interactions(self, info: Info, batch: list[InteractionInput]) -> InteractionsRecorded:
         accepted, rejected = await service.record(info.context, [i.to_domain() for i in batch])
         return InteractionsRecorded.from_domain(accepted, rejected, info.context.engine.version)

@@ -20,8 +20,10 @@ class User:
     deleted_at: datetime | None = strawberry.field(description="When the user's data was last deleted.")
     history: strawberry.Private[list[HistoryEntry]]
 
-    @strawberry.field(description="Online interactions, newest first, then trained ones.")
-    def recent_history(self, first: int = 20) -> list[Interaction]:
+    @strawberry.field(description="Online interactions, newest first, then trained ones. Needs a key with the "
+                                  "read scope (for this user, when the key is bound to one) where keys exist.")
+    def recent_history(self, info: strawberry.Info, first: int = 20) -> list[Interaction]:
+        info.context.require("read", str(self.id))
         check_first(first)
         return [Interaction.from_domain(e) for e in self.history[:first]]
 
