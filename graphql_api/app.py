@@ -40,6 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 
 from graphql_api.context import Context
+from graphql_api.input_limits import MAX_JSON_DEPTH, InputTooLarge, check_json
 from graphql_api.logs import configure_logging, get_logger, request_id_var
 from graphql_api.runtime import Runtime
 from graphql_api.schema import build_schema
@@ -48,10 +49,6 @@ from graphql_api.settings import Settings
 log = get_logger("app")
 access_log = get_logger("access")
 MAX_BODY_BYTES = 1 << 20
-MAX_JSON_DEPTH = 32
-"""Deepest nesting of objects and lists in a request's variables and extensions."""
-MAX_STRING_LENGTH = 256
-"""Longest string value in a request's variables (graphql_api.service.MAX_ID_LENGTH for ids)."""
 JSON_TYPES = ("application/json", "application/graphql-response+json")
 """Content types of a POST that the answer cache may answer (anything else goes to Strawberry,
 which accepts or refuses it)."""
@@ -104,32 +101,6 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-class BadRequestBody(Exception):
-    """A request body refused before GraphQL runs, answered as a GraphQL error with ``code``."""
-
-    def __init__(self, message: str, code: str = "BAD_USER_INPUT") -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _check_json(value: Any, part: str) -> None:
-    """BadRequestBody when ``value`` nests deeper than MAX_JSON_DEPTH or holds a string longer than
-    MAX_STRING_LENGTH (every argument an API client sends is an id, a name or a title: long ones
-    are only ever memory an attacker wants held and echoed). Iterative: no recursion to exhaust."""
-    todo: list[tuple[Any, int, tuple[Any, ...]]] = [(value, 0, ())]
-    while todo:
-        v, depth, path = todo.pop()
-        if isinstance(v, str):
-            if len(v) > MAX_STRING_LENGTH:
-                where = part + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
-                raise BadRequestBody(f"{where[:200]} is {len(v)} characters; at most {MAX_STRING_LENGTH}")
-        elif isinstance(v, dict | list):
-            if depth >= MAX_JSON_DEPTH:
-                raise BadRequestBody(f"{part} nest deeper than {MAX_JSON_DEPTH} levels")
-            items = v.items() if isinstance(v, dict) else enumerate(v)
-            todo.extend((c, depth + 1, (*path, k)) for k, c in items)
-
-
 # -- GraphQL view -------------------------------------------------------------------------------------
 
 class GraphQLView(GraphQL):
@@ -157,7 +128,7 @@ class GraphQLView(GraphQL):
 
     def decode_json(self, data: str | bytes) -> object:
         """A request body as JSON: a 400 naming the problem when it is not UTF-8, not an object,
-        repeats a key (which `query` would run?); BadRequestBody when its variables nest deeper than
+        repeats a key (which `query` would run?); InputTooLarge when its variables nest deeper than
         MAX_JSON_DEPTH or hold a string longer than MAX_STRING_LENGTH."""
         try:
             value = json.loads(data, object_pairs_hook=_unique_keys)
@@ -170,7 +141,7 @@ class GraphQLView(GraphQL):
         for request in value if isinstance(value, list) else [value]:
             if isinstance(request, dict):
                 for part in ("variables", "extensions", "operationName"):
-                    _check_json(request.get(part), part)
+                    check_json(request.get(part), part)
         return value
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -211,8 +182,8 @@ class GraphQLView(GraphQL):
             response = await self.run(request)
         except HTTPException as err:
             response = Response(err.reason, status_code=err.status_code, media_type="text/plain")
-        except BadRequestBody as err:
-            response = _graphql_error(400, str(err), err.code)
+        except InputTooLarge as err:
+            response = _graphql_error(400, str(err), "BAD_USER_INPUT")
         ctx: Context | None = state.get("ctx")
         if ctx is not None:
             state["operation"] = ctx.operation

@@ -31,6 +31,7 @@ from strawberry.types import ExecutionContext
 
 from graphql_api.errors import ApiError
 from graphql_api.execution import PlainFieldExecutor
+from graphql_api.input_limits import LongStringRule
 from graphql_api.logs import get_logger
 from graphql_api.resolvers.mutation import Mutation
 from graphql_api.resolvers.query import Query
@@ -152,7 +153,7 @@ def _document_cache(limits: Limits, maxsize: int = 1024) -> Callable[[], SchemaE
                                           MaxAliasesLimiter(max_alias_count=limits.max_aliases)]
     if not limits.introspection:
         limiters.append(DisableIntrospection())
-    rules = tuple(rule for limiter in limiters for rule in limiter.validation_rules)
+    rules = (*(rule for limiter in limiters for rule in limiter.validation_rules), LongStringRule)
     return lambda: CachedDocument(parse, validate, rules)
 
 

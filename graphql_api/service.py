@@ -17,12 +17,13 @@ from graphql_api.context import Context
 from graphql_api.engine import MAX_FIRST, Engine, OnlineHistory, check_first
 from graphql_api.errors import BadInput
 from graphql_api.events import Event
+from graphql_api.input_limits import MAX_STRING_LENGTH
 from graphql_api.store import DeletionReport
 from hybrid.explain import Explanation, explain_items
 from hybrid.index import ItemFilter
 from hybrid.recommender import RankingPlan, Recommendations, SimilarItem
 
-MAX_ID_LENGTH = 256
+MAX_ID_LENGTH = MAX_STRING_LENGTH
 MAX_ID_BATCH = 500
 MAX_VALUE = 1e6
 MAX_EPOCH = 253_402_300_799  # 9999-12-31T23:59:59Z
