@@ -103,25 +103,37 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
-class RedisServer:
-    """A real redis-server on a free loopback port, its data in a temp folder (AOF on)."""
+DURABLE_REDIS = ("--appendonly", "yes", "--appendfsync", "always", "--save", "")
+"""Every acknowledged write fsync'd to the append-only file before Redis answers."""
 
-    def __init__(self, folder: Path | None = None) -> None:
+
+class RedisServer:
+    """A real redis-server on a free loopback port, its data in a temp folder.
+
+    ``persistence``: its options (default DURABLE_REDIS; ``()`` is a stock redis-server: RDB
+    snapshots only, as the issue's probe ran it)."""
+
+    def __init__(self, folder: Path | None = None, persistence: tuple[str, ...] = DURABLE_REDIS,
+                 password: str | None = None) -> None:
         if not Path(REDIS_SERVER).exists():
             raise FileNotFoundError(f"{REDIS_SERVER} is missing: apt-get install -y redis-server")
         self.folder = Path(folder or tempfile.mkdtemp(prefix="hybridrec-redis-"))
+        self.folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        self.persistence = persistence
+        self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
+        auth = ("--requirepass", self.password) if self.password else ()
         self.proc = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
-             "--protected-mode", "no", "--loglevel", "warning"],
+             *self.persistence, *auth, "--daemonize", "no", "--protected-mode", "no", "--loglevel", "warning"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port)
@@ -161,14 +173,20 @@ class Uvicorn:
                 self.proc.wait()
 
 
-def start_uvicorn(env: Mapping[str, str], log: Path, workers: int = 1, timeout: float = 180.0) -> Uvicorn:
+def start_uvicorn(env: Mapping[str, str], log: Path, workers: int = 1, timeout: float = 180.0,
+                  plain: bool = False) -> Uvicorn:
     """``hybridrec serve`` (uvicorn workers, as deployed) on a free loopback port, once /health is ready.
 
     ``env`` holds the server's settings (HYBRIDREC_BUNDLE_ROOT and the rest). The timeout allows
-    for a shared 2-core machine under load, where a start took over 60 s."""
+    for a shared 2-core machine under load, where a start took over 60 s. ``plain``: uvicorn's own
+    command on the app factory instead, which takes the settings as they are (``hybridrec serve``
+    gives the events folder a default; Redis-only mode needs this)."""
     port = free_port()
     cmd = [sys.executable, "-m", "cluster.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--workers", str(workers), "--log-level", "warning"]
+    if plain:
+        cmd = [sys.executable, "-m", "uvicorn", "--factory", "graphql_api.app:create_app", "--host", "127.0.0.1",
+               "--port", str(port), "--workers", str(workers), "--log-level", "warning"]
     full_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
     if not (full_env.get("HYBRIDREC_API_KEYS") or full_env.get("HYBRIDREC_ADMIN_KEYS")):
         full_env.setdefault("HYBRIDREC_DEV", "true")  # a keyless server starts only in development mode
