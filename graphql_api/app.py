@@ -40,7 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 
 from graphql_api.context import Context
-from graphql_api.input_limits import MAX_JSON_DEPTH, InputTooLarge, check_json
+from graphql_api.input_limits import MAX_JSON_DEPTH, InputTooLarge, check_json, check_request
 from graphql_api.logs import configure_logging, get_logger, request_id_var
 from graphql_api.runtime import Runtime
 from graphql_api.schema import build_schema
@@ -138,10 +138,12 @@ class GraphQLView(GraphQL):
             raise HTTPException(400, f"request body nests deeper than {MAX_JSON_DEPTH} levels") from err
         if not isinstance(value, dict | list):
             raise HTTPException(400, f"request body must be a JSON object, got {type(value).__name__}")
+        if isinstance(value, dict) and "query" not in value:
+            check_json(value, "variables")  # a GET's variables (or extensions) parameter
+            return value
         for request in value if isinstance(value, list) else [value]:
             if isinstance(request, dict):
-                for part in ("variables", "extensions", "operationName"):
-                    check_json(request.get(part), part)
+                check_request(request)
         return value
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

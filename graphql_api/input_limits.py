@@ -17,6 +17,9 @@ MAX_STRING_LENGTH = 256
 """Longest string argument (ids, variant and signal names, titles, genres), in characters."""
 MAX_JSON_DEPTH = 32
 """Deepest nesting of objects and lists in a request's variables and extensions."""
+MAX_QUERY_LENGTH = 32_768
+"""Longest GraphQL document, in characters (the token limit bounds the parse; this bounds what
+the lexer must skip: whitespace and comments cost as much to read as tokens)."""
 
 
 class InputTooLarge(ValueError):
@@ -38,6 +41,15 @@ def check_json(value: Any, part: str) -> None:
                 raise InputTooLarge(f"{part} nest deeper than {MAX_JSON_DEPTH} levels")
             items = v.items() if isinstance(v, dict) else enumerate(v)
             todo.extend((c, depth + 1, (*path, k)) for k, c in items)
+
+
+def check_request(request: dict[str, Any]) -> None:
+    """The limits of one GraphQL request object ({query, variables, operationName, extensions})."""
+    query = request.get("query")
+    if isinstance(query, str) and len(query) > MAX_QUERY_LENGTH:
+        raise InputTooLarge(f"query is {len(query)} characters; at most {MAX_QUERY_LENGTH}")
+    for part in ("variables", "extensions", "operationName"):
+        check_json(request.get(part), part)
 
 
 class LongStringRule(ValidationRule):

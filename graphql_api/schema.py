@@ -39,6 +39,8 @@ from graphql_api.settings import Limits
 
 log = get_logger("graphql")
 MASKED_MESSAGE = "Unexpected error."
+MAX_CACHED_QUERY_LENGTH = 8192
+"""Longest document kept in the parse and validation caches (apps send a few short documents)."""
 
 
 def is_unexpected(error: GraphQLError) -> bool:
@@ -128,22 +130,29 @@ class CachedDocument(SchemaExtension):
         self._validate = validate
         self._rules = rules
 
+    def _cached(self) -> bool:
+        """Only short documents enter the caches: a distinct long one per request (a hostile client
+        pads each with whitespace) would otherwise pin its text and its AST, ~1,000 times over."""
+        return len(self.execution_context.query or "") <= MAX_CACHED_QUERY_LENGTH
+
     def on_operation(self) -> Iterator[None]:
         self.execution_context.validation_rules = self.execution_context.validation_rules + self._rules
         yield
 
     def on_parse(self) -> Iterator[None]:
         ec = self.execution_context
-        ec.graphql_document = self._parse(ec.query)
+        parse = self._parse if self._cached() else self._parse.__wrapped__  # type: ignore[attr-defined]
+        ec.graphql_document = parse(ec.query)
         yield
 
     def on_validate(self) -> Iterator[None]:
         ec = self.execution_context
-        ec.pre_execution_errors = self._validate(ec.schema._schema, ec.graphql_document, ec.validation_rules)
+        validate = self._validate if self._cached() else self._validate.__wrapped__  # type: ignore[attr-defined]
+        ec.pre_execution_errors = validate(ec.schema._schema, ec.graphql_document, ec.validation_rules)
         yield
 
 
-def _document_cache(limits: Limits, maxsize: int = 1024) -> Callable[[], SchemaExtension]:
+def _document_cache(limits: Limits, maxsize: int = 512) -> Callable[[], SchemaExtension]:
     """A factory of per-request CachedDocument extensions sharing one parse and one validation cache."""
     from strawberry.schema.schema import validate_document
 
