@@ -173,6 +173,8 @@ class Server:
         env = {**os.environ, "PYTHONPATH": str(REPO), "HYBRIDREC_BUNDLE_ROOT": str(root),
                "HYBRIDREC_EVENTS_DIR": str(events), "HYBRIDREC_ACCESS_LOG": "false",
                "HYBRIDREC_CACHE_TTL": "3600" if cache else "0", "HYBRIDREC_RELOAD_INTERVAL": "5",
+               # as deployed: keys configured (the load is anonymous reads, which keys leave open)
+               "HYBRIDREC_API_KEYS": "api-load-bench-key-0001",
                # as deployed with several workers: /metrics sums them (the bench reads its histograms)
                "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
         env.pop("HYBRIDREC_REDIS_URL", None)
