@@ -154,3 +154,17 @@ def test_health_names_no_paths(server: Uvicorn, root: Path) -> None:
     health = json.loads(text)
     assert health["ready"] is True and health["bundle"]["version"] == "v1"
     assert str(root) not in text and str(root.parent) not in text and "/tmp" not in text
+
+
+def test_x_forwarded_for_from_loopback_does_not_pick_the_rate_limit_bucket(root: Path, tmp_path: Path) -> None:
+    """uvicorn believes X-Forwarded-For from 127.0.0.1 by default: a local client naming a new
+    address per request would get a fresh bucket each time. Only configured proxies are believed."""
+    server = start_uvicorn({"HYBRIDREC_BUNDLE_ROOT": str(root), "HYBRIDREC_EVENTS_DIR": str(tmp_path / "events"),
+                            "HYBRIDREC_API_KEYS": KEY, "HYBRIDREC_RATE_LIMIT": "1", "HYBRIDREC_RATE_BURST": "3"},
+                           tmp_path / "uvicorn.log")
+    try:
+        codes = [httpx.post(f"{server.url}/graphql", json={"query": "{ model { version } }"},
+                            headers={"x-forwarded-for": f"203.0.113.{k}"}, timeout=30).status_code for k in range(10)]
+    finally:
+        server.stop()
+    assert codes[0] == 200 and 429 in codes, codes
