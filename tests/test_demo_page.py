@@ -46,7 +46,7 @@ def test_page_operations_are_valid_against_the_schema() -> None:
 
     source = (STATIC_DIR / "demo.js").read_text()
     documents = dict(re.findall(r"^const (\w+) = `((?:query|mutation) \w+(?:[^`$]|\$(?!\{))*)`;", source, flags=re.M))
-    assert set(documents) == {"SETUP", "USER", "RECOMMENDATIONS", "RECORD", "SIMILAR", "SEARCH"}
+    assert set(documents) == {"SETUP", "USER", "USER_SUMMARY", "RECOMMENDATIONS", "RECORD", "SIMILAR", "SEARCH"}
     for name, document in documents.items():
         errors = validate(schema._schema, parse(document))
         assert errors == [], (name, [e.message for e in errors])
@@ -190,8 +190,10 @@ def test_demo_page_in_headless_chromium(browser: Any, server: Uvicorn, tmp_path:
     assert _rec_variant(driver) == "tuned"
     before = _check_matches_api(driver, server, "3")
     assert {s for c in before for s, _ in c["parts"]} == {"COLLABORATIVE", "CONTENT", "POPULARITY"}
-    trained = _history(driver)
-    assert trained and all(source == "TRAINED" for _, source in trained)
+    # without a key the history is not readable (the server has keys): the page says what it needs
+    note = _wait(driver, "the history's key note", lambda d: d.find_elements("id", "history-needs-key"))
+    assert "read scope" in note[0].text and _history(driver) == []
+    assert "trained interactions" in driver.find_element("id", "user-summary").text
 
     # mark the top item as watched: first without a key (refused), then with one
     top = before[0]["id"]
@@ -206,6 +208,8 @@ def test_demo_page_in_headless_chromium(browser: Any, server: Uvicorn, tmp_path:
     driver.find_element("css selector", f'#recs .rec[data-item="{top}"] button.watched').click()
     _wait(driver, "the list without the watched item", lambda d: len(_ids(d)) == 10 and top not in _ids(d))
     _wait(driver, "the watched item on top of the history", lambda d: _history(d)[:1] == [(top, "ONLINE")])
+    trained = _history(driver)[1:]
+    assert trained and all(source == "TRAINED" for _, source in trained)
     assert not driver.find_element("id", "error").is_displayed()
     events = [json.loads(line) for line in (tmp_path / "events" / "events.jsonl").read_text().splitlines()]
     assert [(e["user_id"], e["item_id"]) for e in events] == [("3", top)]

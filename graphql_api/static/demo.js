@@ -21,6 +21,10 @@ const USER = `query DemoUser($user: ID!, $first: Int!) {
   }
 }`;
 
+const USER_SUMMARY = `query DemoUserSummary($user: ID!) {
+  user(id: $user) { id known trainedInteractions onlineInteractions }
+}`;
+
 const RECOMMENDATIONS = `query DemoRecommendations($user: ID!, $first: Int!, $variant: String, $weights: BlendWeightsInput) {
   recommendations(userId: $user, first: $first, variant: $variant, weights: $weights) {
     userId variant modelVersion userKnown coldStart coldStartReason userSource onlineInteractions
@@ -294,14 +298,27 @@ async function loadHistory() {
   try {
     data = await gql(USER, { user, first: HISTORY_FIRST });
   } catch (err) {
-    showError(err);
-    return;
+    if (err.code !== "FORBIDDEN") {
+      showError(err);
+      return;
+    }
+    try {  // a history needs a key with the read scope where the server has keys: the rest does not
+      data = await gql(USER_SUMMARY, { user });
+    } catch (again) {
+      showError(again);
+      return;
+    }
   }
   if (user !== state.user) return;
   const u = data.user;
   $("user-summary").textContent = u.known
     ? `user ${u.id}: ${u.trainedInteractions} trained interactions, ${u.onlineInteractions} recorded since`
     : `user ${u.id} is not in the served bundle (${u.onlineInteractions} recorded since)`;
+  if (!u.recentHistory) {
+    $("history").replaceChildren(h("li", { id: "history-needs-key", class: "muted small" },
+      "Reading a user's history needs an API key with the read scope: paste one at the top right."));
+    return;
+  }
   $("history").replaceChildren(...u.recentHistory.map((it) => h("li", {
     class: `hist ${it.source.toLowerCase()}`, "data-item": it.item.id, "data-source": it.source,
   }, h("span", { class: "mini-card" }, titleCard(it.item)), h("span", { class: "hist-text" },
