@@ -10,13 +10,15 @@ The lifespan loads the newest bundle (memory-mapped factors and usearch index), 
 log and the Redis client, and starts the background task that hot-reloads new bundles.
 
 Per request: a request id (X-Request-ID in and out, in every log line), API-key checks and the
-per-key rate limit, then the answer cache: a POST whose body (for the same bundle version) was
+rate-limit buckets (cost points, per key and per client address: charged once the document is
+priced), then the answer cache: a POST whose body (for the same bundle version) was
 answered before, and whose users have not changed since, is served from the cache without
 running GraphQL at all.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -24,6 +26,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +41,24 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
+from strawberry.types import ExecutionResult
 
 from graphql_api.context import Context
+from graphql_api.cost import OPERATION
 from graphql_api.input_limits import MAX_JSON_DEPTH, InputTooLarge, check_json, check_request
 from graphql_api.logs import configure_logging, get_logger, request_id_var
 from graphql_api.runtime import Runtime
-from graphql_api.schema import build_schema
+from graphql_api.schema import (
+    build_schema,
+    cached_cost,
+    deadline_error,
+    hide_suggestions,
+    rate_limited_error,
+    typed_parse_error,
+    with_rate_state,
+)
 from graphql_api.settings import Settings
+from graphql_api.store import CachedAnswer
 
 log = get_logger("app")
 access_log = get_logger("access")
@@ -146,6 +160,68 @@ class GraphQLView(GraphQL):
                 check_request(request)
         return value
 
+    # -- query cost: deadline, suggestions, rate limit of cached answers (graphql_api.schema.QueryCost) --
+    async def execute_single(self, *args: Any, **kwargs: Any) -> ExecutionResult:
+        """One operation, within the deadline (Limits.deadline): past it, a TIMEOUT error. asyncio
+        stops awaiting resolvers; CPU-bound work between awaits runs on (the price limit bounds it).
+        A document that did not parse (QueryCost never priced it) is charged OPERATION points."""
+        limits = self.runtime.settings.limits
+        context = kwargs.get("context")
+        state = context.request.scope.setdefault("state", {}) if context is not None else {}
+        timeout = asyncio.timeout(limits.deadline)
+        try:
+            async with timeout:
+                result = await super().execute_single(*args, **kwargs)
+        except TimeoutError:
+            if not timeout.expired():
+                raise
+            self.runtime.metrics.errors.labels(kind="timeout").inc()
+            log.warning("request past its deadline of %gs", limits.deadline, extra={"kind": "timeout"})
+            return ExecutionResult(data=None, errors=[deadline_error(limits)],
+                                   extensions={"cost": state["cost"]} if "cost" in state else None)
+        if result.errors and "cost" not in state and state.get("rate_clients"):
+            state["rate"] = decision = await self.runtime.store.take_points(state["rate_clients"], OPERATION)
+            if not decision.allowed:
+                kwargs["sub_response"].status_code = 429
+                self.runtime.metrics.errors.labels(kind="rate_limited").inc()
+                return ExecutionResult(data=None, errors=[rate_limited_error(decision)])
+        return result
+
+    async def process_result(self, request: Any, result: ExecutionResult) -> Any:
+        """The answer as JSON, with ``extensions.cost`` (a document that did not parse was priced
+        OPERATION points), "more than N tokens" typed as QUERY_TOO_LARGE, and without graphql-core's
+        "Did you mean ...?" unless Limits allow them."""
+        data = await super().process_result(request, result)
+        limits = self.runtime.settings.limits
+        errors = data.get("errors")
+        if errors:
+            data["errors"] = errors = [typed_parse_error(e, limits) for e in errors]
+            if not limits.suggestions:
+                for error in errors:
+                    error["message"] = hide_suggestions(error["message"])
+        extensions = data.get("extensions") or {}
+        if "cost" not in extensions:
+            decision = request.scope.get("state", {}).get("rate")
+            data["extensions"] = {**extensions, "cost": {
+                "requested": OPERATION, "actual": 0, "limit": limits.max_cost,
+                "rateLimit": decision.as_json() if decision is not None else None}}
+        return data
+
+    async def charge_cached(self, state: dict[str, Any], hit: CachedAnswer) -> tuple[Response | None, CachedAnswer]:
+        """Charge a cached answer the price its document requested (recorded in its
+        ``extensions.cost``: a cached answer carries the cost of the original run, requested and
+        actual, with this request's rate-limit state put in); the 429 answer when the caller's
+        buckets do not hold it."""
+        clients = state.get("rate_clients")
+        if not clients:
+            return None, hit
+        state["rate"] = decision = await self.runtime.store.take_points(clients, cached_cost(hit.body))
+        if decision.allowed:
+            return None, replace(hit, body=with_rate_state(hit.body, decision))
+        self.runtime.metrics.errors.labels(kind="rate_limited").inc()
+        error = rate_limited_error(decision)
+        return JSONResponse({"data": None, "errors": [error.formatted]}, status_code=429), hit
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
@@ -173,6 +249,12 @@ class GraphQLView(GraphQL):
             key = hashlib.sha256(engine.version.encode() + b"\0" + who + b"\0" + body).hexdigest()
             hit = await runtime.store.cache_get(key)
             if hit is not None:
+                # -- rate limit (query cost): a cached answer is charged what its document requested --
+                refused, hit = await self.charge_cached(state, hit)
+                if refused is not None:
+                    await refused(scope, receive, send)
+                    return
+                # -- end rate limit --
                 runtime.metrics.cache.labels(result="hit").inc()
                 for variant in hit.variants:
                     runtime.metrics.variants.labels(variant=variant).inc()
@@ -270,16 +352,21 @@ class GuardMiddleware:
             await response(scope, receive, send)
             return
         if settings.rate_limit > 0:
-            client = f"key:{key}" if valid else f"ip:{(scope.get('client') or ('?', 0))[0]}"
-            allowed, wait = await self.runtime.store.take_token(client)
-            if not allowed:
-                self.runtime.metrics.errors.labels(kind="rate_limited").inc()
-                retry = max(1, int(wait + 0.999))
-                response = _graphql_error(429, f"rate limit exceeded: {settings.rate_limit:g} requests/s; "
-                                               f"retry in {retry} s", "RATE_LIMITED",
-                                          headers={"retry-after": str(retry)})
-                await response(scope, receive, send)
-                return
+            # the buckets a request draws on: its key's and its address's, both must hold its price;
+            # charged once the price is known (graphql_api.schema.QueryCost, or a cached answer's)
+            state = scope["state"]
+            address = f"ip:{(scope.get('client') or ('?', 0))[0]}"
+            state["rate_clients"] = (f"key:{principal.id}", address) if principal is not None else (address,)
+
+            async def send_with_rate(message: Message) -> None:
+                decision = state.get("rate")
+                if message["type"] == "http.response.start" and decision is not None:
+                    message["headers"] = [*message.get("headers", ()),
+                                          *((k.encode(), v.encode()) for k, v in decision.headers().items())]
+                await send(message)
+
+            await self.app(scope, receive, send_with_rate)
+            return
         await self.app(scope, receive, send)
 
 

@@ -31,13 +31,23 @@ REQUIRE_KEY_FOR_QUERIES     true: every operation needs a key                   
 FORWARDED_ALLOW_IPS         proxies whose X-Forwarded-For is believed               none
 CORS_ORIGINS                comma-separated allowed origins ("*" for any)           none
 CORS_ALLOW_CREDENTIALS      allow credentials in CORS requests                      false
-MAX_DEPTH                   query depth limit                                       10
-MAX_ALIASES                 aliases per document                                    15
-MAX_TOKENS                  tokens per document                                     2000
+MAX_DEPTH                   fields on the longest path of an operation              6
+                            (fragments written out; introspection not counted)
+MAX_ALIASES                 aliases per operation (fragments written out)           15
+MAX_DIRECTIVES              directives per operation (fragments written out)        50
+MAX_TOKENS                  lexer tokens per document                               1000
+MAX_COST                    price of an operation, in points of ~10 us of server    5000
+                            CPU (graphql_api/cost.py)
+DEADLINE                    seconds validation and execution may take before the    5
+                            request is answered with a TIMEOUT error
+FIELD_SUGGESTIONS           "Did you mean ...?" in error messages (never while      false
+                            introspection is off)
 INTROSPECTION               allow introspection queries                             true
 GRAPHIQL                    serve GraphiQL on GET /graphql                          true
-RATE_LIMIT                  sustained requests per second per key (0: off)          0
-RATE_BURST                  bucket size of the rate limiter                         2 x rate
+RATE_LIMIT                  cost points per second restored to each API key's and   0
+                            each client address's bucket (0: off)
+RATE_BURST                  bucket size in cost points (a request takes its price;  2 x rate
+                            one dearer than the bucket takes a full bucket)
 CACHE_TTL                   seconds a cached answer lives (0: no caching)           300
 CACHE_MAX_BYTES             bytes of answers cached in process                      64 MiB
 HISTORY_CAP                 online events per user kept for folding in              500
@@ -134,21 +144,43 @@ def parse_keys(api_keys: tuple[str, ...] | frozenset[str], admin_keys: tuple[str
 
 @dataclass(frozen=True)
 class Limits:
-    """Limits on a GraphQL document, applied by schema extensions."""
+    """Limits on a GraphQL request, checked on the parsed document before validation and execution
+    (graphql_api/cost.py); defaults as graphql-armor's, the price limit measured (bench/hostile.py)."""
 
-    max_depth: int = 10
-    """Deepest selection nesting (QueryDepthLimiter)."""
+    max_depth: int = 6
+    """Fields on the longest path of the operation, fragments written out (graphql-armor's
+    counting; introspection left to graphql-core's own limit). The deepest query of this schema,
+    recommendations.items.explanation.drivers.item.id, is 6."""
     max_aliases: int = 15
-    """Aliases per document (MaxAliasesLimiter)."""
-    max_tokens: int = 2000
-    """Lexer tokens per document (MaxTokensLimiter)."""
+    """Aliases in the operation, fragments written out."""
+    max_directives: int = 50
+    """Directives in the operation, fragments written out."""
+    max_tokens: int = 1000
+    """Lexer tokens per document (the parser stops at the first one over)."""
+    max_cost: int = 5000
+    """Price of the operation in points of about 10 µs of server CPU (graphql_api.cost.WEIGHTS):
+    the dearest document within it took under 50 ms of server CPU (bench/hostile.py)."""
+    deadline: float = 5.0
+    """Seconds validation and execution may take; a request past it is answered with a TIMEOUT
+    error. CPU-bound work is not interrupted (asyncio cannot): the price limit is the first defence,
+    the deadline the second (it stops awaiting resolvers, and a validation that overran)."""
     introspection: bool = True
     """False adds DisableIntrospection."""
+    field_suggestions: bool = False
+    """Keep graphql-core's "Did you mean ...?" in error messages (they name fields and types):
+    off by default, as graphql-armor's blockFieldSuggestions, and never while introspection is off."""
 
     def __post_init__(self) -> None:
-        for name in ("max_depth", "max_aliases", "max_tokens"):
+        for name in ("max_depth", "max_aliases", "max_directives", "max_tokens", "max_cost"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.deadline > 0:
+            raise SettingsError(f"deadline must be > 0 seconds, got {self.deadline}")
+
+    @property
+    def suggestions(self) -> bool:
+        """Whether error messages keep their field suggestions."""
+        return self.field_suggestions and self.introspection
 
 
 @dataclass(frozen=True)
@@ -187,9 +219,12 @@ class Settings:
     graphiql: bool = True
     """Serve GraphiQL on GET /graphql."""
     rate_limit: float = 0.0
-    """Sustained requests per second per client key (API key, else client address); 0 = off."""
+    """Cost points per second restored to each bucket; 0 = off. A request takes its price
+    (graphql_api.cost) from the bucket of its API key and from that of its client address, and is
+    refused (429) unless both hold it."""
     rate_burst: int = 0
-    """Token-bucket size; 0 means twice the rate (at least 1)."""
+    """Bucket size in cost points; 0 means twice the rate (at least 1). A request dearer than a
+    bucket takes a full one."""
     cache_ttl: float = 300.0
     """Seconds a cached answer lives; 0 disables the answer cache."""
     cache_max_bytes: int = 64 << 20
@@ -296,10 +331,14 @@ class Settings:
             cors_origins=_csv(get("CORS_ORIGINS", str, "")),  # type: ignore[arg-type]
             cors_allow_credentials=bool(get("CORS_ALLOW_CREDENTIALS", bool, False)),
             limits=Limits(
-                max_depth=int(get("MAX_DEPTH", int, 10)),  # type: ignore[arg-type]
+                max_depth=int(get("MAX_DEPTH", int, 6)),  # type: ignore[arg-type]
                 max_aliases=int(get("MAX_ALIASES", int, 15)),  # type: ignore[arg-type]
-                max_tokens=int(get("MAX_TOKENS", int, 2000)),  # type: ignore[arg-type]
+                max_directives=int(get("MAX_DIRECTIVES", int, 50)),  # type: ignore[arg-type]
+                max_tokens=int(get("MAX_TOKENS", int, 1000)),  # type: ignore[arg-type]
+                max_cost=int(get("MAX_COST", int, 5000)),  # type: ignore[arg-type]
+                deadline=float(get("DEADLINE", float, 5.0)),  # type: ignore[arg-type]
                 introspection=bool(get("INTROSPECTION", bool, True)),
+                field_suggestions=bool(get("FIELD_SUGGESTIONS", bool, False)),
             ),
             graphiql=bool(get("GRAPHIQL", bool, True)),
             rate_limit=float(get("RATE_LIMIT", float, 0.0)),  # type: ignore[arg-type]

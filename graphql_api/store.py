@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import os
 import time
 from collections import OrderedDict, deque
@@ -129,26 +130,37 @@ return v
 """
 
 _TOKEN_BUCKET = """
--- KEYS[1] bucket; ARGV[1] rate (tokens/s), ARGV[2] burst
+-- KEYS: the buckets a request draws on (its API key's, its client address's); ARGV[1] rate
+-- (points/s), ARGV[2] burst, ARGV[3] cost (points). Taken from every bucket or from none.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
-local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(b[1]) or burst
-local ts = tonumber(b[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local cost = tonumber(ARGV[3])
+local tokens = {}
+local least = burst
+for i, key in ipairs(KEYS) do
+  local b = redis.call('HMGET', key, 'tokens', 'ts')
+  local v = tonumber(b[1]) or burst
+  local ts = tonumber(b[2]) or now
+  v = math.min(burst, v + math.max(0, now - ts) * rate)
+  tokens[i] = v
+  if v < least then least = v end
+end
 local allowed = 0
 local wait = 0
-if tokens >= 1 then
-  tokens = tokens - 1
+if least >= cost then
   allowed = 1
+  least = least - cost
+  for i = 1, #KEYS do tokens[i] = tokens[i] - cost end
 else
-  wait = (1 - tokens) / rate
+  wait = (cost - least) / rate
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return {allowed, tostring(wait)}
+for i, key in ipairs(KEYS) do
+  redis.call('HSET', key, 'tokens', tostring(tokens[i]), 'ts', tostring(now))
+  redis.call('PEXPIRE', key, math.ceil(burst / rate * 1000) + 1000)
+end
+return {allowed, tostring(wait), tostring(least)}
 """
 
 
@@ -362,25 +374,63 @@ class MemoryCache:
         self.bytes = 0
 
 
+@dataclass(frozen=True)
+class RateDecision:
+    """What the rate limiter said to one request (graphql_api.schema.QueryCost charges it)."""
+
+    allowed: bool
+    cost: int
+    """Points taken (asked for, when refused)."""
+    limit: int
+    """Bucket size (RATE_BURST)."""
+    remaining: float
+    """Points left in the emptier of the request's buckets."""
+    rate: float
+    """Points restored per second (RATE_LIMIT)."""
+    retry_after: float = 0.0
+    """Seconds until the refused cost would be available."""
+
+    @property
+    def reset_at(self) -> int:
+        """Unix time at which the emptier bucket is full again (as GitHub's X-RateLimit-Reset)."""
+        return math.ceil(time.time() + max(0.0, self.limit - self.remaining) / self.rate)
+
+    def headers(self) -> dict[str, str]:
+        out = {"x-ratelimit-limit": str(self.limit), "x-ratelimit-remaining": str(int(self.remaining)),
+               "x-ratelimit-reset": str(self.reset_at)}
+        if not self.allowed:
+            out["retry-after"] = str(max(1, math.ceil(self.retry_after)))
+        return out
+
+    def as_json(self) -> dict[str, Any]:
+        """The rate-limit state for ``extensions.cost.rateLimit``."""
+        return {"limit": self.limit, "remaining": int(self.remaining), "restoreRate": self.rate,
+                "resetAt": self.reset_at}
+
+
 class TokenBuckets:
-    """In-process token buckets, one per client key."""
+    """In-process token buckets of cost points, one per client key (API key, client address)."""
 
     def __init__(self, max_clients: int = 100_000) -> None:
         self.max_clients = max_clients
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
-    def take(self, client: str, rate: float, burst: int) -> tuple[bool, float]:
+    def take(self, clients: Iterable[str], rate: float, burst: int, cost: float = 1.0) -> tuple[bool, float, float]:
+        """(allowed, seconds to wait, points left in the emptiest bucket): ``cost`` is taken from
+        every bucket of ``clients`` when each holds it, else from none."""
         now = time.monotonic()
-        tokens, ts = self._buckets.pop(client, (float(burst), now))
-        tokens = min(float(burst), tokens + (now - ts) * rate)
-        if tokens >= 1:
-            allowed, wait, tokens = True, 0.0, tokens - 1
-        else:
-            allowed, wait = False, (1 - tokens) / rate
-        self._buckets[client] = (tokens, now)
+        held = {}
+        for client in clients:
+            tokens, ts = self._buckets.pop(client, (float(burst), now))
+            held[client] = min(float(burst), tokens + (now - ts) * rate)
+        least = min(held.values(), default=float(burst))
+        allowed = least >= cost
+        wait = 0.0 if allowed else (cost - least) / rate
+        for client, tokens in held.items():
+            self._buckets[client] = (tokens - cost if allowed else tokens, now)
         while len(self._buckets) > self.max_clients:
             self._buckets.popitem(last=False)
-        return allowed, wait
+        return allowed, wait, least - cost if allowed else least
 
 
 class RedisUnavailable(Exception):
@@ -692,15 +742,20 @@ class Store:
         return True
 
     # -- rate limits -------------------------------------------------------------------------------
-    async def take_token(self, client: str) -> tuple[bool, float]:
-        """(allowed, seconds to wait) for one request of ``client``."""
+    async def take_points(self, clients: tuple[str, ...], cost: int) -> RateDecision:
+        """Take ``cost`` points from every bucket of ``clients`` (in Redis when configured, so
+        replicas share them; in process otherwise, or while Redis is down), or from none. A cost
+        over the bucket size takes a full bucket."""
         rate, burst = self.settings.rate_limit, self.settings.burst
+        cost = max(0, min(int(cost), burst))
         if self.redis is not None:
             try:
-                allowed, wait = await self._redis(
-                    lambda r: self._scripts["bucket"](keys=[self.keys.bucket(client)], args=[rate, burst])
+                allowed, wait, left = await self._redis(
+                    lambda r: self._scripts["bucket"](keys=[self.keys.bucket(c) for c in clients],
+                                                      args=[rate, burst, cost])
                 )
-                return bool(int(allowed)), float(wait)
+                return RateDecision(bool(int(allowed)), cost, burst, float(left), rate, float(wait))
             except RedisUnavailable:
                 pass
-        return self.buckets.take(client, rate, burst)
+        ok, wait, left = self.buckets.take(clients, rate, burst, cost)
+        return RateDecision(ok, cost, burst, left, rate, wait)

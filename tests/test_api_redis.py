@@ -128,10 +128,20 @@ async def test_redis_only_refuses_events_while_down_but_keeps_answering(make_set
 
 
 async def test_rate_limit_is_shared_through_redis(make_settings, redis_url) -> None:
-    settings = make_settings(redis_url=redis_url, rate_limit=0.5, rate_burst=4, api_keys=frozenset({"k"}))
+    """Buckets of cost points (graphql_api.cost) in Redis, shared by the replicas: one holds four
+    requests of `{ model { version } }` and a half (cached answers are charged the same price)."""
+    from graphql import parse
+
+    from graphql_api.cost import DocumentCost
+    from graphql_api.schema import schema
+
+    price = DocumentCost(parse('{ model { version } }'), schema._schema).requested()
+    settings = make_settings(redis_url=redis_url, rate_limit=0.5, rate_burst=price * 9 // 2, api_keys=frozenset({"k"}))
     headers = {"x-api-key": "k"}
     async with running(create_app(settings)) as a, running(create_app(settings)) as b:
-        codes = []
+        answers = []
         for replica in (a, b, a, b, a, b):
-            codes.append((await replica.post('{ model { version } }', headers=headers)).status_code)
-    assert codes == [200, 200, 200, 200, 429, 429]
+            answers.append(await replica.post('{ model { version } }', headers=headers))
+    assert [r.status_code for r in answers] == [200, 200, 200, 200, 429, 429]
+    left = [int(r.headers["x-ratelimit-remaining"]) for r in answers]
+    assert left[0] >= price * 9 // 2 - price - 1 and left[3] < price and left[4] == left[3]

@@ -20,6 +20,10 @@ def test_from_env_reads_every_setting(tmp_path: Path) -> None:
         "HYBRIDREC_MAX_DEPTH": "7",
         "HYBRIDREC_MAX_ALIASES": "3",
         "HYBRIDREC_MAX_TOKENS": "500",
+        "HYBRIDREC_MAX_DIRECTIVES": "9",
+        "HYBRIDREC_MAX_COST": "1234",
+        "HYBRIDREC_DEADLINE": "2.5",
+        "HYBRIDREC_FIELD_SUGGESTIONS": "true",
         "HYBRIDREC_INTROSPECTION": "false",
         "HYBRIDREC_RATE_LIMIT": "12.5",
         "HYBRIDREC_CACHE_TTL": "0",
@@ -29,6 +33,8 @@ def test_from_env_reads_every_setting(tmp_path: Path) -> None:
     assert s.api_keys == {"a", "b"} and s.admin_keys == {"root"} and s.require_key_for_queries
     assert s.cors_origins == ("https://x.example", "https://y.example")
     assert (s.limits.max_depth, s.limits.max_aliases, s.limits.max_tokens, s.limits.introspection) == (7, 3, 500, False)
+    assert (s.limits.max_directives, s.limits.max_cost, s.limits.deadline) == (9, 1234, 2.5)
+    assert s.limits.field_suggestions and not s.limits.suggestions  # never while introspection is off
     assert s.rate_limit == 12.5 and s.burst == 25 and s.cache_ttl == 0
 
 
@@ -43,11 +49,10 @@ def test_events_dir_is_required_without_redis() -> None:
 
 
 @pytest.mark.parametrize(("name", "value"), [("MAX_DEPTH", "deep"), ("INTROSPECTION", "maybe"), ("RATE_LIMIT", "-1"),
-                                             ("MAX_DEPTH", "0")])
+                                             ("MAX_DEPTH", "0"), ("MAX_COST", "0"), ("DEADLINE", "0")])
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
     env = {"HYBRIDREC_BUNDLE_ROOT": "/tmp/b", "HYBRIDREC_EVENTS_DIR": "/tmp/e", f"HYBRIDREC_{name}": value}
-    with pytest.raises(SettingsError, match=name.split("_")[-1].lower() if name == "MAX_DEPTH" and value == "0"
-                       else f"HYBRIDREC_{name}"):
+    with pytest.raises(SettingsError, match=name.lower() if value == "0" else f"HYBRIDREC_{name}"):
         Settings.from_env(env)
 
 
