@@ -18,7 +18,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
-from functools import lru_cache, partial
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -47,8 +47,52 @@ if TYPE_CHECKING:
 
 log = get_logger("graphql")
 MASKED_MESSAGE = "Unexpected error."
-MAX_CACHED_QUERY_LENGTH = 8192
-"""Longest document kept in the parse and validation caches (apps send a few short documents)."""
+AST_BYTES_PER_CHAR = 100
+"""Memory a parsed document takes per character of its text (nodes, locations and the token chain
+they keep: a 5 KB document with many tokens parses to ~400 KB), for the document cache's budget."""
+DOCUMENT_CACHE_BYTES = 16 << 20
+"""What the parsed, validated and priced documents of a process may hold (estimated as above)."""
+MAX_CACHED_QUERY_LENGTH = DOCUMENT_CACHE_BYTES // AST_BYTES_PER_CHAR // 32
+"""Longest document cached (5,242 characters): apps send a few short documents; a distinct long one
+per request, from a hostile client, would otherwise take the cache over."""
+
+
+class CachedEntry:
+    """One distinct document: its parsed tree, its validation errors, its price per operation."""
+
+    __slots__ = ("costs", "document", "errors")
+
+    def __init__(self, document: Any) -> None:
+        self.document = document
+        self.errors: list[GraphQLError] | None = None
+        self.costs: dict[str | None, DocumentCost] = {}
+
+
+class DocumentCache:
+    """Documents by their text, least recently used out first, within DOCUMENT_CACHE_BYTES (one
+    cache for parsing, validation and pricing, so what it holds is bounded once)."""
+
+    def __init__(self, budget: int = DOCUMENT_CACHE_BYTES) -> None:
+        self.budget = budget
+        self.bytes = 0
+        self._entries: OrderedDict[str, CachedEntry] = OrderedDict()
+
+    def get(self, query: str) -> CachedEntry | None:
+        entry = self._entries.get(query)
+        if entry is not None:
+            self._entries.move_to_end(query)
+        return entry
+
+    def add(self, query: str, document: Any) -> CachedEntry:
+        """An entry for a freshly parsed document, kept when it is short enough."""
+        entry = CachedEntry(document)
+        if len(query) <= MAX_CACHED_QUERY_LENGTH:
+            self._entries[query] = entry
+            self.bytes += len(query) * AST_BYTES_PER_CHAR
+            while self.bytes > self.budget:
+                old, _ = self._entries.popitem(last=False)
+                self.bytes -= len(old) * AST_BYTES_PER_CHAR
+        return entry
 
 
 def is_unexpected(error: GraphQLError) -> bool:
@@ -125,23 +169,17 @@ def _root_fields(doc: Any, operation_name: str | None) -> str:
 class CachedDocument(SchemaExtension):
     """Parse and validate each distinct document once per process, under the deployment's limits.
 
-    One extension for what MaxTokensLimiter, ParserCache, QueryDepthLimiter, MaxAliasesLimiter,
-    DisableIntrospection and ValidationCache do one extension each: the same token limit (passed
-    to the parser), the same rules (built once: those limiters create their rule classes in
-    __init__, and a fresh class per request would never hit the validation cache), the same LRU
-    caches, at the cost of one extension per request instead of six.
+    One extension for what MaxTokensLimiter, ParserCache, DisableIntrospection and ValidationCache
+    do one extension each: the same token limit (passed to the parser), the same rules (built once),
+    one cache of documents within a byte budget (DocumentCache, shared with QueryCost's prices), at
+    the cost of one extension per request instead of four.
     """
 
-    def __init__(self, parse: Callable[[str], Any], validate: Callable[..., Any],
-                 rules: tuple[type[Any], ...]) -> None:
+    def __init__(self, cache: DocumentCache, parse: Callable[[str], Any], rules: tuple[type[Any], ...]) -> None:
+        self._cache = cache
         self._parse = parse
-        self._validate = validate
         self._rules = rules
-
-    def _cached(self) -> bool:
-        """Only short documents enter the caches: a distinct long one per request (a hostile client
-        pads each with whitespace) would otherwise pin its text and its AST, ~1,000 times over."""
-        return len(self.execution_context.query or "") <= MAX_CACHED_QUERY_LENGTH
+        self._entry: CachedEntry | None = None
 
     def on_operation(self) -> Iterator[None]:
         self.execution_context.validation_rules = self.execution_context.validation_rules + self._rules
@@ -149,14 +187,24 @@ class CachedDocument(SchemaExtension):
 
     def on_parse(self) -> Iterator[None]:
         ec = self.execution_context
-        parse = self._parse if self._cached() else self._parse.__wrapped__  # type: ignore[attr-defined]
-        ec.graphql_document = parse(ec.query)
+        entry = self._cache.get(ec.query)
+        if entry is None:
+            entry = self._cache.add(ec.query, self._parse(ec.query))
+        self._entry = entry
+        ec.graphql_document = entry.document
         yield
 
     def on_validate(self) -> Iterator[None]:
+        from strawberry.schema.schema import validate_document
+
         ec = self.execution_context
-        validate = self._validate if self._cached() else self._validate.__wrapped__  # type: ignore[attr-defined]
-        ec.pre_execution_errors = validate(ec.schema._schema, ec.graphql_document, ec.validation_rules)
+        entry = self._entry
+        if entry is None or entry.document is not ec.graphql_document:
+            ec.pre_execution_errors = validate_document(ec.schema._schema, ec.graphql_document, ec.validation_rules)
+        else:
+            if entry.errors is None:
+                entry.errors = validate_document(ec.schema._schema, ec.graphql_document, ec.validation_rules)
+            ec.pre_execution_errors = entry.errors
         yield
 
 
@@ -321,44 +369,38 @@ def rate_limited_error(decision: RateDecision) -> GraphQLError:
                     "retryAfter": retry})
 
 
-def _query_cost(limits: Limits, maxsize: int = 512) -> Callable[[], SchemaExtension]:
-    """A factory of per-request QueryCost extensions sharing one cache of analysed documents (the
-    short ones, as the parse cache)."""
-    cache: OrderedDict[tuple[str, str | None], DocumentCost] = OrderedDict()
+def _query_cost(limits: Limits, cache: DocumentCache) -> Callable[[], SchemaExtension]:
+    """A factory of per-request QueryCost extensions; prices live with their documents in ``cache``."""
 
     def analyse(query: str, operation_name: str | None, document: Any, graphql_schema: Any) -> DocumentCost:
-        key = (query, operation_name)
-        found = cache.get(key)
+        entry = cache.get(query)
+        found = entry.costs.get(operation_name) if entry is not None and entry.document is document else None
         if found is None:
             found = DocumentCost(document, graphql_schema, operation_name)
-            if len(query) <= MAX_CACHED_QUERY_LENGTH:
-                cache[key] = found
-                while len(cache) > maxsize:
-                    cache.popitem(last=False)
+            if entry is not None and entry.document is document:
+                entry.costs[operation_name] = found
         return found
 
     return lambda: QueryCost(limits, analyse)
 
 
-def _document_cache(limits: Limits, maxsize: int = 512) -> Callable[[], SchemaExtension]:
-    """A factory of per-request CachedDocument extensions sharing one parse and one validation cache."""
-    from strawberry.schema.schema import validate_document
-
-    parse = lru_cache(maxsize=maxsize)(partial(parse_document, max_tokens=limits.max_tokens))
-    validate = lru_cache(maxsize=maxsize)(validate_document)
+def _document_cache(limits: Limits, cache: DocumentCache) -> Callable[[], SchemaExtension]:
+    """A factory of per-request CachedDocument extensions sharing ``cache``."""
+    parse = partial(parse_document, max_tokens=limits.max_tokens)
     limiters: list[AddValidationRules] = []  # depth, aliases, directives and price: QueryCost, before validation
     if not limits.introspection:
         limiters.append(DisableIntrospection())
     rules = (*(rule for limiter in limiters for rule in limiter.validation_rules), LongStringRule)
-    return lambda: CachedDocument(parse, validate, rules)
+    return lambda: CachedDocument(cache, parse, rules)
 
 
 def build_schema(limits: Limits | None = None) -> HybridSchema:
     limits = limits or Limits()
+    documents = DocumentCache()
     extensions: list[Any] = [
         lambda: MaskErrors(should_mask_error=is_unexpected, error_message=MASKED_MESSAGE),
-        _query_cost(limits),  # before CachedDocument: a refused document is never validated
-        _document_cache(limits),
+        _query_cost(limits, documents),  # before CachedDocument's validation: a refused document is never validated
+        _document_cache(limits, documents),
         OperationTracker,
     ]
     return HybridSchema(query=Query, mutation=Mutation, extensions=extensions,

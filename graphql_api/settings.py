@@ -49,7 +49,7 @@ RATE_LIMIT                  cost points per second restored to each API key's an
 RATE_BURST                  bucket size in cost points (a request takes its price;  2 x rate
                             one dearer than the bucket takes a full bucket)
 CACHE_TTL                   seconds a cached answer lives (0: no caching)           300
-CACHE_MAX_BYTES             bytes of answers cached in process                      64 MiB
+CACHE_MAX_BYTES             bytes of answers cached in process                      32 MiB
 HISTORY_CAP                 online events per user kept for folding in              500
 RELOAD_INTERVAL             seconds between polls of the bundle root's ``latest``   2
 MAX_BATCH                   interactions per recordInteractions call                1000
@@ -227,7 +227,7 @@ class Settings:
     bucket takes a full one."""
     cache_ttl: float = 300.0
     """Seconds a cached answer lives; 0 disables the answer cache."""
-    cache_max_bytes: int = 64 << 20
+    cache_max_bytes: int = 32 << 20
     """Bytes of answers the in-process cache holds (oldest dropped first; expired ones swept)."""
     history_cap: int = 500
     """Online events kept per user for folding in (the newest; older ones stay in the durable log
@@ -344,7 +344,7 @@ class Settings:
             rate_limit=float(get("RATE_LIMIT", float, 0.0)),  # type: ignore[arg-type]
             rate_burst=int(get("RATE_BURST", int, 0)),  # type: ignore[arg-type]
             cache_ttl=float(get("CACHE_TTL", float, 300.0)),  # type: ignore[arg-type]
-            cache_max_bytes=int(get("CACHE_MAX_BYTES", int, 64 << 20)),  # type: ignore[arg-type]
+            cache_max_bytes=int(get("CACHE_MAX_BYTES", int, 32 << 20)),  # type: ignore[arg-type]
             history_cap=int(get("HISTORY_CAP", int, 500)),  # type: ignore[arg-type]
             reload_interval=float(get("RELOAD_INTERVAL", float, 2.0)),  # type: ignore[arg-type]
             max_batch=int(get("MAX_BATCH", int, 1000)),  # type: ignore[arg-type]

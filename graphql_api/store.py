@@ -303,7 +303,7 @@ class MemoryCache:
     lives the same TTL, so insertion order is expiry order); an answer larger than a sixteenth of
     the budget is not cached at all."""
 
-    def __init__(self, max_entries: int = MEMORY_CACHE_ENTRIES, max_bytes: int = 64 << 20) -> None:
+    def __init__(self, max_entries: int = MEMORY_CACHE_ENTRIES, max_bytes: int = 32 << 20) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.bytes = 0
@@ -720,7 +720,9 @@ class Store:
         if ttl <= 0 or any(g == "unavailable" for g in tags.values()):
             return False
         if self.redis is None:
-            return self.cache.put(key, CachedAnswer(operation, body, variants), tags, ttl)
+            # a copy of exact size: orjson's output keeps the 64 KiB buffer it was written into, so
+            # the cache would hold 40 times what it counts
+            return self.cache.put(key, CachedAnswer(operation, bytes(memoryview(body)), variants), tags, ttl)
         if len(body) > self.settings.cache_max_bytes // 16:
             return False  # as the in-process cache: one huge answer must not crowd out thousands
         users = [k.rsplit(":", 1)[0] + ":cache" for k in tags]  # '<prefix>:u:<id>:gen' -> ':cache'

@@ -89,8 +89,9 @@ def test_online_history_is_capped_and_the_log_keeps_everything(server: Uvicorn) 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_distinct_hostile_documents_leave_memory_where_it_started(server: Uvicorn) -> None:
-    """2,000 distinct documents, each padded to the longest allowed (few tokens), and distinct long
-    ids: nothing of them may stay. Memory after a warm-up is the baseline."""
+    """2,000 distinct documents of each kind: padded to the longest allowed (few tokens), with as
+    many tokens as allowed, and with long ids: only the bounded caches may keep anything of them.
+    Memory after a warm-up is the baseline."""
     process = psutil.Process(server.proc.pid)
     padding = " " * 32_000
     with httpx.Client(base_url=server.url, timeout=30) as http:
@@ -99,6 +100,9 @@ def test_distinct_hostile_documents_leave_memory_where_it_started(server: Uvicor
                 http.post("/graphql", json={"query": f"#{k}{padding}\n{{ model {{ version }} }}"})
                 http.post("/graphql", json={"query": 'query($u: ID!) { user(id: $u) { known } }',
                                             "variables": {"u": f"{k}-" + "9" * 300_000}})
+                # as many tokens as allowed, distinct each time: the parsed tree is what costs memory
+                ids = ",".join(f'"{k}{j}"' for j in range(300))
+                http.post("/graphql", json={"query": f"{{ items(ids: [{ids}]) {{ id }} }}"})
 
         flood(200, 0)  # warm-up: allocator arenas, caches at their working size
         baseline = process.memory_info().rss
