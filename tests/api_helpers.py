@@ -268,6 +268,14 @@ def api_root(tmp_path: Path, tiny_dataset: Dataset) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def module_api_root(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Dataset) -> Path:
+    """As ``api_root``, shared by a module's tests (for modules that start servers once)."""
+    root = tmp_path_factory.mktemp("module-api") / "bundles"
+    publish_bundle(root, tiny_dataset, tiny_models(tiny_dataset), version="v1")
+    return root
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path, api_root: Path) -> Callable[..., Settings]:
     """Settings over ``api_root`` and a fresh events folder; keyword arguments override fields."""

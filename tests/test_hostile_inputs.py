@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api_helpers import Uvicorn, publish_bundle, start_uvicorn, tiny_models
+from tests.api_helpers import Uvicorn, start_uvicorn
 
 pytest_plugins = ["tests.api_helpers"]
 
@@ -24,10 +24,8 @@ RECS = 'query($u: ID!) { recommendations(userId: $u, first: 3) { items { item { 
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory, tiny_dataset) -> Path:
-    path = tmp_path_factory.mktemp("inputs") / "bundles"
-    publish_bundle(path, tiny_dataset, tiny_models(tiny_dataset), version="v1")
-    return path
+def root(module_api_root: Path) -> Path:
+    return module_api_root
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api_helpers import REPO, Uvicorn, free_port, publish_bundle, start_uvicorn, tiny_models
+from tests.api_helpers import REPO, Uvicorn, free_port, start_uvicorn
 
 pytest_plugins = ["tests.api_helpers"]
 
@@ -30,10 +30,8 @@ HISTORY = 'query($u: ID!) { user(id: $u) { onlineInteractions recentHistory(firs
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory, tiny_dataset) -> Path:
-    path = tmp_path_factory.mktemp("keys") / "bundles"
-    publish_bundle(path, tiny_dataset, tiny_models(tiny_dataset), version="v1")
-    return path
+def root(module_api_root: Path) -> Path:
+    return module_api_root
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api_helpers import RedisServer, Uvicorn, publish_bundle, start_uvicorn, tiny_models
+from tests.api_helpers import RedisServer, Uvicorn, start_uvicorn
 
 pytest_plugins = ["tests.api_helpers"]
 
@@ -26,10 +26,8 @@ N_EVENTS = 81  # as many as the probe that lost them all
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory, tiny_dataset) -> Path:
-    path = tmp_path_factory.mktemp("redis-kill") / "bundles"
-    publish_bundle(path, tiny_dataset, tiny_models(tiny_dataset), version="v1")
-    return path
+def root(module_api_root: Path) -> Path:
+    return module_api_root
 
 
 @pytest.fixture
