@@ -107,11 +107,11 @@ async def _read_body(request: Request) -> bytes | None:
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        seen: set[str] = set()
-        twice = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-        raise HTTPException(400, f"request body repeats the key {twice[:64]!r}")
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise HTTPException(400, f"request body repeats the key {key[:64]!r}")
+        out[key] = value
     return out
 
 

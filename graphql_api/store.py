@@ -557,8 +557,15 @@ class Store:
             log.warning("redis appendfsync is %s: a crash of the host (not of Redis) can lose the last second "
                         "of accepted interactions; appendfsync always closes that window", fsync)
 
-    def _require_durable(self) -> None:
-        if self.log is None and not self.redis_durable:
+    async def _require_durable(self) -> None:
+        """EventStoreUnavailable unless an accepted write would be kept: a local log, or a Redis
+        with an append-only file (asked now if it was not reached yet)."""
+        if self.log is not None:
+            return
+        if self.redis is not None and self.redis_durable is None:
+            with contextlib.suppress(RedisUnavailable):
+                await self._redis(lambda r: r.ping(), force=True)  # learns the persistence on the way
+        if not self.redis_durable:
             raise EventStoreUnavailable(
                 "redis does not persist writes (no append-only file) and no HYBRIDREC_EVENTS_DIR is set: "
                 "an accepted interaction could be lost, so none is accepted")
@@ -623,10 +630,7 @@ class Store:
         """Make events durable and visible; returns once they are (raises EventStoreUnavailable)."""
         if not events:
             return
-        if self.redis is not None and self.log is None and self.redis_durable is None:
-            with contextlib.suppress(RedisUnavailable):
-                await self._redis(lambda r: r.ping(), force=True)  # learns the persistence on the way
-        self._require_durable()
+        await self._require_durable()
         if self.log is not None:
             await anyio.to_thread.run_sync(self.log.append, events)
             self.sync_local()
@@ -653,10 +657,7 @@ class Store:
     # -- deletion ----------------------------------------------------------------------------------
     async def delete_user(self, user_id: str) -> DeletionReport:
         """Purge a user's events, cached answers and online state; record the deletion."""
-        if self.redis is not None and self.log is None and self.redis_durable is None:
-            with contextlib.suppress(RedisUnavailable):
-                await self._redis(lambda r: r.ping(), force=True)
-        self._require_durable()  # a deletion undone by a crash would bring the user back
+        await self._require_durable()  # a deletion undone by a crash would bring the user back
         deletion = Deletion(user_id, time.time())
         removed_ids: set[str] = set()
         cached = self.cache.drop_user(user_id)  # before the purge below resyncs (and drops) them
