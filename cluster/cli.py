@@ -108,7 +108,7 @@ def _cmd_retrain(args: argparse.Namespace) -> str:
     every = parse_duration(args.every)
     decision = retrain_loop(every, once=args.once, data_root=args.data_root, bundle_root=args.bundle_root,
                             min_new_events=args.min_new_events, tolerance=args.tolerance, source=args.source,
-                            client=_client(args), **_events(args))
+                            holdout_share=args.holdout_share, keep=args.keep, client=_client(args), **_events(args))
     return decision.reason
 
 
@@ -288,10 +288,17 @@ def build_parser() -> argparse.ArgumentParser:
     events(p)
     scheduler(p)
 
-    p = command(sub, "retrain", "Retrain when enough new interactions arrived; publish only if validation NDCG@10 holds.", _cmd_retrain)
+    p = command(sub, "retrain", "Retrain when enough new interactions (or a deletion) arrived; publish only if the "
+                "candidate holds up against the live bundle on the newest held-out events.", _cmd_retrain)
     p.add_argument("--every", default="1h", help="how often to check (e.g. 15m, 1h)")
-    p.add_argument("--min-new-events", type=int, default=1000, help="new interactions needed to retrain")
-    p.add_argument("--tolerance", type=float, default=0.005, help="allowed drop of validation NDCG@10")
+    p.add_argument("--min-new-events", type=int, default=1000,
+                   help="new interactions needed to retrain (any deletion retrains regardless)")
+    p.add_argument("--tolerance", type=float, default=0.005,
+                   help="allowed drop of NDCG@10 on the held-out events, candidate against live")
+    p.add_argument("--holdout-share", type=float, default=0.2,
+                   help="share of the new events (the newest) held out to compare the two bundles on")
+    p.add_argument("--keep", type=int, default=3,
+                   help="bundle versions kept after a publish (live + rollback targets); older ones are removed")
     p.add_argument("--data-root", required=True)
     p.add_argument("--bundle-root", required=True, help=BUNDLE_ROOT_HELP)
     p.add_argument("--source", default=None)

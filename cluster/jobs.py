@@ -14,11 +14,13 @@ import sys
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import dask.dataframe as dd
 
+from cluster.event_intake import Intake, take_events
 from etl.dataset import Dataset
 from etl.errors import DataError, DownloadError
 from etl.ingest import IngestReport, ingest
@@ -78,22 +80,30 @@ def demo_source(data_root: str | Path, client: Any = None) -> RawSource:
     return generate(config, client=client)
 
 
-def with_accepted_events(source: RawSource, events_dir: str | Path | None, redis_url: str | None) -> tuple[RawSource, set[str]]:
-    """The source plus every interaction the API accepted, and the users deleted on request."""
-    if events_dir is None and redis_url is None:
-        return source, set()
-    from graphql_api.events import deleted_users, read_accepted_events
-
-    events = read_accepted_events(events_dir, redis_url=redis_url)
-    deleted = set(deleted_users(events_dir, redis_url=redis_url))
+def training_source(source: RawSource, intake: Intake, *, upto: float | None = None) -> RawSource:
+    """The source without deleted users' rows, plus the learned events accepted up to ``upto``
+    (default: the intake's cutoff). The cutoff and the deletions' read time travel in
+    ``extra['events']`` into the dataset's and then the bundle's manifest, where serving reads
+    which events the bundle has learned."""
+    cutoff = intake.cutoff if upto is None else min(upto, intake.cutoff)
+    events = intake.events[intake.events["accepted_at"] <= cutoff]
+    interactions = source.interactions
+    if intake.deletions:
+        deleted = sorted(intake.deletions)
+        interactions = interactions[~interactions["user_id"].astype(str).isin(deleted)]
+        log(f"data: leaving out the source rows of {len(deleted):,} users whose data was deleted on request")
     if len(events):
         frame = events[["user_id", "item_id", "value", "timestamp"]].astype("string")
-        merged = dd.concat([source.interactions, dd.from_pandas(frame, npartitions=1)])
-        log(f"data: adding {len(events):,} interactions accepted by the API")
-        source = RawSource(**{**source.__dict__, "interactions": merged, "name": f"{source.name}+api-events"})
-    if deleted:
-        log(f"data: leaving out {len(deleted):,} users whose data was deleted on request")
-    return source, deleted
+        interactions = dd.concat([interactions, dd.from_pandas(frame, npartitions=1)])
+        log(f"data: adding {len(events):,} interactions accepted by the API (up to {_when(cutoff)})")
+    facts = {"cutoff": cutoff, "read_at": intake.read_at, "count": int(len(events))}
+    name = f"{source.name}+api-events" if len(events) else source.name
+    return RawSource(**{**source.__dict__, "interactions": interactions, "name": name,
+                        "extra": {**source.extra, "events": facts}})
+
+
+def _when(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
 
 
 def ingest_job(
@@ -174,8 +184,10 @@ def load_run(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     return Fusion(models, {s: float(summary["scales"][s]) for s in summary["signals"]}), summary
 
 
-def index_job(run_dir: str | Path, bundle_root: str | Path, dataset: str | Path | None = None) -> str | Path:
-    """Build the usearch index over the run's fused item vectors and publish a bundle version."""
+def index_job(run_dir: str | Path, bundle_root: str | Path, dataset: str | Path | None = None, *,
+              make_latest: bool = True) -> str | Path:
+    """Build the usearch index over the run's fused item vectors and publish a bundle version
+    (``make_latest=False``: a candidate, not served until ``hybrid.bundle.set_latest``)."""
     from hybrid.pipeline import publish_bundle
 
     fusion, summary = load_run(run_dir)
@@ -184,8 +196,8 @@ def index_job(run_dir: str | Path, bundle_root: str | Path, dataset: str | Path 
         raise DataError(f"{ds.path} is not the dataset the run was tuned on (content hash differs)")
     metrics = {"test": summary["test"], "validation": summary["validation"]}
     params = {**summary["params"], "tuning": summary["tuning"], "pool": summary["pool"]}
-    path = publish_bundle(bundle_root, fusion, ds, summary["weights"], metrics, params)
-    log(f"index: published {path}")
+    path = publish_bundle(bundle_root, fusion, ds, summary["weights"], metrics, params, make_latest=make_latest)
+    log(f"index: published {path}" + ("" if make_latest else " (candidate, not latest)"))
     return path
 
 
@@ -213,9 +225,9 @@ def pipeline_job(
     """Everything: data (with the API's accepted events) -> ingest -> tune -> index -> publish."""
     root = Path(data_root)
     raw = read_source(source) if source else demo_source(root / "raw", client=client)
-    raw, deleted = with_accepted_events(raw, events_dir, redis_url)
+    intake = take_events(root, events_dir, redis_url)
     dataset = root / "dataset"
-    ingest_job(raw, dataset, client=client, exclude_users=sorted(deleted))
+    ingest_job(training_source(raw, intake), dataset, client=client)
     run = root / "runs" / "latest"
     tune_job(dataset, run, client=client, seed=seed)
     return index_job(run, bundle_root, dataset)

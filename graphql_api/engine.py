@@ -190,16 +190,18 @@ class Engine:
 
     # -- users ------------------------------------------------------------------------------------
     def online_history(self, state: UserState) -> OnlineHistory:
-        """The history to fold in for a user: trained interactions plus online events.
+        """The history to fold in for a user: trained interactions plus the online events this bundle
+        has not learned (accepted after its ``events_cutoff``: each event counts once).
 
-        A user deleted after this bundle was trained has no trained history here (the bundle still
-        holds it, but it must not be used); one deleted before was left out of training anyway.
+        A user deleted after this bundle read the deletions has no trained history here (the bundle
+        still holds it, but it must not be used); one deleted before was left out of training.
         """
-        hidden = state.deleted_at is not None and self.created_at.timestamp() < state.deleted_at
+        hidden = state.deleted_at is not None and self.bundle.deletions_read_at < state.deleted_at
         online: list[tuple[int, float, int]] = []
-        if state.events:
-            rows = self.item_rows([e.item_id for e in state.events])
-            online = [(int(r), float(e.value), int(e.timestamp)) for r, e in zip(rows, state.events, strict=True) if r >= 0]
+        new = [e for e in state.events if e.accepted_at > self.bundle.events_cutoff]
+        if new:
+            rows = self.item_rows([e.item_id for e in new])
+            online = [(int(r), float(e.value), int(e.timestamp)) for r, e in zip(rows, new, strict=True) if r >= 0]
         if not online and not hidden:
             return OnlineHistory(None, (), False)
         base = History(np.zeros(0, np.int64), np.zeros(0, np.float32)) if hidden else self.recommender.history(state.user_id)

@@ -20,10 +20,11 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -132,6 +133,15 @@ class EventLog:
 
     def purge_user(self, user_id: str) -> set[str]:
         """Rewrite the log without ``user_id``'s events (atomically); returns their event ids."""
+        return self._drop(lambda raw: str(raw["user_id"]) == user_id)
+
+    def drop_learned(self, upto: float) -> int:
+        """Rewrite the log without the events accepted at or before ``upto`` (every retained bundle
+        has learned them; the trainer keeps its own copy); returns how many were dropped."""
+        return len(self._drop(lambda raw: float(raw["accepted_at"]) <= upto))
+
+    def _drop(self, drop: Callable[[dict[str, Any]], bool]) -> set[str]:
+        """Rewrite the log (atomically, under the lock) without the events ``drop`` picks; their ids."""
         with self._locked():
             kept: list[bytes] = []
             removed: set[str] = set()
@@ -141,8 +151,8 @@ class EventLog:
                         continue
                     try:
                         raw = json.loads(line)
-                        mine = str(raw["user_id"]) == user_id
-                    except (ValueError, KeyError):
+                        mine = drop(raw)
+                    except (ValueError, KeyError, TypeError):
                         mine = False
                     if mine:
                         removed.add(str(raw.get("event_id", "")))
@@ -208,13 +218,14 @@ def deleted_users(events_dir: str | Path | None = None, *, redis_url: str | None
 
 
 def read_accepted_events(events_dir: str | Path | None = None, *, redis_url: str | None = None,
-                         prefix: str = "hybridrec", since: float | None = None) -> pd.DataFrame:
+                         prefix: str = "hybridrec", since: float | None = None,
+                         upto: float | None = None) -> pd.DataFrame:
     """Every accepted interaction, for the next training run.
 
     Columns user_id, item_id (str, external ids), value (float32), timestamp (int64), accepted_at
     (float64), event_id; one row per event (an event in both the log and Redis counts once),
     ordered by accepted_at. Events of a user accepted before that user's deletion are left out;
-    ``since`` keeps only events accepted after that time.
+    ``since`` keeps only events accepted after that time, ``upto`` only those accepted at or before.
     """
     if events_dir is None and redis_url is None:
         raise ValueError("read_accepted_events needs events_dir or redis_url")
@@ -231,7 +242,8 @@ def read_accepted_events(events_dir: str | Path | None = None, *, redis_url: str
             deletions[u] = max(deletions.get(u, 0.0), d.deleted_at)
     rows = [
         e for e in events.values()
-        if e.accepted_at > deletions.get(e.user_id, float("-inf")) and (since is None or e.accepted_at > since)
+        if e.accepted_at > deletions.get(e.user_id, float("-inf"))
+        and (since is None or e.accepted_at > since) and (upto is None or e.accepted_at <= upto)
     ]
     rows.sort(key=lambda e: (e.accepted_at, e.event_id))
     frame = pd.DataFrame(
@@ -245,3 +257,37 @@ def read_accepted_events(events_dir: str | Path | None = None, *, redis_url: str
         }
     )
     return frame
+
+
+def trim_learned(events_dir: str | Path | None = None, *, redis_url: str | None = None,
+                 prefix: str = "hybridrec", upto: float) -> int:
+    """Drop the online copies of events accepted at or before ``upto`` (the smallest training
+    cutoff of the retained bundle versions: every version a server may load has learned them):
+    from the log, the Redis stream and the per-user lists. Returns how many copies were dropped."""
+    dropped = EventLog(events_dir).drop_learned(upto) if events_dir is not None else 0
+    if redis_url is None:
+        return dropped
+    import redis
+
+    from graphql_api.store import RedisKeys
+
+    keys = RedisKeys(prefix)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        start = "-"
+        while True:
+            chunk = client.xrange(keys.stream, min=start, count=1000)
+            if not chunk:
+                break
+            pipe = client.pipeline(transaction=False)
+            for sid, fields in chunk:
+                event = Event.from_json(fields[b"e"])
+                if event.accepted_at <= upto:
+                    pipe.xdel(keys.stream, sid)
+                    pipe.lrem(keys.user(event.user_id, "events"), 1, sid + b"|" + fields[b"e"])
+                    dropped += 1
+            pipe.execute()
+            start = "(" + chunk[-1][0].decode()
+    finally:
+        client.close()
+    return dropped

@@ -83,11 +83,15 @@ class RedisKeys:
 # -- Lua scripts (atomic multi-key updates) ------------------------------------------------------
 
 _ADD_EVENTS = """
--- KEYS[1] stream; ARGV: groups of (events key, generation key, cache-tags key, event json)
+-- KEYS[1] stream; ARGV[1] events kept per user; then groups of (events key, generation key,
+-- cache-tags key, event json). The stream keeps every event for the trainer (until trimmed once
+-- learned); a user's list only the newest, which is all a fold-in reads.
 local touched = {}
-for i = 1, #ARGV, 4 do
+local cap = tonumber(ARGV[1])
+for i = 2, #ARGV, 4 do
   local sid = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i + 3])
   redis.call('RPUSH', ARGV[i], sid .. '|' .. ARGV[i + 3])
+  redis.call('LTRIM', ARGV[i], -cap, -1)
   touched[ARGV[i + 1]] = ARGV[i + 2]
 end
 for gen_key, tags_key in pairs(touched) do
@@ -95,7 +99,7 @@ for gen_key, tags_key in pairs(touched) do
   for _, k in ipairs(redis.call('SMEMBERS', tags_key)) do redis.call('DEL', k) end
   redis.call('DEL', tags_key)
 end
-return #ARGV / 4
+return (#ARGV - 1) / 4
 """
 
 _PURGE_USER = """
@@ -648,7 +652,7 @@ class Store:
             self._pending.append(("events", events))
 
     async def _redis_add(self, events: list[Event]) -> None:
-        args: list[str] = []
+        args: list[str] = [str(self.settings.history_cap)]
         for e in events:
             args += [self.keys.user(e.user_id, "events"), self.keys.user(e.user_id, "gen"),
                      self.keys.user(e.user_id, "cache"), e.to_json()]

@@ -63,6 +63,7 @@ from models.base import FactorModel
 
 __all__ = [
     "Bundle", "BundleInfo", "publish", "load", "list_bundles", "latest_version", "rollback", "version_path",
+    "set_latest", "remove_version",
     "default_cache_dir", "FORMAT",
 ]
 
@@ -114,6 +115,17 @@ class Bundle:
     def signals(self) -> tuple[str, ...]:
         return self.fusion.signals
 
+    @property
+    def events_cutoff(self) -> float:
+        """The API clock time up to which this bundle learned the API's accepted events (their
+        ``accepted_at``); -inf for a bundle trained without them (every online event is then new)."""
+        return events_cutoff(self.manifest)
+
+    @property
+    def deletions_read_at(self) -> float:
+        """When training read the deletions: a user deleted later is still in this bundle."""
+        return deletions_read_at(self.manifest)
+
     @cached_property
     def seen_by_item(self) -> sp.csc_matrix:
         """The training interactions by item (column access), built on first use."""
@@ -141,6 +153,22 @@ class BundleInfo:
     """The version folder: a Path under a local root, a URL under any other."""
     is_latest: bool
     metrics: dict[str, Any]
+    events_cutoff: float = float("-inf")
+    """See Bundle.events_cutoff."""
+
+
+def events_cutoff(manifest: dict[str, Any]) -> float:
+    """See Bundle.events_cutoff (from a manifest, without loading the bundle)."""
+    facts = (manifest.get("dataset") or {}).get("events") or {}
+    return float(facts.get("cutoff", float("-inf")))
+
+
+def deletions_read_at(manifest: dict[str, Any]) -> float:
+    """See Bundle.deletions_read_at; a bundle from before this was recorded: its creation time."""
+    facts = (manifest.get("dataset") or {}).get("events") or {}
+    if "read_at" in facts:
+        return float(facts["read_at"])
+    return datetime.fromisoformat(str(manifest["created_at"])).timestamp()
 
 
 # -- publish -------------------------------------------------------------------------------------
@@ -155,8 +183,11 @@ def publish(
     params: dict[str, Any],
     version: str | None = None,
     index_config: IndexConfig | None = None,
+    make_latest: bool = True,
 ) -> str | Path:
     """Write a new bundle version under ``root`` and point ``latest`` at it; returns its folder.
+
+    ``make_latest=False`` leaves ``latest`` alone (a candidate to compare before ``set_latest``).
 
     ``root`` is a local folder (the result is a Path) or an fsspec URL (the result is the version's
     URL). ``weights`` are the tuned blend weights (variant 'tuned' must carry the same);
@@ -225,7 +256,8 @@ def publish(
         with tempfile.TemporaryDirectory(prefix=f"hybridrec-{version}-") as staging:
             _write_version(Path(staging), fusion, dataset, manifest, index_config)
             _upload(Path(staging), str(version_path(root, version)))
-    _point_latest(root, version)
+    if make_latest:
+        _point_latest(root, version)
     return version_path(root, version)
 
 
@@ -305,6 +337,9 @@ def _dataset_facts(dataset: Dataset) -> dict[str, Any]:
         "items": m.get("items", dataset.n_items),
         "interactions": m.get("interactions"),
         "splits": m.get("splits"),
+        # which of the API's accepted events the dataset holds: those accepted up to 'cutoff';
+        # deletions were applied as recorded at 'read_at' (cluster.event_intake)
+        "events": (m.get("extra") or {}).get("events"),
     }
 
 
@@ -404,7 +439,7 @@ def list_bundles(root: str | Path) -> list[BundleInfo]:
         except (OSError, json.JSONDecodeError):
             continue
         out.append(BundleInfo(name, str(m.get("created_at", "")), version_path(root, name), name == latest,
-                              dict(m.get("metrics", {}))))
+                              dict(m.get("metrics", {})), events_cutoff(m)))
     return sorted(out, key=lambda b: (b.created_at, b.version))
 
 
@@ -418,6 +453,32 @@ def rollback(root: str | Path, version: str, cache_dir: str | Path | None = None
     load(target, cache_dir=cache_dir)
     _point_latest(root, version)
     return target
+
+
+def set_latest(root: str | Path, version: str) -> str | Path:
+    """Point ``latest`` at a published version (a candidate that passed its comparison)."""
+    _check_version(version)
+    if not _exists(version_path(root, version), "manifest.json"):
+        raise BundleError(f"no bundle version {version!r} in {root}")
+    _point_latest(root, version)
+    return version_path(root, version)
+
+
+def remove_version(root: str | Path, version: str) -> None:
+    """Delete a version that is not ``latest`` (a refused candidate, an old or erased one)."""
+    _check_version(version)
+    if latest_version(root) == version:
+        raise BundleError(f"bundle version {version!r} is latest in {root}: point latest elsewhere first")
+    fs, path = _filesystem(version_path(root, version))
+    local = _local(version_path(root, version))
+    if local is not None:
+        # renamed away first, so no reader ever sees half a version
+        trash = local.with_name(f".removed-{version}-{uuid.uuid4().hex[:8]}")
+        os.rename(local, trash)
+        shutil.rmtree(trash)
+    elif fs.exists(path):
+        fs.rm(f"{path}/manifest.json")  # no longer a version, then the rest
+        fs.rm(path, recursive=True)
 
 
 # -- load ----------------------------------------------------------------------------------------

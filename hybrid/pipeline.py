@@ -392,7 +392,7 @@ def tune(dataset: Dataset | str | Path, config: PipelineConfig | None = None,
 
 
 def publish_bundle(bundle_root: str | Path, fusion: Fusion, dataset: Dataset, weights: Mapping[str, float],
-                   metrics: Mapping[str, Any], params: Mapping[str, Any]) -> str | Path:
+                   metrics: Mapping[str, Any], params: Mapping[str, Any], *, make_latest: bool = True) -> str | Path:
     """Publish the serving bundle (hybrid.bundle.publish) with the tuned weights as variant 'tuned'."""
     from hybrid.bundle import publish
     from hybrid.fusion import check_weights
@@ -400,7 +400,7 @@ def publish_bundle(bundle_root: str | Path, fusion: Fusion, dataset: Dataset, we
 
     tuned = check_weights(weights, fusion.signals)
     return publish(bundle_root, fusion, dataset, weights=tuned, variants=Variants(fusion.signals, tuned),
-                   metrics=dict(metrics), params=dict(params))
+                   metrics=dict(metrics), params=dict(params), make_latest=make_latest)
 
 
 def run_pipeline(
