@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from graphql_api.events import deleted_users, read_accepted_events
+from graphql_api.events import deleted_users, erasure_salt, read_accepted_events, user_key
 
 EVENTS_FILE = "events.parquet"
 SETTLE_SECONDS = 60.0
@@ -50,7 +51,15 @@ class Intake:
     new: int
     """Events read in this run (after the previous cutoff)."""
     deletions: dict[str, float]
-    """User id -> deletion time of every deletion the stores hold."""
+    """User key -> deletion time of every deletion the stores hold (graphql_api.events.user_key)."""
+    salt: bytes = b""
+    """The salt of those user keys."""
+
+    def deleted_ids(self, user_ids: Iterable[str]) -> set[str]:
+        """Which of ``user_ids`` were deleted (at any time)."""
+        if not self.deletions:
+            return set()
+        return {u for u in map(str, user_ids) if user_key(self.salt, u) in self.deletions}
 
 
 def _empty() -> pd.DataFrame:
@@ -83,11 +92,12 @@ def _write(data_root: Path, events: pd.DataFrame, cutoff: float) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def without_deleted(events: pd.DataFrame, deletions: dict[str, float]) -> pd.DataFrame:
+def without_deleted(events: pd.DataFrame, deletions: dict[str, float], salt: bytes) -> pd.DataFrame:
     """Events minus those of a deleted user accepted before that user's deletion."""
     if not deletions or events.empty:
         return events
-    deleted_at = events["user_id"].map(deletions).astype("float64").fillna(float("-inf"))
+    keys = {u: user_key(salt, u) for u in events["user_id"].unique()}
+    deleted_at = events["user_id"].map(keys).map(deletions).astype("float64").fillna(float("-inf"))
     return events[events["accepted_at"].to_numpy() > deleted_at.to_numpy()].reset_index(drop=True)
 
 
@@ -111,9 +121,10 @@ def take_events(
         return Intake(old, previous if previous is not None else cutoff, read_at, 0, {})
     fresh = read_accepted_events(events_dir, redis_url=redis_url, prefix=prefix, since=previous, upto=cutoff)
     deletions = deleted_users(events_dir, redis_url=redis_url, prefix=prefix)
+    salt = erasure_salt(events_dir, redis_url=redis_url, prefix=prefix)
     events = pd.concat([old, fresh], ignore_index=True) if len(old) else fresh
     events = events.drop_duplicates("event_id", keep="first")
-    events = without_deleted(events, deletions).sort_values(["accepted_at", "event_id"], kind="stable")
+    events = without_deleted(events, deletions, salt).sort_values(["accepted_at", "event_id"], kind="stable")
     events = events.reset_index(drop=True)
     _write(root, events, cutoff)
-    return Intake(events, cutoff, read_at, len(fresh), deletions)
+    return Intake(events, cutoff, read_at, len(fresh), deletions, salt)

@@ -89,9 +89,11 @@ def training_source(source: RawSource, intake: Intake, *, upto: float | None = N
     events = intake.events[intake.events["accepted_at"] <= cutoff]
     interactions = source.interactions
     if intake.deletions:
-        deleted = sorted(intake.deletions)
-        interactions = interactions[~interactions["user_id"].astype(str).isin(deleted)]
-        log(f"data: leaving out the source rows of {len(deleted):,} users whose data was deleted on request")
+        users = interactions["user_id"].astype(str).unique().compute()
+        deleted = sorted(intake.deleted_ids(users))
+        if deleted:
+            interactions = interactions[~interactions["user_id"].astype(str).isin(deleted)]
+            log(f"data: leaving out the source rows of {len(deleted):,} users whose data was deleted on request")
     if len(events):
         frame = events[["user_id", "item_id", "value", "timestamp"]].astype("string")
         interactions = dd.concat([interactions, dd.from_pandas(frame, npartitions=1)])

@@ -10,14 +10,18 @@ Two places hold them, either or both depending on configuration:
 
 The trainer calls ``read_accepted_events`` and ``deleted_users``: the first gives every accepted
 interaction (deduplicated across both places, deleted users' earlier events left out), the
-second the users whose data must be left out of the next training run.
+second the users whose data must be left out of the next training run. Deletions are recorded
+under a salted hash of the user id (``user_key``), never the id itself.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import hmac
 import json
 import os
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -64,11 +68,60 @@ class Event:
 
 @dataclass(frozen=True)
 class Deletion:
-    """A user's data was purged at ``deleted_at``; training must leave the user out."""
+    """A user's data was purged at ``deleted_at``; training must leave the user out.
 
-    user_id: str
+    Recorded under ``user_key`` (``user_key(salt, user_id)``), never the raw id: the record outlives
+    the user's data, and must not be a trace of it."""
+
+    user_key: str
     deleted_at: float
     events_removed: int = 0
+
+
+SALT_FILE = "erasure.salt"
+SALT_ENV = "HYBRIDREC_ERASURE_SALT"
+
+
+def user_key(salt: bytes, user_id: str) -> str:
+    """The salted hash a deletion (and a user's Redis generation key) is recorded under:
+    HMAC-SHA256 of the id, 32 hex characters. Without the salt it cannot be turned back into ids
+    by trying them."""
+    return hmac.new(salt, str(user_id).encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def new_salt() -> bytes:
+    return secrets.token_hex(32).encode()
+
+
+def salt_key(prefix: str) -> str:
+    return f"{prefix}:salt"
+
+
+def salt_from_redis(client: Any, prefix: str) -> bytes:
+    """The deployment's salt kept in Redis (``<prefix>:salt``), created once (SET NX)."""
+    client.set(salt_key(prefix), new_salt(), nx=True)
+    return bytes(client.get(salt_key(prefix)))
+
+
+def erasure_salt(events_dir: str | Path | None = None, *, redis_url: str | None = None,
+                 prefix: str = "hybridrec") -> bytes:
+    """The salt of deletion records: $HYBRIDREC_ERASURE_SALT, else the events folder's
+    ``erasure.salt``, else Redis's (each created once, at random, where it is kept). The API and
+    the trainer resolve it the same way, so they agree."""
+    configured = os.environ.get(SALT_ENV)
+    if configured:
+        return configured.encode()
+    if events_dir is not None:
+        return EventLog(events_dir).salt
+    if redis_url is None:
+        raise ValueError("erasure_salt needs events_dir or redis_url (or $HYBRIDREC_ERASURE_SALT)")
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return salt_from_redis(client, prefix)
+    finally:
+        client.close()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -102,6 +155,30 @@ class EventLog:
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+    @property
+    def salt(self) -> bytes:
+        """$HYBRIDREC_ERASURE_SALT, else this folder's ``erasure.salt`` (created once, mode 0600)."""
+        configured = os.environ.get(SALT_ENV)
+        if configured:
+            return configured.encode()
+        path = self.folder / SALT_FILE
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            for _ in range(100):  # another process may be writing it right now
+                value = path.read_bytes().strip()
+                if value:
+                    return value
+                time.sleep(0.01)
+            raise RuntimeError(f"{path} is empty: delete it (no deletion can have used it)") from None
+        try:
+            os.write(fd, new_salt())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(self.folder)
+        return path.read_bytes().strip()
 
     def _append(self, path: Path, lines: list[str]) -> None:
         if not lines:
@@ -172,23 +249,29 @@ class EventLog:
         self._append(self.deletions_path, [json.dumps(asdict(deletion), separators=(",", ":"))])
 
     def deletions(self) -> dict[str, Deletion]:
-        """The latest deletion per user."""
+        """The latest deletion per user key."""
         out: dict[str, Deletion] = {}
         with open(self.deletions_path, "rb") as fh:
             for line in fh:
                 if line.strip():
                     try:
-                        raw = json.loads(line)
-                        out[str(raw["user_id"])] = Deletion(str(raw["user_id"]), float(raw["deleted_at"]),
-                                                            int(raw.get("events_removed", 0)))
+                        d = deletion_from_json(line, self)
                     except (ValueError, KeyError):
                         continue
+                    out[d.user_key] = d
         return out
+
+
+def deletion_from_json(line: str | bytes, log_: EventLog) -> Deletion:
+    """A deletions.jsonl line (a line of an older log, with the raw ``user_id``, is keyed now)."""
+    raw = json.loads(line)
+    key = str(raw["user_key"]) if "user_key" in raw else user_key(log_.salt, str(raw["user_id"]))
+    return Deletion(key, float(raw["deleted_at"]), int(raw.get("events_removed", 0)))
 
 
 # -- for the trainer ---------------------------------------------------------------------------
 
-def _redis_events(redis_url: str, prefix: str) -> tuple[list[Event], dict[str, Deletion]]:
+def _redis_events(redis_url: str, prefix: str) -> tuple[list[Event], dict[str, float]]:
     import redis
 
     from graphql_api.store import RedisKeys
@@ -197,9 +280,7 @@ def _redis_events(redis_url: str, prefix: str) -> tuple[list[Event], dict[str, D
     client = redis.Redis.from_url(redis_url)
     try:
         events = [Event.from_json(fields[b"e"]) for _, fields in client.xrange(keys.stream)]
-        deletions = {
-            k.decode(): Deletion(k.decode(), float(v)) for k, v in client.hgetall(keys.deletions).items()
-        }
+        deletions = {k.decode(): float(v) for k, v in client.hgetall(keys.deletions).items()}
     finally:
         client.close()
     return events, deletions
@@ -207,13 +288,14 @@ def _redis_events(redis_url: str, prefix: str) -> tuple[list[Event], dict[str, D
 
 def deleted_users(events_dir: str | Path | None = None, *, redis_url: str | None = None,
                   prefix: str = "hybridrec") -> dict[str, float]:
-    """User id -> deletion time of every user whose data was deleted; training leaves them out."""
+    """User key (``user_key(erasure_salt(...), id)``) -> deletion time of every user whose data
+    was deleted; training leaves their earlier data out."""
     out: dict[str, float] = {}
     if events_dir is not None:
-        out.update({u: d.deleted_at for u, d in EventLog(events_dir).deletions().items()})
+        out.update({k: d.deleted_at for k, d in EventLog(events_dir).deletions().items()})
     if redis_url is not None:
-        for u, d in _redis_events(redis_url, prefix)[1].items():
-            out[u] = max(out.get(u, 0.0), d.deleted_at)
+        for k, t in _redis_events(redis_url, prefix)[1].items():
+            out[k] = max(out.get(k, 0.0), t)
     return out
 
 
@@ -234,15 +316,17 @@ def read_accepted_events(events_dir: str | Path | None = None, *, redis_url: str
     if events_dir is not None:
         log = EventLog(events_dir)
         events.update((e.event_id, e) for e in log.read())
-        deletions.update({u: d.deleted_at for u, d in log.deletions().items()})
+        deletions.update({k: d.deleted_at for k, d in log.deletions().items()})
     if redis_url is not None:
         stream, dels = _redis_events(redis_url, prefix)
         events.update((e.event_id, e) for e in stream)
-        for u, d in dels.items():
-            deletions[u] = max(deletions.get(u, 0.0), d.deleted_at)
+        for k, t in dels.items():
+            deletions[k] = max(deletions.get(k, 0.0), t)
+    salt = erasure_salt(events_dir, redis_url=redis_url, prefix=prefix)
+    keys = {u: user_key(salt, u) for u in {e.user_id for e in events.values()}} if deletions else {}
     rows = [
         e for e in events.values()
-        if e.accepted_at > deletions.get(e.user_id, float("-inf"))
+        if e.accepted_at > deletions.get(keys.get(e.user_id, ""), float("-inf"))
         and (since is None or e.accepted_at > since) and (upto is None or e.accepted_at <= upto)
     ]
     rows.sort(key=lambda e: (e.accepted_at, e.event_id))

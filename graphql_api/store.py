@@ -41,7 +41,7 @@ from urllib.parse import quote
 import anyio.to_thread
 
 from graphql_api.errors import EventStoreUnavailable
-from graphql_api.events import Deletion, Event, EventLog
+from graphql_api.events import SALT_ENV, Deletion, Event, EventLog, deletion_from_json, new_salt, salt_key, user_key
 from graphql_api.logs import get_logger
 from graphql_api.metrics import Metrics
 from graphql_api.settings import Settings
@@ -71,7 +71,13 @@ class RedisKeys:
         return f"{self.prefix}:deletions"
 
     def user(self, user_id: str, what: str) -> str:
+        """A key holding the user's data (deleted with it)."""
         return f"{self.prefix}:u:{quote(user_id, safe='')}:{what}"
+
+    def keyed(self, user_key: str, what: str) -> str:
+        """A key that may outlive the user's data (generation, cache tags): named by the salted
+        hash (graphql_api.events.user_key), so it is no trace of the id."""
+        return f"{self.prefix}:h:{user_key}:{what}"
 
     def response(self, key: str) -> str:
         return f"{self.prefix}:resp:{key}"
@@ -103,7 +109,7 @@ return (#ARGV - 1) / 4
 """
 
 _PURGE_USER = """
--- KEYS[1] stream, KEYS[2] deletions hash; ARGV: events key, generation key, tags key, user id, deleted_at
+-- KEYS[1] stream, KEYS[2] deletions hash; ARGV: events key, generation key, tags key, user key, deleted_at
 local out = {0}
 for _, item in ipairs(redis.call('LRANGE', ARGV[1], 0, -1)) do
   local sep = string.find(item, '|', 1, true)
@@ -219,6 +225,15 @@ def _decode_entry(raw: bytes) -> CachedAnswer:
     return CachedAnswer(meta["op"], body, tuple(meta.get("v", ())))
 
 
+async def _salt_from_redis(r: Any, prefix: str) -> bytes:
+    """graphql_api.events.salt_from_redis on the API's asyncio client."""
+    configured = os.environ.get(SALT_ENV)
+    if configured:
+        return configured.encode()
+    await r.set(salt_key(prefix), new_salt(), nx=True)
+    return bytes(await r.get(salt_key(prefix)))
+
+
 # -- local state (tail of the shared JSONL log) --------------------------------------------------
 
 class LocalState:
@@ -226,8 +241,10 @@ class LocalState:
 
     def __init__(self, log_: EventLog, cap: int = 500) -> None:
         self.log = log_
+        self.salt = log_.salt
         self.cap = cap
-        """Events kept per user (the newest); the log keeps them all."""
+        """Events kept per user (the newest); the log keeps them all. Every dict here is keyed by
+        the user key (graphql_api.events.user_key), as deletions are recorded."""
         self.events: dict[str, list[Event]] = {}
         self.deleted: dict[str, float] = {}
         self.generations: dict[str, int] = {}
@@ -261,10 +278,10 @@ class LocalState:
         lines, self._del, _ = self._read_new(self.log.deletions_path, self._del)
         for line in lines:
             try:
-                raw = json.loads(line)
-            except ValueError:
+                deletion = deletion_from_json(line, self.log)
+            except (ValueError, KeyError):
                 continue
-            user, at = str(raw["user_id"]), float(raw["deleted_at"])
+            user, at = deletion.user_key, deletion.deleted_at
             self.deleted[user] = max(at, self.deleted.get(user, 0.0))
             if user in self.events:
                 kept = [e for e in self.events[user] if e.accepted_at > at]
@@ -281,23 +298,25 @@ class LocalState:
                 event = Event.from_json(line)
             except (ValueError, KeyError):
                 continue
-            if event.accepted_at <= self.deleted.get(event.user_id, float("-inf")):
+            key = user_key(self.salt, event.user_id)
+            if event.accepted_at <= self.deleted.get(key, float("-inf")):
                 continue
-            kept = self.events.setdefault(event.user_id, [])
+            kept = self.events.setdefault(key, [])
             kept.append(event)
             if len(kept) >= 2 * self.cap:  # trimmed in halves: amortised O(1) per event
                 del kept[: len(kept) - self.cap]
-            changed.add(event.user_id)
+            changed.add(key)
         for user in changed:
             self._bump(user)
         return changed
 
     def state(self, user_id: str) -> UserState:
+        key = user_key(self.salt, user_id)
         return UserState(
             user_id,
-            tuple(self.events.get(user_id, ())[-self.cap:]),
-            self.deleted.get(user_id),
-            {user_id: str(self.generations.get(user_id, 0))},
+            tuple(self.events.get(key, ())[-self.cap:]),
+            self.deleted.get(key),
+            {key: str(self.generations.get(key, 0))},
         )
 
 
@@ -457,10 +476,13 @@ class Store:
         self.redis: Any = None
         self._redis_up: bool | None = None
         self._retry_at = 0.0
-        self._pending: list[tuple[str, Any]] = []  # ("events", [Event]) / ("delete", Deletion)
+        self._pending: list[tuple[str, Any]] = []  # ("events", [Event]) / ("delete", (user id, Deletion))
         self._flush_lock = asyncio.Lock()
         self._flush_task: asyncio.Task[None] | None = None
         self._scripts: dict[str, Any] = {}
+        self._salt: bytes | None = self.log.salt if self.log is not None else None
+        """The salt of user keys: the events folder's when there is one, else Redis's (read on
+        first use; graphql_api.events.erasure_salt resolves it the same way for the trainer)."""
         self.redis_durable: bool | None = None
         """Redis-only mode: whether Redis persists every write it acknowledges (AOF on), checked at
         start and whenever Redis comes back; None: not known yet (Redis not reached)."""
@@ -603,24 +625,34 @@ class Store:
             for user in self.local.sync():
                 self.cache.drop_user(user)
 
+    async def user_key(self, user_id: str) -> str:
+        """The salted hash deletions and generation keys use (raises RedisUnavailable in Redis-only
+        mode while Redis cannot be asked for the salt)."""
+        if self._salt is None:
+            prefix = self.settings.redis_prefix
+            self._salt = await self._redis(lambda r: _salt_from_redis(r, prefix))
+        return user_key(self._salt, user_id)
+
     # -- user state --------------------------------------------------------------------------------
     async def user_state(self, user_id: str) -> UserState:
         local = self.local.state(user_id) if self.local is not None else UserState(user_id)
         pending = [e for kind, p in self._pending if kind == "events" for e in p if e.user_id == user_id]
         if self.redis is None:
             return local
-        gen_key = self.keys.user(user_id, "gen")
-
-        def fetch(r: Any) -> Awaitable[list[Any]]:
-            pipe = r.pipeline(transaction=False)
-            pipe.lrange(self.keys.user(user_id, "events"), -self.settings.history_cap, -1)  # the newest only
-            pipe.get(gen_key)
-            pipe.hget(self.keys.deletions, user_id)
-            return pipe.execute()
-
         try:
+            key = await self.user_key(user_id)
+            gen_key = self.keys.keyed(key, "gen")
+
+            def fetch(r: Any) -> Awaitable[list[Any]]:
+                pipe = r.pipeline(transaction=False)
+                pipe.lrange(self.keys.user(user_id, "events"), -self.settings.history_cap, -1)  # the newest only
+                pipe.get(gen_key)
+                pipe.hget(self.keys.deletions, key)
+                return pipe.execute()
+
             items, gen, deleted = await self._redis(fetch)
         except RedisUnavailable:
+            gen_key = "unavailable"
             # uncacheable: the tags hold a generation no cache entry can have
             return UserState(user_id, _dedupe([*local.events, *pending]), local.deleted_at, {gen_key: "unavailable"})
         remote = [Event.from_json(item.split(b"|", 1)[1]) for item in items]
@@ -654,20 +686,26 @@ class Store:
     async def _redis_add(self, events: list[Event]) -> None:
         args: list[str] = [str(self.settings.history_cap)]
         for e in events:
-            args += [self.keys.user(e.user_id, "events"), self.keys.user(e.user_id, "gen"),
-                     self.keys.user(e.user_id, "cache"), e.to_json()]
+            key = await self.user_key(e.user_id)
+            args += [self.keys.user(e.user_id, "events"), self.keys.keyed(key, "gen"),
+                     self.keys.keyed(key, "cache"), e.to_json()]
         await self._redis(lambda r: self._scripts["add"](keys=[self.keys.stream], args=args))
 
     # -- deletion ----------------------------------------------------------------------------------
     async def delete_user(self, user_id: str) -> DeletionReport:
-        """Purge a user's events, cached answers and online state; record the deletion."""
+        """Purge a user's events, cached answers and online state; record the deletion (under the
+        user key, not the id)."""
         await self._require_durable()  # a deletion undone by a crash would bring the user back
-        deletion = Deletion(user_id, time.time())
+        try:
+            key = await self.user_key(user_id)
+        except RedisUnavailable as err:  # Redis-only mode: the salt is in Redis
+            raise EventStoreUnavailable("the event store (redis) is unavailable; retry later") from err
+        deletion = Deletion(key, time.time())
         removed_ids: set[str] = set()
-        cached = self.cache.drop_user(user_id)  # before the purge below resyncs (and drops) them
+        cached = self.cache.drop_user(key)  # before the purge below resyncs (and drops) them
         had_state = False
         if self.log is not None:
-            had_state = bool(self.local and self.local.events.get(user_id))
+            had_state = bool(self.local and self.local.events.get(key))
             removed_ids |= await anyio.to_thread.run_sync(self.log.purge_user, user_id)
             await anyio.to_thread.run_sync(self.log.record_deletion, deletion)
             self.sync_local()
@@ -681,22 +719,23 @@ class Store:
             try:
                 if self._pending:
                     raise RedisUnavailable("queue not replayed yet")
-                ids, n_cached = await self._redis_purge(deletion)
+                ids, n_cached = await self._redis_purge((user_id, deletion))
                 removed_ids |= ids
                 cached += n_cached
                 had_state = had_state or bool(ids)
             except RedisUnavailable as err:
                 if self.log is None:
                     raise EventStoreUnavailable("the event store (redis) is unavailable; retry later") from err
-                self._pending.append(("delete", deletion))
+                self._pending.append(("delete", (user_id, deletion)))
                 self._schedule_flush()
         return DeletionReport(events=len(removed_ids), cached_answers=cached, online_state=had_state)
 
-    async def _redis_purge(self, deletion: Deletion) -> tuple[set[str], int]:
-        u = deletion.user_id
+    async def _redis_purge(self, what: tuple[str, Deletion]) -> tuple[set[str], int]:
+        user_id, deletion = what
+        k = deletion.user_key
         out = await self._redis(lambda r: self._scripts["purge"](
             keys=[self.keys.stream, self.keys.deletions],
-            args=[self.keys.user(u, "events"), self.keys.user(u, "gen"), self.keys.user(u, "cache"), u,
+            args=[self.keys.user(user_id, "events"), self.keys.keyed(k, "gen"), self.keys.keyed(k, "cache"), k,
                   repr(deletion.deleted_at)],
         ))
         return {Event.from_json(raw).event_id for raw in out[1:]}, int(out[0])
@@ -730,7 +769,7 @@ class Store:
             return self.cache.put(key, CachedAnswer(operation, bytes(memoryview(body)), variants), tags, ttl)
         if len(body) > self.settings.cache_max_bytes // 16:
             return False  # as the in-process cache: one huge answer must not crowd out thousands
-        users = [k.rsplit(":", 1)[0] + ":cache" for k in tags]  # '<prefix>:u:<id>:gen' -> ':cache'
+        users = [k.rsplit(":", 1)[0] + ":cache" for k in tags]  # '<prefix>:h:<key>:gen' -> ':cache'
         rkey = self._cache_key(key)
         ms = int(ttl * 1000)
 

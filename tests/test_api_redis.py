@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from graphql_api.app import create_app
-from graphql_api.events import deleted_users, read_accepted_events
+from graphql_api.events import deleted_users, erasure_salt, read_accepted_events, user_key
 from tests.api_helpers import RECS, running
 
 pytest_plugins = ["tests.api_helpers"]
@@ -70,7 +70,8 @@ async def test_delete_user_data_in_redis(make_settings, redis_url, tmp_path) -> 
     assert after["recommendations"]["userSource"] == "NO_HISTORY"
     assert read_accepted_events(redis_url=redis_url)["user_id"].tolist() == ["8"]
     assert read_accepted_events(tmp_path / "events", redis_url=redis_url)["user_id"].tolist() == ["8"]
-    assert "3" in deleted_users(redis_url=redis_url)
+    # keyed with the salt the API used: the events folder's, as both stores are configured
+    assert user_key(erasure_salt(tmp_path / "events", redis_url=redis_url), "3") in deleted_users(redis_url=redis_url)
 
 
 async def test_redis_stopped_mid_run_then_back(make_settings, redis_server, redis_url) -> None:

@@ -18,7 +18,7 @@ from distributed import Client, LocalCluster
 from cluster.event_intake import learned
 from cluster.retrain import retrain_once, split_holdout
 from graphql_api.engine import Engine
-from graphql_api.events import Deletion, Event, EventLog
+from graphql_api.events import Deletion, Event, EventLog, user_key
 from graphql_api.store import UserState
 from hybrid.bundle import latest_version, list_bundles, load
 from tests.test_cluster_topology import write_movielens_layout
@@ -163,7 +163,7 @@ def test_gate_refuses_a_worse_candidate_and_removes_it(live: dict[str, Path], so
 def test_a_deletion_retrains_and_publishes_regardless(live: dict[str, Path], source: Path, client: Client) -> None:
     log = EventLog(live["events"])
     log.purge_user("7")
-    log.record_deletion(Deletion("7", time.time()))
+    log.record_deletion(Deletion(user_key(log.salt, "7"), time.time()))
     decision = _retrain(live, source, client, min_new_events=10_000, tolerance=-1.0)
     assert decision.published, decision.reason
     assert decision.reason.startswith("published because 1 user(s) deleted since the live bundle was trained")
