@@ -66,6 +66,13 @@ def _cmd_synth(args: argparse.Namespace) -> str:
     return str(write_parquet(config, args.out, client=_client(args)))
 
 
+def _cmd_prepare(args: argparse.Namespace) -> str:
+    from cluster.jobs import prepare_data
+
+    size = {} if args.synthetic_interactions is None else {"synthetic_interactions": args.synthetic_interactions}
+    return str(prepare_data(os.path.join(args.data_root, "raw"), client=_client(args), **size))
+
+
 def _cmd_train(args: argparse.Namespace) -> str:
     from cluster.jobs import train_job
 
@@ -99,7 +106,7 @@ def _cmd_pipeline(args: argparse.Namespace) -> str:
     from cluster.jobs import pipeline_job
 
     return str(pipeline_job(args.data_root, args.bundle_root, source=args.source, client=_client(args), seed=args.seed,
-                            **_events(args)))
+                            signals=args.signals, generations=args.generations, **_events(args)))
 
 
 def _cmd_retrain(args: argparse.Namespace) -> str:
@@ -238,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(data_sub, "ingest", "Validate, de-duplicate, split and write a dataset folder.", _cmd_ingest)
     p.add_argument("source", help="a MovieLens folder or .zip, or a CSV/Parquet interactions file")
     p.add_argument("--out", required=True, help="dataset folder to write (local path or fsspec URL)")
-    p.add_argument("--format", default="auto", choices=["auto", "movielens", "table"])
+    p.add_argument("--format", default="auto", choices=["auto", "movielens", "synthetic", "table"])
     p.add_argument("--user-col", default="user_id", help="table format: user id column")
     p.add_argument("--item-col", default="item_id", help="table format: item id column")
     p.add_argument("--value-col", default=None, help="table format: value column (default: every row counts 1)")
@@ -251,6 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interactions", type=int, default=1_000_000, help="number of interactions")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="folder to write")
+    scheduler(p)
+
+    p = command(data_sub, "prepare", "Make the pipeline's raw data ready under DATA_ROOT/raw, once: $HYBRIDREC_DATA "
+                "if set, else what an earlier run prepared there, else ml-latest-small downloaded with its "
+                "checksum checked, else synthetic data. Prints the folder.", _cmd_prepare)
+    p.add_argument("--data-root", required=True, help="the pipeline's working folder (the data goes to its raw/)")
+    p.add_argument("--synthetic-interactions", type=int, default=None,
+                   help="size of the synthetic data when the download fails (default: as ml-latest-small, 100,836)")
     scheduler(p)
 
     p = command(sub, "train", "Fit signals on a dataset as one Dask job and save each signal's artifacts.", _cmd_train)
@@ -283,7 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(sub, "pipeline", "Ingest (with the API's accepted events), tune, index and publish a bundle.", _cmd_pipeline)
     p.add_argument("--data-root", required=True, help="working folder (raw/, dataset/, runs/)")
     p.add_argument("--bundle-root", required=True, help=BUNDLE_ROOT_HELP)
-    p.add_argument("--source", default=None, help="raw data (default: $HYBRIDREC_DATA, else download, else synthetic)")
+    p.add_argument("--source", default=None,
+                   help="raw data (default: what `hybridrec data prepare` made ready under DATA_ROOT/raw, "
+                        "else the same steps: $HYBRIDREC_DATA, else download, else synthetic)")
+    p.add_argument("--signals", type=_signals, default=None, help="comma-separated signals to tune (default: all)")
+    p.add_argument("--generations", type=int, default=None, help="GA generations (default: the tuner's)")
     p.add_argument("--seed", type=int, default=0)
     events(p)
     scheduler(p)

@@ -29,6 +29,10 @@ from etl.sources.base import RawSource
 from models.base import FactorModel, TrainData, TrainingOptions, model_class
 
 DEMO_DATASET = "ml-latest-small"
+#: Interactions of the synthetic data used when the download fails (as many as ml-latest-small).
+DEMO_SYNTHETIC_INTERACTIONS = 100_836
+#: Written into the raw folder once the demo's data is there: what it is and where.
+PREPARED_FILE = "prepared.json"
 RUN_FILE = "run.json"
 
 
@@ -44,40 +48,77 @@ def read_source(
     columns: dict[str, str | None] | None = None,
     items: str | Path | None = None,
 ) -> RawSource:
-    """A source from a path: a MovieLens folder/zip, or CSV/Parquet interactions with a mapping."""
+    """A source from a path: a MovieLens folder/zip, a folder written by `hybridrec data synth`, or
+    CSV/Parquet interactions with a mapping."""
     from etl.sources.movielens import read_movielens
+    from etl.sources.synthetic import CONFIG_FILE, read_parquet
     from etl.sources.tabular import read_interactions
 
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no such file or folder")
     if fmt == "auto":
-        fmt = "movielens" if (p.is_dir() and not any(p.glob("*.parquet"))) or p.suffix == ".zip" else "table"
+        if p.is_dir() and (p / CONFIG_FILE).is_file():
+            fmt = "synthetic"
+        else:
+            fmt = "movielens" if (p.is_dir() and not any(p.glob("*.parquet"))) or p.suffix == ".zip" else "table"
     if fmt == "movielens":
         return read_movielens(p)
+    if fmt == "synthetic":
+        return read_parquet(p)
     if fmt == "table":
         return read_interactions(p, items=items, **(columns or {}))
-    raise ValueError(f"unknown source format {fmt!r}; expected auto, movielens or table")
+    raise ValueError(f"unknown source format {fmt!r}; expected auto, movielens, synthetic or table")
 
 
-def demo_source(data_root: str | Path, client: Any = None) -> RawSource:
-    """The demo's data: $HYBRIDREC_DATA if set, else a MovieLens download, else synthetic data."""
+def prepare_data(
+    raw_dir: str | Path, *, client: Any = None, synthetic_interactions: int = DEMO_SYNTHETIC_INTERACTIONS
+) -> Path:
+    """The folder of the demo's raw data, decided once per ``raw_dir`` and kept there.
+
+    $HYBRIDREC_DATA when set (an operator's data: checked, never copied); else what an earlier call
+    prepared in ``raw_dir`` (a restart reuses it, without the network); else MovieLens downloaded
+    and checksum-verified into ``raw_dir``; else synthetic data written there. Each case is logged.
+    """
     from etl.sources.download import download_movielens
-    from etl.sources.synthetic import SyntheticConfig, generate
+    from etl.sources.synthetic import SyntheticConfig, write_parquet
 
     configured = os.environ.get("HYBRIDREC_DATA")
     if configured:
+        read_source(configured)  # an unreadable folder stops here, named
         log(f"data: using HYBRIDREC_DATA={configured}")
-        return read_source(configured)
+        return Path(configured)
+    raw = Path(raw_dir)
+    marker = raw / PREPARED_FILE
+    if marker.is_file():
+        prepared = json.loads(marker.read_text())
+        folder = raw / prepared["folder"]
+        if folder.exists():
+            log(f"data: reusing {prepared['what']} in {folder}, prepared {prepared['prepared_at']} "
+                f"(remove {marker} to prepare the data again)")
+            return folder
+        log(f"data: {folder}, named by {marker}, is gone; preparing the data again")
     try:
-        folder = download_movielens(DEMO_DATASET, data_root)
-        log(f"data: downloaded {DEMO_DATASET} from GroupLens into {folder}")
-        return read_source(folder)
+        folder = download_movielens(DEMO_DATASET, raw)
+        what = f"{DEMO_DATASET} downloaded from GroupLens (checksum verified)"
+        log(f"data: {what} into {folder}")
     except DownloadError as err:
         log(f"data: download failed ({err}); using the synthetic generator instead")
-    config = SyntheticConfig(n_interactions=100_836, seed=0)
-    log(f"data: synthetic MovieLens-like data, {config.n_interactions:,} interactions, seed {config.seed}")
-    return generate(config, client=client)
+        config = SyntheticConfig(n_interactions=synthetic_interactions, seed=0)
+        folder = raw / "synthetic"
+        _replace_dir(folder, lambda tmp: write_parquet(config, tmp, client=client))
+        what = f"synthetic MovieLens-like data ({config.n_interactions:,} interactions, seed {config.seed})"
+        log(f"data: {what} written to {folder}")
+    written = marker.with_name(f".{marker.name}.tmp-{uuid.uuid4().hex[:8]}")
+    written.write_text(json.dumps({"what": what, "folder": folder.name,
+                                   "prepared_at": datetime.now(UTC).isoformat(timespec="seconds")}))
+    written.replace(marker)
+    return folder
+
+
+def demo_source(data_root: str | Path, client: Any = None) -> RawSource:
+    """The demo's data (see ``prepare_data``; ``data_root`` is its raw folder) as a source."""
+    return read_source(prepare_data(data_root, client=client))
 
 
 def training_source(source: RawSource, intake: Intake, *, upto: float | None = None) -> RawSource:
@@ -223,15 +264,19 @@ def evaluate_job(dataset: str | Path, *, run_dir: str | Path | None = None, k: i
 def pipeline_job(
     data_root: str | Path, bundle_root: str | Path, *, source: str | Path | None = None, client: Any = None,
     events_dir: str | Path | None = None, redis_url: str | None = None, seed: int = 0,
+    signals: Sequence[str] | None = None, generations: int | None = None,
 ) -> str | Path:
-    """Everything: data (with the API's accepted events) -> ingest -> tune -> index -> publish."""
+    """Everything: data (with the API's accepted events) -> ingest -> tune -> index -> publish.
+
+    ``signals`` and ``generations`` are the tuner's (default: every signal, the GA's generations).
+    """
     root = Path(data_root)
     raw = read_source(source) if source else demo_source(root / "raw", client=client)
     intake = take_events(root, events_dir, redis_url)
     dataset = root / "dataset"
     ingest_job(training_source(raw, intake), dataset, client=client)
     run = root / "runs" / "latest"
-    tune_job(dataset, run, client=client, seed=seed)
+    tune_job(dataset, run, signals=signals, client=client, seed=seed, generations=generations)
     return index_job(run, bundle_root, dataset)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import shutil
 import socket
 import threading
 import zipfile
@@ -388,6 +389,68 @@ def test_download_unreachable_server(tmp_path: Path) -> None:
     message = str(info.value)
     assert f"could not download http://127.0.0.1:{port}/movielens/ml-100k.zip.md5: " in message
     assert "refused" in message.lower() and "HYBRIDREC_DATA" in message
+
+
+# ---------------------------------------------------------------- the demo's data, prepared once
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_prepare_data_downloads_once_then_reuses_without_network(server, tmp_path: Path, monkeypatch, capsys) -> None:
+    from cluster.jobs import PREPARED_FILE, prepare_data
+
+    base, root, requests = server
+    publish(root, tmp_path)
+    monkeypatch.delenv("HYBRIDREC_DATA", raising=False)
+    monkeypatch.setenv("HYBRIDREC_MOVIELENS_URL", base)
+    raw = tmp_path / "raw"
+    folder = prepare_data(raw)
+    assert folder == raw / "ml-latest-small" and (raw / PREPARED_FILE).is_file()
+    assert "data: ml-latest-small downloaded from GroupLens (checksum verified)" in capsys.readouterr().err
+    assert prepare_data(raw) == folder
+    assert "data: reusing ml-latest-small downloaded" in capsys.readouterr().err
+    assert requests == ["/ml-latest-small.zip.md5", "/ml-latest-small.zip"]  # the second call: no network
+
+
+def test_prepare_data_falls_back_to_synthetic_and_keeps_it(server, tmp_path: Path, monkeypatch, capsys) -> None:
+    from cluster.jobs import prepare_data, read_source
+
+    base, root, requests = server
+    monkeypatch.delenv("HYBRIDREC_DATA", raising=False)
+    monkeypatch.setenv("HYBRIDREC_MOVIELENS_URL", f"http://127.0.0.1:{_closed_port()}/movielens")
+    raw = tmp_path / "raw"
+    folder = prepare_data(raw, synthetic_interactions=600)
+    err = capsys.readouterr().err
+    assert "data: download failed (could not download" in err and "using the synthetic generator instead" in err
+    source = read_source(folder)
+    assert source.name == "synthetic:seed=0,n=600" and len(source.interactions) == 600
+    written = {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
+    publish(root, tmp_path)  # the network is back: the prepared synthetic data is still what is used
+    monkeypatch.setenv("HYBRIDREC_MOVIELENS_URL", base)
+    assert prepare_data(raw, synthetic_interactions=900) == folder
+    assert "data: reusing synthetic MovieLens-like data (600 interactions, seed 0)" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*")} == written and requests == []
+    shutil.rmtree(folder)  # the marker names a folder that is gone: prepared again (now downloaded)
+    assert prepare_data(raw) == raw / "ml-latest-small"
+    assert "is gone; preparing the data again" in capsys.readouterr().err
+
+
+def test_prepare_data_uses_the_operators_data(tmp_path: Path, monkeypatch, capsys) -> None:
+    from cluster.jobs import prepare_data
+
+    own = write_latest_small(tmp_path / "mounted")
+    monkeypatch.setenv("HYBRIDREC_DATA", str(own))
+    monkeypatch.setenv("HYBRIDREC_MOVIELENS_URL", f"http://127.0.0.1:{_closed_port()}/movielens")
+    raw = tmp_path / "raw"
+    assert prepare_data(raw) == own and not raw.exists()
+    assert f"data: using HYBRIDREC_DATA={own}" in capsys.readouterr().err
+    monkeypatch.setenv("HYBRIDREC_DATA", str(tmp_path / "not-mounted"))
+    with pytest.raises(DataError, match="not-mounted: no such file or folder"):
+        prepare_data(raw)
 
 
 def test_download_unknown_name_lists_known() -> None:

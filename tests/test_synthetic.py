@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from distributed import Client, LocalCluster, get_task_stream
 
+from etl.errors import DataError
 from etl.sources import synthetic
 from etl.sources.base import INTERACTION_COLUMNS, ITEM_COLUMNS
 from etl.sources.synthetic import (
@@ -18,6 +19,7 @@ from etl.sources.synthetic import (
     SyntheticConfig,
     generate,
     partition_plan,
+    read_parquet,
     user_activity,
     write_parquet,
 )
@@ -252,3 +254,12 @@ def test_write_parquet_round_trip(client: Client, small, tmp_path) -> None:
     items_back = pd.read_parquet(out / "items.parquet")
     assert items_back.item_id.tolist() == items.item_id.tolist()
     assert [list(g) for g in items_back.genres] == items.genres.tolist()
+    # read_parquet: the source generate() gives, read back from the files
+    source, generated = read_parquet(out), generate(config)
+    pd.testing.assert_frame_equal(_plain(source.interactions.compute()), _plain(df), check_dtype=False)
+    pd.testing.assert_frame_equal(source.items, generated.items)
+    assert (source.name, source.value_range, source.numeric_ids, source.extra["config"]) == (
+        generated.name, generated.value_range, generated.numeric_ids, generated.extra["config"])
+    (out / "synthetic.json").unlink()
+    with pytest.raises(DataError, match=r"synthetic\.json: not a synthetic data config"):
+        read_parquet(out)

@@ -15,6 +15,7 @@ generator fields only, never on the number of workers nor on ``partition_size``.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -25,6 +26,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 
+from etl.errors import DataError
 from etl.sources.base import INTERACTION_COLUMNS, RawSource
 
 #: The 19 MovieLens genres (ml-25m, without "(no genres listed)").
@@ -36,6 +38,8 @@ GENRES: tuple[str, ...] = (
 
 #: Users per random stream; partitions hold whole blocks.
 BLOCK_USERS = 128
+#: The config beside the Parquet files ``write_parquet`` writes.
+CONFIG_FILE = "synthetic.json"
 
 _TAG_WORDS: tuple[str, ...] = (
     "atmospheric", "twist ending", "dark comedy", "based on a book", "thought-provoking",
@@ -432,22 +436,26 @@ def generate(config: SyntheticConfig, *, client: Any | None = None) -> RawSource
         _partition, [config] * len(plan), plan, users,
         meta=_meta(), label="synthetic-interactions", enforce_metadata=False,
     )  # fmt: skip
-    params = asdict(config)
+    return _source(config, frame, items_table(config), len(plan))
+
+
+def _source(config: SyntheticConfig, interactions: dd.DataFrame, items: pd.DataFrame, partitions: int) -> RawSource:
     return RawSource(
         name=f"synthetic:seed={config.seed},n={config.n_interactions}",
-        interactions=frame,
-        items=items_table(config),
+        interactions=interactions,
+        items=items,
         value_range=(0.5, 5.0),
         numeric_ids=True,
         header_lines=0,
-        extra={"generator": "etl.sources.synthetic", "config": params, "partitions": len(plan)},
+        extra={"generator": "etl.sources.synthetic", "config": asdict(config), "partitions": partitions},
     )
 
 
 def write_parquet(
     config: SyntheticConfig, out_dir: str | Path, client: Any | None = None
 ) -> Path:
-    """Write ``out_dir/interactions/`` (a Parquet file per partition) and ``out_dir/items.parquet``.
+    """Write ``out_dir/interactions/`` (a Parquet file per partition), ``out_dir/items.parquet`` and
+    the config as ``out_dir/synthetic.json``, so that ``read_parquet`` gives the same source back.
 
     Runs on ``client`` when given, else on the current Dask scheduler. Returns out_dir.
     """
@@ -461,4 +469,22 @@ def write_parquet(
             name_function=lambda i: f"part.{i:05d}.parquet",
         )  # fmt: skip
     source.items.to_parquet(out / "items.parquet", index=False)
+    (out / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=1))
     return out
+
+
+def read_parquet(folder: str | Path) -> RawSource:
+    """The source ``write_parquet`` wrote into ``folder`` (the same rows, items and facts as ``generate``)."""
+    p = Path(folder)
+    try:
+        config = SyntheticConfig(**json.loads((p / CONFIG_FILE).read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        raise DataError(f"{p / CONFIG_FILE}: not a synthetic data config ({exc})") from None
+    for part in ("interactions", "items.parquet"):
+        if not (p / part).exists():
+            raise DataError(f"{p / part}: missing (the folder is not what `hybridrec data synth` writes)")
+    items = pd.read_parquet(p / "items.parquet")
+    for column in ("genres", "tags"):
+        items[column] = [list(v) for v in items[column]]
+    interactions = dd.read_parquet(p / "interactions", columns=list(INTERACTION_COLUMNS))
+    return _source(config, interactions, items, interactions.npartitions)
