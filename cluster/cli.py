@@ -115,7 +115,8 @@ def _cmd_retrain(args: argparse.Namespace) -> str:
     every = parse_duration(args.every)
     decision = retrain_loop(every, once=args.once, data_root=args.data_root, bundle_root=args.bundle_root,
                             min_new_events=args.min_new_events, tolerance=args.tolerance, source=args.source,
-                            holdout_share=args.holdout_share, keep=args.keep, client=_client(args), **_events(args))
+                            holdout_share=args.holdout_share, keep=args.keep, signals=args.signals,
+                            generations=args.generations, client=_client(args), **_events(args))
     return decision.reason
 
 
@@ -318,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of the new events (the newest) held out to compare the two bundles on")
     p.add_argument("--keep", type=int, default=3,
                    help="bundle versions kept after a publish (live + rollback targets); older ones are removed")
+    p.add_argument("--signals", type=_signals, default=None, help="comma-separated signals to tune (default: all)")
+    p.add_argument("--generations", type=int, default=None, help="GA generations (default: the tuner's)")
     p.add_argument("--data-root", required=True)
     p.add_argument("--bundle-root", required=True, help=BUNDLE_ROOT_HELP)
     p.add_argument("--source", default=None)

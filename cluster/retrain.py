@@ -20,8 +20,10 @@ Every decision is logged with its reason and figures.
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,7 @@ import scipy.sparse as sp
 from cluster.event_intake import SETTLE_SECONDS, Intake, take_events
 from cluster.jobs import demo_source, index_job, ingest_job, log, read_source, training_source, tune_job
 from etl.metrics import ranking_metrics
+from graphql_api.events import user_key
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 HOLDOUT_SHARE = 0.2
@@ -70,14 +73,14 @@ def _live(bundle_root: str | Path) -> Any:
 def holdout_ndcg(bundle: Any, prior: pd.DataFrame, holdout: pd.DataFrame, users: list[str], k: int = K) -> np.ndarray:
     """Per-user NDCG@k of ``bundle`` on each user's held-out items, served as the API would.
 
-    A user's history is the bundle's trained one plus the user's ``prior`` events (accepted after
-    the bundle's cutoff, before the holdout) folded in; seen items are excluded from the ranking
+    A user's history is the bundle's trained one plus the user's ``prior`` events (before the
+    holdout) it has not learned folded in (graphql_api.engine.learned_events, as serving does); seen items are excluded from the ranking
     and from the truth. Users in ``users`` order; NaN where nothing held out is left to find.
     """
+    from graphql_api.engine import learned_events
     from hybrid.recommender import HybridRecommender
 
     recommender = HybridRecommender(bundle)
-    prior = prior[prior["accepted_at"] > bundle.events_cutoff]
     prior_by_user = {u: g for u, g in prior.groupby("user_id", sort=False)}
     truth_by_user = {u: g for u, g in holdout.groupby("user_id", sort=False)}
     out = np.full(len(users), np.nan)
@@ -87,8 +90,10 @@ def holdout_ndcg(bundle: Any, prior: pd.DataFrame, holdout: pd.DataFrame, users:
         mine = prior_by_user.get(user)
         if mine is not None:
             rows = bundle.items.rows(mine["item_id"].astype(str).tolist(), missing="ignore")
-            keep = rows >= 0
-            override = history = history.extend(rows[keep], mine["value"].to_numpy(np.float32)[keep])
+            keep = (rows >= 0) & ~learned_events(history.items, rows, mine["accepted_at"].to_numpy(),
+                                                 bundle.events_cutoff)
+            if keep.any():
+                override = history = history.extend(rows[keep], mine["value"].to_numpy(np.float32)[keep])
         truth = bundle.items.rows(truth_by_user[user]["item_id"].astype(str).tolist(), missing="ignore")
         truth = np.setdiff1d(truth[truth >= 0], history.items)
         if truth.size == 0:
@@ -167,6 +172,9 @@ def retrain_once(
         why = f"published because {forced}; " if forced else ""
         if not figures["users"]:
             why += "no held-out event to compare on; "
+        if forced:
+            for line in erase(bundle_root, root, intake, redis_url):
+                log(f"retrain: erasure: {line}")
         retire(bundle_root, keep, events_dir, redis_url)
         return Decision(True, why + verdict, path, figures)
     remove_version(bundle_root, version)
@@ -189,6 +197,37 @@ def compare(live: Any, candidate_path: str | Path, intake: Intake, holdout: pd.D
         "users": float(both.sum()),
         "held_out_events": float(len(holdout)),
     }
+
+
+def erase(bundle_root: str | Path, data_root: Path, intake: Intake, redis_url: str | None) -> list[str]:
+    """After a publish that left the deleted users out: remove every other trace of them that
+    training keeps. Bundle versions that read the deletions before one of their users was deleted
+    (rollback targets: a rollback must not bring the user back), runs of other datasets under
+    ``data_root/runs`` (their signals hold user factors), and Redis's purged bytes on disk
+    (graphql_api.events.compact_redis). The events file and the dataset were rewritten by this run."""
+    from etl.dataset import Dataset
+    from graphql_api.events import compact_redis
+    from hybrid.bundle import list_bundles, load, remove_version
+
+    done: list[str] = []
+    for info in list_bundles(bundle_root):
+        if info.is_latest:
+            continue
+        bundle = load(info.path, mmap=True)
+        holds = [u for u in intake.deleted_ids(bundle.users.ids)
+                 if intake.deletions[user_key(intake.salt, u)] > bundle.deletions_read_at]
+        del bundle
+        if holds:
+            remove_version(bundle_root, info.version)
+            done.append(f"removed bundle version {info.version} (it holds {len(holds)} deleted user(s))")
+    current = Dataset.open(data_root / "dataset").manifest["content_hash"]
+    for run in sorted((data_root / "runs").glob("*/run.json")):
+        if json.loads(run.read_text()).get("dataset_hash") != current:
+            shutil.rmtree(run.parent)
+            done.append(f"removed run {run.parent.name} (trained on an earlier dataset)")
+    if redis_url is not None:
+        done += compact_redis(redis_url)
+    return done
 
 
 def retire(bundle_root: str | Path, keep: int, events_dir: str | Path | None, redis_url: str | None) -> int:

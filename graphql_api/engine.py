@@ -73,6 +73,16 @@ class OnlineHistory:
     """True when the user's data was deleted after this bundle was trained."""
 
 
+def learned_events(trained_items: np.ndarray, rows: np.ndarray, accepted_at: Sequence[float],
+                   cutoff: float) -> np.ndarray:
+    """Which online events (item rows, acceptance times) a bundle has learned: those accepted up to
+    its ``events_cutoff`` whose item is in the user's trained history. One accepted by then whose
+    item is not there fell in the user's test part (the newest 20%, which the served models are
+    not refit on) or was replaced by a later interaction with the item: it is still to fold in."""
+    before = np.asarray(accepted_at, dtype=np.float64) <= cutoff
+    return before & np.isin(np.asarray(rows), trained_items)
+
+
 def check_first(first: int, field: str = "first") -> int:
     if not 1 <= first <= MAX_FIRST:
         raise BadInput(f"{field} must be between 1 and {MAX_FIRST}, got {first}", field=field)
@@ -191,20 +201,26 @@ class Engine:
     # -- users ------------------------------------------------------------------------------------
     def online_history(self, state: UserState) -> OnlineHistory:
         """The history to fold in for a user: trained interactions plus the online events this bundle
-        has not learned (accepted after its ``events_cutoff``: each event counts once).
+        has not learned (see ``learned_events``: each event counts once).
 
         A user deleted after this bundle read the deletions has no trained history here (the bundle
         still holds it, but it must not be used); one deleted before was left out of training.
         """
         hidden = state.deleted_at is not None and self.bundle.deletions_read_at < state.deleted_at
+        if not state.events and not hidden:
+            return OnlineHistory(None, (), False)
+        trained = History(np.zeros(0, np.int64), np.zeros(0, np.float32)) if hidden \
+            else self.recommender.history(state.user_id)
         online: list[tuple[int, float, int]] = []
-        new = [e for e in state.events if e.accepted_at > self.bundle.events_cutoff]
-        if new:
-            rows = self.item_rows([e.item_id for e in new])
-            online = [(int(r), float(e.value), int(e.timestamp)) for r, e in zip(rows, new, strict=True) if r >= 0]
+        if state.events:
+            rows = self.item_rows([e.item_id for e in state.events])
+            learned = learned_events(trained.items, rows, [e.accepted_at for e in state.events],
+                                     self.bundle.events_cutoff)
+            online = [(int(r), float(e.value), int(e.timestamp))
+                      for r, e, known in zip(rows, state.events, learned, strict=True) if r >= 0 and not known]
         if not online and not hidden:
             return OnlineHistory(None, (), False)
-        base = History(np.zeros(0, np.int64), np.zeros(0, np.float32)) if hidden else self.recommender.history(state.user_id)
+        base = trained
         if online:
             base = base.extend(np.array([o[0] for o in online]), np.array([o[1] for o in online], np.float32))
         return OnlineHistory(base, tuple(online), hidden)

@@ -375,3 +375,76 @@ def trim_learned(events_dir: str | Path | None = None, *, redis_url: str | None 
     finally:
         client.close()
     return dropped
+
+
+def compact_redis(redis_url: str, *, prefix: str = "hybridrec", timeout: float = 120.0) -> list[str]:
+    """Rewrite what Redis keeps on disk so that purged data leaves it; returns what was done.
+
+    XDEL only flags a stream entry: the entry's bytes stay in the stream's node, and snapshots
+    (RDB, and the RDB preamble of a rewritten AOF) copy nodes as they are. So the stream is rebuilt
+    from its live entries first (atomically: WATCH, then one MULTI that copies and renames), then the
+    append-only file is rewritten (BGREWRITEAOF) and, where snapshots are configured, one is taken
+    (BGSAVE); both waited for. Where CONFIG is disabled (managed Redis) the persistence steps that
+    need it are skipped and said so.
+    """
+    import redis
+    from redis.exceptions import ResponseError, WatchError
+
+    from graphql_api.store import RedisKeys
+
+    stream = RedisKeys(prefix).stream
+    rebuilt = f"{stream}:rebuild"
+    done: list[str] = []
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for _ in range(20):
+            with client.pipeline() as pipe:
+                try:
+                    pipe.watch(stream)
+                    entries = pipe.xrange(stream)
+                    pipe.multi()
+                    pipe.delete(rebuilt)
+                    for sid, fields in entries:
+                        pipe.xadd(rebuilt, fields, id=sid)
+                    if entries:
+                        pipe.rename(rebuilt, stream)
+                    else:
+                        pipe.delete(stream)
+                    pipe.execute()
+                    done.append(f"stream rebuilt from its {len(entries):,} live entries")
+                    break
+                except WatchError:
+                    continue  # an event arrived meanwhile: copy again
+        else:
+            raise RuntimeError(f"{stream} changed during 20 rebuild attempts; try again when it is quieter")
+
+        def wait(flag: str, *more: str) -> None:
+            deadline = time.monotonic() + timeout
+            while any(int(client.info("persistence").get(f, 0)) for f in (flag, *more)):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"redis still busy ({flag}) after {timeout:.0f} s")
+                time.sleep(0.05)
+
+        info = client.info("persistence")
+        if int(info.get("aof_enabled", 0)):
+            wait("aof_rewrite_in_progress", "aof_rewrite_scheduled", "rdb_bgsave_in_progress")
+            client.bgrewriteaof()
+            wait("aof_rewrite_in_progress", "aof_rewrite_scheduled")
+            if client.info("persistence").get("aof_last_bgrewrite_status") != "ok":
+                raise RuntimeError("redis could not rewrite its append-only file (see its log)")
+            done.append("append-only file rewritten")
+        try:
+            save = client.config_get("save").get("save", "")
+        except ResponseError:
+            done.append("snapshots not checked (CONFIG is disabled): take one by hand if the server keeps any")
+            return done
+        if save:
+            wait("rdb_bgsave_in_progress", "aof_rewrite_in_progress")
+            client.bgsave()  # forks before it answers: in progress from here until written
+            wait("rdb_bgsave_in_progress")
+            if client.info("persistence").get("rdb_last_bgsave_status") != "ok":
+                raise RuntimeError("redis could not write its snapshot (see its log)")
+            done.append("snapshot rewritten")
+    finally:
+        client.close()
+    return done
