@@ -347,7 +347,8 @@ def trim_learned(events_dir: str | Path | None = None, *, redis_url: str | None 
                  prefix: str = "hybridrec", upto: float) -> int:
     """Drop the online copies of events accepted at or before ``upto`` (the smallest training
     cutoff of the retained bundle versions: every version a server may load has learned them):
-    from the log, the Redis stream and the per-user lists. Returns how many copies were dropped."""
+    from the log, the Redis stream and the per-user lists. Returns how many were dropped from the
+    log and the stream (an event in both counts twice)."""
     dropped = EventLog(events_dir).drop_learned(upto) if events_dir is not None else 0
     if redis_url is None:
         return dropped

@@ -141,7 +141,8 @@ def test_optional_settings_default_to_production_and_are_documented() -> None:
     defaults = {n: d for n, form, d in _VAR.findall(text) if form == ":-"}
     assert defaults == {"HYBRIDREC_DATA": "", "HYBRIDREC_MOVIELENS_URL": "",
                         "HYBRIDREC_SYNTHETIC_INTERACTIONS": str(DEMO_SYNTHETIC_INTERACTIONS),
-                        "HYBRIDREC_SIGNALS": ",".join(DEFAULT_SIGNALS), "HYBRIDREC_GENERATIONS": str(GAConfig().generations)}
+                        "HYBRIDREC_SIGNALS": ",".join(DEFAULT_SIGNALS), "HYBRIDREC_GENERATIONS": str(GAConfig().generations),
+                        "HYBRIDREC_ERASURE_SALT": ""}
     example, readme = (REPO / "deploy.env.example").read_text(), (REPO / "README.md").read_text()
     for name in defaults:
         assert f"# {name}=" in example, f"deploy.env.example does not mention {name}"
