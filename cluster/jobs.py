@@ -281,7 +281,8 @@ def pipeline_job(
 
 
 def format_table(rows: dict[str, dict[str, float]], k: int = 10) -> str:
-    keys = [f"ndcg@{k}", f"recall@{k}", f"precision@{k}", f"map@{k}", f"hit_rate@{k}", f"coverage@{k}"]
+    keys = [f"ndcg@{k}", f"recall@{k}", f"precision@{k}", f"map@{k}", f"hit_rate@{k}", f"coverage@{k}",
+            f"cold_recall@{k}", f"cold_share@{k}"]
     head = f"{'method':<22}" + "".join(f"{key:>14}" for key in keys)
     lines = [head, "-" * len(head)]
     for name, metrics in rows.items():

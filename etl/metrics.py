@@ -15,6 +15,7 @@ import scipy.sparse as sp
 
 __all__ = [
     "catalog_coverage",
+    "cold_item_metrics",
     "evaluate",
     "intra_list_diversity",
     "ranking_metrics",
@@ -155,6 +156,35 @@ def ranking_metrics(
     }
 
 
+def cold_item_metrics(topk: np.ndarray, users: np.ndarray, test: sp.csr_matrix, cold: np.ndarray,
+                      k: int = 10) -> dict[str, float]:
+    """How the ranking treats cold items (items without a train interaction, ``cold`` a boolean mask
+    over items).
+
+    ``cold_recall@k``: the share of the test interactions on cold items whose item is in that user's
+    top-k (nan when the test split has none); ``cold_share@k``: the share of the top-k slots given to
+    cold items (-1 entries are not slots).
+    """
+    topk = np.asarray(topk)[:, :k].astype(np.int64, copy=False)
+    users = _check_users(users, test.shape[0])
+    cold = np.asarray(cold, dtype=bool)
+    if cold.shape != (test.shape[1],):
+        raise ValueError(f"cold must be a mask over {test.shape[1]} items, got shape {cold.shape}")
+    truth = _binary_rows(test, users)
+    is_cold = cold[truth.indices]
+    n_items = test.shape[1]
+    rows = np.repeat(np.arange(users.size, dtype=np.int64), np.diff(truth.indptr))
+    truth_keys = rows[is_cold] * n_items + truth.indices[is_cold]
+    valid = topk >= 0
+    keys = (np.arange(users.size, dtype=np.int64)[:, None] * n_items + topk)[valid]
+    hits = np.isin(truth_keys, keys).sum()
+    slots = int(valid.sum())
+    return {
+        f"cold_recall@{k}": float(hits / truth_keys.size) if truth_keys.size else float("nan"),
+        f"cold_share@{k}": float(cold[topk[valid]].sum() / slots) if slots else float("nan"),
+    }
+
+
 def catalog_coverage(topk: np.ndarray, n_items: int) -> float:
     """Share of the n_items catalog that appears in at least one user's top-k (-1 ignored)."""
     if n_items < 1:
@@ -203,7 +233,8 @@ def evaluate(
 ) -> dict[str, float]:
     """All protocol metrics at k over the users with a test interaction, train items excluded.
 
-    Keys: ndcg@k, recall@k, precision@k, map@k, hit_rate@k, coverage@k, diversity@k (only with
+    Keys: ndcg@k, recall@k, precision@k, map@k, hit_rate@k, coverage@k, cold_recall@k and
+    cold_share@k (items without a train interaction: ``cold_item_metrics``), diversity@k (only with
     item_features), and users (how many were evaluated).
     """
     if train.shape != test.shape:
@@ -217,6 +248,8 @@ def evaluate(
     recs = top_k(score_batch, users, train, k=k, batch_size=batch_size)
     result = ranking_metrics(recs, users, truth, k=k)
     result[f"coverage@{k}"] = catalog_coverage(recs, train.shape[1])
+    cold = np.diff(sp.csc_matrix(train).indptr) == 0
+    result.update(cold_item_metrics(recs, users, truth, cold, k=k))
     if item_features is not None:
         result[f"diversity@{k}"] = intra_list_diversity(recs, item_features)
     result["users"] = int(users.size)

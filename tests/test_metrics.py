@@ -11,6 +11,7 @@ import scipy.sparse as sp
 
 from etl.metrics import (
     catalog_coverage,
+    cold_item_metrics,
     evaluate,
     intra_list_diversity,
     ranking_metrics,
@@ -211,10 +212,10 @@ def test_evaluate_batch_size_does_not_change_results() -> None:
     train, test, scores, features = _toy()
     small = evaluate(fixed_scores(scores), train, test, item_features=features, batch_size=1)
     large = evaluate(fixed_scores(scores), train, test, item_features=features, batch_size=1000)
-    assert small == large
+    assert small.keys() == large.keys() and all(np.isclose(small[k], large[k], equal_nan=True) for k in small)
     assert set(small) == {
         "ndcg@10", "recall@10", "precision@10", "map@10", "hit_rate@10",
-        "coverage@10", "diversity@10", "users",
+        "coverage@10", "cold_recall@10", "cold_share@10", "diversity@10", "users",
     }
 
 
@@ -225,8 +226,24 @@ def test_evaluate_agrees_with_its_parts() -> None:
     recs = top_k(fixed_scores(scores), users, train, k=5)
     expected = ranking_metrics(recs, users, test, k=5)
     expected["coverage@5"] = catalog_coverage(recs, test.shape[1])
+    expected.update(cold_item_metrics(recs, users, test, np.diff(train.tocsc().indptr) == 0, k=5))
     expected["users"] = users.size
-    assert evaluate(fixed_scores(scores), train, test, k=5) == expected  # no diversity key
+    got = evaluate(fixed_scores(scores), train, test, k=5)
+    assert got.keys() == expected.keys()  # no diversity key
+    assert all(np.isclose(got[key], expected[key], equal_nan=True) for key in got)
+
+
+def test_cold_item_metrics_by_hand() -> None:
+    # 5 items; items 3 and 4 have no train interaction (cold)
+    test = csr([[3, 1], [4], [0]], 5)
+    cold = np.array([False, False, False, True, True])
+    topk = np.array([[3, 0, 2], [1, 2, -1], [0, 4, 3]])
+    got = cold_item_metrics(topk, np.arange(3), test, cold, k=3)
+    # cold test interactions: (0, 3) hit, (1, 4) missed -> 1/2; cold slots: 3, 4, 3 of 8 -> 3/8
+    assert got == {"cold_recall@3": 0.5, "cold_share@3": 3 / 8}
+    assert np.isnan(cold_item_metrics(topk, np.arange(3), csr([[0], [1], [2]], 5), cold, k=3)["cold_recall@3"])
+    with pytest.raises(ValueError, match="mask over 5 items"):
+        cold_item_metrics(topk, np.arange(3), test, cold[:4], k=3)
 
 
 def test_evaluate_rejects_mismatched_shapes() -> None:
