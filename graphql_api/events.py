@@ -29,6 +29,7 @@ import pandas as pd
 
 EVENTS_FILE = "events.jsonl"
 DELETIONS_FILE = "deletions.jsonl"
+EXPOSURES_FILE = "exposures.jsonl"
 LOCK_FILE = ".lock"
 
 
@@ -44,9 +45,14 @@ class Event:
     accepted_at: float = field(default_factory=time.time)
     """When the API accepted it (server clock); orders deletions against events."""
     event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    exposure_id: str | None = None
+    """The exposure (a list shown under an experiment) this interaction answers, if the client said."""
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        raw = asdict(self)
+        if raw["exposure_id"] is None:  # lines without an exposure stay as they were
+            del raw["exposure_id"]
+        return json.dumps(raw, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, line: str | bytes) -> Event:
@@ -58,7 +64,31 @@ class Event:
             timestamp=int(raw["timestamp"]),
             accepted_at=float(raw["accepted_at"]),
             event_id=str(raw["event_id"]),
+            exposure_id=None if raw.get("exposure_id") is None else str(raw["exposure_id"]),
         )
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """A list of items shown to a user under an experiment's arm (hybrid.experiments)."""
+
+    exposure_id: str
+    user_id: str
+    experiment: str
+    variant: str
+    bundle_version: str
+    items: tuple[str, ...]
+    """The item ids shown, best first."""
+    shown_at: float = field(default_factory=time.time)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, line: str | bytes) -> Exposure:
+        raw = json.loads(line)
+        return cls(str(raw["exposure_id"]), str(raw["user_id"]), str(raw["experiment"]), str(raw["variant"]),
+                   str(raw["bundle_version"]), tuple(str(i) for i in raw["items"]), float(raw["shown_at"]))
 
 
 @dataclass(frozen=True)
@@ -86,7 +116,8 @@ class EventLog:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.events_path = self.folder / EVENTS_FILE
         self.deletions_path = self.folder / DELETIONS_FILE
-        for path in (self.events_path, self.deletions_path, self.folder / LOCK_FILE):
+        self.exposures_path = self.folder / EXPOSURES_FILE
+        for path in (self.events_path, self.deletions_path, self.exposures_path, self.folder / LOCK_FILE):
             if not path.exists():
                 path.touch()
                 _fsync_dir(self.folder)
@@ -129,6 +160,45 @@ class EventLog:
                         yield Event.from_json(line)
                     except (ValueError, KeyError):
                         continue
+
+    def append_exposures(self, exposures: Iterable[Exposure]) -> None:
+        """Append and fsync, as ``append``."""
+        self._append(self.exposures_path, [x.to_json() for x in exposures])
+
+    def read_exposures(self) -> Iterator[Exposure]:
+        """Every logged exposure in order (a torn last line is skipped)."""
+        with open(self.exposures_path, "rb") as fh:
+            for line in fh:
+                if line.strip():
+                    try:
+                        yield Exposure.from_json(line)
+                    except (ValueError, KeyError):
+                        continue
+
+    def purge_exposures(self, user_id: str) -> set[str]:
+        """Rewrite the exposure log without ``user_id``'s exposures (atomically); returns their ids."""
+        with self._locked():
+            kept: list[bytes] = []
+            removed: set[str] = set()
+            with open(self.exposures_path, "rb") as fh:
+                for line in fh:
+                    try:
+                        raw = json.loads(line) if line.strip() else None
+                    except ValueError:
+                        raw = None
+                    if isinstance(raw, dict) and str(raw.get("user_id")) == user_id:
+                        removed.add(str(raw.get("exposure_id", "")))
+                    elif raw is not None:
+                        kept.append(line if line.endswith(b"\n") else line + b"\n")
+            if removed:
+                tmp = self.exposures_path.with_suffix(".jsonl.tmp")
+                with open(tmp, "wb") as fh:
+                    fh.writelines(kept)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, self.exposures_path)
+                _fsync_dir(self.folder)
+        return removed
 
     def purge_user(self, user_id: str) -> set[str]:
         """Rewrite the log without ``user_id``'s events (atomically); returns their event ids."""
@@ -245,3 +315,35 @@ def read_accepted_events(events_dir: str | Path | None = None, *, redis_url: str
         }
     )
     return frame
+
+
+def read_exposures(events_dir: str | Path | None = None, *, redis_url: str | None = None,
+                   prefix: str = "hybridrec") -> list[Exposure]:
+    """Every logged exposure (each id once, its first showing), ordered by time; exposures of a
+    user shown before that user's deletion are left out."""
+    if events_dir is None and redis_url is None:
+        raise ValueError("read_exposures needs events_dir or redis_url")
+    found: list[Exposure] = []
+    deletions: dict[str, float] = {}
+    if events_dir is not None:
+        log = EventLog(events_dir)
+        found += log.read_exposures()
+        deletions.update({u: d.deleted_at for u, d in log.deletions().items()})
+    if redis_url is not None:
+        import redis
+
+        from graphql_api.store import RedisKeys
+
+        keys = RedisKeys(prefix)
+        client = redis.Redis.from_url(redis_url)
+        try:
+            found += [Exposure.from_json(f[b"x"]) for _, f in client.xrange(keys.exposures)]
+        finally:
+            client.close()
+        for u, d in _redis_events(redis_url, prefix)[1].items():
+            deletions[u] = max(deletions.get(u, 0.0), d.deleted_at)
+    first: dict[str, Exposure] = {}
+    for x in sorted(found, key=lambda x: (x.shown_at, x.exposure_id)):
+        if x.shown_at > deletions.get(x.user_id, float("-inf")):
+            first.setdefault(x.exposure_id, x)
+    return list(first.values())

@@ -1,0 +1,131 @@
+"""Experiments through the API: the served arm and exposure id, outcomes joined to exposures, a
+change of the experiments file picked up without a restart, and deletion of a user's exposures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+import redis
+
+from graphql_api.app import create_app
+from graphql_api.events import EventLog, read_exposures
+from hybrid.experiments import ArmSpec, Experiment, create_experiment, read_book, stop_experiment
+from tests.api_helpers import running
+
+pytest_plugins = ["tests.api_helpers"]
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+RECS = """query($u: ID!) { recommendations(userId: $u, first: 5) {
+  variant experiment exposureId modelVersion items { item { id } } } }"""
+RECORD = """mutation($u: ID!, $i: ID!, $v: Float!, $x: ID) {
+  recordInteraction(userId: $u, itemId: $i, value: $v, exposureId: $x) {
+    __typename ... on InteractionRecorded { eventId exposureId } } }"""
+DELETE = """mutation($u: ID!) { deleteUserData(userId: $u) { eventsRemoved exposuresRemoved } }"""
+USERS = [str(u) for u in range(40)]
+
+
+def experiment(name: str = "pop-test") -> Experiment:
+    return Experiment(name, {"tuned": 0.5, "pop_only": 0.5}, {"pop_only": ArmSpec(signals=("popularity",))})
+
+
+async def wait_for(gql, user: str, want_experiment: str | None) -> dict:
+    for _ in range(100):
+        answer = (await gql.data(RECS, {"u": user}))["recommendations"]
+        if answer["experiment"] == want_experiment:
+            return answer
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the API never served experiment {want_experiment!r}; last answer {answer}")
+
+
+async def test_experiment_change_is_served_without_restart_and_answers_carry_the_exposure(make_settings, api_root):
+    settings = make_settings(reload_interval=0.1)
+    async with running(create_app(settings)) as gql:
+        before = (await gql.data(RECS, {"u": "3"}))["recommendations"]
+        assert before["variant"] == "tuned" and before["experiment"] is None and before["exposureId"] is None
+
+        book = create_experiment(api_root, experiment())
+        await wait_for(gql, "3", "pop-test")
+        served = {u: (await gql.data(RECS, {"u": u}))["recommendations"] for u in USERS}
+        compiled = book.running.compile(("popularity", "als", "content"), {"popularity": 1, "als": 1, "content": 1})
+        # sticky: each user gets the arm Variants.assign gives for the experiment's salt
+        assert {u: a["variant"] for u, a in served.items()} == {u: compiled.assign(u) for u in USERS}
+        assert {a["variant"] for a in served.values()} == {"tuned", "pop_only"}
+        assert all(a["exposureId"] and a["experiment"] == "pop-test" for a in served.values())
+        # a repeated request is answered from the cache and still carries its list's exposure id
+        again = await gql.post(RECS, {"u": "5"})
+        assert again.headers.get("x-cache") == "hit"
+        assert again.json()["data"]["recommendations"]["exposureId"] == served["5"]["exposureId"]
+        variants = {v["name"]: v["trafficShare"] for v in (await gql.data("{ variants { name trafficShare } }"))["variants"]}
+        assert variants["tuned"] == 0.5 and variants["pop_only"] == 0.5
+
+        stop_experiment(api_root, "pop-test")
+        after = await wait_for(gql, "5", None)
+        assert after["variant"] == "tuned" and after["exposureId"] is None
+        metrics = (await gql.http.get("/metrics")).text
+
+    logged = {x.exposure_id: x for x in read_exposures(settings.events_dir)}
+    for user, answer in served.items():
+        x = logged[answer["exposureId"]]
+        assert (x.user_id, x.variant, x.experiment) == (user, answer["variant"], "pop-test")
+        assert list(x.items) == [i["item"]["id"] for i in answer["items"]]
+    assert len(logged) == len(USERS)  # the cached repeat was not logged twice
+    pop_only = sum(a["variant"] == "pop_only" for a in served.values())
+    assert f'hybridrec_experiment_exposures_total{{experiment="pop-test",variant="pop_only"}} {float(pop_only)}' in metrics
+    assert [e.status for e in read_book(api_root).experiments] == ["stopped"]
+
+
+async def test_record_interaction_joins_the_exposure_and_refuses_unknown_ids(make_settings, api_root):
+    create_experiment(api_root, experiment())
+    settings = make_settings()
+    async with running(create_app(settings)) as gql:
+        answer = (await gql.data(RECS, {"u": "7"}))["recommendations"]
+        shown = [i["item"]["id"] for i in answer["items"]]
+        x = answer["exposureId"]
+        recorded = (await gql.data(RECORD, {"u": "7", "i": shown[1], "v": 5.0, "x": x}))["recordInteraction"]
+        assert recorded["exposureId"] == x
+        for bad_user, bad_id in (("7", "f" * 32), ("8", x)):  # made up, and another user's
+            body = await gql(RECORD, {"u": bad_user, "i": shown[0], "v": 1.0, "x": bad_id})
+            assert body["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT", "field": "exposureId"}, body
+            assert "unknown exposure id" in body["errors"][0]["message"]
+        metrics = (await gql.http.get("/metrics")).text
+    labels = f'{{experiment="pop-test",variant="{answer["variant"]}"}}'
+    assert f"hybridrec_experiment_clicks_total{labels} 1.0" in metrics
+    assert f"hybridrec_experiment_conversions_total{labels} 1.0" in metrics  # 5.0 >= the default 4.0
+    assert f"hybridrec_experiment_outcome_ndcg_total{labels} 0.6309" in metrics  # rank 2: 1/log2(3)
+    events = list(EventLog(settings.events_dir).read())
+    assert [(e.user_id, e.exposure_id) for e in events] == [("7", x)]
+
+
+@pytest.mark.parametrize("backend", ["local", "redis"])
+async def test_delete_user_data_removes_the_users_exposures(make_settings, api_root, tmp_path, backend, request):
+    create_experiment(api_root, experiment())
+    redis_url = request.getfixturevalue("redis_url") if backend == "redis" else None
+    settings = make_settings(redis_url=redis_url) if redis_url else make_settings()
+    async with running(create_app(settings)) as gql:
+        mine = [(await gql.data(RECS, {"u": "9"}))["recommendations"]["exposureId"]]
+        await gql.data(RECORD, {"u": "9", "i": "1", "v": 1.0, "x": mine[0]})  # changes the list: a second exposure
+        mine.append((await gql.data(RECS, {"u": "9"}))["recommendations"]["exposureId"])
+        other = (await gql.data(RECS, {"u": "10"}))["recommendations"]["exposureId"]
+        assert len(set(mine)) == 2
+        deleted = (await gql.data(DELETE, {"u": "9"}))["deleteUserData"]
+        assert deleted["exposuresRemoved"] == 2
+        body = await gql(RECORD, {"u": "9", "i": "1", "v": 1.0, "x": mine[0]})
+        assert body["errors"][0]["extensions"]["field"] == "exposureId"
+    left = [x.exposure_id for x in read_exposures(settings.events_dir, redis_url=redis_url)]
+    assert left == [other]
+    lines = Path(settings.events_dir, "exposures.jsonl").read_text().splitlines()
+    assert [json.loads(line)["user_id"] for line in lines] == ["10"]
+    if redis_url:
+        client = redis.Redis.from_url(redis_url)
+        stream = [json.loads(f[b"x"])["user_id"] for _, f in client.xrange("hybridrec:exposures")]
+        assert stream == ["10"] and not client.exists("hybridrec:u:9:exposures")
+        client.close()
