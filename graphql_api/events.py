@@ -282,8 +282,8 @@ def read_accepted_events(events_dir: str | Path | None = None, *, redis_url: str
     """Every accepted interaction, for the next training run.
 
     Columns user_id, item_id (str, external ids), value (float32), timestamp (int64), accepted_at
-    (float64), event_id; one row per event (an event in both the log and Redis counts once),
-    ordered by accepted_at. Events of a user accepted before that user's deletion are left out;
+    (float64), event_id, exposure_id (null unless the client named one); one row per event (an event
+    in both the log and Redis counts once), ordered by accepted_at. Events of a user accepted before that user's deletion are left out;
     ``since`` keeps only events accepted after that time.
     """
     if events_dir is None and redis_url is None:
@@ -312,6 +312,7 @@ def read_accepted_events(events_dir: str | Path | None = None, *, redis_url: str
             "timestamp": pd.Series([e.timestamp for e in rows], dtype="int64"),
             "accepted_at": pd.Series([e.accepted_at for e in rows], dtype="float64"),
             "event_id": pd.Series([e.event_id for e in rows], dtype="string"),
+            "exposure_id": pd.Series([e.exposure_id for e in rows], dtype="string"),
         }
     )
     return frame

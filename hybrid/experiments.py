@@ -163,7 +163,10 @@ class Experiment:
                 extra[name] = arm.variant_spec(tuned)
             except ValueError as err:
                 raise ValueError(f"experiment {self.name!r}, arm {name!r}: {err}") from err
-        return Variants(tuple(signals), tuned, extra, self.traffic, self.salt)
+        try:
+            return Variants(tuple(signals), tuned, extra, self.traffic, self.salt)
+        except ValueError as err:
+            raise ValueError(f"experiment {self.name!r}: {err}") from err
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "traffic": dict(self.traffic), "arms": {n: a.to_dict() for n, a in self.arms.items()},
