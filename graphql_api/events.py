@@ -282,8 +282,8 @@ def read_accepted_events(events_dir: str | Path | None = None, *, redis_url: str
     """Every accepted interaction, for the next training run.
 
     Columns user_id, item_id (str, external ids), value (float32), timestamp (int64), accepted_at
-    (float64), event_id, exposure_id (null unless the client named one); one row per event (an event
-    in both the log and Redis counts once), ordered by accepted_at. Events of a user accepted before that user's deletion are left out;
+    (float64), event_id; one row per event (an event in both the log and Redis counts once),
+    ordered by accepted_at. Events of a user accepted before that user's deletion are left out;
     ``since`` keeps only events accepted after that time.
     """
     if events_dir is None and redis_url is None:
@@ -312,7 +312,6 @@ def read_accepted_events(events_dir: str | Path | None = None, *, redis_url: str
             "timestamp": pd.Series([e.timestamp for e in rows], dtype="int64"),
             "accepted_at": pd.Series([e.accepted_at for e in rows], dtype="float64"),
             "event_id": pd.Series([e.event_id for e in rows], dtype="string"),
-            "exposure_id": pd.Series([e.exposure_id for e in rows], dtype="string"),
         }
     )
     return frame
@@ -348,3 +347,22 @@ def read_exposures(events_dir: str | Path | None = None, *, redis_url: str | Non
         if x.shown_at > deletions.get(x.user_id, float("-inf")):
             first.setdefault(x.exposure_id, x)
     return list(first.values())
+
+
+def read_outcomes(events_dir: str | Path | None = None, *, redis_url: str | None = None,
+                  prefix: str = "hybridrec") -> list[Event]:
+    """The accepted interactions that name an exposure (each once; deleted users' left out), for
+    the experiment report."""
+    events: dict[str, Event] = {}
+    deletions: dict[str, float] = {}
+    if events_dir is not None:
+        log = EventLog(events_dir)
+        events.update((e.event_id, e) for e in log.read() if e.exposure_id is not None)
+        deletions.update({u: d.deleted_at for u, d in log.deletions().items()})
+    if redis_url is not None:
+        stream, dels = _redis_events(redis_url, prefix)
+        events.update((e.event_id, e) for e in stream if e.exposure_id is not None)
+        for u, d in dels.items():
+            deletions[u] = max(deletions.get(u, 0.0), d.deleted_at)
+    return sorted((e for e in events.values() if e.accepted_at > deletions.get(e.user_id, float("-inf"))),
+                  key=lambda e: (e.accepted_at, e.event_id))

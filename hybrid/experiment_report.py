@@ -276,13 +276,11 @@ def report_from_logs(bundle_root: str | Path, name: str, *, events_dir: str | Pa
                      redis_url: str | None = None, prefix: str = "hybridrec", alpha: float = 0.05) -> ExperimentReport:
     """``analyse`` of the root's experiment ``name`` over the API's logs (the events folder and/or
     Redis; deleted users' exposures and interactions are left out, as training leaves them out)."""
-    from graphql_api.events import read_accepted_events, read_exposures
+    from graphql_api.events import read_exposures, read_outcomes
     from hybrid.experiments import read_book
 
     experiment = read_book(bundle_root).get(name)
     exposures = [x for x in read_exposures(events_dir, redis_url=redis_url, prefix=prefix) if x.experiment == name]
-    events = read_accepted_events(events_dir, redis_url=redis_url, prefix=prefix)
-    joined = events[events["exposure_id"].notna()]
-    outcomes = [Outcome(str(x), str(u), str(i), float(v)) for x, u, i, v in
-                zip(joined["exposure_id"], joined["user_id"], joined["item_id"], joined["value"], strict=True)]
+    outcomes = [Outcome(str(e.exposure_id), e.user_id, e.item_id, e.value)
+                for e in read_outcomes(events_dir, redis_url=redis_url, prefix=prefix)]
     return analyse(experiment, exposures, outcomes, alpha)
