@@ -30,6 +30,7 @@ from hybrid.experiments import ActiveExperiment, exposure_id
 from hybrid.explain import Explanation, explain_items
 from hybrid.index import ItemFilter
 from hybrid.recommender import RankingPlan, Recommendations, SimilarItem
+from hybrid.variants import Variant
 
 MAX_ID_LENGTH = MAX_STRING_LENGTH
 MAX_ID_BATCH = 500
@@ -157,10 +158,14 @@ async def explain(
     engine.check_blend(variant, weights)
     if engine.item_rows([item_id])[0] < 0:
         return None
+    blend: str | Variant | None = variant
+    experiment = ctx.experiment
+    if experiment is not None and variant is None and weights is None and experiment.bundle_version == engine.version:
+        blend = experiment.assign(user_id)  # explained under the arm the user is served
     state = await ctx.loaders.user_state.load(user_id)
     history = engine.online_history(state)
     return engine.recommender.explain(
-        user_id, str(item_id), variant=variant, weights=engine.restrict_weights(weights),
+        user_id, str(item_id), variant=blend, weights=engine.restrict_weights(weights),
         history_override=history.override,
     )
 

@@ -30,6 +30,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -336,8 +337,13 @@ class ExposureIndex:
         self.cap = cap
         self.by_user: dict[str, OrderedDict[str, Exposure]] = {}
         self._pos = (-1, 0)
+        self._lock = threading.Lock()  # lookups run in worker threads
 
     def sync(self) -> None:
+        with self._lock:
+            self._sync()
+
+    def _sync(self) -> None:
         lines, self._pos, rewritten = self._read_new(self.log.exposures_path, self._pos)
         if rewritten:  # a purge rewrote the file: read it again from the start
             self.by_user, self._pos = {}, (-1, 0)
@@ -353,11 +359,13 @@ class ExposureIndex:
                 mine.popitem(last=False)
 
     def get(self, user_id: str, exposure_id: str) -> Exposure | None:
-        self.sync()
-        return self.by_user.get(user_id, {}).get(exposure_id)
+        with self._lock:
+            self._sync()
+            return self.by_user.get(user_id, {}).get(exposure_id)
 
     def drop_user(self, user_id: str) -> None:
-        self.by_user.pop(user_id, None)
+        with self._lock:
+            self.by_user.pop(user_id, None)
 
 
 class MemoryCache:

@@ -338,7 +338,7 @@ class HybridRecommender:
         user_id: str,
         item_id: str,
         *,
-        variant: str | None = None,
+        variant: str | Variant | None = None,
         weights: Mapping[str, float] | None = None,
         history_override: History | Any = None,
     ) -> Explanation:

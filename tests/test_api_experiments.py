@@ -64,6 +64,12 @@ async def test_experiment_change_is_served_without_restart_and_answers_carry_the
         again = await gql.post(RECS, {"u": "5"})
         assert again.headers.get("x-cache") == "hit"
         assert again.json()["data"]["recommendations"]["exposureId"] == served["5"]["exposureId"]
+        # an explanation without a variant is of the arm the user is served (pop_only: popularity alone)
+        user = next(u for u, a in served.items() if a["variant"] == "pop_only")
+        expl = (await gql.data('query($u: ID!, $i: ID!) { explain(userId: $u, itemId: $i) { ... on Explanation { '
+                               'contributions { signal value } } } }',
+                               {"u": user, "i": served[user]["items"][0]["item"]["id"]}))["explain"]
+        assert {c["signal"] for c in expl["contributions"] if c["value"] != 0} == {"POPULARITY"}
         variants = {v["name"]: v["trafficShare"] for v in (await gql.data("{ variants { name trafficShare } }"))["variants"]}
         assert variants["tuned"] == 0.5 and variants["pop_only"] == 0.5
 
