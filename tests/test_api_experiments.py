@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,55 @@ async def test_delete_user_data_removes_the_users_exposures(make_settings, api_r
         stream = [json.loads(f[b"x"])["user_id"] for _, f in client.xrange("hybridrec:exposures")]
         assert stream == ["10"] and not client.exists("hybridrec:u:9:exposures")
         client.close()
+
+
+def test_two_uvicorn_workers_pick_up_the_experiment_and_join_each_others_exposures(module_api_root, tmp_path):
+    """Through `hybridrec serve --workers 2`: the split arrives without a restart in every worker, and
+    every exposure id is accepted wherever the interaction lands (each request opens a connection,
+    which the kernel gives either worker: a list served by one is often joined by the other, which
+    finds it by tailing the shared exposure log)."""
+    import httpx
+
+    from tests.api_helpers import start_uvicorn
+
+    env = {"HYBRIDREC_BUNDLE_ROOT": str(module_api_root), "HYBRIDREC_EVENTS_DIR": str(tmp_path / "events"),
+           "HYBRIDREC_RELOAD_INTERVAL": "0.2"}
+    server = start_uvicorn(env, tmp_path / "uvicorn.log", workers=2)
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            def post(query: str, variables: dict) -> dict:
+                # a new connection per request, so that the kernel spreads them over both workers
+                body = http.post("/graphql", json={"query": query, "variables": variables},
+                                 headers={"connection": "close"}).json()
+                assert not body.get("errors"), body
+                return body["data"]
+
+            create_experiment(module_api_root, experiment("uvicorn-test"))
+            deadline = time.monotonic() + 30
+            pending = set(USERS[:20])
+            answers: dict[str, dict] = {}
+            while pending and time.monotonic() < deadline:  # every worker serves the split (within its poll)
+                for u in sorted(pending):
+                    answer = post(RECS, {"u": u})["recommendations"]
+                    if answer["experiment"] == "uvicorn-test":
+                        answers[u] = answer
+                        pending.discard(u)
+                time.sleep(0.1)
+            assert not pending, f"users never served the experiment: {sorted(pending)}"
+            for u, answer in answers.items():
+                item = answer["items"][0]["item"]["id"]
+                recorded = post(RECORD, {"u": u, "i": item, "v": 4.0, "x": answer["exposureId"]})["recordInteraction"]
+                assert recorded["exposureId"] == answer["exposureId"]
+            stop_experiment(module_api_root, "uvicorn-test")
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                latest = [post(RECS, {"u": u})["recommendations"] for u in USERS[:6]]
+                if all(a["experiment"] is None and a["variant"] == "tuned" for a in latest):
+                    break
+                time.sleep(0.1)
+            else:
+                raise AssertionError(f"the stop never reached every worker: {latest}")
+    finally:
+        server.stop()
+    logged = {x.user_id for x in read_exposures(tmp_path / "events") if x.experiment == "uvicorn-test"}
+    assert logged == set(answers)
