@@ -1,5 +1,5 @@
 """Where the API keeps what changes between bundles: accepted events, folded-in user state,
-cached answers, deletions and rate-limit buckets.
+experiment exposures, cached answers, deletions and rate-limit buckets.
 
 Two backends, used together when both are configured:
 
