@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -23,8 +22,8 @@ from graphql_api.context import Context
 from graphql_api.engine import MAX_FIRST, Engine, OnlineHistory, check_first
 from graphql_api.errors import BadInput, EventStoreUnavailable
 from graphql_api.events import Event, Exposure
-from graphql_api.logs import get_logger
 from graphql_api.input_limits import MAX_STRING_LENGTH
+from graphql_api.logs import get_logger
 from graphql_api.store import DeletionReport
 from hybrid.experiments import ActiveExperiment, exposure_id
 from hybrid.explain import Explanation, explain_items
@@ -292,15 +291,15 @@ async def record(ctx: Context, specs: Sequence[InteractionSpec]) -> tuple[list[E
             raise BadInput(f"value must be finite, > 0 and <= {MAX_VALUE:g}, got {s.value}{where}", field="value")
     now = time.time()
     epochs = [_epoch(s.timestamp, now) for s in specs]  # BadInput before anything is stored
-    exposures: dict[str, Exposure] = {}
+    exposures: dict[tuple[str, str], Exposure] = {}  # (user, exposure id): an id holds for its own user only
     for s in specs:
-        if s.exposure_id is not None and s.exposure_id not in exposures:
+        if s.exposure_id is not None and (s.user_id, s.exposure_id) not in exposures:
             check_id(s.exposure_id, "exposureId")
             found = await ctx.store.exposure(s.user_id, s.exposure_id)
             if found is None:
                 raise BadInput(f"unknown exposure id {s.exposure_id!r} for user {s.user_id!r}: give the exposureId "
                                "of a recommendations answer served to this user", field="exposureId")
-            exposures[s.exposure_id] = found
+            exposures[s.user_id, s.exposure_id] = found
     rows = engine.item_rows([s.item_id for s in specs])
     accepted: list[Event] = []
     rejected: list[Rejection] = []
@@ -316,12 +315,12 @@ async def record(ctx: Context, specs: Sequence[InteractionSpec]) -> tuple[list[E
     return accepted, rejected
 
 
-def _count_outcomes(ctx: Context, events: Iterable[Event], exposures: Mapping[str, Exposure]) -> None:
+def _count_outcomes(ctx: Context, events: Iterable[Event], exposures: Mapping[tuple[str, str], Exposure]) -> None:
     """Per-arm metrics of interactions that name an exposure: a click is an interaction with a shown
     item, a conversion a click whose value reaches the experiment's conversion value; each outcome
     adds the NDCG of its item against the shown list (1/log2(rank+1); 0 when it was not shown)."""
     for e in events:
-        x = exposures.get(e.exposure_id or "")
+        x = exposures.get((e.user_id, e.exposure_id or ""))
         if x is None:
             continue
         labels = {"experiment": x.experiment, "variant": x.variant}

@@ -103,6 +103,11 @@ async def test_record_interaction_joins_the_exposure_and_refuses_unknown_ids(mak
             body = await gql(RECORD, {"u": bad_user, "i": shown[0], "v": 1.0, "x": bad_id})
             assert body["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT", "field": "exposureId"}, body
             assert "unknown exposure id" in body["errors"][0]["message"]
+        # in a batch too, an id holds for its own user only, even after that user's use of it
+        batch = [{"userId": "7", "itemId": shown[0], "exposureId": x}, {"userId": "8", "itemId": shown[0], "exposureId": x}]
+        body = await gql("mutation($b: [InteractionInput!]!) { recordInteractions(batch: $b) { __typename } }",
+                         {"b": batch})
+        assert body["errors"][0]["extensions"]["field"] == "exposureId" and "'8'" in body["errors"][0]["message"]
         metrics = (await gql.http.get("/metrics")).text
     labels = f'{{experiment="pop-test",variant="{answer["variant"]}"}}'
     assert f"hybridrec_experiment_clicks_total{labels} 1.0" in metrics
