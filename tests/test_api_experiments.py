@@ -194,3 +194,31 @@ def test_two_uvicorn_workers_pick_up_the_experiment_and_join_each_others_exposur
         server.stop()
     logged = {x.user_id for x in read_exposures(tmp_path / "events") if x.experiment == "uvicorn-test"}
     assert logged == set(answers)
+
+
+async def test_a_broken_experiments_file_keeps_the_last_good_split(make_settings, api_root):
+    create_experiment(api_root, experiment())
+    async with running(create_app(make_settings(reload_interval=0.1))) as gql:
+        assert (await gql.data(RECS, {"u": "3"}))["recommendations"]["experiment"] == "pop-test"
+        (api_root / "experiments.json").write_text('{"format": 1, "experiments": [{"name": "x"}]}')
+        for _ in range(100):
+            health = (await gql.http.get("/health")).json()
+            if health.get("last_experiment_error"):
+                break
+            await asyncio.sleep(0.05)
+        assert "experiments.json" in health["last_experiment_error"] and health["experiment"] == "pop-test@1"
+        assert str(api_root) not in health["last_experiment_error"]  # /health is public: no paths
+        assert (await gql.data(RECS, {"u": "3"}))["recommendations"]["experiment"] == "pop-test"
+
+
+def test_experiment_definitions_are_checked() -> None:
+    with pytest.raises(ValueError, match="at least two arms"):
+        Experiment("one", {"tuned": 1.0})
+    with pytest.raises(ValueError, match="control 'tuned' has no traffic share"):
+        Experiment("e", {"a": 1, "b": 1}, {"a": ArmSpec(signals=("als",)), "b": ArmSpec(signals=("content",))})
+    with pytest.raises(ValueError, match="finite and > 0"):
+        Experiment("e", {"tuned": 1, "als": float("nan")})
+    with pytest.raises(ValueError, match="not both or neither"):
+        ArmSpec(weights={"als": 1}, signals=("als",))
+    with pytest.raises(ValueError, match="signals \\['graph'\\] are not in the bundle"):
+        Experiment("e", {"tuned": 1, "g": 1}, {"g": ArmSpec(signals=("graph",))}).compile(("als",), {"als": 1.0})
