@@ -188,6 +188,129 @@ def _cmd_bundle_rollback(args: argparse.Namespace) -> str:
     return f"latest -> {args.version}"
 
 
+def _pairs(text: str, what: str) -> dict[str, str]:
+    """'a=1,b=2' -> {'a': '1', 'b': '2'} (ValueError naming ``what`` when malformed)."""
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"{what}: expected NAME=VALUE pairs separated by commas, got {part!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _number(text: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{what}: {text!r} is not a number") from None
+
+
+def _arms(args: argparse.Namespace) -> dict:
+    from hybrid.experiments import ArmSpec
+
+    arms: dict[str, ArmSpec] = {}
+    for spec in args.weights or ():
+        name, sep, rest = spec.partition("=")
+        if not sep:
+            raise ValueError(f"--weights: expected ARM=SIGNAL:WEIGHT,..., got {spec!r}")
+        weights = {}
+        for part in filter(None, rest.split(",")):
+            signal, sep, w = part.partition(":")
+            if not sep:
+                raise ValueError(f"--weights {name}: expected SIGNAL:WEIGHT, got {part!r}")
+            weights[signal.strip()] = _number(w, f"--weights {name}")
+        arms[name.strip()] = ArmSpec(weights=weights, description=f"weights {rest}")
+    for spec in args.signals or ():
+        name, sep, rest = spec.partition("=")
+        signals = tuple(s.strip() for s in rest.split("+") if s.strip())
+        if not sep or not signals:
+            raise ValueError(f"--signals: expected ARM=SIGNAL+SIGNAL..., got {spec!r}")
+        if name.strip() in arms:
+            raise ValueError(f"arm {name.strip()!r} is given twice")
+        arms[name.strip()] = ArmSpec(signals=signals, description=f"tuned weights on {' + '.join(signals)} only")
+    return arms
+
+
+def _latest_variants(root: str):
+    """The variants of the root's latest bundle (its manifest only)."""
+    import fsspec
+
+    from hybrid.bundle import latest_version, version_path
+    from hybrid.variants import Variants
+
+    version = latest_version(root)
+    if version is None:
+        raise HybridrecError(f"no bundle published under {root}: an experiment's arms are checked against the latest")
+    with fsspec.open(f"{version_path(root, version)}/manifest.json", "rb") as fh:
+        return version, Variants.from_dict(json.load(fh)["variants"])
+
+
+def _cmd_experiment_create(args: argparse.Namespace) -> str:
+    from hybrid.experiments import Experiment, create_experiment
+
+    traffic = {k: _number(v, "--traffic") for k, v in _pairs(args.traffic, "--traffic").items()}
+    experiment = Experiment(args.name, traffic, _arms(args), control=args.control, salt=args.salt or "",
+                            conversion_value=args.conversion_value, description=args.description or "")
+    version, variants = _latest_variants(args.bundle_root)
+
+    def check(e: Experiment) -> None:  # every arm is servable by the latest bundle
+        try:
+            e.compile(variants.signals, variants.get("tuned").weights, variants)
+        except ValueError as err:
+            raise ValueError(f"{err} (checked against bundle {version}; define other arms with --weights or "
+                             "--signals)") from err
+
+    book = create_experiment(args.bundle_root, experiment, check)
+    running = book.running
+    shares = ", ".join(f"{n} {v:.3f}" for n, v in running.traffic.items())
+    return f"experiment {running.name} running (revision {book.revision}): {shares}; control {running.control}"
+
+
+def _cmd_experiment_list(args: argparse.Namespace) -> str:
+    from datetime import UTC, datetime
+
+    from hybrid.experiments import read_book
+
+    def when(t: float | None) -> str:
+        return "" if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+    rows = [f"{'name':<24}{'status':<10}{'started (UTC)':<22}{'stopped (UTC)':<22}traffic"]
+    for e in read_book(args.bundle_root).experiments:
+        shares = ", ".join(f"{n} {v:.3f}" for n, v in e.traffic.items())
+        rows.append(f"{e.name:<24}{e.status:<10}{when(e.started_at):<22}{when(e.stopped_at):<22}{shares}")
+    return "\n".join(rows)
+
+
+def _cmd_experiment_show(args: argparse.Namespace) -> str:
+    from hybrid.experiments import read_book
+
+    return json.dumps(read_book(args.bundle_root).get(args.name).to_dict(), indent=2)
+
+
+def _cmd_experiment_stop(args: argparse.Namespace) -> str:
+    from hybrid.experiments import stop_experiment
+
+    stopped = stop_experiment(args.bundle_root, args.name)
+    return f"experiment {stopped.name} stopped: every user is back on the bundle's own variant (tuned)"
+
+
+def _cmd_experiment_report(args: argparse.Namespace) -> str:
+    from hybrid.experiment_report import format_report, plot_report, report_from_logs
+
+    events = _events(args)
+    if not events["events_dir"] and not events["redis_url"]:
+        raise ValueError("report needs the API's logs: --events-dir or --redis-url (or their HYBRIDREC_ variables)")
+    if not 0 < args.alpha < 1:
+        raise ValueError(f"--alpha must be between 0 and 1, got {args.alpha}")
+    report = report_from_logs(args.bundle_root, args.name, alpha=args.alpha,
+                              prefix=os.environ.get("HYBRIDREC_REDIS_PREFIX", "hybridrec"), **events)
+    text = format_report(report)
+    if args.plot:
+        text += f"\nplot: {plot_report(report, args.plot)}"
+    return text
+
+
 def _cmd_submit(args: argparse.Namespace) -> str | None:
     from cluster.submit import follow_job, submit_job
 
@@ -351,6 +474,47 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"{BUNDLE_ROOT_HELP} (default: $HYBRIDREC_BUNDLE_ROOT, else data/bundles)")
         if name != "list":
             p.add_argument("version", nargs=None if name == "rollback" else "?")
+
+    experiment = command(sub, "experiment", "Run online experiments: arms, traffic split, report.")
+    exp_sub = experiment.add_subparsers(dest="experiment_command", required=True, metavar="SUBCOMMAND")
+
+    def root(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--bundle-root", default=os.environ.get("HYBRIDREC_BUNDLE_ROOT", "data/bundles"),
+                       help=f"{BUNDLE_ROOT_HELP}; experiments.json lives there (default: $HYBRIDREC_BUNDLE_ROOT, "
+                            "else data/bundles)")
+
+    p = command(exp_sub, "create", "Start an experiment: the API serves its split from its next poll, no retraining.",
+                _cmd_experiment_create)
+    p.add_argument("name", help="letters, digits, '-' and '_' (also the default assignment salt)")
+    p.add_argument("--traffic", required=True,
+                   help="shares per arm, e.g. tuned=0.5,als_heavy=0.5 (normalised; arms are bundle variants such as "
+                        "tuned, als, content, or ones given by --weights/--signals)")
+    p.add_argument("--weights", action="append", metavar="ARM=SIGNAL:W,...",
+                   help="an arm with these blend weights, e.g. als_heavy=als:2,content:0.5 (signals left out weigh 0)")
+    p.add_argument("--signals", action="append", metavar="ARM=SIGNAL+...",
+                   help="an arm with the tuned weights on these signals only, e.g. no_content=als+lightgcn+popularity")
+    p.add_argument("--control", default="tuned", help="the arm others are compared with (default: tuned)")
+    p.add_argument("--conversion-value", type=float, default=4.0,
+                   help="a click converts when its interaction value is at least this (default 4: a 4-of-5 rating)")
+    p.add_argument("--salt", default=None, help="assignment salt (default: the name)")
+    p.add_argument("--description", default=None)
+    root(p)
+    p = command(exp_sub, "list", "List experiments, running and stopped.", _cmd_experiment_list)
+    root(p)
+    p = command(exp_sub, "show", "Print an experiment's definition.", _cmd_experiment_show)
+    p.add_argument("name")
+    root(p)
+    p = command(exp_sub, "stop", "Stop the running experiment: all traffic back on the bundle's tuned blend.",
+                _cmd_experiment_stop)
+    p.add_argument("name", nargs="?", help="the running experiment's name (checked when given)")
+    root(p)
+    p = command(exp_sub, "report", "Per-arm rates with intervals, lift over control, sample-ratio check, plot.",
+                _cmd_experiment_report)
+    p.add_argument("name")
+    p.add_argument("--plot", default=None, help="write a PNG of the rates with their intervals here")
+    p.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level of the intervals (default 0.05)")
+    root(p)
+    events(p)
 
     p = command(sub, "submit", "Run a job on a running Dask cluster and return when it is done (or --detach).", _cmd_submit)
     scheduler(p)

@@ -131,6 +131,7 @@ class GraphQLView(GraphQL):
             runtime=self.runtime,
             engine=request.scope["state"]["engine"],
             api_key=request.scope["state"].get("api_key"),
+            experiment=request.scope["state"].get("experiment"),
         )
         request.scope["state"]["ctx"] = ctx
         return ctx
@@ -233,6 +234,7 @@ class GraphQLView(GraphQL):
             return
         engine = runtime.engine
         state["engine"] = engine  # the whole request is answered from this bundle
+        experiment = state["experiment"] = runtime.experiment  # and under this split (compiled for it)
         request = Request(scope, receive)
         key = None
         runtime.store.sync_local()
@@ -246,7 +248,9 @@ class GraphQLView(GraphQL):
             # keyed by who asks too: an answer one key may see (a user's history) is no answer for another
             principal = state.get("api_key")
             who = principal.id.encode() if principal is not None else b"anonymous"
-            key = hashlib.sha256(engine.version.encode() + b"\0" + who + b"\0" + body).hexdigest()
+            # and by the experiment's split: an answer (its variant, its exposure id) holds for one split
+            split = experiment.token.encode() if experiment is not None else b""
+            key = hashlib.sha256(engine.version.encode() + b"\0" + split + b"\0" + who + b"\0" + body).hexdigest()
             hit = await runtime.store.cache_get(key)
             if hit is not None:
                 # -- rate limit (query cost): a cached answer is charged what its document requested --
@@ -271,7 +275,7 @@ class GraphQLView(GraphQL):
         ctx: Context | None = state.get("ctx")
         if ctx is not None:
             state["operation"] = ctx.operation
-            if key is not None and ctx.cacheable and response.status_code == 200:
+            if key is not None and ctx.cacheable and not ctx.uncacheable and response.status_code == 200:
                 runtime.metrics.cache.labels(result="miss").inc()
                 if await runtime.store.cache_put(key, ctx.operation, ctx.tags, bytes(response.body), ctx.variants):
                     response.headers["x-cache"] = "miss"
@@ -392,6 +396,11 @@ def _health(runtime: Runtime):  # noqa: ANN202 - a Starlette endpoint
             engine = runtime.engine
             body["bundle"] = {"version": engine.version, "created_at": engine.created_at.isoformat(),
                               "signals": list(engine.signals)}
+        if runtime.experiment is not None:
+            body["experiment"] = runtime.experiment.token
+        if runtime.last_experiment_error:
+            body["last_experiment_error"] = runtime.last_experiment_error.replace(
+                str(runtime.settings.bundle_root).rstrip("/"), "<bundle root>")
         if runtime.last_reload_error:
             root = str(runtime.settings.bundle_root).rstrip("/")
             body["last_reload_error"] = runtime.last_reload_error.replace(root, "<bundle root>")

@@ -15,6 +15,7 @@ from graphql_api.engine import Engine, ItemRecord
 from graphql_api.errors import Forbidden
 from graphql_api.settings import ApiKey
 from graphql_api.store import UserState
+from hybrid.experiments import ActiveExperiment
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -55,6 +56,10 @@ class Context:
     operation: str = "unknown"
     operation_type: str = "query"
     cacheable: bool = False
+    uncacheable: bool = False
+    """Set by a resolver whose answer must not be cached (an exposure that could not be logged)."""
+    experiment: ActiveExperiment | None = None
+    """The running experiment, compiled for ``engine`` (fixed for the whole request)."""
     loaders: Loaders = field(init=False)
 
     def __post_init__(self) -> None:

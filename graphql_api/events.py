@@ -34,6 +34,7 @@ import pandas as pd
 
 EVENTS_FILE = "events.jsonl"
 DELETIONS_FILE = "deletions.jsonl"
+EXPOSURES_FILE = "exposures.jsonl"
 LOCK_FILE = ".lock"
 
 
@@ -49,9 +50,14 @@ class Event:
     accepted_at: float = field(default_factory=time.time)
     """When the API accepted it (server clock); orders deletions against events."""
     event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    exposure_id: str | None = None
+    """The exposure (a list shown under an experiment) this interaction answers, if the client said."""
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        raw = asdict(self)
+        if raw["exposure_id"] is None:  # lines without an exposure stay as they were
+            del raw["exposure_id"]
+        return json.dumps(raw, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, line: str | bytes) -> Event:
@@ -63,7 +69,31 @@ class Event:
             timestamp=int(raw["timestamp"]),
             accepted_at=float(raw["accepted_at"]),
             event_id=str(raw["event_id"]),
+            exposure_id=None if raw.get("exposure_id") is None else str(raw["exposure_id"]),
         )
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """A list of items shown to a user under an experiment's arm (hybrid.experiments)."""
+
+    exposure_id: str
+    user_id: str
+    experiment: str
+    variant: str
+    bundle_version: str
+    items: tuple[str, ...]
+    """The item ids shown, best first."""
+    shown_at: float = field(default_factory=time.time)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, line: str | bytes) -> Exposure:
+        raw = json.loads(line)
+        return cls(str(raw["exposure_id"]), str(raw["user_id"]), str(raw["experiment"]), str(raw["variant"]),
+                   str(raw["bundle_version"]), tuple(str(i) for i in raw["items"]), float(raw["shown_at"]))
 
 
 @dataclass(frozen=True)
@@ -140,7 +170,8 @@ class EventLog:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.events_path = self.folder / EVENTS_FILE
         self.deletions_path = self.folder / DELETIONS_FILE
-        for path in (self.events_path, self.deletions_path, self.folder / LOCK_FILE):
+        self.exposures_path = self.folder / EXPOSURES_FILE
+        for path in (self.events_path, self.deletions_path, self.exposures_path, self.folder / LOCK_FILE):
             if not path.exists():
                 path.touch()
                 _fsync_dir(self.folder)
@@ -208,6 +239,24 @@ class EventLog:
                     except (ValueError, KeyError):
                         continue
 
+    def append_exposures(self, exposures: Iterable[Exposure]) -> None:
+        """Append and fsync, as ``append``."""
+        self._append(self.exposures_path, [x.to_json() for x in exposures])
+
+    def read_exposures(self) -> Iterator[Exposure]:
+        """Every logged exposure in order (a torn last line is skipped)."""
+        with open(self.exposures_path, "rb") as fh:
+            for line in fh:
+                if line.strip():
+                    try:
+                        yield Exposure.from_json(line)
+                    except (ValueError, KeyError):
+                        continue
+
+    def purge_exposures(self, user_id: str) -> set[str]:
+        """Rewrite the exposure log without ``user_id``'s exposures (atomically); returns their ids."""
+        return self._drop(lambda raw: str(raw["user_id"]) == user_id, self.exposures_path, "exposure_id")
+
     def purge_user(self, user_id: str) -> set[str]:
         """Rewrite the log without ``user_id``'s events (atomically); returns their event ids."""
         return self._drop(lambda raw: str(raw["user_id"]) == user_id)
@@ -217,12 +266,15 @@ class EventLog:
         has learned them; the trainer keeps its own copy); returns how many were dropped."""
         return len(self._drop(lambda raw: float(raw["accepted_at"]) <= upto))
 
-    def _drop(self, drop: Callable[[dict[str, Any]], bool]) -> set[str]:
-        """Rewrite the log (atomically, under the lock) without the events ``drop`` picks; their ids."""
+    def _drop(self, drop: Callable[[dict[str, Any]], bool], path: Path | None = None,
+              id_field: str = "event_id") -> set[str]:
+        """Rewrite a log (the events', by default) atomically, under the lock, without the lines
+        ``drop`` picks; returns their ids."""
+        path = self.events_path if path is None else path
         with self._locked():
             kept: list[bytes] = []
             removed: set[str] = set()
-            with open(self.events_path, "rb") as fh:
+            with open(path, "rb") as fh:
                 for line in fh:
                     if not line.strip():
                         continue
@@ -232,16 +284,16 @@ class EventLog:
                     except (ValueError, KeyError, TypeError):
                         mine = False
                     if mine:
-                        removed.add(str(raw.get("event_id", "")))
+                        removed.add(str(raw.get(id_field, "")))
                     else:
                         kept.append(line if line.endswith(b"\n") else line + b"\n")
             if removed:
-                tmp = self.events_path.with_suffix(".jsonl.tmp")
+                tmp = path.with_suffix(".jsonl.tmp")
                 with open(tmp, "wb") as fh:
                     fh.writelines(kept)
                     fh.flush()
                     os.fsync(fh.fileno())
-                os.replace(tmp, self.events_path)
+                os.replace(tmp, path)
                 _fsync_dir(self.folder)
         return removed
 
@@ -382,8 +434,9 @@ def compact_redis(redis_url: str, *, prefix: str = "hybridrec", timeout: float =
     """Rewrite what Redis keeps on disk so that purged data leaves it; returns what was done.
 
     XDEL only flags a stream entry: the entry's bytes stay in the stream's node, and snapshots
-    (RDB, and the RDB preamble of a rewritten AOF) copy nodes as they are. So the stream is rebuilt
-    from its live entries first (atomically: WATCH, then one MULTI that copies and renames), then the
+    (RDB, and the RDB preamble of a rewritten AOF) copy nodes as they are. So the streams (events,
+    exposures) are rebuilt from their live entries first (atomically: WATCH, then one MULTI that
+    copies and renames), then the
     append-only file is rewritten (BGREWRITEAOF) and, where snapshots are configured, one is taken
     (BGSAVE); both waited for. Where CONFIG is disabled (managed Redis) the persistence steps that
     need it are skipped and said so.
@@ -393,31 +446,12 @@ def compact_redis(redis_url: str, *, prefix: str = "hybridrec", timeout: float =
 
     from graphql_api.store import RedisKeys
 
-    stream = RedisKeys(prefix).stream
-    rebuilt = f"{stream}:rebuild"
+    keys = RedisKeys(prefix)
     done: list[str] = []
     client = redis.Redis.from_url(redis_url)
     try:
-        for _ in range(20):
-            with client.pipeline() as pipe:
-                try:
-                    pipe.watch(stream)
-                    entries = pipe.xrange(stream)
-                    pipe.multi()
-                    pipe.delete(rebuilt)
-                    for sid, fields in entries:
-                        pipe.xadd(rebuilt, fields, id=sid)
-                    if entries:
-                        pipe.rename(rebuilt, stream)
-                    else:
-                        pipe.delete(stream)
-                    pipe.execute()
-                    done.append(f"stream rebuilt from its {len(entries):,} live entries")
-                    break
-                except WatchError:
-                    continue  # an event arrived meanwhile: copy again
-        else:
-            raise RuntimeError(f"{stream} changed during 20 rebuild attempts; try again when it is quieter")
+        for stream in (keys.stream, keys.exposures):
+            done.append(_rebuild_stream(client, stream, WatchError))
 
         def wait(flag: str, *more: str) -> None:
             deadline = time.monotonic() + timeout
@@ -449,3 +483,81 @@ def compact_redis(redis_url: str, *, prefix: str = "hybridrec", timeout: float =
     finally:
         client.close()
     return done
+
+
+def read_exposures(events_dir: str | Path | None = None, *, redis_url: str | None = None,
+                   prefix: str = "hybridrec") -> list[Exposure]:
+    """Every logged exposure (each id once, its first showing), ordered by time; exposures of a
+    user shown before that user's deletion are left out."""
+    if events_dir is None and redis_url is None:
+        raise ValueError("read_exposures needs events_dir or redis_url")
+    found: list[Exposure] = []
+    if events_dir is not None:
+        found += EventLog(events_dir).read_exposures()
+    if redis_url is not None:
+        import redis
+
+        from graphql_api.store import RedisKeys
+
+        keys = RedisKeys(prefix)
+        client = redis.Redis.from_url(redis_url)
+        try:
+            found += [Exposure.from_json(f[b"x"]) for _, f in client.xrange(keys.exposures)]
+        finally:
+            client.close()
+    deleted_at = _deletion_times(events_dir, redis_url, prefix, {x.user_id for x in found})
+    first: dict[str, Exposure] = {}
+    for x in sorted(found, key=lambda x: (x.shown_at, x.exposure_id)):
+        if x.shown_at > deleted_at.get(x.user_id, float("-inf")):
+            first.setdefault(x.exposure_id, x)
+    return list(first.values())
+
+
+def _deletion_times(events_dir: str | Path | None, redis_url: str | None, prefix: str,
+                    user_ids: Iterable[str]) -> dict[str, float]:
+    """User id -> the time of its latest deletion, for those of ``user_ids`` that were deleted."""
+    deletions = deleted_users(events_dir, redis_url=redis_url, prefix=prefix)
+    if not deletions:
+        return {}
+    salt = erasure_salt(events_dir, redis_url=redis_url, prefix=prefix)
+    keyed = {u: user_key(salt, u) for u in user_ids}
+    return {u: deletions[k] for u, k in keyed.items() if k in deletions}
+
+
+def read_outcomes(events_dir: str | Path | None = None, *, redis_url: str | None = None,
+                  prefix: str = "hybridrec") -> list[Event]:
+    """The accepted interactions that name an exposure (each once; deleted users' left out), for
+    the experiment report."""
+    events: dict[str, Event] = {}
+    if events_dir is not None:
+        events.update((e.event_id, e) for e in EventLog(events_dir).read() if e.exposure_id is not None)
+    if redis_url is not None:
+        stream, _ = _redis_events(redis_url, prefix)
+        events.update((e.event_id, e) for e in stream if e.exposure_id is not None)
+    deleted_at = _deletion_times(events_dir, redis_url, prefix, {e.user_id for e in events.values()})
+    return sorted((e for e in events.values() if e.accepted_at > deleted_at.get(e.user_id, float("-inf"))),
+                  key=lambda e: (e.accepted_at, e.event_id))
+
+
+def _rebuild_stream(client: Any, stream: str, watch_error: type[Exception]) -> str:
+    """Copy a stream's live entries into a new key and rename it over the old one, in one MULTI
+    after a WATCH (retried while writers change it); an empty stream is deleted."""
+    rebuilt = f"{stream}:rebuild"
+    for _ in range(20):
+        with client.pipeline() as pipe:
+            try:
+                pipe.watch(stream)
+                entries = pipe.xrange(stream)
+                pipe.multi()
+                pipe.delete(rebuilt)
+                for sid, fields in entries:
+                    pipe.xadd(rebuilt, fields, id=sid)
+                if entries:
+                    pipe.rename(rebuilt, stream)
+                else:
+                    pipe.delete(stream)
+                pipe.execute()
+                return f"{stream} rebuilt from its {len(entries):,} live entries"
+            except watch_error:
+                continue  # written to meanwhile: copy again
+    raise RuntimeError(f"{stream} changed during 20 rebuild attempts; try again when it is quieter")

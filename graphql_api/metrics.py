@@ -46,10 +46,31 @@ class Metrics:
             registry=r,
         )
         self.redis_up = Gauge("hybridrec_redis_up", "1 when Redis answers, 0 when it does not", registry=r)
+        # experiments (hybrid.experiments): per arm, what was shown and what users did after it
+        arm = ["experiment", "variant"]
+        self.experiment = Gauge("hybridrec_experiment_running", "The running experiment (value 1)", ["experiment"],
+                                registry=r)
+        self.exposures = Counter("hybridrec_experiment_exposures", "Distinct lists shown under an experiment arm "
+                                 "(a cached answer re-shows its list: not counted again)", arm, registry=r)
+        self.outcomes = Counter("hybridrec_experiment_outcomes", "Interactions recorded with an exposure id", arm,
+                                registry=r)
+        self.clicks = Counter("hybridrec_experiment_clicks", "Outcomes whose item was in the shown list", arm,
+                              registry=r)
+        self.conversions = Counter("hybridrec_experiment_conversions", "Clicks whose value reached the experiment's "
+                                   "conversion value", arm, registry=r)
+        self.outcome_ndcg = Counter("hybridrec_experiment_outcome_ndcg", "Sum over outcomes of the NDCG of the "
+                                    "interacted item against the shown list (1/log2(rank+1), 0 when not shown); "
+                                    "divided by outcomes: mean NDCG, and clicks/outcomes the hit rate", arm,
+                                    registry=r)
 
     def set_bundle(self, version: str) -> None:
         self.bundle.clear()
         self.bundle.labels(version=version).set(1)
+
+    def set_experiment(self, name: str | None) -> None:
+        self.experiment.clear()
+        if name is not None:
+            self.experiment.labels(experiment=name).set(1)
 
     def render(self) -> tuple[bytes, str]:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

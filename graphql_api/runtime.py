@@ -3,6 +3,10 @@
 The engine (one loaded bundle) sits behind a single attribute; hot reload builds the next engine
 in a worker thread and then rebinds that attribute, an atomic swap: a request that already took
 the old engine finishes on it, the next one gets the new one, and none fails in between.
+
+The running experiment (hybrid.experiments, the bundle root's ``experiments.json``) is polled the
+same way and compiled for the served engine; the engine and its experiment are rebound together,
+without an await between, so a request always takes a matching pair.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from graphql_api.metrics import Metrics
 from graphql_api.settings import Settings
 from graphql_api.store import Store
 from hybrid.bundle import latest_version, version_path
+from hybrid.experiments import ActiveExperiment, ExperimentBook, read_book
 
 log = get_logger("runtime")
 FAILED_RETRY_SECONDS = 30.0
@@ -61,6 +66,11 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = time.time()
         self.last_reload_error: str | None = None
+        self.experiments = ExperimentBook()
+        """The bundle root's experiments as last read."""
+        self.experiment: ActiveExperiment | None = None
+        """The running experiment compiled for the served engine (None: none runs, or it does not fit)."""
+        self.last_experiment_error: str | None = None
         self._settle_due = False
 
     # -- the engine ---------------------------------------------------------------------------------
@@ -79,6 +89,7 @@ class Runtime:
         """Serve ``engine`` from the next request on."""
         old = self._engine
         self._engine = engine
+        self._compile_experiment()
         if old is None:
             settle_heap()
         else:
@@ -92,6 +103,40 @@ class Runtime:
             log.info("switched bundle", extra={"from_version": old.version, "to_version": engine.version})
         else:
             log.info("loaded bundle", extra={"version": engine.version, "path": str(engine.bundle.path)})
+
+    # -- the experiment ------------------------------------------------------------------------------
+    def _compile_experiment(self) -> None:
+        engine, book = self._engine, self.experiments
+        active = None
+        if engine is not None and book.running is not None:
+            try:
+                active = ActiveExperiment.compile(book, engine.version, engine.signals, engine.bundle.weights,
+                                                  engine.bundle.variants)
+                self.last_experiment_error = None
+            except ValueError as err:
+                self.last_experiment_error = str(err)
+                log.error("the running experiment does not fit the served bundle; serving without it",
+                          extra={"experiment": book.running.name, "version": engine.version, "error": str(err)})
+        previous, self.experiment = self.experiment, active
+        if (previous.token if previous else None) != (active.token if active else None):
+            self.metrics.set_experiment(active.name if active else None)
+            log.info("experiment", extra={"running": active.token if active else None,
+                                          "version": engine.version if engine else None})
+
+    async def load_experiments(self) -> bool:
+        """Read the root's experiments file; True when it changed (the new split serves from the next request)."""
+        try:
+            book = await anyio.to_thread.run_sync(read_book, self.settings.bundle_root)
+        except Exception as err:  # noqa: BLE001 - a bad file must not stop the server: the last good one serves
+            if self.last_experiment_error != str(err):
+                log.error("experiments file unreadable; keeping the previous one", extra={"error": str(err)})
+            self.last_experiment_error = str(err)
+            return False
+        if book == self.experiments:
+            return False
+        self.experiments = book
+        self._compile_experiment()
+        return True
 
     async def load_latest(self) -> bool:
         """Load the root's latest bundle if it differs from the one served; True when swapped."""
@@ -131,6 +176,7 @@ class Runtime:
         if settings.weak_keys():
             log.warning("API keys shorter than 16 characters can be guessed", extra={"keys": settings.weak_keys()})
         await self.store.start()
+        await self.load_experiments()
         await self.load_latest()
         if self._engine is None:
             log.warning("no bundle to serve yet; /health reports not ready until one is published",
@@ -161,6 +207,7 @@ class Runtime:
                 self.settle()
                 if self.settings.reload_interval > 0:
                     await self.load_latest()
+                await self.load_experiments()
                 await self.store.ping()
             except asyncio.CancelledError:
                 raise

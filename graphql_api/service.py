@@ -1,12 +1,17 @@
 """What the resolvers do, apart from GraphQL: validation, fold-in of online events, recording
 interactions and deleting a user's data. Resolvers only translate to and from schema types.
+
+While an experiment runs (hybrid.experiments), a recommendations request that names neither a
+variant nor weights is served its user's arm, and the list shown is logged as an exposure before
+the answer leaves; an interaction may name the exposure it answers (joined per arm: clicks,
+conversions, NDCG of what was done against what was shown).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -15,18 +20,22 @@ import numpy as np
 
 from graphql_api.context import Context
 from graphql_api.engine import MAX_FIRST, Engine, OnlineHistory, check_first
-from graphql_api.errors import BadInput
-from graphql_api.events import Event
+from graphql_api.errors import BadInput, EventStoreUnavailable
+from graphql_api.events import Event, Exposure
 from graphql_api.input_limits import MAX_STRING_LENGTH
+from graphql_api.logs import get_logger
 from graphql_api.store import DeletionReport
+from hybrid.experiments import ActiveExperiment, exposure_id
 from hybrid.explain import Explanation, explain_items
 from hybrid.index import ItemFilter
 from hybrid.recommender import RankingPlan, Recommendations, SimilarItem
+from hybrid.variants import Variant
 
 MAX_ID_LENGTH = MAX_STRING_LENGTH
 MAX_ID_BATCH = 500
 MAX_VALUE = 1e6
 MAX_EPOCH = 253_402_300_799  # 9999-12-31T23:59:59Z
+log = get_logger("service")
 
 
 def check_id(value: str, field_name: str) -> str:
@@ -47,6 +56,8 @@ class RecommendationRun:
     result: Recommendations
     history: OnlineHistory
     neighbours: int = 10
+    exposure: Exposure | None = None
+    """The logged exposure when the answer was served under an experiment's arm."""
     explanations: dict[int, Explanation] = field(default_factory=dict)
 
     @property
@@ -93,13 +104,17 @@ async def recommend(
     engine.check_blend(variant, weights)
     flt = engine.item_filter(item_filter)
     recommender = engine.recommender
+    experiment = ctx.experiment
+    arm = None  # a request that names a variant or weights chose its blend: not part of the experiment
+    if experiment is not None and variant is None and weights is None and experiment.bundle_version == engine.version:
+        arm = experiment.assign(user_id)
     async with ctx.runtime.searches.slot() as slot:  # concurrent requests' searches run as one batch
         state = await ctx.loaders.user_state.load(user_id)
         history = engine.online_history(state)
         plan = recommender.plan(
             user_id,
             first,
-            variant=variant,
+            variant=arm if arm is not None else variant,
             weights=engine.restrict_weights(weights),
             item_filter=flt,
             exclude_seen=exclude_seen,
@@ -108,7 +123,29 @@ async def recommend(
         rows, scores = await slot.search(engine.bundle.index, plan.query, plan.n, plan.exclude, plan.allowed)
     result = recommender.answer(plan, rows, scores)
     ctx.variants.append(result.variant)
-    return RecommendationRun(engine, plan, result, history, neighbours=ctx.settings.explain_neighbours)
+    exposure = None
+    if experiment is not None and arm is not None:
+        exposure = await _log_exposure(ctx, experiment, result, ",".join(state.tags.values()))
+    return RecommendationRun(engine, plan, result, history, neighbours=ctx.settings.explain_neighbours,
+                             exposure=exposure)
+
+
+async def _log_exposure(ctx: Context, experiment: ActiveExperiment, result: Recommendations,
+                        generation: str) -> Exposure | None:
+    """Log the list shown as an exposure; None (and the answer not cached) when no durable place takes it."""
+    items = tuple(result.item_ids)
+    exposure = Exposure(exposure_id(experiment.experiment, result.user_id, result.variant, result.bundle_version, items),
+                        result.user_id, experiment.name, result.variant, result.bundle_version, items)
+    try:
+        written = await ctx.store.record_exposures([exposure], generation)
+    except EventStoreUnavailable as err:
+        ctx.uncacheable = True
+        ctx.metrics.errors.labels(kind="exposure_not_logged").inc()
+        log.warning("exposure not logged: the answer carries no exposure id", extra={"error": str(err)})
+        return None
+    if written:
+        ctx.metrics.exposures.labels(experiment=exposure.experiment, variant=exposure.variant).inc()
+    return exposure
 
 
 async def explain(
@@ -120,10 +157,14 @@ async def explain(
     engine.check_blend(variant, weights)
     if engine.item_rows([item_id])[0] < 0:
         return None
+    blend: str | Variant | None = variant
+    experiment = ctx.experiment
+    if experiment is not None and variant is None and weights is None and experiment.bundle_version == engine.version:
+        blend = experiment.assign(user_id)  # explained under the arm the user is served
     state = await ctx.loaders.user_state.load(user_id)
     history = engine.online_history(state)
     return engine.recommender.explain(
-        user_id, str(item_id), variant=variant, weights=engine.restrict_weights(weights),
+        user_id, str(item_id), variant=blend, weights=engine.restrict_weights(weights),
         history_override=history.override,
     )
 
@@ -204,6 +245,8 @@ class InteractionSpec:
     item_id: str
     value: float
     timestamp: datetime | None
+    exposure_id: str | None = None
+    """The exposure (``Recommendations.exposureId``) this interaction answers."""
 
 
 @dataclass(frozen=True)
@@ -248,6 +291,15 @@ async def record(ctx: Context, specs: Sequence[InteractionSpec]) -> tuple[list[E
             raise BadInput(f"value must be finite, > 0 and <= {MAX_VALUE:g}, got {s.value}{where}", field="value")
     now = time.time()
     epochs = [_epoch(s.timestamp, now) for s in specs]  # BadInput before anything is stored
+    exposures: dict[tuple[str, str], Exposure] = {}  # (user, exposure id): an id holds for its own user only
+    for s in specs:
+        if s.exposure_id is not None and (s.user_id, s.exposure_id) not in exposures:
+            check_id(s.exposure_id, "exposureId")
+            found = await ctx.store.exposure(s.user_id, s.exposure_id)
+            if found is None:
+                raise BadInput(f"unknown exposure id {s.exposure_id!r} for user {s.user_id!r}: give the exposureId "
+                               "of a recommendations answer served to this user", field="exposureId")
+            exposures[s.user_id, s.exposure_id] = found
     rows = engine.item_rows([s.item_id for s in specs])
     accepted: list[Event] = []
     rejected: list[Rejection] = []
@@ -256,10 +308,28 @@ async def record(ctx: Context, specs: Sequence[InteractionSpec]) -> tuple[list[E
             rejected.append(Rejection(k, s.item_id, f"unknown item id {s.item_id!r} in bundle {engine.version}"))
             continue
         accepted.append(Event(user_id=s.user_id, item_id=s.item_id, value=float(s.value),
-                              timestamp=epochs[k], accepted_at=now))
+                              timestamp=epochs[k], accepted_at=now, exposure_id=s.exposure_id))
     await ctx.store.record(accepted)
     ctx.metrics.events.inc(len(accepted))
+    _count_outcomes(ctx, accepted, exposures)
     return accepted, rejected
+
+
+def _count_outcomes(ctx: Context, events: Iterable[Event], exposures: Mapping[tuple[str, str], Exposure]) -> None:
+    """Per-arm metrics of interactions that name an exposure: a click is an interaction with a shown
+    item, a conversion a click whose value reaches the experiment's conversion value; each outcome
+    adds the NDCG of its item against the shown list (1/log2(rank+1); 0 when it was not shown)."""
+    for e in events:
+        x = exposures.get((e.user_id, e.exposure_id or ""))
+        if x is None:
+            continue
+        labels = {"experiment": x.experiment, "variant": x.variant}
+        ctx.metrics.outcomes.labels(**labels).inc()
+        if e.item_id in x.items:
+            ctx.metrics.clicks.labels(**labels).inc()
+            ctx.metrics.outcome_ndcg.labels(**labels).inc(1.0 / math.log2(x.items.index(e.item_id) + 2))
+            if e.value >= ctx.runtime.experiments.conversion_value(x.experiment):
+                ctx.metrics.conversions.labels(**labels).inc()
 
 
 async def delete_user(ctx: Context, user_id: str) -> tuple[DeletionReport, bool]:

@@ -1,5 +1,5 @@
 """Where the API keeps what changes between bundles: accepted events, folded-in user state,
-cached answers, deletions and rate-limit buckets.
+experiment exposures, cached answers, deletions and rate-limit buckets.
 
 Two backends, used together when both are configured:
 
@@ -30,6 +30,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -41,7 +42,9 @@ from urllib.parse import quote
 import anyio.to_thread
 
 from graphql_api.errors import EventStoreUnavailable
-from graphql_api.events import SALT_ENV, Deletion, Event, EventLog, deletion_from_json, new_salt, salt_key, user_key
+from graphql_api.events import (
+    SALT_ENV, Deletion, Event, EventLog, Exposure, deletion_from_json, new_salt, salt_key, user_key,
+)
 from graphql_api.logs import get_logger
 from graphql_api.metrics import Metrics
 from graphql_api.settings import Settings
@@ -69,6 +72,10 @@ class RedisKeys:
     @property
     def deletions(self) -> str:
         return f"{self.prefix}:deletions"
+
+    @property
+    def exposures(self) -> str:
+        return f"{self.prefix}:exposures"
 
     def user(self, user_id: str, what: str) -> str:
         """A key holding the user's data (deleted with it)."""
@@ -123,6 +130,28 @@ redis.call('DEL', ARGV[1], ARGV[3])
 redis.call('INCR', ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
 return out
+"""
+
+_ADD_EXPOSURES = """
+-- KEYS[1] exposure stream; ARGV: groups of (the user's exposures hash, exposure id, exposure json)
+for i = 1, #ARGV, 3 do
+  local sid = redis.call('XADD', KEYS[1], '*', 'x', ARGV[i + 2])
+  redis.call('HSET', ARGV[i], ARGV[i + 1], sid .. '|' .. ARGV[i + 2])
+end
+return #ARGV / 3
+"""
+
+_PURGE_EXPOSURES = """
+-- KEYS[1] exposure stream, KEYS[2] the user's exposures hash: both lose the user's exposures (ids returned)
+local flat = redis.call('HGETALL', KEYS[2])
+local ids = {}
+for i = 1, #flat, 2 do
+  local item = flat[i + 1]
+  redis.call('XDEL', KEYS[1], string.sub(item, 1, string.find(item, '|', 1, true) - 1))
+  table.insert(ids, flat[i])
+end
+redis.call('DEL', KEYS[2])
+return ids
 """
 
 _CACHE_GET = """
@@ -194,6 +223,8 @@ class DeletionReport:
     events: int
     cached_answers: int
     online_state: bool
+    exposures: int = 0
+    """Experiment exposures purged (log and Redis)."""
 
 
 @dataclass(frozen=True)
@@ -318,6 +349,48 @@ class LocalState:
             self.deleted.get(key),
             {key: str(self.generations.get(key, 0))},
         )
+
+
+class ExposureIndex:
+    """The local exposure log by user (the newest ``cap`` per user), kept current by tailing it
+    when an exposure id is looked up."""
+
+    _read_new = LocalState._read_new
+
+    def __init__(self, log_: EventLog, cap: int = 500) -> None:
+        self.log = log_
+        self.cap = cap
+        self.by_user: dict[str, OrderedDict[str, Exposure]] = {}
+        self._pos = (-1, 0)
+        self._lock = threading.Lock()  # lookups run in worker threads
+
+    def sync(self) -> None:
+        with self._lock:
+            self._sync()
+
+    def _sync(self) -> None:
+        lines, self._pos, rewritten = self._read_new(self.log.exposures_path, self._pos)
+        if rewritten:  # a purge rewrote the file: read it again from the start
+            self.by_user, self._pos = {}, (-1, 0)
+            lines, self._pos, _ = self._read_new(self.log.exposures_path, self._pos)
+        for line in lines:
+            try:
+                x = Exposure.from_json(line)
+            except (ValueError, KeyError):
+                continue
+            mine = self.by_user.setdefault(x.user_id, OrderedDict())
+            mine.setdefault(x.exposure_id, x)
+            while len(mine) > self.cap:
+                mine.popitem(last=False)
+
+    def get(self, user_id: str, exposure_id: str) -> Exposure | None:
+        with self._lock:
+            self._sync()
+            return self.by_user.get(user_id, {}).get(exposure_id)
+
+    def drop_user(self, user_id: str) -> None:
+        with self._lock:
+            self.by_user.pop(user_id, None)
 
 
 class MemoryCache:
@@ -471,6 +544,9 @@ class Store:
         self.keys = RedisKeys(settings.redis_prefix)
         self.log = EventLog(settings.events_dir) if settings.events_dir is not None else None
         self.local = LocalState(self.log, settings.history_cap) if self.log is not None else None
+        self.exposures = ExposureIndex(self.log, settings.history_cap) if self.log is not None else None
+        self._logged: OrderedDict[str, None] = OrderedDict()
+        """Exposures (id and the user's generation) this process logged lately: not logged again."""
         self.cache = MemoryCache(max_bytes=settings.cache_max_bytes)
         self.buckets = TokenBuckets()
         self.redis: Any = None
@@ -505,6 +581,8 @@ class Store:
             self._scripts = {
                 "add": self.redis.register_script(_ADD_EVENTS),
                 "purge": self.redis.register_script(_PURGE_USER),
+                "add_exposures": self.redis.register_script(_ADD_EXPOSURES),
+                "purge_exposures": self.redis.register_script(_PURGE_EXPOSURES),
                 "get": self.redis.register_script(_CACHE_GET),
                 "bucket": self.redis.register_script(_TOKEN_BUCKET),
             }
@@ -608,6 +686,8 @@ class Store:
                 try:
                     if kind == "events":
                         await self._redis_add(payload)
+                    elif kind == "exposures":
+                        await self._redis_add_exposures(payload)
                     else:
                         await self._redis_purge(payload)
                 except RedisUnavailable:
@@ -704,14 +784,20 @@ class Store:
         removed_ids: set[str] = set()
         cached = self.cache.drop_user(key)  # before the purge below resyncs (and drops) them
         had_state = False
+        exposures: set[str] = set()
+        self._logged.clear()  # an exposure shown again after the deletion is logged again
         if self.log is not None:
             had_state = bool(self.local and self.local.events.get(key))
+            exposures |= await anyio.to_thread.run_sync(self.log.purge_exposures, user_id)
+            if self.exposures is not None:
+                self.exposures.drop_user(user_id)
             removed_ids |= await anyio.to_thread.run_sync(self.log.purge_user, user_id)
             await anyio.to_thread.run_sync(self.log.record_deletion, deletion)
             self.sync_local()
         queued = [e.event_id for k, p in self._pending if k == "events" for e in p if e.user_id == user_id]
-        if queued:
-            self._pending = [(k, [e for e in p if e.user_id != user_id] if k == "events" else p)
+        exposures.update(x.exposure_id for k, p in self._pending if k == "exposures" for x in p if x.user_id == user_id)
+        if queued or exposures:
+            self._pending = [(k, [e for e in p if e.user_id != user_id] if k in ("events", "exposures") else p)
                              for k, p in self._pending]
             removed_ids.update(queued)
             had_state = True
@@ -719,7 +805,8 @@ class Store:
             try:
                 if self._pending:
                     raise RedisUnavailable("queue not replayed yet")
-                ids, n_cached = await self._redis_purge((user_id, deletion))
+                ids, n_cached, shown = await self._redis_purge((user_id, deletion))
+                exposures |= shown
                 removed_ids |= ids
                 cached += n_cached
                 had_state = had_state or bool(ids)
@@ -728,9 +815,10 @@ class Store:
                     raise EventStoreUnavailable("the event store (redis) is unavailable; retry later") from err
                 self._pending.append(("delete", (user_id, deletion)))
                 self._schedule_flush()
-        return DeletionReport(events=len(removed_ids), cached_answers=cached, online_state=had_state)
+        return DeletionReport(events=len(removed_ids), cached_answers=cached, online_state=had_state,
+                              exposures=len(exposures))
 
-    async def _redis_purge(self, what: tuple[str, Deletion]) -> tuple[set[str], int]:
+    async def _redis_purge(self, what: tuple[str, Deletion]) -> tuple[set[str], int, set[str]]:
         user_id, deletion = what
         k = deletion.user_key
         out = await self._redis(lambda r: self._scripts["purge"](
@@ -738,7 +826,67 @@ class Store:
             args=[self.keys.user(user_id, "events"), self.keys.keyed(k, "gen"), self.keys.keyed(k, "cache"), k,
                   repr(deletion.deleted_at)],
         ))
-        return {Event.from_json(raw).event_id for raw in out[1:]}, int(out[0])
+        shown = await self._redis_purge_exposures(user_id)
+        return {Event.from_json(raw).event_id for raw in out[1:]}, int(out[0]), shown
+
+    # -- experiment exposures ------------------------------------------------------------------------
+    async def record_exposures(self, exposures: list[Exposure], generation: str = "") -> list[Exposure]:
+        """Make exposures durable as events are (raises EventStoreUnavailable); an exposure this
+        process logged lately at the same user generation is not written again. Returns those written."""
+        fresh = [x for x in exposures if f"{x.exposure_id}:{generation}" not in self._logged]
+        if not fresh:
+            return []
+        await self._require_durable()
+        if self.log is not None:
+            await anyio.to_thread.run_sync(self.log.append_exposures, fresh)
+        if self.redis is not None:
+            if self._pending:
+                self._pending.append(("exposures", fresh))
+                self._schedule_flush()
+            else:
+                try:
+                    await self._redis_add_exposures(fresh)
+                except RedisUnavailable as err:
+                    if self.log is None:
+                        raise EventStoreUnavailable("the event store (redis) is unavailable; retry later") from err
+                    self._pending.append(("exposures", fresh))
+        for x in fresh:
+            self._logged[f"{x.exposure_id}:{generation}"] = None
+        while len(self._logged) > MEMORY_CACHE_ENTRIES:
+            self._logged.popitem(last=False)
+        return fresh
+
+    async def exposure(self, user_id: str, exposure_id: str) -> Exposure | None:
+        """The user's logged exposure of that id; None when there is none (another user's is none)."""
+        if self.exposures is not None:
+            found = await anyio.to_thread.run_sync(self.exposures.get, user_id, exposure_id)
+            if found is not None:
+                return found
+        for kind, payload in self._pending:
+            if kind == "exposures":
+                for x in payload:
+                    if x.exposure_id == exposure_id and x.user_id == user_id:
+                        return x
+        if self.redis is None:
+            return None
+        try:
+            raw = await self._redis(lambda r: r.hget(self.keys.user(user_id, "exposures"), exposure_id))
+        except RedisUnavailable as err:
+            if self.exposures is None:
+                raise EventStoreUnavailable("the event store (redis) is unavailable; retry later") from err
+            return None
+        return Exposure.from_json(raw.split(b"|", 1)[1]) if raw else None
+
+    async def _redis_add_exposures(self, exposures: list[Exposure]) -> None:
+        args: list[str] = []
+        for x in exposures:
+            args += [self.keys.user(x.user_id, "exposures"), x.exposure_id, x.to_json()]
+        await self._redis(lambda r: self._scripts["add_exposures"](keys=[self.keys.exposures], args=args))
+
+    async def _redis_purge_exposures(self, user_id: str) -> set[str]:
+        key = self.keys.user(user_id, "exposures")
+        ids = await self._redis(lambda r: self._scripts["purge_exposures"](keys=[self.keys.exposures, key]))
+        return {_text(i) for i in ids}
 
     # -- cached answers ----------------------------------------------------------------------------
     def _cache_key(self, key: str) -> str:

@@ -223,12 +223,13 @@ class HybridRecommender:
     def blend(
         self,
         state: UserState,
-        variant: str | None = None,
+        variant: str | Variant | None = None,
         weights: Mapping[str, float] | None = None,
         allowed: np.ndarray | None = None,
     ) -> tuple[Variant, dict[str, float], np.ndarray, str | None]:
-        """(variant, weights used, fused query, cold-start reason) for a user state."""
-        chosen = self.bundle.variants.resolve(state.user_id, variant, weights)
+        """(variant, weights used, fused query, cold-start reason) for a user state; ``variant`` is a
+        name of the bundle's, or a Variant itself (an experiment's arm)."""
+        chosen = variant if isinstance(variant, Variant) else self.bundle.variants.resolve(state.user_id, variant, weights)
         used = dict(chosen.weights)
         parts = state.parts
         reason = None
@@ -295,7 +296,7 @@ class HybridRecommender:
         user_id: str,
         n: int = 10,
         *,
-        variant: str | None = None,
+        variant: str | Variant | None = None,
         weights: Mapping[str, float] | None = None,
         item_filter: ItemFilter | None = None,
         exclude_seen: bool = True,
@@ -337,7 +338,7 @@ class HybridRecommender:
         user_id: str,
         item_id: str,
         *,
-        variant: str | None = None,
+        variant: str | Variant | None = None,
         weights: Mapping[str, float] | None = None,
         history_override: History | Any = None,
     ) -> Explanation:

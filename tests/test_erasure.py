@@ -4,7 +4,7 @@ Real parts: redis-server (append-only file and snapshots on, snapshot compressio
 byte search of its files can see what they hold), the API under uvicorn, the event log, and the
 real ingest/tune/index jobs on a Dask LocalCluster. The stores searched: the events folder, the
 data root (events.parquet, dataset, runs), every bundle version, Redis's keys and values, and
-Redis's files on disk. The source data is the operator's input and is not searched: deleted users'
+Redis's files on disk; an experiment runs, so exposures are among them. The source data is the operator's input and is not searched: deleted users'
 rows in it are left out of every training run by their salted hash.
 """
 
@@ -23,6 +23,7 @@ from distributed import Client, LocalCluster
 
 from cluster.retrain import retrain_once
 from hybrid.bundle import list_bundles, load
+from hybrid.experiments import Experiment, create_experiment
 from tests.api_helpers import RedisServer, start_uvicorn
 from tests.test_cluster_topology import write_movielens_layout
 
@@ -116,16 +117,25 @@ def test_nothing_of_a_deleted_user_is_left_anywhere(client: Client, tmp_path: Pa
         assert USER in load(bundles).users
         api = start_uvicorn({"HYBRIDREC_BUNDLE_ROOT": str(bundles), "HYBRIDREC_EVENTS_DIR": str(events),
                              "HYBRIDREC_REDIS_URL": server.url, "HYBRIDREC_API_KEYS": KEYS}, tmp_path / "api.log")
+        # an experiment runs, so the user's answers are logged as exposures too
+        create_experiment(bundles, Experiment("erase-test", {"tuned": 0.5, "als": 0.5}))
+        deadline = time.monotonic() + 60
+        query = f'{{ recommendations(userId: "{USER}", first: 5) {{ exposureId items {{ item {{ id }} }} }} }}'
+        while _gql(api.url, "reader", query)["recommendations"]["exposureId"] is None:  # picked up by the poll
+            assert time.monotonic() < deadline, "the API did not pick up the experiment"
+            time.sleep(0.5)
         for item in ("13", "15", "17"):
             _record(api.url, USER, item)
         _record(api.url, OTHER, "2")
-        _gql(api.url, "reader", f'{{ recommendations(userId: "{USER}", first: 5) {{ items {{ item {{ id }} }} }} }}')
+        _gql(api.url, "reader", query)
         time.sleep(1.2)  # a snapshot (save 1 1) now holds the user's events too
         assert retrain_once(work, bundles, **run).published  # v2: and the user's API events
         assert len(list_bundles(bundles)) == 2
 
-        deleted = _gql(api.url, "boss", f'mutation {{ deleteUserData(userId: "{USER}") {{ eventsRemoved }} }}')
+        deleted = _gql(api.url, "boss", f'mutation {{ deleteUserData(userId: "{USER}") {{ eventsRemoved '
+                                        'exposuresRemoved } }')
         assert deleted["deleteUserData"]["eventsRemoved"] == 3
+        assert deleted["deleteUserData"]["exposuresRemoved"] >= 1
         decision = retrain_once(work, bundles, **run)  # forced by the deletion
         assert decision.published and "deleted since the live bundle" in decision.reason
 

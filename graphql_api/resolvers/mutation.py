@@ -33,8 +33,10 @@ class Mutation:
         item_id: strawberry.ID,
         value: float = 1.0,
         timestamp: datetime | None = None,
+        exposure_id: strawberry.ID | None = None,
     ) -> RecordInteractionResult:
-        spec = service.InteractionSpec(str(user_id), str(item_id), value, timestamp)
+        spec = service.InteractionSpec(str(user_id), str(item_id), value, timestamp,
+                                       None if exposure_id is None else str(exposure_id))
         accepted, rejected = await service.record(info.context, [spec])
         version = info.context.engine.version
         if rejected:

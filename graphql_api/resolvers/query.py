@@ -105,9 +105,11 @@ class Query:
     async def user(self, info: Info, id: strawberry.ID) -> User:  # noqa: A002
         return User.from_domain(await service.user(info.context, str(id)))
 
-    @strawberry.field(description="The blend variants of the served bundle.")
+    @strawberry.field(description="The blend variants of the served bundle (and of the running experiment, "
+                                  "whose split the traffic shares then give).")
     def variants(self, info: Info) -> list[Variant]:
-        variants = info.context.engine.bundle.variants
+        experiment = info.context.experiment
+        variants = experiment.variants if experiment is not None else info.context.engine.bundle.variants
         return [Variant.from_domain(v, variants.traffic.get(v.name, 0.0)) for v in variants]
 
     @strawberry.field(description="The model bundle being served.")

@@ -15,6 +15,9 @@ class InteractionInput:
     item_id: strawberry.ID
     value: float = strawberry.field(default=1.0, description="Rating or strength, > 0 (a view is 1).")
     timestamp: datetime | None = strawberry.field(default=None, description="When it happened (default: now).")
+    exposure_id: strawberry.ID | None = strawberry.field(
+        default=None, description="The exposureId of the recommendations answer this interaction follows.")
 
     def to_domain(self) -> InteractionSpec:
-        return InteractionSpec(str(self.user_id), str(self.item_id), float(self.value), self.timestamp)
+        return InteractionSpec(str(self.user_id), str(self.item_id), float(self.value), self.timestamp,
+                               None if self.exposure_id is None else str(self.exposure_id))

@@ -17,6 +17,7 @@ class InteractionRecorded:
     value: float
     timestamp: datetime
     model_version: str
+    exposure_id: strawberry.ID | None = strawberry.field(description="The exposure this interaction was joined to.")
 
     @classmethod
     def from_domain(cls, event: Event, version: str) -> InteractionRecorded:
@@ -27,4 +28,5 @@ class InteractionRecorded:
             value=event.value,
             timestamp=datetime.fromtimestamp(event.timestamp, tz=UTC),
             model_version=version,
+            exposure_id=None if event.exposure_id is None else strawberry.ID(event.exposure_id),
         )

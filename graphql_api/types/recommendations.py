@@ -14,7 +14,16 @@ from graphql_api.types.user_source import UserSource
 class Recommendations:
     user_id: strawberry.ID
     variant: str = strawberry.field(
-        description="The variant used: the requested one, the user's sticky assignment, or 'custom' for weights."
+        description="The variant used: the requested one, the user's sticky assignment (the running experiment's "
+                    "arm, if one runs), or 'custom' for weights."
+    )
+    experiment: str | None = strawberry.field(
+        description="The experiment this answer was served under (null: none runs, or the request named a variant "
+                    "or weights, which leaves it out of the experiment)."
+    )
+    exposure_id: strawberry.ID | None = strawberry.field(
+        description="Names this list as shown to this user (logged); pass it to recordInteraction(exposureId:) so "
+                    "that what the user does is joined to what was shown. The same list shown again has the same id."
     )
     weights: list[SignalWeight] = strawberry.field(
         description="The blend weights actually used (the cold-start blend for a cold start)."
@@ -33,6 +42,8 @@ class Recommendations:
         return cls(
             user_id=strawberry.ID(r.user_id),
             variant=r.variant,
+            experiment=run.exposure.experiment if run.exposure is not None else None,
+            exposure_id=strawberry.ID(run.exposure.exposure_id) if run.exposure is not None else None,
             weights=SignalWeight.from_domain(r.weights),
             model_version=r.bundle_version,
             user_known=run.user_known,

@@ -15,6 +15,7 @@ class UserDataDeleted:
     events_removed: int = strawberry.field(description="Recorded interactions purged (log and Redis).")
     cached_answers_removed: int
     online_state_removed: bool
+    exposures_removed: int = strawberry.field(description="Experiment exposures of the user purged (log and Redis).")
     trained_data_excluded: bool = strawberry.field(
         description="True when the served bundle holds trained data for the user (now ignored; gone after retraining)."
     )
@@ -26,5 +27,6 @@ class UserDataDeleted:
             events_removed=report.events,
             cached_answers_removed=report.cached_answers,
             online_state_removed=report.online_state,
+            exposures_removed=report.exposures,
             trained_data_excluded=in_bundle,
         )
