@@ -1,14 +1,15 @@
 """LightGCN at MovieLens-25M size on one device: adjacency, seconds per epoch, validation NDCG@10.
 
     python bench/lightgcn_gpu.py --interactions 200000 --device cpu --out /tmp/lgcn    # small, any machine
-    python bench/lightgcn_gpu.py --device cuda --time-limit 200 --out bench/results/lightgcn_gpu
+    python bench/lightgcn_gpu.py --device cuda --batches auto 65536 --time-limit 130 --budget 350 \
+        --out bench/results/lightgcn_gpu                                                 # ~6 minutes
 
 Builds a MovieLens-25M-shaped interaction graph (162,541 users, 59,047 items, 25,000,095
 interactions at full size; both scaled down with --interactions), splits it by the protocol
 (DESIGN.md: per user by time, the last ceil(20%) to test, validation cut from train the same way)
 and trains LightGCN with the project's trainer (models.lightgcn_trainer.LightGCNTrainer) on 'fit',
 early-stopped on a seeded sample of validation users, within a wall-clock limit. It prints and
-writes (--out/lightgcn_gpu.json, after every run, so a run cut short keeps what it finished) the
+writes (--out/lightgcn_<device>_<interactions>.json, after every run, so a run cut short keeps what it finished) the
 time of building the adjacency, seconds per epoch, validation NDCG@10 per evaluated epoch, the
 epoch of the validation-picked best, peak GPU memory, and test NDCG@10 of the kept embeddings.
 
@@ -92,7 +93,9 @@ class GraphShape:
 
     def __post_init__(self) -> None:
         if self.users * self.items < 2 * self.interactions:
-            raise ValueError(f"{self.interactions} interactions do not fit in {self.users} x {self.items} at half density")
+            raise ValueError(
+                f"{self.interactions} interactions do not fit in {self.users} x {self.items} at half density"
+            )
 
 
 def user_activity(shape: GraphShape, rng: np.random.Generator) -> np.ndarray:
@@ -233,9 +236,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--eval-users", type=int, default=10_000, help="validation and test users sampled")
     parser.add_argument("--time-limit", type=float, default=200.0, help="seconds of epochs per run")
-    parser.add_argument("--budget", type=float, default=None, help="seconds for the whole script (runs that would overrun are skipped)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds for the whole script (runs that would overrun it are skipped)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None, help="folder for lightgcn_gpu.json")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
     t0 = time.perf_counter()
@@ -264,11 +268,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     val_sample = sample_rows(val, args.eval_users, np.random.default_rng(args.seed))
     popularity = np.diff(fit.tocsc().indptr).astype(np.float32)
     pop_val = evaluate(lambda rows: np.tile(popularity, (rows.size, 1)), fit, val_sample)["ndcg@10"]
-    log(f"popularity: validation NDCG@10 {pop_val:.4f} ({min(args.eval_users, val.getnnz(axis=1).astype(bool).sum()):,} users)")
+    val_users = int(np.count_nonzero(np.diff(val.indptr)))
+    log(f"popularity: validation NDCG@10 {pop_val:.4f} ({min(args.eval_users, val_users):,} users)")
 
     report: dict[str, Any] = {
         "bench": "lightgcn_gpu", "graph": asdict(shape), "device": str(device), "device_name": device_name(device),
-        "torch": torch.__version__, "torch_geometric": torch_geometric.__version__, "cuda": torch.version.cuda, "cpus": os.cpu_count(), "python": platform.python_version(),
+        "torch": torch.__version__, "torch_geometric": torch_geometric.__version__, "cuda": torch.version.cuda,
+        "cpus": os.cpu_count(), "threads": torch.get_num_threads(), "python": platform.python_version(),
+        "load_average_before": os.getloadavg()[0],
         "time": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         "sizes": {"fit": int(fit.nnz), "validation": int(val.nnz), "test": int(test.nnz)},
         "generate_seconds": gen_s, "split_seconds": split_s, "eval_users": args.eval_users,
@@ -309,12 +316,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "best_epoch": result.best_epoch, "best_validation_ndcg": result.best_ndcg,
             "test_ndcg": test_metrics["ndcg@10"], "test_recall": test_metrics["recall@10"],
             "test_coverage": test_metrics["coverage@10"], "test_users": test_metrics["users"],
-            "device": result.device,
+            "device": result.device, "load_average": os.getloadavg()[0],
             "peak_gpu_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         }
         report["runs"].append(run)
         write(args.out, report)
-        log(f"batch {batch:,}: adjacency {result.adjacency_seconds:.1f} s, median epoch {run['median_epoch_seconds']:.2f} s "
+        log(f"batch {batch:,}: adjacency {result.adjacency_seconds:.1f} s, "
+            f"median epoch {run['median_epoch_seconds']:.2f} s "
             f"({step_seconds * 1000:.1f} ms a step), {result.epochs_run} epochs, best validation NDCG@10 "
             f"{result.best_ndcg} at epoch {result.best_epoch}, test NDCG@10 {run['test_ndcg']:.4f}, peak GPU MiB "
             f"{run['peak_gpu_mib'] if run['peak_gpu_mib'] is None else round(run['peak_gpu_mib'])}")
@@ -325,10 +333,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def write(out: Path | None, report: dict[str, Any]) -> None:
+    """``out``/lightgcn_<device type>_<interactions>.json, replaced atomically."""
     if out is None:
         return
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "lightgcn_gpu.json"
+    path = out / f"lightgcn_{report['device'].split(':')[0]}_{report['graph']['interactions']}.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=2, default=float))
     os.replace(tmp, path)
