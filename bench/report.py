@@ -11,6 +11,8 @@ Reads, under --results:
   settings (quality and wall-time ratios), with issue 3's target;
 - tuner/<dataset>.json and .png (bench/tuner.py): GA vs grid vs random best validation NDCG@10 per
   budget, and tuner/synthetic-<N>.json: the time of tuning at N interactions, with its target;
+- lightgcn_gpu/*.json (bench/lightgcn_gpu.py): LightGCN at MovieLens-25M size on one device (GPU
+  or CPU) per run, beside the scale bench's CPU epoch at 25M;
 - serving: the API load bench's and the fault bench's JSON and PNG files (bench/api_load.py,
   bench/faults.py), found by name (api_load*, faults*, or in folders of those names), or given
   with --api-load / --faults. Missing parts are named in the report, never silently left out.
@@ -448,6 +450,63 @@ def ratio(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, int | float) and math.isfinite(value) else "n/a"
 
 
+# -- LightGCN on one device ------------------------------------------------------------------------
+LIGHTGCN_DEVICE_RUN = ("python bench/lightgcn_gpu.py --device cuda --batches auto 65536 --time-limit 130 --budget 350 "
+                       "--out bench/results/lightgcn_gpu")
+
+
+def lightgcn_device_section(results: Path) -> list[str]:
+    """bench/lightgcn_gpu.py's runs (per device and size), and the CPU epoch of the scale bench at 25M beside them."""
+    folder = results / "lightgcn_gpu"
+    records = [read(f) for f in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    lines = ["## LightGCN on one device (bench/lightgcn_gpu.py)", ""]
+    if not records:
+        return lines + [f"_Missing: no results under `{folder}` (on a GPU machine: `{LIGHTGCN_DEVICE_RUN}`)._", ""]
+    lines += ["A MovieLens-25M-shaped graph (numpy generator: latent-topic tastes, power-law item popularity, "
+              "log-normal user activity, scaled down for smaller sizes), split by the protocol; LightGCN "
+              "(models.lightgcn_trainer, 64 dimensions, 3 layers, 4 negatives) fit on 'fit' and early-stopped on a "
+              "sample of validation users within a wall-clock limit per run. Batch 'auto' is the scale bench's rule "
+              "(an epoch of at most 64 steps). Epoch seconds are the training steps alone (median over the epochs "
+              "run); test NDCG@10 is of the kept (best validation) embeddings, train items excluded. Load average (1 minute): "
+              "when the run ended.", ""]
+    head = ["device", "interactions", "fit", "batch", "steps/epoch", "adjacency s", "epoch s", "epochs",
+            "validation NDCG@10 by epoch", "best epoch", "popularity val NDCG@10", "test NDCG@10", "peak GPU MiB",
+            "load average"]
+    rows = []
+    for r in sorted(records, key=lambda r: (r["device"], r["graph"]["interactions"])):
+        for run in r["runs"]:
+            name = f"{r.get('device_name') or r['device']} ({r['device']}, {r.get('threads', '?')} threads)"
+            if run.get("skipped"):
+                rows.append([name, r["graph"]["interactions"], r["sizes"]["fit"], run["batch"], run["steps_per_epoch"],
+                             "skipped: budget", "", "", "", "", "", "", "", ""])
+                continue
+            curve = ", ".join(f"{e}: {v:.4f}" for e, v in run["history"])
+            rows.append([name, r["graph"]["interactions"], r["sizes"]["fit"], run["batch"], run["steps_per_epoch"],
+                         secs(run["adjacency_seconds"]), secs(run["median_epoch_seconds"]), run["epochs_run"], curve,
+                         run["best_epoch"], r["popularity_validation_ndcg"], run["test_ndcg"],
+                         mib(run["peak_gpu_mib"]) if run.get("peak_gpu_mib") is not None else "n/a",
+                         general(run.get("load_average"))])
+    lines += [table(head, rows), ""]
+    cpu = load_scale(results).get(25_000_000, {}).get("signal-lightgcn")
+    if cpu:
+        lines += [f"The scale bench's CPU figure at 25M: one epoch of {cpu.get('settings', {}).get('lightgcn_steps', '?')} "
+                  f"steps on 'train' ({fmt(cpu.get('rows'))} interactions), its whole fit, took {secs(cpu['seconds'])} s "
+                  f"on a single-threaded Dask worker ({cpu.get('environment', {}).get('cpus', '?')} CPUs, load average "
+                  f"{general(cpu.get('environment', {}).get('load_average'))}).", ""]
+    gpu = [r for r in records if str(r["device"]).startswith("cuda")]
+    if not gpu:
+        return lines + [f"_No GPU run yet: on a GPU machine, `{LIGHTGCN_DEVICE_RUN}` (about 6 minutes)._", ""]
+    for r in gpu:
+        for run in r["runs"]:
+            if cpu and not run.get("skipped") and r["graph"]["interactions"] >= 25_000_000 and run["steps_per_epoch"] <= 64:
+                lines += [f"At {fmt(r['graph']['interactions'])} interactions on {r.get('device_name')}, a "
+                          f"{run['steps_per_epoch']}-step epoch took {secs(run['median_epoch_seconds'])} s: "
+                          f"{cpu['seconds'] / run['median_epoch_seconds']:,.0f} times less than the CPU's one-epoch "
+                          f"fit above (which also holds its setup, on {fmt(cpu.get('rows'))} rather than "
+                          f"{fmt(r['sizes']['fit'])} interactions).", ""]
+    return lines
+
+
 # -- tuners -----------------------------------------------------------------------------------------
 def tuner_section(results: Path, out: Path) -> list[str]:
     """GA vs grid vs random per budget (table and plot) and the time of tuning at synthetic sizes."""
@@ -665,7 +724,7 @@ def build(results: Path, out: Path, design: Path, given: dict[str, list[Path]]) 
              f"`{rel(results, out) if results != out else '.'}`; each section names the bench that wrote it. "
              "Wall times were taken on a shared machine: read them with the load average they state.", ""]
     lines += quality + per_signal_section(datasets, results) + scale_section(results, out)
-    lines += als_section(results) + tuner_section(results, out)
+    lines += lightgcn_device_section(results) + als_section(results) + tuner_section(results, out)
     lines += serving_section(results, out, given)
     if not refs:
         lines += [f"_DESIGN.md's reference table was not found at `{design}`._", ""]

@@ -47,3 +47,7 @@ class BundleError(HybridrecError):
 
 class ListenError(HybridrecError, OSError):
     """The API cannot listen on the address it was given (in use, not local, not permitted)."""
+
+
+class DeviceUnavailableError(HybridrecError, RuntimeError):
+    """A fit asked for a device (a CUDA GPU) that the process running it does not have."""

@@ -47,7 +47,9 @@ class TrainingOptions:
     client: Any = None
     """A dask.distributed Client; None runs on the default (cluster.client.get_client())."""
     device: str = "auto"
-    """'auto' (a GPU when the worker has one), 'cpu' or 'cuda'."""
+    """'auto', 'cpu' or 'cuda' for torch fits. 'auto' and 'cuda' run on a worker that advertises a GPU
+    (``dask worker ... --resources GPU=1``) when there is one (cluster.placement); 'auto' is CUDA where
+    the worker's process sees a GPU, else CPU."""
     seed: int = 0
     """Seed for every random draw of the fit."""
     progress: bool = False

@@ -11,11 +11,13 @@ Tuning protocol: fit on ``TrainData(split='fit', validation='validation')`` to e
 from __future__ import annotations
 
 import uuid
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from cluster.placement import torch_resources
 from models.base import FactorModel, TrainData, TrainingOptions, register
 from models.lightgcn_trainer import LightGCNResult, train_lightgcn
 
@@ -80,7 +82,8 @@ class LightGCN(FactorModel):
     """LightGCN (He et al. 2020) trained with BPR on a Dask worker.
 
     Learned state: ``user_factors_``, ``item_factors_`` (final embeddings), ``item_degrees_``
-    (for fold_in), ``epochs_run_``, and with validation ``best_epoch_`` / ``best_ndcg_``.
+    (for fold_in), ``epochs_run_``, and with validation ``best_epoch_`` / ``best_ndcg_``; after a
+    fit, ``device_`` says where it trained ('cpu', 'cuda:0').
     """
 
     kind = "lightgcn"
@@ -94,6 +97,7 @@ class LightGCN(FactorModel):
             from cluster.client import get_client
 
             client = get_client()
+        resources = torch_resources(client, options.device)
         train_f = client.scatter(train)
         val_f = client.scatter(validation) if validation is not None else None
         future = client.submit(
@@ -106,8 +110,15 @@ class LightGCN(FactorModel):
             progress=options.progress,
             key=f"lightgcn-train-{uuid.uuid4().hex}",
             pure=False,
+            resources=resources,
         )
         result: LightGCNResult = future.result()
+        if resources and result.device == "cpu":
+            warnings.warn(
+                f"LightGCN ran on CPU: worker {result.worker} advertises a GPU, but its torch sees no CUDA device",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         self.user_factors_ = np.asarray(result.user_embeddings, dtype=np.float32)
         self.item_factors_ = np.asarray(result.item_embeddings, dtype=np.float32)
         self.item_degrees_ = np.diff(train.tocsc().indptr).astype(np.float32)
@@ -115,6 +126,7 @@ class LightGCN(FactorModel):
         self.best_epoch_ = result.best_epoch
         self.best_ndcg_ = result.best_ndcg
         self.history_ = list(result.history)
+        self.device_ = result.device
 
     def fold_in(self, items: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
         """One LightGCN propagation step from the fixed item embeddings to a new user.

@@ -82,6 +82,22 @@ def test_early_stopping_stops_after_patience(tiny_dataset: Dataset, client: Clie
     assert model.epochs_run_ == 2 * (1 + cfg.patience)
 
 
+def test_time_limit_stops_after_the_epoch_that_crosses_it(tiny_dataset: Dataset) -> None:
+    """A limit crossed in epoch 1 stops there, evaluating that epoch though eval_every is larger."""
+    from models.lightgcn_trainer import LightGCNTrainer
+
+    data = TrainData(tiny_dataset, split="fit", validation="validation")
+    cfg = replace(SMALL, epochs=40, eval_every=10)
+    result = LightGCNTrainer(cfg, device="cpu", time_limit=1e-9).fit(data.matrix(), data.matrix("validation"))
+    assert result.epochs_run == 1 and [e for e, _ in result.history] == [1] and result.best_epoch == 1
+    assert len(result.epoch_seconds) == 1 and result.epoch_seconds[0] > 0 and result.adjacency_seconds > 0
+    assert result.device == "cpu" and result.worker is None  # not run as a Dask task
+    unlimited = LightGCNTrainer(replace(cfg, epochs=3, eval_every=3), device="cpu").fit(data.matrix(), data.matrix("validation"))
+    assert unlimited.epochs_run == 3 and len(unlimited.epoch_seconds) == 3
+    with pytest.raises(ValueError, match="time_limit"):
+        LightGCNTrainer(cfg, time_limit=0)
+
+
 def test_fold_in(fitted: LightGCN, tiny_dataset: Dataset) -> None:
     assert fitted.fold_in(np.array([], dtype=np.int64)).tolist() == [0.0] * 16
     train = tiny_dataset.matrix("train")
