@@ -42,6 +42,8 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 HOLDOUT_SHARE = 0.2
 """Share of the new events (the newest) the comparison holds out."""
 K = 10
+ERASURE_PENDING = "erasure-pending"
+"""In the data root while a deletion's publish has not finished erasing (retried by every run)."""
 KEEP_VERSIONS = 3
 """Bundle versions kept after a publish (the live one and the newest rollback targets)."""
 
@@ -141,6 +143,8 @@ def retrain_once(
     root = Path(data_root)
     live = _live(bundle_root)
     intake = take_events(root, events_dir, redis_url, settle=settle)
+    if (root / ERASURE_PENDING).exists():
+        _finish_erasure(bundle_root, root, intake, redis_url)
     upto: float | None = None
     holdout = intake.events.iloc[:0]
     forced = ""
@@ -160,7 +164,7 @@ def retrain_once(
     version = Path(str(path)).name
     if live is None:
         set_latest(bundle_root, version)
-        retire(bundle_root, keep, events_dir, redis_url)
+        retire(bundle_root, keep, events_dir, redis_url, root)
         return Decision(True, f"no live bundle; validation NDCG@10 {float(summary['validation']['hybrid']):.4f}", path)
 
     figures = compare(live, path, intake, holdout, upto if upto is not None else intake.cutoff)
@@ -168,14 +172,15 @@ def retrain_once(
                f"{figures['users']:.0f} users: candidate {figures['candidate']:.4f}, live {figures['live']:.4f} "
                f"(tolerance {tolerance})")
     if forced or not figures["users"] or figures["candidate"] >= figures["live"] - tolerance:
+        if forced:  # until erase completes, every run retries it (a crash must not leave traces)
+            (root / ERASURE_PENDING).write_text(version)
         set_latest(bundle_root, version)
         why = f"published because {forced}; " if forced else ""
         if not figures["users"]:
             why += "no held-out event to compare on; "
         if forced:
-            for line in erase(bundle_root, root, intake, redis_url):
-                log(f"retrain: erasure: {line}")
-        retire(bundle_root, keep, events_dir, redis_url)
+            _finish_erasure(bundle_root, root, intake, redis_url)
+        retire(bundle_root, keep, events_dir, redis_url, root)
         return Decision(True, why + verdict, path, figures)
     remove_version(bundle_root, version)
     return Decision(False, "candidate worse than live: " + verdict, None, figures)
@@ -197,6 +202,12 @@ def compare(live: Any, candidate_path: str | Path, intake: Intake, holdout: pd.D
         "users": float(both.sum()),
         "held_out_events": float(len(holdout)),
     }
+
+
+def _finish_erasure(bundle_root: str | Path, root: Path, intake: Intake, redis_url: str | None) -> None:
+    for line in erase(bundle_root, root, intake, redis_url):
+        log(f"retrain: erasure: {line}")
+    (root / ERASURE_PENDING).unlink(missing_ok=True)
 
 
 def erase(bundle_root: str | Path, data_root: Path, intake: Intake, redis_url: str | None) -> list[str]:
@@ -230,21 +241,40 @@ def erase(bundle_root: str | Path, data_root: Path, intake: Intake, redis_url: s
     return done
 
 
-def retire(bundle_root: str | Path, keep: int, events_dir: str | Path | None, redis_url: str | None) -> int:
+def retire(bundle_root: str | Path, keep: int, events_dir: str | Path | None, redis_url: str | None,
+           data_root: Path) -> int:
     """Remove all but the newest ``keep`` versions (never ``latest``), then drop the online copies
-    of the events every remaining version has learned; returns the copies dropped."""
+    of the events every remaining version has learned (by serving's rule: accepted by its cutoff
+    and in the user's trained history; an event in a user's test part stays online to be folded
+    in); returns the copies dropped."""
+    from cluster.event_intake import learned
+    from graphql_api.engine import learned_events
     from graphql_api.events import trim_learned
-    from hybrid.bundle import list_bundles, remove_version
+    from hybrid.bundle import list_bundles, load, remove_version
 
     versions = list_bundles(bundle_root)
     for old in versions[: max(0, len(versions) - keep)]:
         if not old.is_latest:
             remove_version(bundle_root, old.version)
             log(f"retrain: removed bundle version {old.version} (keeping the newest {keep})")
-    upto = min((b.events_cutoff for b in list_bundles(bundle_root)), default=-math.inf)
+    kept = list_bundles(bundle_root)
+    upto = min((b.events_cutoff for b in kept), default=-math.inf)
     if not math.isfinite(upto) or (events_dir is None and redis_url is None):
         return 0
-    dropped = trim_learned(events_dir, redis_url=redis_url, upto=upto)
+    events, _ = learned(data_root)
+    events = events[events["accepted_at"] <= upto]
+    done = np.ones(len(events), bool)
+    for info in kept:
+        bundle = load(info.path, mmap=True)
+        item_rows = bundle.items.rows(events["item_id"].astype(str).tolist(), missing="ignore")
+        for user, idx in events.groupby("user_id", sort=False).indices.items():
+            row = bundle.users.rows([str(user)], missing="ignore")[0]
+            trained = bundle.history.indices[bundle.history.indptr[row]:bundle.history.indptr[row + 1]] \
+                if row >= 0 else np.zeros(0, np.int64)
+            done[idx] &= learned_events(trained, item_rows[idx], events["accepted_at"].to_numpy()[idx],
+                                        bundle.events_cutoff)
+    ids = set(events["event_id"].astype(str)[done])
+    dropped = trim_learned(events_dir, redis_url=redis_url, event_ids=ids) if ids else 0
     if dropped:
         log(f"retrain: dropped {dropped:,} online copies of events every retained bundle has learned")
     return dropped
@@ -253,8 +283,15 @@ def retire(bundle_root: str | Path, keep: int, events_dir: str | Path | None, re
 def retrain_loop(every: float, *, once: bool = False, **kwargs: Any) -> Decision:
     """Check every ``every`` seconds (forever unless ``once``); log each decision."""
     while True:
-        decision = retrain_once(**kwargs)
-        log(f"retrain: {'published ' + str(decision.bundle) if decision.published else 'not published'}: {decision.reason}")
-        if once:
-            return decision
+        try:
+            decision = retrain_once(**kwargs)
+        except Exception as err:  # noqa: BLE001 - a failed run is logged; the next one retries
+            if once:
+                raise
+            log(f"retrain: failed ({type(err).__name__}: {err}); trying again in {every:.0f} s")
+        else:
+            log(f"retrain: {'published ' + str(decision.bundle) if decision.published else 'not published'}: "
+                f"{decision.reason}")
+            if once:
+                return decision
         time.sleep(every)

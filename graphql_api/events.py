@@ -261,10 +261,10 @@ class EventLog:
         """Rewrite the log without ``user_id``'s events (atomically); returns their event ids."""
         return self._drop(lambda raw: str(raw["user_id"]) == user_id)
 
-    def drop_learned(self, upto: float) -> int:
-        """Rewrite the log without the events accepted at or before ``upto`` (every retained bundle
-        has learned them; the trainer keeps its own copy); returns how many were dropped."""
-        return len(self._drop(lambda raw: float(raw["accepted_at"]) <= upto))
+    def drop_learned(self, event_ids: set[str]) -> int:
+        """Rewrite the log without these events (every retained bundle has learned them; the
+        trainer keeps its own copy); returns how many were dropped."""
+        return len(self._drop(lambda raw: str(raw["event_id"]) in event_ids))
 
     def _drop(self, drop: Callable[[dict[str, Any]], bool], path: Path | None = None,
               id_field: str = "event_id") -> set[str]:
@@ -396,12 +396,11 @@ def read_accepted_events(events_dir: str | Path | None = None, *, redis_url: str
 
 
 def trim_learned(events_dir: str | Path | None = None, *, redis_url: str | None = None,
-                 prefix: str = "hybridrec", upto: float) -> int:
-    """Drop the online copies of events accepted at or before ``upto`` (the smallest training
-    cutoff of the retained bundle versions: every version a server may load has learned them):
-    from the log, the Redis stream and the per-user lists. Returns how many were dropped from the
+                 prefix: str = "hybridrec", event_ids: set[str]) -> int:
+    """Drop the online copies of these events (every bundle version a server may load has learned
+    them: cluster.retrain.retire picks them): from the log, the Redis stream and the per-user lists. Returns how many were dropped from the
     log and the stream (an event in both counts twice)."""
-    dropped = EventLog(events_dir).drop_learned(upto) if events_dir is not None else 0
+    dropped = EventLog(events_dir).drop_learned(event_ids) if events_dir is not None else 0
     if redis_url is None:
         return dropped
     import redis
@@ -419,7 +418,7 @@ def trim_learned(events_dir: str | Path | None = None, *, redis_url: str | None 
             pipe = client.pipeline(transaction=False)
             for sid, fields in chunk:
                 event = Event.from_json(fields[b"e"])
-                if event.accepted_at <= upto:
+                if event.event_id in event_ids:
                     pipe.xdel(keys.stream, sid)
                     pipe.lrem(keys.user(event.user_id, "events"), 1, sid + b"|" + fields[b"e"])
                     dropped += 1

@@ -96,15 +96,13 @@ class RedisKeys:
 # -- Lua scripts (atomic multi-key updates) ------------------------------------------------------
 
 _ADD_EVENTS = """
--- KEYS[1] stream; ARGV[1] events kept per user; then groups of (events key, generation key,
--- cache-tags key, event json). The stream keeps every event for the trainer (until trimmed once
--- learned); a user's list only the newest, which is all a fold-in reads.
+-- KEYS[1] stream; ARGV: groups of (events key, generation key, cache-tags key, event json). A
+-- user's list holds the stream id of each of the user's entries (a deletion purges the stream by
+-- it, so it is never capped); both shrink when retraining trims what every bundle has learned.
 local touched = {}
-local cap = tonumber(ARGV[1])
-for i = 2, #ARGV, 4 do
+for i = 1, #ARGV, 4 do
   local sid = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i + 3])
   redis.call('RPUSH', ARGV[i], sid .. '|' .. ARGV[i + 3])
-  redis.call('LTRIM', ARGV[i], -cap, -1)
   touched[ARGV[i + 1]] = ARGV[i + 2]
 end
 for gen_key, tags_key in pairs(touched) do
@@ -112,7 +110,7 @@ for gen_key, tags_key in pairs(touched) do
   for _, k in ipairs(redis.call('SMEMBERS', tags_key)) do redis.call('DEL', k) end
   redis.call('DEL', tags_key)
 end
-return (#ARGV - 1) / 4
+return #ARGV / 4
 """
 
 _PURGE_USER = """
@@ -734,7 +732,9 @@ class Store:
         except RedisUnavailable:
             gen_key = "unavailable"
             # uncacheable: the tags hold a generation no cache entry can have
-            return UserState(user_id, _dedupe([*local.events, *pending]), local.deleted_at, {gen_key: "unavailable"})
+            kept = [e for e in _dedupe([*local.events, *pending])
+                    if local.deleted_at is None or e.accepted_at > local.deleted_at]  # another process deleted
+            return UserState(user_id, tuple(kept), local.deleted_at, {gen_key: "unavailable"})
         remote = [Event.from_json(item.split(b"|", 1)[1]) for item in items]
         deleted_at = max(filter(None, [local.deleted_at, float(deleted) if deleted else None]), default=None)
         events = [e for e in _dedupe([*remote, *local.events, *pending])
@@ -764,7 +764,7 @@ class Store:
             self._pending.append(("events", events))
 
     async def _redis_add(self, events: list[Event]) -> None:
-        args: list[str] = [str(self.settings.history_cap)]
+        args: list[str] = []
         for e in events:
             key = await self.user_key(e.user_id)
             args += [self.keys.user(e.user_id, "events"), self.keys.keyed(key, "gen"),

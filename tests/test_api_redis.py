@@ -150,32 +150,42 @@ async def test_rate_limit_is_shared_through_redis(make_settings, redis_url) -> N
 
 async def test_learned_events_leave_the_stream_and_the_user_lists(make_settings, redis_url) -> None:
     """Once every retained bundle learned an event, its online copies go: the stream entry and the
-    user's list item. Later events stay, and a user's list never holds more than the cap."""
-    import time
-
+    user's list item; the others stay."""
     import redis as sync_redis
 
     from graphql_api.events import trim_learned
     from graphql_api.store import RedisKeys
 
-    settings = make_settings(redis_url=redis_url, events_dir=None, history_cap=3)
+    settings = make_settings(redis_url=redis_url, events_dir=None)
     async with running(create_app(settings)) as gql:
         for item in ("2", "4", "6"):
             await gql.data(RECORD, {"u": "3", "i": item})
         await gql.data(RECORD, {"u": "8", "i": "2"})
-        middle = time.time()
         for item in ("8", "10"):
             await gql.data(RECORD, {"u": "3", "i": item})
+    events = read_accepted_events(redis_url=redis_url)
+    learned = set(events["event_id"][events["item_id"].isin(["2", "6"])])  # 3's '2' and '6', 8's '2'
     keys = RedisKeys(settings.redis_prefix)
     r = sync_redis.Redis.from_url(redis_url)
     try:
-        assert r.xlen(keys.stream) == 6
-        assert r.llen(keys.user("3", "events")) == 3  # the cap: the newest three
-        assert trim_learned(redis_url=redis_url, upto=middle) == 4  # stream entries (and list items with them)
-        assert r.xlen(keys.stream) == 2
+        assert r.xlen(keys.stream) == 6 and r.llen(keys.user("3", "events")) == 5
+        assert trim_learned(redis_url=redis_url, event_ids=learned) == 3
+        assert r.xlen(keys.stream) == 3
         assert [item.split(b"|", 1)[0] for item in r.lrange(keys.user("3", "events"), 0, -1)] == \
             [sid for sid, _ in r.xrange(keys.stream)]
         assert r.llen(keys.user("8", "events")) == 0
     finally:
         r.close()
-    assert read_accepted_events(redis_url=redis_url)["item_id"].tolist() == ["8", "10"]
+    assert read_accepted_events(redis_url=redis_url)["item_id"].tolist() == ["4", "8", "10"]
+
+
+async def test_deletion_purges_every_stream_entry_of_the_user(make_settings, redis_url) -> None:
+    """More events than the fold-in reads (HISTORY_CAP): the deletion still finds every one."""
+    settings = make_settings(redis_url=redis_url, events_dir=None, history_cap=3)
+    async with running(create_app(settings)) as gql:
+        for item in ("2", "4", "6", "8", "10"):
+            await gql.data(RECORD, {"u": "3", "i": item})
+        await gql.data(RECORD, {"u": "8", "i": "2"})
+        report = (await gql.data('mutation { deleteUserData(userId: "3") { eventsRemoved } }'))["deleteUserData"]
+    assert report == {"eventsRemoved": 5}
+    assert read_accepted_events(redis_url=redis_url)["user_id"].tolist() == ["8"]

@@ -19,7 +19,7 @@ from cluster.event_intake import learned
 from cluster.retrain import retrain_once, split_holdout
 from graphql_api.engine import Engine
 from graphql_api.events import Deletion, Event, EventLog, user_key
-from graphql_api.store import UserState
+from graphql_api.store import LocalState
 from hybrid.bundle import latest_version, list_bundles, load
 from tests.test_cluster_topology import write_movielens_layout
 
@@ -65,6 +65,8 @@ def test_events_are_folded_in_once(client: Client, source: Path, tmp_path: Path)
     assert decision.published, decision.reason
     fresh = _events(["3"], ["14"], time.time())  # after the cutoff: served as an online event
     log.append(fresh)
+    local = LocalState(log)
+    local.sync()
     engine = Engine.load(tmp_path / "bundles")
     assert engine.bundle.events_cutoff < fresh[0].accepted_at
     assert engine.bundle.manifest["dataset"]["events"]["count"] == len(learned_events)
@@ -86,7 +88,7 @@ def test_events_are_folded_in_once(client: Client, source: Path, tmp_path: Path)
 
     for user in ("3", "900"):
         mine = (*[e for e in learned_events if e.user_id == user], *[e for e in fresh if e.user_id == user])
-        online = engine.online_history(UserState(user, mine))
+        online = engine.online_history(local.state(user))  # what the API reads from the trimmed log
         trained = engine.trained_history(user)
         folded = [engine.bundle.items.ids[r] for r, _, _ in online.online]
         # each event counts once: trained (in the user's train part) or folded in (the fresh one, and
@@ -103,11 +105,13 @@ def test_events_are_folded_in_once(client: Client, source: Path, tmp_path: Path)
         assert got.item_ids == want.item_ids and len(got.item_ids) == 10
         np.testing.assert_allclose([i.score for i in got.items], [i.score for i in want.items], rtol=1e-5, atol=1e-6)
 
-    # the trainer keeps what it learned; the online log no longer holds it (every retained version
-    # learned it), only the event still to learn
+    # the trainer keeps what it learned; the online log no longer holds what every retained version
+    # learned, only the events still to fold in
     kept, cutoff = learned(tmp_path / "work")
     assert set(kept["event_id"]) == {e.event_id for e in learned_events} and cutoff == engine.bundle.events_cutoff
-    assert [e.event_id for e in log.read()] == [fresh[0].event_id]
+    # (a learned event in a user's test part stays: the served models are not refit on it)
+    still = {e.event_id for e in log.read()}
+    assert fresh[0].event_id in still and len(still) < len(learned_events) + 1
 
 
 @pytest.fixture(scope="module")
