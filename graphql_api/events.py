@@ -16,7 +16,6 @@ under a salted hash of the user id (``user_key``), never the id itself.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import hmac
 import json
@@ -25,12 +24,14 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from etl.file_lock import exclusive
 
 EVENTS_FILE = "events.jsonl"
 DELETIONS_FILE = "deletions.jsonl"
@@ -176,16 +177,9 @@ class EventLog:
                 path.touch()
                 _fsync_dir(self.folder)
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self) -> AbstractContextManager[None]:
         """Exclusive across processes: appends and the rewrite of a purge never interleave."""
-        fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+        return exclusive(self.folder / LOCK_FILE)
 
     @property
     def salt(self) -> bytes:

@@ -25,7 +25,6 @@ hybrid.experiment_report.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import math
@@ -41,6 +40,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from etl.file_lock import exclusive
 from hybrid.variants import TUNED, Variant, Variants
 
 __all__ = [
@@ -295,13 +295,8 @@ def _write_lock(root: str | Path) -> Iterator[None]:
         return
     folder = Path(path).parent
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / ".experiments.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with exclusive(folder / ".experiments.lock"):
         yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def write_book(root: str | Path, book: ExperimentBook) -> None:
