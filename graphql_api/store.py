@@ -96,21 +96,28 @@ class RedisKeys:
 # -- Lua scripts (atomic multi-key updates) ------------------------------------------------------
 
 _ADD_EVENTS = """
--- KEYS[1] stream; ARGV: groups of (events key, generation key, cache-tags key, event json). A
--- user's list holds the stream id of each of the user's entries (a deletion purges the stream by
--- it, so it is never capped); both shrink when retraining trims what every bundle has learned.
+-- KEYS[1] stream, KEYS[2] deletions hash; ARGV: groups of (events key, generation key, cache-tags
+-- key, event json, user key, accepted_at). A user's list holds the stream id of each of the user's
+-- entries (a deletion purges the stream by it, so it is never capped); both shrink when retraining
+-- trims what every bundle has learned. An event accepted before the user's recorded deletion (one
+-- queued while Redis was down and replayed after another process's deletion) is not added.
 local touched = {}
-for i = 1, #ARGV, 4 do
-  local sid = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i + 3])
-  redis.call('RPUSH', ARGV[i], sid .. '|' .. ARGV[i + 3])
-  touched[ARGV[i + 1]] = ARGV[i + 2]
+local added = 0
+for i = 1, #ARGV, 6 do
+  local deleted = redis.call('HGET', KEYS[2], ARGV[i + 4])
+  if not deleted or tonumber(deleted) < tonumber(ARGV[i + 5]) then
+    local sid = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i + 3])
+    redis.call('RPUSH', ARGV[i], sid .. '|' .. ARGV[i + 3])
+    touched[ARGV[i + 1]] = ARGV[i + 2]
+    added = added + 1
+  end
 end
 for gen_key, tags_key in pairs(touched) do
   redis.call('INCR', gen_key)
   for _, k in ipairs(redis.call('SMEMBERS', tags_key)) do redis.call('DEL', k) end
   redis.call('DEL', tags_key)
 end
-return #ARGV / 4
+return added
 """
 
 _PURGE_USER = """
@@ -768,8 +775,8 @@ class Store:
         for e in events:
             key = await self.user_key(e.user_id)
             args += [self.keys.user(e.user_id, "events"), self.keys.keyed(key, "gen"),
-                     self.keys.keyed(key, "cache"), e.to_json()]
-        await self._redis(lambda r: self._scripts["add"](keys=[self.keys.stream], args=args))
+                     self.keys.keyed(key, "cache"), e.to_json(), key, repr(e.accepted_at)]
+        await self._redis(lambda r: self._scripts["add"](keys=[self.keys.stream, self.keys.deletions], args=args))
 
     # -- deletion ----------------------------------------------------------------------------------
     async def delete_user(self, user_id: str) -> DeletionReport:

@@ -189,3 +189,28 @@ async def test_deletion_purges_every_stream_entry_of_the_user(make_settings, red
         report = (await gql.data('mutation { deleteUserData(userId: "3") { eventsRemoved } }'))["deleteUserData"]
     assert report == {"eventsRemoved": 5}
     assert read_accepted_events(redis_url=redis_url)["user_id"].tolist() == ["8"]
+
+
+async def test_an_event_replayed_after_the_users_deletion_is_not_added(make_settings, redis_url) -> None:
+    """Replicas A and B, Redis down: A queues an event of user 3, B records 3's deletion; Redis comes
+    back and B's deletion is replayed first. A's replay must not bring the event back."""
+    import time
+
+    from graphql_api.events import Event
+    from graphql_api.metrics import Metrics
+    from graphql_api.store import Store
+
+    settings = make_settings(redis_url=redis_url, events_dir=None)
+    a, b = Store(settings, Metrics()), Store(settings, Metrics())
+    await a.start()
+    await b.start()
+    try:
+        queued = Event("3", "2", 4.0, 1, accepted_at=time.time() - 5)  # accepted while Redis was down
+        await b.delete_user("3")
+        later = Event("3", "4", 4.0, 2)
+        await a._redis_add([queued])  # the replay (Store._flush)
+        await a.record([later])  # a new event after the deletion: the same id as a new user
+    finally:
+        await a.close()
+        await b.close()
+    assert read_accepted_events(redis_url=redis_url)["item_id"].tolist() == ["4"]
