@@ -336,6 +336,11 @@ class ContentModel(FactorModel):
             return np.zeros((len(items), self.embedding_.shape[1]), np.float32)
         return self.vectorizer_.embed(items)
 
+    def _extend_items(self, item_factors: np.ndarray) -> None:
+        # an added item has no interactions: lift 1, so its scored vector is its unit metadata row
+        self.embedding_ = np.concatenate([self.embedding_, item_factors.astype(np.float32)])
+        self.item_counts_ = np.concatenate([self.item_counts_, np.zeros(len(item_factors), np.float32)])
+
     def _extra_state(self) -> dict[str, Any]:
         return {"n_features": self.n_features_, "explained": self.explained_}
 
