@@ -88,8 +88,11 @@ class FusedIndex:
         self.config = config or IndexConfig()
         self.mapped = mapped
         """True when the graph is a memory-mapped view of its file (read-only)."""
-        if vectors.ndim != 2 or vectors.shape != (len(index), index.ndim):
+        if vectors.ndim != 2 or vectors.shape[1] != index.ndim or vectors.shape[0] < len(index):
             raise ValueError(f"vectors have shape {vectors.shape}, index holds {len(index)} x {index.ndim}")
+        self._pending = np.arange(len(index), vectors.shape[0], dtype=np.int64)
+        """Rows after the graph's (items added while serving, ``extended``): every graph search
+        ranks them too, exactly."""
         self._index = index
         self._index.expansion_search = self.config.expansion_search
         self.vectors = vectors
@@ -138,20 +141,23 @@ class FusedIndex:
         index.add(np.arange(len(vectors), dtype=np.uint64), vectors, threads=threads)
         return cls(index, vectors, config)
 
-    def extended(self, vectors: np.ndarray, threads: int = 0) -> FusedIndex:
-        """A new index over these items and ``vectors`` appended after them (their keys continue
-        the rows); this one is unchanged. The graph is copied into memory (a memory-mapped one is
-        read-only) and the new vectors are inserted into it."""
+    def extended(self, vectors: np.ndarray) -> FusedIndex:
+        """A new index over these items and ``vectors`` appended after them (rows continue); this
+        one is unchanged. The graph is shared, not grown: the appended rows are ranked exactly
+        beside every graph search's candidates (and by every exact search), which costs a product
+        per added row and query, while inserting them would cost ~14 ms a row at 993 dims on a
+        loaded 2-core machine (0.71 s for 50 rows into ml-latest-small's graph) on every catalogue
+        change. The next training run puts them in the graph."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
         if not np.isfinite(vectors).all():
             raise ValueError("added item vectors have non-finite values")
-        index = self._index.copy()
-        n = len(self)
-        index.add(np.arange(n, n + len(vectors), dtype=np.uint64), vectors, threads=threads)
-        return type(self)(index, np.concatenate([self._rows, vectors]), dataclasses.replace(self.config))
+        return type(self)(self._index, np.concatenate([self._rows, vectors]), dataclasses.replace(self.config),
+                          mapped=self.mapped)
 
     def save(self, path: str | Path) -> None:
         """Write the usearch file (graph and vectors)."""
+        if len(self._pending):
+            raise ValueError(f"an extended index ({len(self._pending)} rows outside the graph) is not saved: build one")
         self._index.save(str(path))
 
     @classmethod
@@ -180,7 +186,7 @@ class FusedIndex:
         return cls(index, vectors, config, mapped=mmap)
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._rows)
 
     @property
     def dim(self) -> int:
@@ -245,9 +251,11 @@ class FusedIndex:
             sizes = 2 ** np.ceil(np.log2(fetch[todo])).astype(np.int64)
             for size in np.unique(sizes):
                 group = todo[sizes == size]
-                keys, counts = self._hnsw(q[group], int(min(size, len(self))))
+                keys, counts = self._hnsw(q[group], int(min(size, len(self._index))))
                 for pos, j in enumerate(group):
                     cand = keys[pos, : counts[pos]].astype(np.int64)
+                    if len(self._pending):
+                        cand = np.concatenate([cand, self._pending])
                     cand = cand[self._eligible(cand, allowed_mask, excludes[j])]
                     if len(cand) >= k:
                         rows[j], scores[j] = self._rank(q[j], cand, k)

@@ -162,6 +162,32 @@ def test_hnsw_top10_matches_brute_force_blend(world):
     assert index.stats["exact"] == N_USERS + 4
 
 
+def test_rows_added_after_the_graph_are_ranked_on_every_path(world, tmp_path):
+    """Items added while serving (FusedIndex.extended) are outside the graph: graph searches rank
+    them beside their candidates, exact searches with the rest, and results match brute force."""
+    fusion, index, seen = world["fusion"], world["index"], world["seen"]
+    users = np.arange(40)
+    weights = WEIGHTS[0]
+    query = fusion.query(fusion.user_parts(users), weights)
+    # three added items: one made to be user 1's best (a multiple of its query), two ordinary
+    rng = np.random.default_rng(5)
+    added = np.vstack([query[1] * 50, world["vectors"][rng.integers(0, N_ITEMS, 2)]]).astype(np.float32)
+    grown = index.extended(added)
+    assert len(grown) == N_ITEMS + 3 and len(index) == N_ITEMS  # the original is unchanged
+    grown.stats.update(hnsw=0, exact=0, grown=0)
+    rows, scores = grown.search(query, 10, exclude=[seen[u] for u in users])
+    assert grown.stats["hnsw"] > 0  # the graph path was taken, and still found the added best item
+    assert rows[1, 0] == N_ITEMS
+    for j in users:
+        ref_rows, ref_scores = grown.exact_search(query[j], 10, exclude=seen[j])
+        np.testing.assert_allclose(scores[j], ref_scores, rtol=1e-4, atol=1e-4)
+    # an added row excluded (the user has seen it) is never returned
+    rows, _ = grown.search(query[1], 10, exclude=np.append(seen[1], N_ITEMS))
+    assert N_ITEMS not in rows
+    with pytest.raises(ValueError, match="not saved"):
+        grown.save(tmp_path / "x.usearch")
+
+
 def test_subspace_query_is_ranked_exactly(world):
     """One signal alone is a subspace the graph navigates badly: it must take the exact path."""
     fusion, index, seen = world["fusion"], world["index"], world["seen"]
