@@ -572,6 +572,8 @@ class Store:
         """Items added to the catalogue, as the events folder keeps them (graphql_api.items)."""
         self._items_unsynced = False
         """The item log holds writes made while Redis was down (copied into it when it answers)."""
+        self._remote_items: dict[str, tuple[float, CatalogueItem]] | None = None
+        """The added items in Redis as last read (used with the log while Redis is down)."""
         self._logged: OrderedDict[str, None] = OrderedDict()
         """Exposures (id and the user's generation) this process logged lately: not logged again."""
         self.cache = MemoryCache(max_bytes=settings.cache_max_bytes)
@@ -1020,8 +1022,9 @@ class Store:
         return (local, remote)
 
     async def catalogue(self) -> dict[str, tuple[float, CatalogueItem]]:
-        """Every added item: id -> (accepted_at, item), the newest write across the log and Redis.
-        RedisUnavailable in Redis-only mode while Redis does not answer."""
+        """Every added item: id -> (accepted_at, item), the newest write across the log and Redis
+        (as last read while Redis is down). RedisUnavailable while Redis does not answer and this
+        process has not read it yet."""
         sources: list[Iterable[tuple[float, CatalogueItem]]] = []
         if self.items is not None:
             sources.append((await anyio.to_thread.run_sync(self.items.table)).values())
@@ -1034,10 +1037,11 @@ class Store:
 
             try:
                 contents, times = await self._redis(fetch)
-                sources.append(redis_table(contents, times).values())
+                self._remote_items = redis_table(contents, times)
             except RedisUnavailable:
-                if self.items is None:
-                    raise
+                if self.items is None or self._remote_items is None:
+                    raise  # what only Redis holds is not known: the caller keeps what it serves
+            sources.append(self._remote_items.values())  # while Redis is down: as last read
         return newest(*sources)
 
     # -- rate limits -------------------------------------------------------------------------------

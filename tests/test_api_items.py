@@ -213,3 +213,41 @@ async def test_uvicorn_workers_sharing_an_events_folder_serve_an_item_within_a_s
     finally:
         await anyio.to_thread.run_sync(server.stop)
     assert all(answers), f"{answers.count(False)} of 16 answers a second later lacked the item"
+
+
+@pytest.mark.slow
+async def test_items_added_while_redis_is_down_reach_it_when_it_is_back(make_settings, redis_server, redis_url,
+                                                                       tmp_path: Path) -> None:
+    settings = make_settings(redis_url=redis_url)  # the events folder and Redis together
+    elsewhere = make_settings(redis_url=redis_url, events_dir=tmp_path / "other-host")  # its own folder
+    async with running(create_app(settings)) as gql, running(create_app(elsewhere)) as other:
+        await gql.data(UPSERT, {"items": [{"id": "before", "title": "Before The Outage"}]})
+        await seconds_until_served(other, "before")
+        redis_server.stop()
+        try:
+            done = (await gql.data(UPSERT, {"items": [NEW]}))["upsertItems"]
+            assert (done["added"], done["served"]) == (1, True)
+            await asyncio.sleep(0.5)  # polls that find Redis down
+            assert await served(other, "before"), "what Redis held stays served while it is down"
+        finally:
+            redis_server.start()
+        deadline = time.monotonic() + 20
+        while "new-1" not in await anyio.to_thread.run_sync(lambda: read_table(redis_url=redis_url)):
+            assert time.monotonic() < deadline, "the item was not copied into Redis"
+            await gql.http.get("/health")  # a probe that finds Redis back replays what it missed
+            await asyncio.sleep(0.1)
+        await seconds_until_served(other, "new-1")
+    assert set(read_table(tmp_path / "events")) == {"before", "new-1"}
+    assert not read_table(tmp_path / "other-host"), "the other host learned it through Redis"
+
+
+@pytest.mark.slow
+async def test_redis_only_refuses_items_while_redis_is_down(make_settings, redis_server, redis_url) -> None:
+    settings = make_settings(redis_url=redis_url, events_dir=None)
+    async with running(create_app(settings)) as gql:
+        redis_server.stop()
+        try:
+            body = await gql(UPSERT, {"items": [NEW]})
+        finally:
+            redis_server.start()
+    assert body["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE", body
