@@ -140,7 +140,8 @@ class Bundle:
         """
         source = io.BytesIO(self.history_file) if self.history_file is not None else self.path / "history.npz"
         with np.load(source, allow_pickle=False) as z:
-            return sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+            # columns: every served item (items added while serving come after the trained ones)
+            return sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=(int(z["shape"][0]), len(self.items)))
 
 
 @dataclass(frozen=True)

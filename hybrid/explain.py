@@ -192,6 +192,8 @@ class ItemText:
         """The title, or the item id where the title is missing or empty."""
         self.genres = _Labels(items_table["genres"].to_numpy()) if "genres" in items_table.columns else None
         self.tags = _Labels(items_table["tags"].to_numpy()) if "tags" in items_table.columns else None
+        self.added = items_table["added"].fillna(False).to_numpy(bool) if "added" in items_table.columns else None
+        """True for an item added while serving (hybrid/catalogue.py), None when the table has none."""
         self.counts: list[int | None] | None = None
         """The item table's interaction count, None where it is not an integer."""
         if "count" in items_table.columns:
@@ -516,6 +518,8 @@ def _sentence(main: str | None, shares: dict[str, float], drivers: list[Driver],
         head = f"Recommended {qualifier}for its {label} signal ({share:.0%})"
     reason = _reason(main, drivers, path, text, item_row)
     sentence = head + (f": {reason}" if reason else "")
+    if text.added is not None and text.added[item_row]:
+        sentence = "New in the catalogue. " + sentence
     if genres:
         sentence += f"; shares {', '.join(genres[:3])} with your history"
     return sentence + "."

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,18 @@ class FusedIndex:
         )
         index.add(np.arange(len(vectors), dtype=np.uint64), vectors, threads=threads)
         return cls(index, vectors, config)
+
+    def extended(self, vectors: np.ndarray, threads: int = 0) -> FusedIndex:
+        """A new index over these items and ``vectors`` appended after them (their keys continue
+        the rows); this one is unchanged. The graph is copied into memory (a memory-mapped one is
+        read-only) and the new vectors are inserted into it."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        if not np.isfinite(vectors).all():
+            raise ValueError("added item vectors have non-finite values")
+        index = self._index.copy()
+        n = len(self)
+        index.add(np.arange(n, n + len(vectors), dtype=np.uint64), vectors, threads=threads)
+        return type(self)(index, np.concatenate([self._rows, vectors]), dataclasses.replace(self.config))
 
     def save(self, path: str | Path) -> None:
         """Write the usearch file (graph and vectors)."""

@@ -336,16 +336,26 @@ class ALS(FactorModel):
         summed = np.bincount(inv, weights=vals)
         conf = cfg.confidences(summed).astype(np.float64)
         yu = y[uniq].astype(np.float64)
-        reg = float(cfg.row_regularization(np.array([uniq.size]), y.shape[0])[0])
+        reg = float(cfg.row_regularization(np.array([uniq.size]), self._trained_items())[0])
         with _one_blas_thread():
             a = self._gram64() + (yu.T * (conf - cfg.unobserved_weight)) @ yu + reg * np.eye(y.shape[1])
             return np.linalg.solve(a, yu.T @ conf).astype(_FLOAT)
 
+    def _trained_items(self) -> int:
+        """Items the factors were fit over: items added while serving (``with_items``) come after them."""
+        return int(getattr(self, "trained_items_", self.item_factors_.shape[0]))
+
     def _gram64(self) -> np.ndarray:
+        """alpha0 YtY over the trained items: a fold-in solves against what training solved against,
+        so an added item changes a user's vector only when it is in their history."""
         if getattr(self, "_gram_cache", None) is None or self._gram_cache[0] is not self.item_factors_:
-            gram = _gram(self.item_factors_, self.config.unobserved_weight).astype(np.float64)
+            trained = np.asarray(self.item_factors_)[: self._trained_items()]
+            gram = _gram(trained, self.config.unobserved_weight).astype(np.float64)
             self._gram_cache = (self.item_factors_, gram)
         return self._gram_cache[1]
+
+    def _extend_items(self, item_factors: np.ndarray) -> None:
+        self.trained_items_ = getattr(self, "trained_items_", self.item_factors_.shape[0] - len(item_factors))
 
 
 def _progress(show: bool, total: int):

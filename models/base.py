@@ -9,6 +9,7 @@ Constructors only store the config; learned state ends in ``_``.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import logging
@@ -136,6 +137,28 @@ class FactorModel(ABC):
 
         Used for users with new or no training history; an empty history gives a defined vector.
         """
+
+    def with_items(self, item_factors: np.ndarray, items: Vocabulary) -> Self:
+        """A copy of this fitted model that also scores ``len(item_factors)`` items appended after its
+        own (items added while serving, hybrid/catalogue.py), with these item vectors; ``items`` is
+        the vocabulary of all of them. Their other per-item state is that of an item without
+        interactions (``_extend_items``); user vectors and the trained items' arrays are shared."""
+        self._require_fitted()
+        factors = np.asarray(item_factors, dtype=self.item_factors_.dtype).reshape(-1, self.dim)
+        n = self.item_factors_.shape[0] + len(factors)
+        if len(items) != n:
+            raise ValueError(f"items holds {len(items)} ids for {n} items")
+        new = copy.copy(self)
+        new.item_factors_ = np.concatenate([np.asarray(self.item_factors_), factors])
+        new.items_ = items
+        seen = self.seen_
+        new.seen_ = sp.csr_matrix((seen.data, seen.indices, seen.indptr), shape=(seen.shape[0], n))
+        new._extend_items(factors)
+        return new
+
+    def _extend_items(self, item_factors: np.ndarray) -> None:
+        """Append the per-item arrays beyond the factors for items without interactions whose item
+        vectors are ``item_factors`` (subclasses with such arrays override)."""
 
     def _check_finite(self) -> None:
         for name in ("user_factors_", "item_factors_"):

@@ -14,7 +14,6 @@ the lift.
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -25,21 +24,18 @@ import pandas as pd
 import scipy.sparse as sp
 from dask.base import tokenize
 from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
-from sklearn.preprocessing import normalize
+from sklearn.feature_extraction.text import TfidfVectorizer
 from threadpoolctl import threadpool_limits
 
 from etl.dataset import Dataset
 from models.base import FactorModel, TrainData, TrainingOptions, register
+from models.content_features import FIELDS, ContentVectorizer, item_tokens, project
 
 Profile = Literal["uniform", "value", "recency"]
 PROFILES: tuple[str, ...] = ("uniform", "value", "recency")
-FIELDS: tuple[str, ...] = ("genres", "tags", "title", "decade")
 _WEIGHT_OF: dict[str, str] = {
     "genres": "genre_weight", "tags": "tag_weight", "title": "title_weight", "decade": "decade_weight",
 }
-_YEAR_SUFFIX = re.compile(r"\s*\(\s*\d{4}(?:\s*-\s*\d{0,4})?\s*\)\s*$")
-_WORD = re.compile(r"[a-z0-9]{2,}")
 
 
 @dataclass
@@ -128,29 +124,36 @@ class ContentConfig:
 
 
 # ------------------------------------------------------------------------------ item features
-def item_tokens(items: pd.DataFrame, field: str) -> list[list[str]]:
-    """The tokens of one field for every item row, e.g. ['genre:Comedy', 'genre:Romance']."""
-    n = len(items)
-
-    def column(name: str) -> list[Any]:
-        return items[name].tolist() if name in items.columns else [None] * n
-
-    def as_list(v: Any) -> list[str]:
-        return [] if v is None or (not isinstance(v, list | tuple | np.ndarray) and pd.isna(v)) else [str(x) for x in v]
-
-    if field == "genres":
-        return [[f"genre:{g}" for g in as_list(v)] for v in column("genres")]
-    if field == "tags":
-        return [[f"tag:{t}" for t in as_list(v)] for v in column("tags")]
-    if field == "decade":
-        return [[] if pd.isna(y) else [f"decade:{int(y) // 10 * 10}s"] for y in column("year")]
-    if field == "title":
-        out = []
-        for t in column("title"):
-            words = _WORD.findall(_YEAR_SUFFIX.sub("", "" if pd.isna(t) else str(t)).lower())
-            out.append([f"title:{w}" for w in words if w not in ENGLISH_STOP_WORDS])
-        return out
-    raise ValueError(f"unknown field {field!r}; expected one of {', '.join(FIELDS)}")
+def fit_vectorizer(items: pd.DataFrame, config: ContentConfig) -> ContentVectorizer:
+    """The features of the content signal, fitted on an items table: per field (its own block), the
+    tokens at least ``min_df`` items carry and their IDF (scikit-learn's smoothed IDF), with the
+    field weights of ``config``. Its ``features`` gives the TF-IDF matrix; ``components`` is
+    empty until ``fit_embedding``'s basis is attached (``with_components``)."""
+    names: list[str] = []
+    fields: list[int] = []
+    idf: list[np.ndarray] = []
+    for k, (field, weight) in enumerate(config.field_weights().items()):
+        if weight == 0:
+            continue
+        docs = item_tokens(items, field)
+        df = Counter(t for doc in docs for t in set(doc))
+        if not any(c >= config.min_df for c in df.values()):
+            continue  # nothing in this field (no tags in ml-1m, say)
+        vec = TfidfVectorizer(analyzer=_identity, lowercase=False, min_df=config.min_df, smooth_idf=True,
+                              use_idf=config.idf_power > 0, norm=None, dtype=np.float64)
+        vec.fit(docs)
+        block = vec.get_feature_names_out().tolist()
+        names.extend(block)
+        fields.extend([k] * len(block))
+        idf.append(vec.idf_ ** config.idf_power if config.idf_power > 0 else np.ones(len(block)))
+    return ContentVectorizer(
+        names=np.asarray(names, dtype=str),
+        fields=np.asarray(fields, dtype=np.int8),
+        idf=np.concatenate(idf) if idf else np.zeros(0),
+        field_weights=tuple(config.field_weights().values()),
+        sublinear_tf=config.sublinear_tf,
+        components=np.zeros((0, len(names))),
+    )
 
 
 def _identity(tokens: list[str]) -> list[str]:
@@ -158,46 +161,22 @@ def _identity(tokens: list[str]) -> list[str]:
 
 
 def tfidf_features(items: pd.DataFrame, config: ContentConfig) -> tuple[sp.csr_matrix, list[str]]:
-    """Items x features TF-IDF matrix and its feature names.
+    """Items x features TF-IDF matrix and its feature names (``fit_vectorizer`` on ``items``, then
+    its ``features`` of the same items).
 
     Each field is its own block (its own IDF), rows L2-normalised within the block and scaled by
     the field's weight, so a weight says how much a field counts whatever its vocabulary size.
     """
-    blocks: list[sp.csr_matrix] = []
-    names: list[str] = []
-    for field, weight in config.field_weights().items():
-        if weight == 0:
-            continue
-        docs = item_tokens(items, field)
-        df = Counter(t for doc in docs for t in set(doc))
-        if not any(c >= config.min_df for c in df.values()):
-            continue  # nothing in this field (no tags in ml-1m, say)
-        vec = TfidfVectorizer(
-            analyzer=_identity,
-            lowercase=False,
-            min_df=config.min_df,
-            sublinear_tf=config.sublinear_tf,
-            use_idf=config.idf_power > 0,
-            smooth_idf=True,
-            norm=None,
-            dtype=np.float64,
-        )
-        block = vec.fit_transform(docs)
-        if config.idf_power not in (0, 1):
-            block = block @ sp.diags(vec.idf_ ** (config.idf_power - 1))
-        blocks.append(sp.csr_matrix(normalize(block) * weight))
-        names.extend(vec.get_feature_names_out().tolist())
-    if not blocks:
-        return sp.csr_matrix((len(items), 0)), []
-    return sp.hstack(blocks, format="csr"), names
+    vectorizer = fit_vectorizer(items, config)
+    return vectorizer.features(items), vectorizer.names.tolist()
 
 
-def embed_items(features: sp.csr_matrix, dim: int, seed: int = 0, n_iter: int = 7) -> tuple[np.ndarray, float]:
-    """L2-normalised dense item rows (float32) from a TF-IDF matrix, and the share of its squared
-    norm the embedding keeps. Rows without features stay zero."""
+def fit_embedding(features: sp.csr_matrix, dim: int, seed: int = 0, n_iter: int = 7) -> tuple[np.ndarray, float]:
+    """The basis of the item embedding (rows: components over the features) of a TF-IDF matrix, and
+    the share of the matrix's squared norm the embedding keeps."""
     n_items, n_features = features.shape
     if n_features == 0:
-        return np.zeros((n_items, 1), np.float32), 0.0
+        return np.zeros((0, 0)), 0.0
     if min(n_items, n_features) <= dim:
         # Exact: the rows in the basis of their own span, so every inner product is kept.
         _, s, vt = np.linalg.svd(features.toarray(), full_matrices=False)
@@ -205,10 +184,17 @@ def embed_items(features: sp.csr_matrix, dim: int, seed: int = 0, n_iter: int = 
     else:
         svd = TruncatedSVD(dim, algorithm="randomized", n_iter=n_iter, random_state=seed)
         components = svd.fit(features).components_
-    dense = np.asarray(features @ components.T)  # a zero row maps to an exact zero row
+    dense = np.asarray(features @ components.T)
     total = float(features.multiply(features).sum())
     kept = float((dense**2).sum() / total) if total > 0 else 0.0
-    return normalize(dense).astype(np.float32), kept
+    return components, kept
+
+
+def embed_items(features: sp.csr_matrix, dim: int, seed: int = 0, n_iter: int = 7) -> tuple[np.ndarray, float]:
+    """L2-normalised dense item rows (float32) from a TF-IDF matrix, and the share of its squared
+    norm the embedding keeps. Rows without features stay zero."""
+    components, kept = fit_embedding(features, dim, seed=seed, n_iter=n_iter)
+    return project(features, components), kept
 
 
 def _fit_item_vectors(dataset_path: str, config: ContentConfig, seed: int) -> dict[str, Any]:
@@ -220,12 +206,14 @@ def _fit_item_vectors(dataset_path: str, config: ContentConfig, seed: int) -> di
     lets the feature names travel with the model.
     """
     items = Dataset.open(dataset_path).items_table
-    features, names = tfidf_features(items, config)
+    vectorizer = fit_vectorizer(items, config)
+    features = vectorizer.features(items)
     # One BLAS thread, as Dask's nanny sets for worker processes: a task shares the worker's
     # cores with other tasks, and an oversubscribed OpenBLAS QR runs ~40x slower.
     with threadpool_limits(limits=1):
-        vectors, kept = embed_items(features, config.dim, seed=seed, n_iter=config.svd_iter)
-    return {"item_factors": vectors, "n_features": len(names), "explained": kept}
+        components, kept = fit_embedding(features, config.dim, seed=seed, n_iter=config.svd_iter)
+    vectors = project(features, components)
+    return {"item_factors": vectors, "vectorizer": vectorizer.with_components(components), "explained": kept}
 
 
 def popularity_lift(counts: np.ndarray, config: ContentConfig) -> np.ndarray:
@@ -289,7 +277,8 @@ class ContentModel(FactorModel):
         key = f"content-tfidf-svd-{token}"
         result = client.submit(_fit_item_vectors, data.dataset.path, self.config, options.seed, key=key).result()
         self.embedding_ = np.ascontiguousarray(result["item_factors"], dtype=np.float32)
-        self.n_features_ = int(result["n_features"])
+        self.vectorizer_: ContentVectorizer | None = result["vectorizer"]
+        self.n_features_ = len(result["vectorizer"].names)
         self.explained_ = float(result["explained"])
         if self.n_features_ == 0:
             warnings.warn("content: the items table has no metadata tokens; every item vector is zero", stacklevel=3)
@@ -339,17 +328,33 @@ class ContentModel(FactorModel):
         ``item_factors_`` are those rows times the popularity lift."""
         return self.embedding_
 
+    def embed_new(self, items: pd.DataFrame) -> np.ndarray:
+        """Unit metadata rows (``embedding_``'s kind) of items this model was not fit on, e.g. items
+        added while serving: the fitted vocabulary, IDF and basis, unknown tokens ignored. A model
+        saved before the vectorizer was kept gives zero rows."""
+        if self.vectorizer_ is None:
+            return np.zeros((len(items), self.embedding_.shape[1]), np.float32)
+        return self.vectorizer_.embed(items)
+
+    def _extend_items(self, item_factors: np.ndarray) -> None:
+        # an added item has no interactions: lift 1, so its scored vector is its unit metadata row
+        self.embedding_ = np.concatenate([self.embedding_, item_factors.astype(np.float32)])
+        self.item_counts_ = np.concatenate([self.item_counts_, np.zeros(len(item_factors), np.float32)])
+
     def _extra_state(self) -> dict[str, Any]:
         return {"n_features": self.n_features_, "explained": self.explained_}
 
     def _extra_arrays(self) -> dict[str, np.ndarray]:
-        return {"embedding": self.embedding_, "item_counts": self.item_counts_}
+        vectorizer = self.vectorizer_.arrays() if self.vectorizer_ is not None else {}
+        return {"embedding": self.embedding_, "item_counts": self.item_counts_, **vectorizer}
 
     def _restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.n_features_ = int(state.get("n_features", 0))
         self.explained_ = float(state.get("explained", 0.0))
         # A model saved before the lift existed: its item factors are the unit metadata rows.
         self.embedding_ = arrays.get("embedding", self.item_factors_)
+        self.vectorizer_ = ContentVectorizer.from_arrays(arrays, tuple(self.config.field_weights().values()),
+                                                         self.config.sublinear_tf)
         counts = arrays.get("item_counts")
         self.item_counts_ = (
             np.asarray((self.seen_ > 0).sum(axis=0), dtype=np.float32).ravel() if counts is None else counts

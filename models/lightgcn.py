@@ -147,6 +147,9 @@ class LightGCN(FactorModel):
         vec = weights @ self.item_factors_[items] / np.sqrt(items.size)
         return vec.astype(np.float32)
 
+    def _extend_items(self, item_factors: np.ndarray) -> None:
+        self.item_degrees_ = np.concatenate([self.item_degrees_, np.zeros(len(item_factors), np.float32)])
+
     def _extra_state(self) -> dict[str, Any]:
         return {
             "epochs_run": getattr(self, "epochs_run_", None),

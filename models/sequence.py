@@ -154,6 +154,11 @@ class SequenceModel(FactorModel):
                               minlength=rows.size)
         return rows, weights
 
+    def _extend_items(self, item_factors: np.ndarray) -> None:
+        # no transitions: an added item in a history moves nothing (zero projection row)
+        m = len(item_factors)
+        self.projection_ = np.concatenate([self.projection_, np.zeros((m, self.projection_.shape[1]), np.float32)])
+
     def _extra_state(self) -> dict[str, Any]:
         return {}
 

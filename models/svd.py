@@ -206,6 +206,12 @@ class SVDItemItem(FactorModel):
         rows, newest = np.unique(items[::-1], return_index=True)
         return rows, w[items.size - 1 - newest]
 
+    def _extend_items(self, item_factors: np.ndarray) -> None:
+        # no co-occurrence: an added item in a history moves nothing (zero projection row)
+        m = len(item_factors)
+        self.projection_ = np.concatenate([self.projection_, np.zeros((m, self.projection_.shape[1]), np.float32)])
+        self.item_counts_ = np.concatenate([self.item_counts_, np.zeros(m, np.float32)])
+
     def _extra_state(self) -> dict[str, Any]:
         return {}
 

@@ -118,6 +118,46 @@ def test_embedding_below_dim_keeps_every_inner_product(tiny_dataset: Dataset) ->
     np.testing.assert_allclose(vectors @ vectors.T, unit @ unit.T, atol=1e-5)
 
 
+def test_items_added_after_training_are_embedded_as_trained_ones(tiny_dataset: Dataset, client: Client,
+                                                                   tmp_path: Path) -> None:
+    model = fit(tiny_dataset, client, min_df=1, title_weight=1.0)
+    table = tiny_dataset.items_table
+    # the trained items embedded again give the trained rows back (same vocabulary, IDF, basis)
+    np.testing.assert_allclose(model.embed_new(table), model.embedding_, atol=1e-6)
+    # and the same after a save and a load (the vectorizer travels as plain arrays)
+    model.save(tmp_path / "content")
+    loaded = FactorModel.load(tmp_path / "content")
+    np.testing.assert_allclose(loaded.embed_new(table), model.embedding_, atol=1e-6)
+    # a new item with an existing item's metadata gets that item's row; unknown tokens are ignored
+    new = table.iloc[[3]].reset_index(drop=True).copy()
+    new.at[0, "tags"] = list(new.at[0, "tags"]) + ["a tag nobody used"]
+    np.testing.assert_allclose(loaded.embed_new(new)[0], model.embedding_[3], atol=1e-6)
+    # an item with no known token gets the zero row (it has no content direction)
+    blank = pd.DataFrame({"title": ["?"], "genres": [["Nothing known"]], "tags": [[]], "year": pd.array([None], "Int64")})
+    assert not loaded.embed_new(blank).any()
+    # a model saved before the vectorizer was kept embeds new items as zero rows
+    for name in ("vocab_names", "vocab_fields", "vocab_idf", "components"):
+        (tmp_path / "content" / f"{name}.npy").unlink()
+    old = FactorModel.load(tmp_path / "content")
+    assert old.embed_new(table).shape == model.embedding_.shape and not old.embed_new(table).any()
+
+
+def test_tfidf_features_match_scikit_learns(tiny_dataset: Dataset) -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from models.content import item_tokens
+
+    config = ContentConfig(min_df=1, title_weight=1.0, idf_power=2.0)
+    features, names = tfidf_features(tiny_dataset.items_table, config)
+    blocks = []
+    for field, weight in config.field_weights().items():
+        docs = item_tokens(tiny_dataset.items_table, field)
+        vec = TfidfVectorizer(analyzer=lambda d: d, lowercase=False, min_df=1, sublinear_tf=True, norm=None)
+        block = vec.fit_transform(docs) @ np.diag(vec.idf_)  # idf ** 2
+        blocks.append(normalize(block) * weight)
+    np.testing.assert_allclose(features.toarray(), np.hstack(blocks), atol=1e-12)
+
+
 @pytest.mark.parametrize("profile", ["uniform", "value", "recency"])
 def test_fold_in_reproduces_the_fitted_user_vector(tiny_dataset: Dataset, client: Client, profile: str) -> None:
     model = fit(tiny_dataset, client, profile=profile, half_life=3.0, shrink=0.5)

@@ -133,3 +133,22 @@ def test_save_load_roundtrip(fitted: FactorModel, tmp_path: Path) -> None:
     np.testing.assert_array_equal(loaded.recommend(np.arange(4), n=5)[0], fitted.recommend(np.arange(4), n=5)[0])
     mm = FactorModel.load(tmp_path / "m", mmap=True)
     np.testing.assert_array_equal(mm.user_factors_, fitted.user_factors_)
+
+
+def test_with_items_appends_items_without_interactions(fitted: FactorModel) -> None:
+    from etl.vocabulary import Vocabulary
+
+    n, m = fitted.item_factors_.shape[0], 2
+    new_factors = np.full((m, fitted.dim), 0.5, np.float32)
+    items = Vocabulary([*fitted.items_.ids.tolist(), "added-1", "added-2"], kind="item")
+    extended = fitted.with_items(new_factors, items)
+    assert extended.item_factors_.shape == (n + m, fitted.dim) and fitted.item_factors_.shape[0] == n
+    np.testing.assert_array_equal(extended.item_factors_[:n], fitted.item_factors_)
+    np.testing.assert_array_equal(extended.item_factors_[n:], new_factors)
+    assert extended.seen_.shape == (fitted.seen_.shape[0], n + m) and extended.seen_.nnz == fitted.seen_.nnz
+    # a history naming an added item folds in; one without it folds in as before
+    history = np.array([0, 1, 2])
+    np.testing.assert_allclose(extended.fold_in(history), fitted.fold_in(history), rtol=1e-5, atol=1e-6)
+    assert np.isfinite(extended.fold_in(np.array([0, n]))).all()
+    with pytest.raises(ValueError, match="ids for"):
+        fitted.with_items(new_factors, fitted.items_)

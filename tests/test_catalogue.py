@@ -1,0 +1,103 @@
+"""Items added while serving (hybrid/catalogue.py, Engine.with_items): in the catalogue at once,
+searchable, filterable, recommendable, similar, explainable, and their interactions folded in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from graphql_api.engine import Engine
+from graphql_api.events import Event
+from graphql_api.store import UserState
+from hybrid.catalogue import additions_table, additions_token
+from hybrid.index import ItemFilter
+
+pytest_plugins = ["tests.api_helpers"]
+
+
+def additions(*rows: dict) -> pd.DataFrame:
+    return additions_table(list(rows))
+
+
+NEW = {"id": "new-1", "title": "A Brand New Film (2031)", "genres": ["Action", "Adventure"], "tags": ["dark"],
+       "year": 2031}
+
+
+@pytest.fixture
+def engine(api_root: Path) -> Engine:
+    return Engine.load(api_root)
+
+
+def test_an_added_item_is_served_at_once(engine: Engine) -> None:
+    n = len(engine.bundle.items)
+    twin = int(np.flatnonzero(engine.bundle.items_table["year"].to_numpy() == 1991)[0])  # same metadata kind
+    new_meta = dict(NEW, genres=list(engine.record(twin).genres), tags=list(engine.record(twin).tags), year=1991)
+    served = engine.with_items(additions(new_meta))
+    assert engine.record_of("1").id == "1" and len(engine.bundle.items) == n  # the old engine is unchanged
+    assert len(served.bundle.items) == n + 1 and len(served.bundle.index) == n + 1
+    record = served.record_of("new-1")
+    assert (record.row, record.title, record.year, record.popularity) == (n, NEW["title"], 1991, 0)
+    assert [r.id for r in served.search_items("brand new", 5)] == ["new-1"]
+
+    # its content vector is the trained twin's unit row (same genres, tags, decade); no lift
+    content = served.bundle.fusion.models["content"]
+    np.testing.assert_allclose(content.embedding_[n], content.embedding_[twin], atol=1e-6)
+    np.testing.assert_allclose(content.item_factors_[n], content.embedding_[twin], atol=1e-6)
+    assert served.bundle.fusion.models["popularity"].item_factors_[n, 0] == 0
+
+    # recommendable and filterable: the only item of its year
+    rec = served.recommender
+    result = rec.recommend("1", n=50, item_filter=ItemFilter(year_min=1991, year_max=1991))
+    assert "new-1" in [i.item_id for i in result.items]
+    item = next(i for i in result.items if i.item_id == "new-1")
+    contributions = item.table[item.rank - 1]
+    assert sum(contributions.values()) == pytest.approx(item.score, rel=1e-4, abs=1e-5)  # the fused identity holds
+
+    # similar items: by content, its twin first among items of its metadata
+    similar = rec.similar_items("new-1", n=5)
+    assert similar and similar[0].score == pytest.approx(1.0, abs=1e-4)
+    assert any(s.item_id == str(engine.bundle.items.ids[twin]) for s in similar if s.score > 0.999)
+
+    # explainable, and said to be new
+    expl = rec.explain("1", "new-1")
+    assert expl.sentence.startswith("New in the catalogue.")
+
+
+def test_an_interaction_with_an_added_item_is_folded_in(engine: Engine) -> None:
+    served = engine.with_items(additions(NEW))
+    state = UserState(user_id="1", events=(Event("1", "new-1", 5.0, 2_000_000_000, accepted_at=1.0),), deleted_at=None)
+    online = served.online_history(state)
+    assert online.override is not None and online.online[-1][0] == len(engine.bundle.items)
+    before = served.recommender.user_state("1")
+    after = served.recommender.user_state("1", online.override)
+    assert after.source == "folded_in" and not np.allclose(after.parts["content"], before.parts["content"])
+    # the old engine does not know the item: its events are not folded in there
+    assert engine.online_history(state).override is None
+
+
+def test_known_ids_take_new_metadata_and_keep_their_vectors(engine: Engine) -> None:
+    row = engine.bundle.items.row("3")
+    vectors = engine.bundle.index.item_vectors([row])
+    served = engine.with_items(additions({"id": "3", "title": "Renamed (1992)", "genres": ["Noir"], "tags": [],
+                                          "year": 1992}))
+    assert len(served.bundle.items) == len(engine.bundle.items)
+    record = served.record_of("3")
+    assert (record.title, record.genres, record.year) == ("Renamed (1992)", ("Noir",), 1992)
+    np.testing.assert_array_equal(served.bundle.index.item_vectors([row]), vectors)
+    assert served.bundle.catalog.genre_mask("noir")[row]
+
+
+def test_with_items_rebuilds_from_the_loaded_bundle(engine: Engine) -> None:
+    one = engine.with_items(additions(NEW))
+    assert one.with_items(additions(NEW)) is one  # same table: nothing to do
+    two = one.with_items(additions(NEW, dict(NEW, id="new-2", title="Another")))
+    assert len(two.bundle.items) == len(engine.bundle.items) + 2  # not stacked on one's
+    assert two.loaded is engine.bundle
+    assert len(one.with_items(None).bundle.items) == len(engine.bundle.items)
+    # the last write of an id wins, and the token follows the content
+    table = additions(NEW, dict(NEW, title="Retitled"))
+    assert len(table) == 1 and table.loc[0, "title"] == "Retitled"
+    assert additions_token(table) != additions_token(additions(NEW)) and additions_token(additions()) == ""
