@@ -261,3 +261,33 @@ def test_numeric_added_ids_keep_a_numeric_source_numeric(tmp_path: Path) -> None
     intake = take_events(tmp_path / "data", events, None, settle=0.0)
     source = training_source(make_tiny_source(), intake)
     assert source.numeric_ids is True and "500" in set(source.items["item_id"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_the_next_retrain_knows_added_items_natively(tmp_path: Path) -> None:
+    """Add an item and interactions with it, retrain: the published bundle holds the item as a
+    trained row with its metadata and events, and overlaying the additions on it adds no row."""
+    from distributed import Client, LocalCluster
+
+    from cluster.retrain import retrain_once
+    from graphql_api.engine import Engine
+    from tests.test_cluster_topology import write_movielens_layout
+
+    source = write_movielens_layout(tmp_path / "raw")
+    events = tmp_path / "events"
+    upsert_items(validate_items([{"id": "9001", "title": "Brand New (2026)", "genres": ["Comedy"],
+                                  "tags": ["funny"], "year": 2026}]), events)
+    EventLog(events).append([Event(str(u), "9001", 4.5, 3_000_000 + u, accepted_at=1000.0 + u) for u in (2, 4, 6, 8)])
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster, set_as_default=False) as client:
+        decision = retrain_once(tmp_path / "work", tmp_path / "bundles", min_new_events=1, tolerance=0.0,
+                                events_dir=events, source=source, client=client,
+                                signals=["als", "content", "popularity"], generations=2, settle=0.0)
+    assert decision.published, decision.reason
+    engine = Engine.load(tmp_path / "bundles")
+    row = int(engine.item_rows(["9001"])[0])
+    assert row >= 0 and engine.record(row).title == "Brand New (2026)" and engine.record(row).popularity == 4
+    overlaid = engine.with_items(read_added_items(events))
+    assert len(overlaid.bundle.items) == len(engine.bundle.items), "an id the bundle knows is not added again"
+    assert overlaid.record(row).title == "Brand New (2026)"
