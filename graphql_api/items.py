@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from etl.file_lock import exclusive
@@ -488,6 +489,8 @@ def read_items_file(path: str | Path, *, most: int = MAX_FILE_ITEMS) -> list[Cat
     rows: list[dict[str, Any]] = []
     for raw in frame.to_dict("records"):
         row = {k: (None if _missing(v) else v) for k, v in raw.items()}
+        if isinstance(row.get("id"), int | np.integer) and not isinstance(row["id"], bool):
+            row["id"] = str(row["id"])  # a Parquet column of integer ids
         for col in ("genres", "tags"):
             v = row.get(col)
             if isinstance(v, str):

@@ -197,6 +197,10 @@ def test_cli_adds_items_from_csv_and_parquet(tmp_path: Path) -> None:
     updated = _cli("items", "add", str(parquet), "--events-dir", str(events))
     assert updated.returncode == 0 and "0 added, 1 updated" in updated.stdout, updated.stderr
     assert read_table(events)["b"][1] == CatalogueItem("b", "Now With Extras", ("Drama",), (), 2001)
+    numbered = tmp_path / "numbered.parquet"
+    pd.DataFrame({"id": [9001], "title": ["Integer Id"]}).to_parquet(numbered)
+    assert _cli("items", "add", str(numbered), "--events-dir", str(events)).returncode == 0
+    assert read_table(events)["9001"][1].title == "Integer Id"
 
 
 @pytest.mark.parametrize(("text", "says"), [
