@@ -139,7 +139,9 @@ async def test_an_added_item_is_served_everywhere_at_once(make_settings) -> None
         similar = await gql.data(SIMILAR, {"id": "new-1"})
         recorded = await gql.data(RECORD, {"u": "3", "i": "new-1"})
         folded = await gql.data(ALL_RECS, {"u": "3"})
+        health = (await gql.http.get("/health")).json()
     assert done["served"] is True
+    assert health["catalogue"]["added_items"] == 1 and "last_items_error" not in health
     assert after.headers["x-cache"] == "miss", "a cached answer of the old catalogue must not be served"
     assert "new-1" in rec_ids(after.json()["data"]), "every unseen item is ranked with first: 100"
     assert [i["id"] for i in search["searchItems"]] == ["new-1"]
@@ -162,6 +164,28 @@ async def test_added_items_survive_a_restart_and_a_new_bundle(make_settings, api
             await asyncio.sleep(0.05)
         assert await served(gql), "a hot-swapped bundle is served with the added items"
         assert [i["id"] for i in (await gql.data(SEARCH, {"t": "zebra"}))["searchItems"]] == ["new-1"]
+
+
+async def test_a_catalogue_that_cannot_be_built_does_not_fail_requests(make_settings, monkeypatch) -> None:
+    from graphql_api.engine import Engine
+
+    def broken(self: Engine, additions: Any) -> Engine:
+        raise RuntimeError("cannot map these items")
+
+    async with running(create_app(make_settings())) as gql:
+        before = await gql.data(ALL_RECS, {"u": "3"})
+        monkeypatch.setattr(Engine, "with_items", broken)
+        done = (await gql.data(UPSERT, {"items": [NEW]}))["upsertItems"]
+        after = await gql.data(ALL_RECS, {"u": "3"})
+        health = (await gql.http.get("/health")).json()
+        monkeypatch.undo()
+        await gql.data(UPSERT, {"items": [{"id": "new-2", "title": "Second"}]})  # a new catalogue: built again
+        healed = (await gql.http.get("/health")).json()
+        both = [await served(gql, "new-1"), await served(gql, "new-2")]
+    assert (done["added"], done["served"]) == (1, False), "durable, but not served yet"
+    assert rec_ids(after) == rec_ids(before)
+    assert "cannot map these items" in health["last_items_error"] and health["status"] == "ok"
+    assert "last_items_error" not in healed and both == [True, True]
 
 
 async def test_an_interaction_on_an_item_added_elsewhere_is_accepted_before_the_poll(make_settings,
@@ -251,3 +275,21 @@ async def test_redis_only_refuses_items_while_redis_is_down(make_settings, redis
         finally:
             redis_server.start()
     assert body["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE", body
+
+
+@pytest.mark.slow
+async def test_uvicorn_replicas_sharing_redis_serve_an_item_within_a_second(api_root: Path, redis_url: str,
+                                                                           tmp_path: Path) -> None:
+    env = {"HYBRIDREC_BUNDLE_ROOT": str(api_root), "HYBRIDREC_REDIS_URL": redis_url, "HYBRIDREC_ACCESS_LOG": "false"}
+    servers = [await anyio.to_thread.run_sync(lambda k=k: start_uvicorn(env, tmp_path / f"replica-{k}.log", plain=True))
+               for k in range(2)]
+    try:
+        async with httpx.AsyncClient(base_url=servers[0].url, timeout=60) as a, \
+                httpx.AsyncClient(base_url=servers[1].url, timeout=60) as b:
+            assert not await served(GQL(b))
+            await GQL(a).data(UPSERT, {"items": [NEW]})
+            waited = await seconds_until_served(GQL(b))
+    finally:
+        for server in servers:
+            await anyio.to_thread.run_sync(server.stop)
+    assert waited < 1.0, f"the other replica served the item after {waited:.2f}s"
