@@ -7,6 +7,10 @@ learned so far, written atomically, the cutoff in the file's metadata), and trai
 plus that file. Once every retained bundle version has learned an event, the online stores may drop
 it (``trim_learned``).
 
+Items added to the catalogue while serving (graphql_api.items) are read whole at every run (the
+stores keep them; they are few): ``Intake.items``, which ``cluster.jobs.training_source`` merges into
+the items table of the dataset, so the next bundle knows them natively, with their events.
+
 The cutoff is a time on the API's clock (``Event.accepted_at``), and it trails the moment of reading
 by ``SETTLE_SECONDS``: an event is stamped just before it is appended, so everything stamped a
 minute before the read is surely on disk or in Redis, on any replica whose clock is within a minute
@@ -29,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from graphql_api.events import deleted_users, erasure_salt, read_accepted_events, user_key
+from graphql_api.items import read_added_items
 
 EVENTS_FILE = "events.parquet"
 SETTLE_SECONDS = 60.0
@@ -54,6 +59,9 @@ class Intake:
     """User key -> deletion time of every deletion the stores hold (graphql_api.events.user_key)."""
     salt: bytes = b""
     """The salt of those user keys."""
+    items: pd.DataFrame | None = None
+    """Items added while serving (graphql_api.items: id, title, genres, tags, year; one row per id,
+    its newest metadata); None when no store was read."""
 
     def deleted_ids(self, user_ids: Iterable[str]) -> set[str]:
         """Which of ``user_ids`` were deleted (at any time)."""
@@ -127,4 +135,5 @@ def take_events(
     events = without_deleted(events, deletions, salt).sort_values(["accepted_at", "event_id"], kind="stable")
     events = events.reset_index(drop=True)
     _write(root, events, cutoff)
-    return Intake(events, cutoff, read_at, len(fresh), deletions, salt)
+    items = read_added_items(events_dir, redis_url=redis_url, prefix=prefix)
+    return Intake(events, cutoff, read_at, len(fresh), deletions, salt, items)

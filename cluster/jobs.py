@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import dask.dataframe as dd
+import pandas as pd
 
 from cluster.event_intake import Intake, take_events
 from etl.dataset import Dataset
 from etl.errors import DataError, DownloadError
 from etl.ingest import IngestReport, ingest
 from etl.metrics import evaluate
-from etl.sources.base import RawSource
+from etl.sources.base import ITEM_COLUMNS, RawSource
 from models.base import FactorModel, TrainData, TrainingOptions, model_class
 
 DEMO_DATASET = "ml-latest-small"
@@ -141,8 +142,42 @@ def training_source(source: RawSource, intake: Intake, *, upto: float | None = N
         log(f"data: adding {len(events):,} interactions accepted by the API (up to {_when(cutoff)})")
     facts = {"cutoff": cutoff, "read_at": intake.read_at, "count": int(len(events))}
     name = f"{source.name}+api-events" if len(events) else source.name
-    return RawSource(**{**source.__dict__, "interactions": interactions, "name": name,
-                        "extra": {**source.extra, "events": facts}})
+    items, numeric_ids = source.items, source.numeric_ids
+    extra = {**source.extra, "events": facts}
+    if intake.items is not None and len(intake.items):
+        items, numeric_ids = with_added_items(source, intake.items)
+        extra["added_items"] = int(len(intake.items))
+    return RawSource(**{**source.__dict__, "interactions": interactions, "name": name, "items": items,
+                        "numeric_ids": numeric_ids, "extra": extra})
+
+
+def with_added_items(source: RawSource, added: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
+    """The source's items table with the items added while serving (graphql_api.items) merged in:
+    an added id's metadata replaces the source's, a new id becomes a row (so it is in the item
+    vocabulary even before anyone interacts with it). Also whether ids stay numeric: a source of
+    numeric ids (MovieLens) with an added id that is not a number takes ids as text, else the
+    added item and its events would be rejected as non-numeric."""
+    table = pd.DataFrame({
+        "item_id": added["id"].astype(str).to_numpy(dtype=object),
+        "title": added["title"].astype("string").to_numpy(),
+        "genres": [list(v) for v in added["genres"]],
+        "tags": [list(v) for v in added["tags"]],
+        "year": pd.to_numeric(added["year"], errors="coerce").astype("Int64").to_numpy(),
+    }, columns=list(ITEM_COLUMNS))
+    numeric = source.numeric_ids
+    if numeric and not table["item_id"].str.fullmatch(r"\d+").all():
+        log("data: some added item ids are not numbers; this dataset takes ids as text")
+        numeric = False
+    base = source.items
+    if base is None or not len(base):
+        merged = table
+    else:
+        held = base["item_id"].astype("string").str.strip()
+        replaced = held.isin(set(table["item_id"]))
+        merged = pd.concat([table, base.loc[~replaced.to_numpy(), list(ITEM_COLUMNS)]], ignore_index=True)
+        log(f"data: {len(table) - int(replaced.sum()):,} items added while serving, "
+            f"{int(replaced.sum()):,} given new metadata")
+    return merged.reset_index(drop=True), numeric
 
 
 def _when(t: float) -> str:

@@ -11,9 +11,9 @@ log and the Redis client, and starts the background task that hot-reloads new bu
 
 Per request: a request id (X-Request-ID in and out, in every log line), API-key checks and the
 rate-limit buckets (cost points, per key and per client address: charged once the document is
-priced), then the answer cache: a POST whose body (for the same bundle version) was
-answered before, and whose users have not changed since, is served from the cache without
-running GraphQL at all.
+priced), then the answer cache: a POST whose body (for the same bundle version and added
+catalogue) was answered before, and whose users have not changed since, is served from the
+cache without running GraphQL at all.
 """
 
 from __future__ import annotations
@@ -234,6 +234,7 @@ class GraphQLView(GraphQL):
             return
         engine = runtime.engine
         state["engine"] = engine  # the whole request is answered from this bundle
+        catalogue = runtime.catalogue_token  # with these added items (swapped with the engine: no await between)
         experiment = state["experiment"] = runtime.experiment  # and under this split (compiled for it)
         request = Request(scope, receive)
         key = None
@@ -250,7 +251,9 @@ class GraphQLView(GraphQL):
             who = principal.id.encode() if principal is not None else b"anonymous"
             # and by the experiment's split: an answer (its variant, its exposure id) holds for one split
             split = experiment.token.encode() if experiment is not None else b""
-            key = hashlib.sha256(engine.version.encode() + b"\0" + split + b"\0" + who + b"\0" + body).hexdigest()
+            # and by the added catalogue: an answer holds for the items it could name
+            key = hashlib.sha256(engine.version.encode() + b"\0" + catalogue.encode() + b"\0" + split + b"\0"
+                                 + who + b"\0" + body).hexdigest()
             hit = await runtime.store.cache_get(key)
             if hit is not None:
                 # -- rate limit (query cost): a cached answer is charged what its document requested --
@@ -396,6 +399,10 @@ def _health(runtime: Runtime):  # noqa: ANN202 - a Starlette endpoint
             engine = runtime.engine
             body["bundle"] = {"version": engine.version, "created_at": engine.created_at.isoformat(),
                               "signals": list(engine.signals)}
+        if runtime.added:
+            body["catalogue"] = {"added_items": len(runtime.added), "token": runtime.catalogue_token}
+        if runtime.last_items_error:
+            body["last_items_error"] = runtime.last_items_error
         if runtime.experiment is not None:
             body["experiment"] = runtime.experiment.token
         if runtime.last_experiment_error:

@@ -140,6 +140,9 @@ WEIGHTS: dict[str, FieldCost] = {
     "Mutation.recordInteraction": FieldCost(call=100),
     "Mutation.recordInteractions": FieldCost(call=100, size_arg="batch", size_max=1000, element=13),  # MAX_BATCH
     "Mutation.deleteUserData": FieldCost(call=1000),
+    # a durable write, then this process's catalogue rebuilt before the answer (a worker thread: ~0.1-0.3 s
+    # on ml-latest-small, but once per batch, by an admin); per item its validation and JSON (MAX_BATCH 100)
+    "Mutation.upsertItems": FieldCost(call=1000, size_arg="items", size_max=100, element=10),
     "__Type.ofType": FieldCost(element=0),  # mostly null: a named type has none
 }
 

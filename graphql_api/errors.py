@@ -33,6 +33,24 @@ class BadInput(ApiError, ValueError):
     code = "BAD_USER_INPUT"
 
 
+class InvalidItem(BadInput):
+    """A catalogue item (upsertItems, hybridrec items add) that cannot be accepted: its batch is
+    refused whole. Names the row (0-based position in the batch) and the field."""
+
+    def __init__(self, message: str, *, field: str, row: int | None = None) -> None:
+        self.bare = message
+        """The reason without the row."""
+        self.row = row
+        super().__init__(message if row is None else f"row {row}: {message}", field=field)
+
+    @property
+    def extensions(self) -> dict[str, str]:
+        out = super().extensions
+        if self.row is not None:
+            out["row"] = str(self.row)
+        return out
+
+
 class Forbidden(ApiError, PermissionError):
     """The operation needs an API key (or an admin key) that the request did not present."""
 

@@ -7,6 +7,13 @@ the old engine finishes on it, the next one gets the new one, and none fails in 
 The running experiment (hybrid.experiments, the bundle root's ``experiments.json``) is polled the
 same way and compiled for the served engine; the engine and its experiment are rebound together,
 without an await between, so a request always takes a matching pair.
+
+Items added while serving (graphql_api.items: ``upsertItems``, ``hybridrec items add``) are polled
+too, several times a second and cheaply (the log's size, Redis's version counter): when they
+changed, the served engine becomes the loaded bundle's engine with them
+(``Engine.with_items``), built in a worker thread and swapped in like a new bundle, and a newly
+loaded bundle gets them before it is served. ``catalogue_token`` names the additions the served
+engine holds; it is swapped with the engine and is part of the answer cache's key.
 """
 
 from __future__ import annotations
@@ -21,10 +28,11 @@ import anyio.to_thread
 from graphql_api.batching import SearchBatcher
 from graphql_api.engine import Engine
 from graphql_api.errors import NoBundle
+from graphql_api.items import CatalogueItem, additions_frame, catalogue_token, ordered
 from graphql_api.logs import get_logger
 from graphql_api.metrics import Metrics
 from graphql_api.settings import Settings
-from graphql_api.store import Store
+from graphql_api.store import RedisUnavailable, Store
 from hybrid.bundle import latest_version, version_path
 from hybrid.experiments import ActiveExperiment, ExperimentBook, read_book
 
@@ -62,6 +70,16 @@ class Runtime:
         self.searches = SearchBatcher(observe=self.metrics.search_batch.observe)
         """Rankings of concurrent requests, searched together."""
         self._engine: Engine | None = None
+        self._base: Engine | None = None
+        """The loaded bundle's engine, without added items (what ``with_items`` extends)."""
+        self.catalogue_token = ""
+        """catalogue_token of the added items the served engine holds ('' for none)."""
+        self.added: dict[str, CatalogueItem] = {}
+        """The added items the served engine holds, by id."""
+        self._catalogue_seen: tuple[object, ...] | None = None
+        self._catalogue_lock = asyncio.Lock()
+        self._items_failed: tuple[str, str, float] | None = None  # (bundle folder, token, retry at)
+        self.last_items_error: str | None = None
         self._failed: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = time.time()
@@ -85,10 +103,13 @@ class Runtime:
     def ready(self) -> bool:
         return self._engine is not None
 
-    def swap(self, engine: Engine) -> None:
-        """Serve ``engine`` from the next request on."""
+    def swap(self, engine: Engine, base: Engine | None = None, token: str = "",
+             added: dict[str, CatalogueItem] | None = None) -> None:
+        """Serve ``engine`` from the next request on: a bundle's engine (``base``, default
+        ``engine``) with the added items of ``token`` (``added``; none by default)."""
         old = self._engine
-        self._engine = engine
+        self._engine, self._base = engine, base if base is not None else engine
+        self.catalogue_token, self.added = token, dict(added or {})
         self._compile_experiment()
         if old is None:
             settle_heap()
@@ -98,7 +119,10 @@ class Runtime:
             gc.unfreeze()
             self._settle_due = True
         self.metrics.set_bundle(engine.version)
-        if old is not None:
+        if old is not None and old.version == engine.version and old.folder == engine.folder:
+            log.info("serving the added catalogue", extra={"version": engine.version, "catalogue": token,
+                                                            "added_items": len(self.added)})
+        elif old is not None:
             self.metrics.reloads.inc()
             log.info("switched bundle", extra={"from_version": old.version, "to_version": engine.version})
         else:
@@ -164,8 +188,79 @@ class Runtime:
                       extra={"version": target, "error": str(err)})
             return False
         self.last_reload_error = None
-        self.swap(engine)
+        async with self._catalogue_lock:  # the catalogue poll swaps nothing in between
+            signature = await self.store.catalogue_signature()
+            token, added = await self._current_catalogue()
+            served, served_token, served_items = await self._with_items(engine, token, added)
+            self._catalogue_seen = signature if served_token == token else None
+            self.swap(served, engine, served_token, served_items)
         return True
+
+    # -- the added catalogue ------------------------------------------------------------------------------
+    async def _current_catalogue(self) -> tuple[str, dict[str, CatalogueItem]]:
+        """(token, items) of the added catalogue as the store holds it now; what is served now when
+        the store cannot be read (Redis-only mode with Redis down)."""
+        try:
+            table = await self.store.catalogue()
+        except RedisUnavailable:
+            return self.catalogue_token, self.added
+        items = ordered(table)
+        return catalogue_token(items), {i.id: i for i in items}
+
+    async def _with_items(self, base: Engine, token: str,
+                          added: dict[str, CatalogueItem]) -> tuple[Engine, str, dict[str, CatalogueItem]]:
+        """``base`` serving ``added`` (built in a worker thread), or, when that fails, ``base`` as
+        served now: the error is logged and on /health, and the build retried after a while."""
+        if not added:
+            return base, "", {}
+        failed = self._items_failed
+        if failed is not None and failed[:2] == (base.folder, token) and time.monotonic() < failed[2]:
+            return self._fallback(base)
+        frame = additions_frame(added.values())
+        try:
+            engine = await anyio.to_thread.run_sync(base.with_items, frame)
+        except Exception as err:  # noqa: BLE001 - a catalogue that cannot be served must not stop serving
+            self._items_failed = (base.folder, token, time.monotonic() + FAILED_RETRY_SECONDS)
+            self.last_items_error = f"{len(added)} added items: {type(err).__name__}: {err}"
+            log.exception("added items could not be served; serving without the change",
+                          extra={"version": base.version, "catalogue": token})
+            return self._fallback(base)
+        self._items_failed, self.last_items_error = None, None
+        return engine, token, added
+
+    def _fallback(self, base: Engine) -> tuple[Engine, str, dict[str, CatalogueItem]]:
+        """What to serve when the added catalogue cannot be applied to ``base``: the engine served
+        now if it is of the same bundle, else ``base`` alone."""
+        current = self._engine
+        if current is not None and self._base is not None and self._base.folder == base.folder:
+            return current, self.catalogue_token, self.added
+        return base, "", {}
+
+    async def refresh_catalogue(self, force: bool = False) -> bool:
+        """Serve the store's added catalogue if it changed since the last look (cheap when it did
+        not: a stat and a GET); True when the served engine was swapped. ``force`` reads it whatever
+        the signature says (after this process wrote to it)."""
+        base = self._base
+        if base is None:
+            return False
+        async with self._catalogue_lock:  # one build at a time; a waiter finds it done
+            signature = await self.store.catalogue_signature()
+            if not force and signature == self._catalogue_seen:
+                return False
+            token, added = await self._current_catalogue()
+            base = self._base
+            if base is None:
+                return False
+            if token == self.catalogue_token:
+                self._catalogue_seen = signature
+                return False
+            engine, served_token, served = await self._with_items(base, token, added)
+            if served_token == token:
+                self._catalogue_seen = signature
+            if self._base is not base or engine is self._engine:  # a new bundle was swapped in meanwhile
+                return False
+            self.swap(engine, base, served_token, served)
+            return True
 
     # -- life cycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -181,7 +276,10 @@ class Runtime:
         if self._engine is None:
             log.warning("no bundle to serve yet; /health reports not ready until one is published",
                         extra={"bundle_root": str(self.settings.bundle_root)})
-        self._tasks.append(asyncio.get_running_loop().create_task(self._background()))
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._background()))
+        if self.settings.items_poll_interval > 0:
+            self._tasks.append(loop.create_task(self._poll_catalogue()))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -213,3 +311,15 @@ class Runtime:
                 raise
             except Exception:  # noqa: BLE001 - keep polling whatever happens
                 log.exception("background poll failed")
+
+    async def _poll_catalogue(self) -> None:
+        """Poll the added catalogue every ``items_poll_interval`` seconds (an item added on any
+        replica is served here within about that, plus the build)."""
+        while True:
+            await asyncio.sleep(self.settings.items_poll_interval)
+            try:
+                await self.refresh_catalogue()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - keep polling whatever happens
+                log.exception("catalogue poll failed")

@@ -23,6 +23,7 @@ from graphql_api.engine import MAX_FIRST, Engine, OnlineHistory, check_first
 from graphql_api.errors import BadInput, EventStoreUnavailable
 from graphql_api.events import Event, Exposure
 from graphql_api.input_limits import MAX_STRING_LENGTH
+from graphql_api.items import CatalogueItem, validate_items
 from graphql_api.logs import get_logger
 from graphql_api.store import DeletionReport
 from hybrid.experiments import ActiveExperiment, exposure_id
@@ -301,6 +302,8 @@ async def record(ctx: Context, specs: Sequence[InteractionSpec]) -> tuple[list[E
                                "of a recommendations answer served to this user", field="exposureId")
             exposures[s.user_id, s.exposure_id] = found
     rows = engine.item_rows([s.item_id for s in specs])
+    if (rows < 0).any():
+        rows = await _current_rows(ctx, [s.item_id for s in specs], rows)
     accepted: list[Event] = []
     rejected: list[Rejection] = []
     for k, (s, row) in enumerate(zip(specs, rows, strict=True)):
@@ -313,6 +316,17 @@ async def record(ctx: Context, specs: Sequence[InteractionSpec]) -> tuple[list[E
     ctx.metrics.events.inc(len(accepted))
     _count_outcomes(ctx, accepted, exposures)
     return accepted, rejected
+
+
+async def _current_rows(ctx: Context, item_ids: list[str], rows: np.ndarray) -> np.ndarray:
+    """``rows`` with the ids the request's engine does not know looked up in the current one, after
+    a look at the added catalogue: an item added since the request began, or on another replica
+    and not polled here yet, is accepted."""
+    await ctx.runtime.refresh_catalogue()
+    current = ctx.runtime.engine
+    if current is ctx.engine:
+        return rows
+    return np.where(rows >= 0, rows, current.item_rows(item_ids))
 
 
 def _count_outcomes(ctx: Context, events: Iterable[Event], exposures: Mapping[tuple[str, str], Exposure]) -> None:
@@ -340,3 +354,38 @@ async def delete_user(ctx: Context, user_id: str) -> tuple[DeletionReport, bool]
     return report, ctx.engine.user_known(user_id)
 
 
+# -- the catalogue ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ItemUpsert:
+    item: CatalogueItem
+    change: str
+    """'added' (an id the served catalogue did not hold), 'updated' or 'unchanged'."""
+
+
+@dataclass(frozen=True)
+class ItemsReport:
+    items: list[ItemUpsert]
+    served: bool
+    """This process serves every item of the batch as given."""
+    version: str
+
+
+async def upsert_items(ctx: Context, rows: Sequence[Mapping[str, Any]]) -> ItemsReport:
+    """Validate a batch (InvalidItem for the first bad row: nothing stored), make it durable, and
+    serve it here before answering; other replicas serve it from their next catalogue poll."""
+    ctx.require("admin")
+    items = validate_items(rows)
+    results = await ctx.store.upsert_items(items)
+    known = ctx.engine.item_rows([i.id for i in items]) >= 0
+    if any(r.changed for r in results) or any(ctx.runtime.added.get(i.id) != i for i in items):
+        await ctx.runtime.refresh_catalogue(force=True)
+    runtime = ctx.runtime
+    changes = [ItemUpsert(r.item, "unchanged" if not r.changed else "updated" if r.known or k else "added")
+               for r, k in zip(results, known, strict=True)]
+    served = all(runtime.added.get(i.id) == i for i in items)
+    if any(r.changed for r in results):
+        log.info("items upserted", extra={"added": sum(c.change == "added" for c in changes),
+                                          "updated": sum(c.change == "updated" for c in changes),
+                                          "served": served})
+    return ItemsReport(changes, served, runtime.engine.version)

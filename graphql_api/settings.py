@@ -52,6 +52,8 @@ CACHE_TTL                   seconds a cached answer lives (0: no caching)       
 CACHE_MAX_BYTES             bytes of answers cached in process                      32 MiB
 HISTORY_CAP                 online events per user kept for folding in              500
 RELOAD_INTERVAL             seconds between polls of the bundle root's ``latest``   2
+ITEMS_POLL_INTERVAL         seconds between polls of the added catalogue (items     0.25
+                            added on any replica are served within about this)
 MAX_BATCH                   interactions per recordInteractions call                1000
 EXPLAIN_NEIGHBOURS          history items an explanation's graph path starts from   10
 LOG_LEVEL                   logging level of the JSON logs                          INFO
@@ -234,6 +236,8 @@ class Settings:
     and reach the next training run)."""
     reload_interval: float = 2.0
     """Seconds between polls of the bundle root's latest pointer; 0 disables hot reload."""
+    items_poll_interval: float = 0.25
+    """Seconds between polls of the added catalogue (graphql_api.items; 0: only at bundle loads)."""
     max_batch: int = 1000
     """Interactions accepted by one recordInteractions call."""
     explain_neighbours: int = 10
@@ -262,6 +266,8 @@ class Settings:
             raise SettingsError(f"{PREFIX}MAX_BATCH must be >= 1, got {self.max_batch}")
         if self.explain_neighbours < 1:
             raise SettingsError(f"{PREFIX}EXPLAIN_NEIGHBOURS must be >= 1, got {self.explain_neighbours}")
+        if self.items_poll_interval < 0:
+            raise SettingsError(f"{PREFIX}ITEMS_POLL_INTERVAL must be >= 0, got {self.items_poll_interval}")
         if self.reload_interval < 0:
             raise SettingsError(f"{PREFIX}RELOAD_INTERVAL must be >= 0, got {self.reload_interval}")
         if self.cache_max_bytes < 0:
@@ -347,6 +353,7 @@ class Settings:
             cache_max_bytes=int(get("CACHE_MAX_BYTES", int, 32 << 20)),  # type: ignore[arg-type]
             history_cap=int(get("HISTORY_CAP", int, 500)),  # type: ignore[arg-type]
             reload_interval=float(get("RELOAD_INTERVAL", float, 2.0)),  # type: ignore[arg-type]
+            items_poll_interval=float(get("ITEMS_POLL_INTERVAL", float, 0.25)),  # type: ignore[arg-type]
             max_batch=int(get("MAX_BATCH", int, 1000)),  # type: ignore[arg-type]
             explain_neighbours=int(get("EXPLAIN_NEIGHBOURS", int, 10)),  # type: ignore[arg-type]
             log_level=str(get("LOG_LEVEL", str, "INFO")).upper(),

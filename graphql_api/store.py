@@ -45,6 +45,9 @@ from graphql_api.errors import EventStoreUnavailable
 from graphql_api.events import (
     SALT_ENV, Deletion, Event, EventLog, Exposure, deletion_from_json, new_salt, salt_key, user_key,
 )
+from graphql_api.items import (
+    UPSERT_SCRIPT, CatalogueItem, ItemLog, Upserted, newest, redis_table, script_args, script_result,
+)
 from graphql_api.logs import get_logger
 from graphql_api.metrics import Metrics
 from graphql_api.settings import Settings
@@ -76,6 +79,21 @@ class RedisKeys:
     @property
     def exposures(self) -> str:
         return f"{self.prefix}:exposures"
+
+    @property
+    def items(self) -> str:
+        """Hash of added catalogue items: id -> canonical JSON (graphql_api.items)."""
+        return f"{self.prefix}:items"
+
+    @property
+    def items_at(self) -> str:
+        """Hash: id -> when its metadata was accepted (the newest write wins)."""
+        return f"{self.prefix}:items:at"
+
+    @property
+    def items_version(self) -> str:
+        """Counter raised by every write that changed the added catalogue (what replicas poll)."""
+        return f"{self.prefix}:items:version"
 
     def user(self, user_id: str, what: str) -> str:
         """A key holding the user's data (deleted with it)."""
@@ -550,6 +568,12 @@ class Store:
         self.log = EventLog(settings.events_dir) if settings.events_dir is not None else None
         self.local = LocalState(self.log, settings.history_cap) if self.log is not None else None
         self.exposures = ExposureIndex(self.log, settings.history_cap) if self.log is not None else None
+        self.items = ItemLog(settings.events_dir) if settings.events_dir is not None else None
+        """Items added to the catalogue, as the events folder keeps them (graphql_api.items)."""
+        self._items_unsynced = False
+        """The item log holds writes made while Redis was down (copied into it when it answers)."""
+        self._remote_items: dict[str, tuple[float, CatalogueItem]] | None = None
+        """The added items in Redis as last read (used with the log while Redis is down)."""
         self._logged: OrderedDict[str, None] = OrderedDict()
         """Exposures (id and the user's generation) this process logged lately: not logged again."""
         self.cache = MemoryCache(max_bytes=settings.cache_max_bytes)
@@ -590,6 +614,7 @@ class Store:
                 "purge_exposures": self.redis.register_script(_PURGE_EXPOSURES),
                 "get": self.redis.register_script(_CACHE_GET),
                 "bucket": self.redis.register_script(_TOKEN_BUCKET),
+                "items": self.redis.register_script(UPSERT_SCRIPT),
             }
             await self.ping()
 
@@ -611,6 +636,8 @@ class Store:
         if self.redis is not None:
             with contextlib.suppress(RedisUnavailable):
                 await self._redis(lambda r: r.ping(), force=True)
+                if self._items_unsynced:
+                    await self._push_items()
         return self.redis_state
 
     async def _redis(self, call: Callable[[Any], Awaitable[T]], force: bool = False) -> T:
@@ -941,6 +968,81 @@ class Store:
         except RedisUnavailable:
             return False
         return True
+
+    # -- catalogue additions (graphql_api.items) ---------------------------------------------------------
+    async def upsert_items(self, items: list[CatalogueItem]) -> list[Upserted]:
+        """Make validated items durable (the log, then Redis) and visible to every replica's next
+        poll; an item whose metadata is already held is not written again. EventStoreUnavailable
+        when no durable place takes them."""
+        await self._require_durable()
+        at = time.time()
+        local: list[Upserted] = []
+        if self.items is not None:
+            local = await anyio.to_thread.run_sync(self.items.upsert, items, at)
+        if self.redis is None:
+            return local
+        try:
+            if self._items_unsynced:
+                await self._push_items()
+            _, remote = script_result(items, await self._redis(lambda r: self._scripts["items"](
+                keys=self._item_keys(), args=script_args((at, i) for i in items))))
+        except RedisUnavailable as err:
+            if self.items is None:
+                raise EventStoreUnavailable("the item store (redis) is unavailable; retry later") from err
+            self._items_unsynced = True
+            return local
+        if not local:
+            return remote
+        return [Upserted(a.item, a.changed or b.changed, a.known or b.known) for a, b in zip(local, remote, strict=True)]
+
+    def _item_keys(self) -> list[str]:
+        return [self.keys.items, self.keys.items_at, self.keys.items_version]
+
+    async def _push_items(self) -> None:
+        """Copy the log's items into Redis (after an outage): each with its own acceptance time, so
+        a newer write another replica made meanwhile is kept."""
+        assert self.items is not None
+        table = list((await anyio.to_thread.run_sync(self.items.table)).values())
+        for start in range(0, len(table), 500):
+            args = script_args(table[start:start + 500])
+            await self._redis(lambda r: self._scripts["items"](keys=self._item_keys(), args=args))
+        self._items_unsynced = False
+        log.info("copied items added while redis was down into it", extra={"items": len(table)})
+
+    async def catalogue_signature(self) -> tuple[Any, ...]:
+        """What changes whenever the added catalogue does: the log's (inode, size) and Redis's
+        version counter. Cheap (a stat and a GET): polled several times a second."""
+        local = self.items.signature() if self.items is not None else None
+        remote: Any = None
+        if self.redis is not None:
+            try:
+                remote = await self._redis(lambda r: r.get(self.keys.items_version))
+            except RedisUnavailable:
+                remote = "unavailable"
+        return (local, remote)
+
+    async def catalogue(self) -> dict[str, tuple[float, CatalogueItem]]:
+        """Every added item: id -> (accepted_at, item), the newest write across the log and Redis
+        (as last read while Redis is down). RedisUnavailable while Redis does not answer and this
+        process has not read it yet."""
+        sources: list[Iterable[tuple[float, CatalogueItem]]] = []
+        if self.items is not None:
+            sources.append((await anyio.to_thread.run_sync(self.items.table)).values())
+        if self.redis is not None:
+            def fetch(r: Any) -> Awaitable[list[Any]]:
+                pipe = r.pipeline(transaction=True)  # both hashes as of one moment
+                pipe.hgetall(self.keys.items)
+                pipe.hgetall(self.keys.items_at)
+                return pipe.execute()
+
+            try:
+                contents, times = await self._redis(fetch)
+                self._remote_items = redis_table(contents, times)
+            except RedisUnavailable:
+                if self.items is None or self._remote_items is None:
+                    raise  # what only Redis holds is not known: the caller keeps what it serves
+            sources.append(self._remote_items.values())  # while Redis is down: as last read
+        return newest(*sources)
 
     # -- rate limits -------------------------------------------------------------------------------
     async def take_points(self, clients: tuple[str, ...], cost: int) -> RateDecision:

@@ -12,7 +12,9 @@ from graphql_api.permissions import RequiresAdmin, RequiresWrite
 from graphql_api.types.interaction_input import InteractionInput
 from graphql_api.types.interaction_recorded import InteractionRecorded
 from graphql_api.types.interactions_recorded import InteractionsRecorded
+from graphql_api.types.item_input import ItemInput
 from graphql_api.types.item_not_found import ItemNotFound
+from graphql_api.types.items_upserted import ItemsUpserted
 from graphql_api.types.results import RecordInteractionResult
 from graphql_api.types.user_data_deleted import UserDataDeleted
 
@@ -56,3 +58,14 @@ class Mutation:
     async def delete_user_data(self, info: Info, user_id: strawberry.ID) -> UserDataDeleted:
         report, in_bundle = await service.delete_user(info.context, str(user_id))
         return UserDataDeleted.from_domain(str(user_id), report, in_bundle)
+
+    @strawberry.mutation(
+        permission_classes=[RequiresAdmin],
+        description="Add items to the served catalogue, or give held ones new metadata, without retraining: "
+                    "durable when this answers, served by every replica within about a second (recommendations, "
+                    "similarItems, searchItems, recordInteraction), learned by the next training run. Idempotent; "
+                    "a bad row rejects the whole batch (BAD_USER_INPUT naming the row and the field).",
+    )
+    async def upsert_items(self, info: Info, items: list[ItemInput]) -> ItemsUpserted:
+        report = await service.upsert_items(info.context, [i.to_domain() for i in items])
+        return ItemsUpserted.from_domain(report)
