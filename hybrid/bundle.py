@@ -58,6 +58,7 @@ from etl.jsonable import jsonable
 from etl.vocabulary import Vocabulary
 from hybrid.fusion import Fusion, check_weights
 from hybrid.index import FusedIndex, IndexConfig, ItemCatalog
+from hybrid.item_maps import ItemMaps, fit_item_maps
 from hybrid.variants import Variants
 from models.base import FactorModel
 
@@ -99,6 +100,8 @@ class Bundle:
     """users x items training interactions (values), shared by every signal."""
     catalog: ItemCatalog = field(repr=False)
     history_file: mmap_module.mmap | None = field(default=None, repr=False)
+    item_maps: ItemMaps | None = field(default=None, repr=False)
+    """Content -> collaborative item vectors for items added while serving (hybrid/item_maps.py)."""
     """history.npz mapped at load: read on first use even when the file is gone by then (a local
     cache prunes old versions while a process may still serve one)."""
 
@@ -279,6 +282,9 @@ def _write_version(folder: Path, fusion: Fusion, dataset: Dataset, manifest: dic
     vectors = fusion.item_vectors()
     np.save(folder / "item_vectors.npy", vectors, allow_pickle=False)
     FusedIndex.build(vectors, index_config).save(folder / "index.usearch")
+    maps = fit_item_maps(fusion.models)
+    if maps is not None:
+        maps.save(folder)
     _write_json(folder / "manifest.json", manifest)
 
 
@@ -602,7 +608,15 @@ def load(path: str | Path, mmap: bool = True, cache_dir: str | Path | None = Non
         seen=seen,
         catalog=ItemCatalog(items_table),
         history_file=history_file,
+        item_maps=_load_item_maps(path),
     )
+
+
+def _load_item_maps(path: Path) -> ItemMaps | None:
+    try:
+        return ItemMaps.load(path)
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"bundle {path}: item_maps.npz does not load: {exc}") from exc
 
 
 def default_cache_dir() -> Path:

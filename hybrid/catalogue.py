@@ -138,6 +138,8 @@ def new_item_factors(bundle: Bundle, new: pd.DataFrame) -> dict[str, np.ndarray]
     if "content" in out:
         out["content"] = bundle.fusion.models["content"].embed_new(
             new.rename(columns={"id": "item_id"}))  # type: ignore[attr-defined]
+        if bundle.item_maps is not None:
+            out.update({s: v for s, v in bundle.item_maps.apply(out["content"]).items() if s in out})
     return out
 
 

@@ -101,3 +101,36 @@ def test_with_items_rebuilds_from_the_loaded_bundle(engine: Engine) -> None:
     table = additions(NEW, dict(NEW, title="Retitled"))
     assert len(table) == 1 and table.loc[0, "title"] == "Retitled"
     assert additions_token(table) != additions_token(additions(NEW)) and additions_token(additions()) == ""
+
+
+def test_item_maps_recover_a_linear_relation() -> None:
+    from hybrid.item_maps import ItemMaps
+
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(200, 6))
+    true = rng.normal(size=(7, 4))
+    y = np.hstack([rows, np.ones((200, 1))]) @ true
+    x = np.hstack([rows, np.ones((200, 1))])
+    fitted = ItemMaps({"als": np.linalg.solve(x.T @ x + 1e-9 * np.eye(7), x.T @ y)})
+    np.testing.assert_allclose(fitted.apply(rows[:5])["als"], y[:5], rtol=1e-4, atol=1e-4)
+
+
+def test_added_items_get_mapped_collaborative_vectors(api_root: Path) -> None:
+    from hybrid.bundle import load
+    from hybrid.item_maps import fit_item_maps
+
+    engine = Engine.load(api_root)
+    maps = engine.bundle.item_maps
+    assert maps is not None and set(maps.maps) == {"als"}  # the tiny bundle's collaborative signal
+    refit = fit_item_maps(engine.bundle.fusion.models)
+    np.testing.assert_allclose(refit.maps["als"], maps.maps["als"], rtol=1e-5, atol=1e-6)
+    served = engine.with_items(additions(NEW))
+    n = len(engine.bundle.items)
+    content_row = served.bundle.fusion.models["content"].embedding_[n]
+    np.testing.assert_allclose(served.bundle.fusion.models["als"].item_factors_[n],
+                               maps.apply(content_row[None, :])["als"][0], rtol=1e-5, atol=1e-6)
+    assert np.abs(served.bundle.fusion.models["als"].item_factors_[n]).sum() > 0
+    # a bundle published before the maps existed loads, and serves added items with zero vectors there
+    (engine.bundle.path / "item_maps.npz").unlink()
+    old = Engine(load(engine.bundle.path)).with_items(additions(NEW))
+    assert old.bundle.item_maps is None and not old.bundle.fusion.models["als"].item_factors_[n].any()
