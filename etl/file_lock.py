@@ -1,4 +1,5 @@
-"""An exclusive lock between processes on one host: ``flock`` on a lock file."""
+"""Files that processes on one host share: an exclusive lock (``flock`` on a lock file), and a
+directory entry made durable (``fsync_dir``)."""
 
 from __future__ import annotations
 
@@ -18,4 +19,13 @@ def exclusive(lock_file: str | Path) -> Iterator[None]:
         yield
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def fsync_dir(path: str | Path) -> None:
+    """fsync a directory, so a file created or renamed in it survives a crash."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
         os.close(fd)

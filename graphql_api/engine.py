@@ -24,7 +24,7 @@ from graphql_api.errors import BadInput
 from graphql_api.store import UserState
 from hybrid import bundle as bundles
 from hybrid.bundle import Bundle
-from hybrid.catalogue import additions_token, extend
+from hybrid.catalogue import extend
 from hybrid.explain import explain_items
 from hybrid.index import ItemFilter, as_list
 from hybrid.recommender import History, HybridRecommender
@@ -104,11 +104,10 @@ def serving_threads() -> None:
 class Engine:
     """Serving state of one bundle version."""
 
-    def __init__(self, bundle: Bundle, loaded: Bundle | None = None, additions_token: str = "") -> None:
+    def __init__(self, bundle: Bundle, loaded: Bundle | None = None) -> None:
         """``loaded``: the bundle as loaded from disk when ``bundle`` extends it with added items
-        (``with_items``); ``additions_token``: the hash of those additions ('' when none)."""
+        (``with_items``)."""
         self.loaded = loaded if loaded is not None else bundle
-        self.additions_token = additions_token
         index = bundle.index
         # a serving setting of the loaded index (the bundle on disk is unchanged)
         if index.config.exact_count < EXACT_SCAN_ITEMS:
@@ -150,13 +149,11 @@ class Engine:
         while serving (hybrid/catalogue.py: columns id, title, genres, tags, year; one row per id).
         Built from the loaded bundle each time, so a longer table replaces the last one, never
         stacks on it; an empty or None table gives the loaded bundle's engine. This engine is
-        unchanged (requests in flight keep it)."""
-        token = additions_token(additions) if additions is not None else ""
-        if token == self.additions_token:
-            return self
-        if not token:
-            return Engine(self.loaded)
-        return Engine(extend(self.loaded, additions), loaded=self.loaded, additions_token=token)
+        unchanged (requests in flight keep it); the caller decides when the table changed
+        (graphql_api.runtime compares ``graphql_api.items.catalogue_token``)."""
+        if additions is None or not len(additions):
+            return self if self.loaded is self.bundle else Engine(self.loaded)
+        return Engine(extend(self.loaded, additions), loaded=self.loaded)
 
     # -- facts ------------------------------------------------------------------------------------
     @property

@@ -31,7 +31,7 @@ from typing import Any
 
 import pandas as pd
 
-from etl.file_lock import exclusive
+from etl.file_lock import exclusive, fsync_dir
 
 EVENTS_FILE = "events.jsonl"
 DELETIONS_FILE = "deletions.jsonl"
@@ -155,14 +155,6 @@ def erasure_salt(events_dir: str | Path | None = None, *, redis_url: str | None 
         client.close()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class EventLog:
     """The local append-only log of one events folder (blocking calls: run them in a thread)."""
 
@@ -175,7 +167,7 @@ class EventLog:
         for path in (self.events_path, self.deletions_path, self.exposures_path, self.folder / LOCK_FILE):
             if not path.exists():
                 path.touch()
-                _fsync_dir(self.folder)
+                fsync_dir(self.folder)
 
     def _locked(self) -> AbstractContextManager[None]:
         """Exclusive across processes: appends and the rewrite of a purge never interleave."""
@@ -202,7 +194,7 @@ class EventLog:
             os.fsync(fd)
         finally:
             os.close(fd)
-        _fsync_dir(self.folder)
+        fsync_dir(self.folder)
         return path.read_bytes().strip()
 
     def _append(self, path: Path, lines: list[str]) -> None:
@@ -288,7 +280,7 @@ class EventLog:
                     fh.flush()
                     os.fsync(fh.fileno())
                 os.replace(tmp, path)
-                _fsync_dir(self.folder)
+                fsync_dir(self.folder)
         return removed
 
     def record_deletion(self, deletion: Deletion) -> None:

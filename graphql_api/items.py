@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from etl.file_lock import exclusive
+from etl.file_lock import exclusive, fsync_dir
 from graphql_api.errors import InvalidItem
 from graphql_api.input_limits import MAX_STRING_LENGTH
 
@@ -228,14 +228,6 @@ def catalogue_token(items: Iterable[CatalogueItem]) -> str:
 
 # -- the events folder's file ---------------------------------------------------------------------------
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class ItemLog:
     """``items.jsonl`` of one events folder, read by tailing it (blocking: run it in a thread)."""
 
@@ -245,7 +237,7 @@ class ItemLog:
         self.path = self.folder / ITEMS_FILE
         if not self.path.exists():
             self.path.touch()
-            _fsync_dir(self.folder)
+            fsync_dir(self.folder)
         self._pos = (-1, 0)  # (inode, offset) read so far
         self._table: dict[str, tuple[float, CatalogueItem]] = {}
         self._lock = threading.RLock()  # the API reads and writes it from worker threads

@@ -31,8 +31,6 @@ inserting into the graph instead took 250-620 ms), linear in the catalogue, not 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from typing import Any
 
 import numpy as np
@@ -44,7 +42,7 @@ from hybrid.fusion import Fusion
 from hybrid.index import ItemCatalog
 from models.base import FactorModel
 
-__all__ = ["ADDITION_COLUMNS", "additions_table", "additions_token", "extend"]
+__all__ = ["ADDITION_COLUMNS", "additions_table", "extend", "new_item_factors"]
 
 ADDITION_COLUMNS: tuple[str, ...] = ("id", "title", "genres", "tags", "year")
 """Columns of an additions table: one row per item id, the last write of each id."""
@@ -68,16 +66,6 @@ def additions_table(rows: list[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
     first_seen = out["id"].drop_duplicates(keep="first")
     latest = out[last.to_numpy()].set_index("id")
     return latest.loc[first_seen.to_numpy()].reset_index()
-
-
-def additions_token(additions: pd.DataFrame) -> str:
-    """A short hash of an additions table's content: equal tables, equal tokens (for cache keys)."""
-    if additions is None or not len(additions):
-        return ""
-    table = additions_table(additions)
-    payload = json.dumps([[r.id, r.title, list(r.genres), list(r.tags), None if pd.isna(r.year) else int(r.year)]
-                          for r in table.itertuples(index=False)], separators=(",", ":"))
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def extend(bundle: Bundle, additions: pd.DataFrame) -> Bundle:
