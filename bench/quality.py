@@ -57,7 +57,8 @@ from etl.metrics import evaluate  # noqa: E402
 
 K = 10
 BASELINES = ("implicit-als", "lightfm-warp", "ease")
-METRICS = ("ndcg", "recall", "precision", "map", "hit_rate", "coverage", "diversity")
+METRICS = ("ndcg", "recall", "precision", "map", "hit_rate", "coverage", "diversity", "cold_recall", "cold_share")
+"""Per row; cold_*: items without a train interaction (etl/metrics.py ``cold_item_metrics``)."""
 
 
 def slug(name: str) -> str:
@@ -120,7 +121,8 @@ class DatasetBench:
         settings = self.settings(method)
 
         def same(row: dict[str, Any]) -> bool:
-            return row.get("settings") == settings and (params is None or same_json(row.get("params"), params))
+            complete = bool(row.get("skipped")) or all(m in row for m in METRICS)  # a row from before a metric: again
+            return row.get("settings") == settings and complete and (params is None or same_json(row.get("params"), params))
 
         row = kept_result(path, self.args.force, same)
         if row is not None:
@@ -222,7 +224,8 @@ def print_table(result: dict[str, Any]) -> None:
     s = result["sizes"]
     print(f"\n{result['dataset']}: {s['users']:,} users, {s['items']:,} items, {s['train']:,} train and "
           f"{s['test']:,} test interactions")
-    head = ("method", "NDCG@10", "Recall@10", "Prec@10", "MAP@10", "HR@10", "coverage", "diversity", "fit s", "peak MiB")
+    head = ("method", "NDCG@10", "Recall@10", "Prec@10", "MAP@10", "HR@10", "coverage", "diversity", "cold recall",
+            "cold share", "fit s", "peak MiB")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in result["rows"]:

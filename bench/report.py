@@ -36,7 +36,9 @@ RESULTS = REPO / "bench" / "results"
 DESIGN = REPO.parent / "shared" / "DESIGN.md"
 
 QUALITY_COLUMNS = (("ndcg", "NDCG@10"), ("recall", "Recall@10"), ("precision", "Precision@10"), ("map", "MAP@10"),
-                   ("hit_rate", "HR@10"), ("coverage", "coverage@10"), ("diversity", "diversity@10"))
+                   ("hit_rate", "HR@10"), ("coverage", "coverage@10"), ("diversity", "diversity@10"),
+                   ("cold_recall", "cold recall@10"), ("cold_share", "cold share@10"))
+"""cold recall / share: items without a train interaction (etl/metrics.py ``cold_item_metrics``)."""
 #: Our method -> the start of its row in DESIGN.md's reference table (matched case-insensitively).
 REFERENCE_ROWS = {"popularity": "popularity", "implicit ALS": "implicit", "LightFM WARP": "LightFM",
                   "EASE": "EASE", "lightgcn": "PyG LightGCN", "content": "TF-IDF"}
