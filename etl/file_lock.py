@@ -1,5 +1,5 @@
-"""Files that processes on one host share: an exclusive lock (``flock`` on a lock file), and a
-directory entry made durable (``fsync_dir``)."""
+"""Files that processes on one host share: an exclusive lock (``flock`` on a lock file), lines
+appended durably (``append_durably``), and a directory entry made durable (``fsync_dir``)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,19 @@ def fsync_dir(path: str | Path) -> None:
     """fsync a directory, so a file created or renamed in it survives a crash."""
     fd = os.open(path, os.O_RDONLY)
     try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def append_durably(path: str | Path, data: bytes) -> None:
+    """Append ``data`` to ``path`` (created if missing) and fsync it: on disk when this returns.
+    Hold the file's lock around it when other processes append too."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -31,7 +31,7 @@ from typing import Any
 
 import pandas as pd
 
-from etl.file_lock import exclusive, fsync_dir
+from etl.file_lock import append_durably, exclusive, fsync_dir
 
 EVENTS_FILE = "events.jsonl"
 DELETIONS_FILE = "deletions.jsonl"
@@ -200,16 +200,8 @@ class EventLog:
     def _append(self, path: Path, lines: list[str]) -> None:
         if not lines:
             return
-        data = ("\n".join(lines) + "\n").encode()
         with self._locked():
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            append_durably(path, ("\n".join(lines) + "\n").encode())
 
     def append(self, events: Iterable[Event]) -> None:
         """Append and fsync; when this returns the events are on disk."""

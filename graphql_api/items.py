@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from etl.file_lock import exclusive, fsync_dir
+from etl.file_lock import append_durably, exclusive, fsync_dir
 from graphql_api.errors import InvalidItem
 from graphql_api.input_limits import MAX_STRING_LENGTH
 
@@ -278,15 +278,7 @@ class ItemLog:
             lines = [json.dumps({"at": at, "item": u.item.as_dict()}, separators=(",", ":"), ensure_ascii=False)
                      for u in out if u.changed]
             if lines:
-                data = ("\n".join(lines) + "\n").encode()
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                append_durably(self.path, ("\n".join(lines) + "\n").encode())
         return out
 
 
