@@ -21,13 +21,15 @@ from typing import Any
 import dask.dataframe as dd
 import pandas as pd
 
+from cluster.client import get_client
 from cluster.event_intake import Intake, take_events
+from cluster.placement import training_options
 from etl.dataset import Dataset
 from etl.errors import DataError, DownloadError
 from etl.ingest import IngestReport, ingest
 from etl.metrics import evaluate
 from etl.sources.base import ITEM_COLUMNS, RawSource
-from models.base import FactorModel, TrainData, TrainingOptions, model_class
+from models.base import FactorModel, TrainData, model_class
 
 DEMO_DATASET = "ml-latest-small"
 #: Interactions of the synthetic data used when the download fails (as many as ml-latest-small).
@@ -193,6 +195,12 @@ def ingest_job(
 
 
 # -- training ------------------------------------------------------------------------------------
+def _cluster(client: Any) -> Any:
+    """``client``, or when None this process's (cluster.client.get_client): jobs open the cluster that
+    models and the tuner are handed."""
+    return client if client is not None else get_client(quiet=True)
+
+
 def train_job(
     dataset: str | Path, out: str | Path, signals: Sequence[str], *, split: str = "train", client: Any = None,
     seed: int = 0, progress: bool = True,
@@ -202,7 +210,7 @@ def train_job(
     from tqdm import tqdm
 
     ds = Dataset.open(dataset)
-    options = TrainingOptions(client=client, seed=seed)
+    options = training_options(_cluster(client), seed=seed)
     data = TrainData(ds, split=split, validation="validation" if split == "fit" else None)
     data.matrix()  # read once, before the threads share it
 
@@ -236,11 +244,12 @@ def tune_job(
 
     ga = GAConfig(seed=seed) if generations is None else GAConfig(seed=seed, generations=generations)
     config = PipelineConfig(signals=tuple(signals or DEFAULT_SIGNALS), ga=ga, seed=seed)
+    options = training_options(_cluster(client), seed=seed)
     run = Path(run_dir)
 
     def write(tmp: Path) -> None:
         tmp.mkdir(parents=True)
-        result = run_pipeline(dataset, config, TrainingOptions(client=client, seed=seed), plot=tmp / "convergence.png")
+        result = run_pipeline(dataset, config, options, plot=tmp / "convergence.png")
         for kind, model in result.fusion.models.items():
             model.save(tmp / "signals" / kind)
         summary = result.summary() | {"dataset": str(dataset), "dataset_hash": Dataset.open(dataset).manifest["content_hash"]}

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from models.base import TrainingOptions
+
 #: The worker resource that stands for one GPU.
 GPU = "GPU"
 
@@ -39,3 +41,10 @@ def torch_resources(client: Any, device: str) -> dict[str, float] | None:
     if device == "cpu" or not gpu_workers(client):
         return None
     return {GPU: 1}
+
+
+def training_options(client: Any, *, device: str = "auto", seed: int = 0, progress: bool = False) -> TrainingOptions:
+    """The runtime options of fits on ``client``'s cluster: torch fits asking for ``device`` get the
+    worker resources ``torch_resources`` picks (a GPU worker when one advertises it)."""
+    return TrainingOptions(client=client, device=device, seed=seed, progress=progress,
+                           resources=torch_resources(client, device))

@@ -51,3 +51,8 @@ class ListenError(HybridrecError, OSError):
 
 class DeviceUnavailableError(HybridrecError, RuntimeError):
     """A fit asked for a device (a CUDA GPU) that the process running it does not have."""
+
+
+class ClientRequiredError(HybridrecError, TypeError):
+    """Work that runs on a Dask cluster was called without a client (cluster/ makes clients; the
+    caller passes one: ``cluster.client.get_client()`` or its own ``distributed.Client``)."""

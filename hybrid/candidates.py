@@ -30,7 +30,7 @@ import scipy.sparse as sp
 
 from etl.metrics import _top_k_block
 from hybrid.fusion import SIGNAL_ORDER
-from models.base import FactorModel
+from models.base import FactorModel, require_client
 
 __all__ = ["CandidatePool", "build_pool", "ndcg_at_k"]
 
@@ -278,7 +278,8 @@ def build_pool(
     models: fitted signals (score = <u, i>); scales: their normalisation scalars; exclude: the
     users x items matrix whose items are never candidates (the fit split); per_signal: N, each
     signal's top-N; max_users: a seeded sample of validation users, for very large data (None:
-    all of them). Each block of ``block_users`` users is one Dask task.
+    all of them). Each block of ``block_users`` users is one Dask task on ``client``'s cluster
+    (required: ClientRequiredError without one).
     """
     if per_signal < k:
         raise ValueError(f"per_signal ({per_signal}) must be >= k ({k})")
@@ -298,10 +299,7 @@ def build_pool(
         users = np.sort(np.random.default_rng(seed).choice(users, size=max_users, replace=False))
     per_signal = min(per_signal, exclude.shape[1])
 
-    if client is None:
-        from cluster.client import get_client
-
-        client = get_client()
+    client = require_client(client, "build_pool")
     token = uuid.uuid4().hex[:8]
     signals = [
         _Signal(np.asarray(models[s].user_factors_), np.asarray(models[s].item_factors_), float(scales[s]))

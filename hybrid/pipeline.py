@@ -50,7 +50,7 @@ from etl.metrics import evaluate
 from hybrid.candidates import CandidatePool, build_pool
 from hybrid.fusion import Fusion
 from hybrid.tuner import GAConfig, TuneResult, tune_ga
-from models.base import FactorModel, TrainData, TrainingOptions, model_class
+from models.base import FactorModel, TrainData, TrainingOptions, model_class, require_client
 
 __all__ = [
     "DEFAULT_SIGNALS",
@@ -151,12 +151,10 @@ def _log(verbose: bool, message: str) -> None:
         print(f"pipeline: {message}", file=sys.stderr, flush=True)
 
 
-def _options(options: TrainingOptions | None) -> TrainingOptions:
+def _options(options: TrainingOptions | None, what: str) -> TrainingOptions:
+    """``options``, checked to carry the client every stage runs on (ClientRequiredError without one)."""
     options = options or TrainingOptions()
-    if options.client is None:
-        from cluster.client import get_client
-
-        options = replace(options, client=get_client(quiet=True))
+    require_client(options.client, what)
     return options
 
 
@@ -352,9 +350,11 @@ class PipelineResult:
 # -- the pipeline ---------------------------------------------------------------------------------
 def tune(dataset: Dataset | str | Path, config: PipelineConfig | None = None,
          options: TrainingOptions | None = None) -> TuningOutcome:
-    """Stages 1-3 (`hybridrec tune`): fit on 'fit', scale and pool on 'validation', GA weights."""
+    """Stages 1-3 (`hybridrec tune`): fit on 'fit', scale and pool on 'validation', GA weights.
+
+    Runs on the Dask cluster of ``options.client`` (required: ClientRequiredError without one)."""
     config = config or PipelineConfig()
-    options = _options(options)
+    options = _options(options, "tune")
     dataset = dataset if isinstance(dataset, Dataset) else Dataset.open(dataset)
     verbose = config.verbose
     timings: dict[str, float] = {}
@@ -414,10 +414,11 @@ def run_pipeline(
     """Tune on validation, refit on 'train', evaluate on test (`hybridrec train`).
 
     ``bundle_root`` (a folder or an fsspec URL): publish the final fusion there as a new bundle
-    version; ``plot``: write the GA's convergence PNG there.
+    version; ``plot``: write the GA's convergence PNG there. Runs on the Dask cluster of
+    ``options.client`` (required: ClientRequiredError without one).
     """
     config = config or PipelineConfig()
-    options = _options(options)
+    options = _options(options, "run_pipeline")
     dataset = dataset if isinstance(dataset, Dataset) else Dataset.open(dataset)
     outcome = tune(dataset, config, options)
     timings = dict(outcome.timings)

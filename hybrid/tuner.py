@@ -3,8 +3,9 @@
 Weights are non-negative and sum to 1 (a blend's ranking does not depend on their overall
 scale). Fitness is NDCG@k of the blend on a candidate pool of validation users
 (hybrid.candidates), never on test. Every fitness evaluation is one named Dask task
-(``ga-gen-{g}-ind-{i}-<run>``, ``grid-eval-{i}-<run>``, ``random-eval-{i}-<run>``), and the pool is
-scattered once to every worker, so a generation runs in parallel over the cluster.
+(``ga-gen-{g}-ind-{i}-<run>``, ``grid-eval-{i}-<run>``, ``random-eval-{i}-<run>``) on the Dask
+client the caller passes (required: ClientRequiredError without one), and the pool is scattered
+once to every worker, so a generation runs in parallel over the cluster.
 
 The GA (real-coded): the first generation holds every single signal alone, the uniform blend and
 Dirichlet(1) draws; parents are chosen by tournament; children by blend crossover (BLX-alpha
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from hybrid.candidates import CandidatePool
+from models.base import require_client
 
 __all__ = ["GAConfig", "Generation", "TuneResult", "simplex_grid", "tune_ga", "tune_grid", "tune_random"]
 
@@ -234,11 +236,7 @@ class _Evaluator:
     def __init__(self, pool: CandidatePool, signals: Sequence[str] | None, client: Any,
                  smoothing: int = 0, smoothing_scale: float = 0.3, seed: int = 0,
                  pool_future: Any = None, users: np.ndarray | None = None) -> None:
-        if client is None:
-            from cluster.client import get_client
-
-            client = get_client()
-        self.client = client
+        self.client = client = require_client(client, "the blend tuner")
         self.pool = pool
         self.signals = tuple(signals) if signals else pool.signals
         unknown = [s for s in self.signals if s not in pool.signals]
@@ -369,15 +367,13 @@ def tune_ga(
     Each generation's new individuals are evaluated in parallel, one Dask task each
     (``ga-gen-{g}-ind-{i}-<run>``; ``ga-round-{b}-gen-{g}-ind-{i}-<run>`` in bootstrap round b).
     Signals of the pool not in ``signals`` get weight 0. With ``config.bagging`` the result holds
-    each round under ``rounds``; its own history is that of round 0.
+    each round under ``rounds``; its own history is that of round 0. ``client``: the Dask client the
+    evaluations run on (required: ClientRequiredError without one).
     """
     cfg = config or GAConfig()
     if cfg.bagging == 0:
         return _run_ga(pool, signals, cfg, client)
-    if client is None:
-        from cluster.client import get_client
-
-        client = get_client()
+    client = require_client(client, "tune_ga")
     start = time.perf_counter()
     [pool_f] = client.scatter([pool], broadcast=True, hash=False)
     try:
@@ -497,7 +493,7 @@ def tune_grid(
     smoothing_scale: float = 0.3,
 ) -> TuneResult:
     """The best point of the finest simplex grid that fits ``budget`` evaluations (smoothing as
-    in GAConfig)."""
+    in GAConfig), evaluated on ``client``'s cluster (required: ClientRequiredError without one)."""
     ev = _Evaluator(pool, signals, client, smoothing, smoothing_scale)
     try:
         grid = simplex_grid(len(ev.signals), budget)
@@ -517,7 +513,8 @@ def tune_random(
     smoothing_scale: float = 0.3,
 ) -> TuneResult:
     """Random search: the GA's first-generation seeds (each signal alone, uniform), then
-    Dirichlet(1) draws (smoothing as in GAConfig)."""
+    Dirichlet(1) draws (smoothing as in GAConfig), evaluated on ``client``'s cluster (required:
+    ClientRequiredError without one)."""
     ev = _Evaluator(pool, signals, client, smoothing, smoothing_scale, seed)
     try:
         draws = _initial_population(len(ev.signals), budget, np.random.default_rng(seed))

@@ -34,7 +34,7 @@ import scipy.sparse as sp
 from threadpoolctl import ThreadpoolController
 
 from etl.errors import ModelDivergedError
-from models.base import FactorModel, SharedValues, TrainData, TrainingOptions, gather_shared, register
+from models.base import FactorModel, SharedValues, TrainData, TrainingOptions, gather_shared, register, require_client
 
 __all__ = ["ALS", "ALSConfig", "TUNED_ML_SMALL"]
 
@@ -251,11 +251,7 @@ class ALS(FactorModel):
         cfg: ALSConfig = self.config
         if options.device == "cuda":
             warnings.warn("ALS runs on CPU workers; device='cuda' is ignored", stacklevel=3)
-        client = options.client
-        if client is None:
-            from cluster.client import get_client
-
-            client = get_client()
+        client = require_client(options.client, "als fit")
         cui = sp.csr_matrix(data.matrix(), dtype=_FLOAT, copy=True)
         cui.sum_duplicates()
         cui.eliminate_zeros()

@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from etl.dataset import Dataset
-from etl.errors import ModelDivergedError, NotFittedError
+from etl.errors import ClientRequiredError, ModelDivergedError, NotFittedError
 from etl.vocabulary import Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -46,25 +46,34 @@ class TrainingOptions:
     """Runtime options, kept apart from a model's config."""
 
     client: Any = None
-    """A dask.distributed Client; None runs on the default (cluster.client.get_client())."""
+    """The dask.distributed Client a fit runs on. Every fit needs one (ClientRequiredError when None):
+    a model never opens a cluster itself; cluster.client.get_client() gives the project's."""
     device: str = "auto"
-    """'auto', 'cpu' or 'cuda' for torch fits. 'auto' and 'cuda' run on a worker that advertises a GPU
-    (``dask worker ... --resources GPU=1``) when there is one (cluster.placement); 'auto' is CUDA where
-    the worker's process sees a GPU, else CPU."""
+    """'auto', 'cpu' or 'cuda' for torch fits. 'auto' is CUDA where the worker's process sees a GPU,
+    else CPU."""
+    resources: Mapping[str, float] | None = None
+    """Dask worker resources a torch fit's task asks for (``Client.submit(..., resources=...)``), e.g.
+    ``{"GPU": 1}`` to run on a worker started with ``--resources GPU=1``; None runs anywhere.
+    cluster.placement.training_options decides it from the cluster and ``device``."""
     seed: int = 0
     """Seed for every random draw of the fit."""
     progress: bool = False
     """Show a progress bar in the terminal."""
 
 
-def user_blocks(n_users: int, n_blocks: int | None, options: TrainingOptions) -> tuple[Any, np.ndarray]:
-    """The Dask client of ``options`` (the default one when None) and the bounds of the row blocks
-    a fit splits its users into: ``n_blocks``, or twice the number of workers when None."""
-    client = options.client
+def require_client(client: Any, what: str) -> Any:
+    """``client``, or ClientRequiredError saying that ``what`` runs on a Dask cluster and needs one."""
     if client is None:
-        from cluster.client import get_client
+        raise ClientRequiredError(
+            f"{what} runs on a Dask cluster: pass a client (cluster.client.get_client(), or your own distributed.Client)"
+        )
+    return client
 
-        client = get_client(quiet=True)
+
+def user_blocks(n_users: int, n_blocks: int | None, options: TrainingOptions, what: str) -> tuple[Any, np.ndarray]:
+    """The Dask client of ``options`` (ClientRequiredError naming ``what`` when None) and the bounds of
+    the row blocks a fit splits its users into: ``n_blocks``, or twice the number of workers when None."""
+    client = require_client(options.client, what)
     n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
     count = max(1, min(n_blocks or 2 * n_workers, n_users))
     return client, np.linspace(0, n_users, count + 1).astype(np.int64)
@@ -118,7 +127,8 @@ class FactorModel(ABC):
 
     # -- learning -----------------------------------------------------------------------------
     def fit(self, data: TrainData, options: TrainingOptions | None = None) -> Self:
-        """Learn user and item factors from ``data.split``."""
+        """Learn user and item factors from ``data.split``. A fit that runs on Dask (every signal's
+        but popularity's) does so on ``options.client``'s cluster: ClientRequiredError without one."""
         options = options or TrainingOptions()
         self.users_ = data.dataset.users
         self.items_ = data.dataset.items

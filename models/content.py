@@ -28,7 +28,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from threadpoolctl import threadpool_limits
 
 from etl.dataset import Dataset
-from models.base import FactorModel, TrainData, TrainingOptions, register
+from models.base import FactorModel, TrainData, TrainingOptions, register, require_client
 from models.content_features import FIELDS, ContentVectorizer, item_tokens, project
 
 Profile = Literal["uniform", "value", "recency"]
@@ -268,9 +268,7 @@ class ContentModel(FactorModel):
     Config = ContentConfig
 
     def _fit(self, data: TrainData, options: TrainingOptions) -> None:
-        from cluster.client import get_client
-
-        client = options.client or get_client(quiet=True)
+        client = require_client(options.client, "content fit")
         # A unique suffix: Dask reuses a live future with the same key, and two fits with
         # different configs must never share a result. The dashboard groups by the prefix.
         token = tokenize(data.dataset.path, data.dataset.manifest.get("content_hash"), self.config, options.seed)

@@ -17,8 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from cluster.placement import torch_resources
-from models.base import FactorModel, TrainData, TrainingOptions, register
+from models.base import FactorModel, TrainData, TrainingOptions, register, require_client
 from models.lightgcn_trainer import LightGCNResult, train_lightgcn
 
 
@@ -92,12 +91,8 @@ class LightGCN(FactorModel):
     def _fit(self, data: TrainData, options: TrainingOptions) -> None:
         train = data.matrix()
         validation = data.matrix(data.validation) if data.validation is not None else None
-        client = options.client
-        if client is None:
-            from cluster.client import get_client
-
-            client = get_client()
-        resources = torch_resources(client, options.device)
+        client = require_client(options.client, "lightgcn fit")
+        resources = dict(options.resources) if options.resources else None
         train_f = client.scatter(train)
         val_f = client.scatter(validation) if validation is not None else None
         future = client.submit(

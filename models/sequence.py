@@ -111,7 +111,7 @@ class SequenceModel(FactorModel):
         cfg: SequenceConfig = self.config
         histories = _ordered_histories(data.dataset, data.split)
         n_users, n_items = histories.shape
-        client, bounds = user_blocks(n_users, cfg.n_blocks, options)
+        client, bounds = user_blocks(n_users, cfg.n_blocks, options, "sequence fit")
         token = uuid.uuid4().hex[:8]
         futures = [
             client.submit(transition_counts, histories[lo:hi], cfg.max_gap,

@@ -139,7 +139,7 @@ class SVDItemItem(FactorModel):
         n_users, n_items = a.shape
         k = min(cfg.factors, n_items, max(n_users, 1))
         width = min(n_items, k + cfg.oversample)
-        client, bounds = user_blocks(n_users, cfg.n_blocks, options)
+        client, bounds = user_blocks(n_users, cfg.n_blocks, options, "svd fit")
         # scattered once (and again only if a lost worker took them); Q once per pass
         blocks = SharedValues(client, [a[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)])
         token = uuid.uuid4().hex[:8]

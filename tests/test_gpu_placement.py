@@ -18,10 +18,10 @@ import pytest
 import torch
 from distributed import Client, LocalCluster, get_task_stream
 
-from cluster.placement import GPU, gpu_workers, torch_resources
+from cluster.placement import GPU, gpu_workers, torch_resources, training_options
 from etl.dataset import Dataset
 from etl.errors import DeviceUnavailableError
-from models.base import TrainData, TrainingOptions
+from models.base import TrainData
 from models.lightgcn import LightGCN, LightGCNConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ def fit_where(client: Client, dataset: Dataset, device: str, seed: int = 0) -> t
     """Fit LightGCN and return it with the worker the scheduler ran its training task on."""
     data = TrainData(dataset, split="fit", validation="validation")
     with get_task_stream(client) as stream:
-        model = LightGCN(TINY).fit(data, TrainingOptions(client=client, device=device, seed=seed))
+        model = LightGCN(TINY).fit(data, training_options(client, device=device, seed=seed))
     ran = [rec["worker"] for rec in stream.data if str(rec["key"]).startswith("lightgcn-train-")]
     assert len(ran) == 1, stream.data
     return model, ran[0]
@@ -108,4 +108,4 @@ def test_cuda_on_a_worker_without_one_is_a_typed_error(gpu_cluster: tuple[Client
     """'cuda' is routed to the GPU worker too; that one's torch sees no device: the error names it."""
     client, gpu = gpu_cluster
     with pytest.raises(DeviceUnavailableError, match=f"'cuda'.* on Dask worker {gpu}"):
-        LightGCN(TINY).fit(TrainData(tiny_dataset), TrainingOptions(client=client, device="cuda"))
+        LightGCN(TINY).fit(TrainData(tiny_dataset), training_options(client, device="cuda"))

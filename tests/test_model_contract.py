@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from etl.dataset import Dataset
-from etl.errors import NotFittedError
+from etl.errors import ClientRequiredError, NotFittedError
 from models.base import FactorModel, TrainData, TrainingOptions
 
 
@@ -72,6 +72,13 @@ def client():
 def fitted(request: pytest.FixtureRequest, tiny_dataset: Dataset, client) -> FactorModel:
     model = FACTORIES[request.param]()
     return model.fit(TrainData(tiny_dataset, split="train"), TrainingOptions(client=client, seed=0))
+
+
+@pytest.mark.parametrize("kind", sorted(set(FACTORIES) - {"popularity"}))
+def test_a_fit_on_dask_needs_a_client(kind: str, tiny_dataset: Dataset, client) -> None:
+    """The module's client is the default one, yet a model never picks it up nor opens a cluster."""
+    with pytest.raises(ClientRequiredError, match=f"{kind} fit"):
+        FACTORIES[kind]().fit(TrainData(tiny_dataset, split="train"))
 
 
 def test_unfitted_model_says_so() -> None:

@@ -10,6 +10,7 @@ import pytest
 import scipy.sparse as sp
 from distributed import Client, LocalCluster, get_task_stream
 
+from etl.errors import ClientRequiredError
 from etl.metrics import evaluate, top_k
 from etl.metrics import _top_k_block
 from hybrid.candidates import CandidatePool, build_pool, ndcg_at_k
@@ -127,6 +128,14 @@ def test_ga_tunes_a_subset_of_signals(client):
     assert result.weights["s1"] + result.weights["s2"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="not in the pool"):
         tune_ga(pool, signals=("als",), client=client)
+
+
+def test_tuners_need_a_client():
+    """No hidden cluster: a tuner given no client says so before any work."""
+    pool = synthetic_pool((0.6, 0.4), users=20)
+    for tune in (tune_ga, tune_grid, tune_random):
+        with pytest.raises(ClientRequiredError, match="client"):
+            tune(pool)
 
 
 def test_grid_and_random_respect_the_budget(client):
