@@ -32,9 +32,17 @@ def _signals(text: str) -> list[str]:
 
 
 def _client(args: argparse.Namespace):
+    """The process's Dask client (cluster.client), which ``main`` closes when the command is done."""
     from cluster.client import get_client
 
     return get_client(getattr(args, "scheduler", None))
+
+
+def _close_client() -> None:
+    """Close the client a handler opened through ``_client`` (none if cluster.client was never imported)."""
+    opened = sys.modules.get("cluster.client")
+    if opened is not None:
+        opened.close_client()
 
 
 def _events(args: argparse.Namespace) -> dict[str, str | None]:
@@ -556,6 +564,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"hybridrec {args.command}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        _close_client()
     if output:
         print(output)
     return 0
