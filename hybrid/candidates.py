@@ -15,7 +15,7 @@ grows: on ml-latest-small with N = 100 the pool's NDCG@10 of a tuned blend is wi
 the full ranking's. For a single signal (N >= k) the two are always equal.
 
 The pool is built as named Dask tasks (``candidate-pool-block-{k}-<token>``), one per block of
-validation users, with the signals' factors scattered once to every worker.
+validation users, with the signals' factors scattered once (models.base.SharedValues).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import scipy.sparse as sp
 
 from etl.metrics import _top_k_block
 from hybrid.fusion import SIGNAL_ORDER
-from models.base import FactorModel, require_client
+from models.base import FactorModel, SharedValues, gather_shared, require_client
 
 __all__ = ["CandidatePool", "build_pool", "ndcg_at_k"]
 
@@ -305,19 +305,23 @@ def build_pool(
         _Signal(np.asarray(models[s].user_factors_), np.asarray(models[s].item_factors_), float(scales[s]))
         for s in names
     ]
-    # One replica per worker: every block needs every signal's item vectors.
-    signals_f = client.scatter(signals, broadcast=True, hash=False)
-    futures = []
-    for b, start in enumerate(range(0, users.size, block_users)):
-        rows = users[start : start + block_users]
-        futures.append(
+    # Every block reads every signal: the workers fetch them from the one replica (a broadcast
+    # replica would be trimmed by the active memory manager, see SharedValues).
+    shared = SharedValues(client, signals)
+    blocks = [users[start : start + block_users] for start in range(0, users.size, block_users)]
+
+    def submit(fresh: bool, suffix: str) -> list[Any]:
+        signals_f = shared.get(fresh)
+        return [
             client.submit(
                 _pool_block, signals_f, rows, exclude[rows], truth[rows], per_signal,
-                key=f"candidate-pool-block-{b}-{token}", pure=False,
+                key=f"candidate-pool-block-{b}-{token}{suffix}", pure=False,
             )
-        )
-    parts = client.gather(futures)
-    del futures, signals_f
+            for b, rows in enumerate(blocks)
+        ]
+
+    parts = gather_shared(client, f"candidate-pool-{token}", submit)
+    shared.release()
     width = max(p[0].shape[1] for p in parts)
     items = np.concatenate([np.pad(p[0], ((0, 0), (0, width - p[0].shape[1])), constant_values=-1) for p in parts])
     scores = np.concatenate([np.pad(p[1], ((0, 0), (0, 0), (0, width - p[1].shape[2]))) for p in parts], axis=1)

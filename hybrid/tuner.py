@@ -4,8 +4,9 @@ Weights are non-negative and sum to 1 (a blend's ranking does not depend on thei
 scale). Fitness is NDCG@k of the blend on a candidate pool of validation users
 (hybrid.candidates), never on test. Every fitness evaluation is one named Dask task
 (``ga-gen-{g}-ind-{i}-<run>``, ``grid-eval-{i}-<run>``, ``random-eval-{i}-<run>``) on the Dask
-client the caller passes (required: ClientRequiredError without one), and the pool is scattered
-once to every worker, so a generation runs in parallel over the cluster.
+client the caller passes (required: ClientRequiredError without one), so a generation runs in
+parallel over the cluster. The pool is scattered once (models.base.SharedValues: one replica, which
+the workers fetch, scattered again only if the cluster lost it).
 
 The GA (real-coded): the first generation holds every single signal alone, the uniform blend and
 Dirichlet(1) draws; parents are chosen by tournament; children by blend crossover (BLX-alpha
@@ -35,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from hybrid.candidates import CandidatePool
-from models.base import require_client
+from models.base import SharedValues, gather_shared, require_client
 
 __all__ = ["GAConfig", "Generation", "TuneResult", "simplex_grid", "tune_ga", "tune_grid", "tune_random"]
 
@@ -231,12 +232,13 @@ def jitter_factors(n_signals: int, copies: int, scale: float, seed: int) -> np.n
 
 
 class _Evaluator:
-    """Scatters the pool once, then evaluates batches of weight vectors as named tasks."""
+    """Scatters the pool once (or reads the ``shared_pool`` of bagging rounds), then evaluates
+    batches of weight vectors as named tasks."""
 
     def __init__(self, pool: CandidatePool, signals: Sequence[str] | None, client: Any,
                  smoothing: int = 0, smoothing_scale: float = 0.3, seed: int = 0,
-                 pool_future: Any = None, users: np.ndarray | None = None) -> None:
-        self.client = client = require_client(client, "the blend tuner")
+                 shared_pool: SharedValues | None = None, users: np.ndarray | None = None) -> None:
+        self.client = require_client(client, "the blend tuner")
         self.pool = pool
         self.signals = tuple(signals) if signals else pool.signals
         unknown = [s for s in self.signals if s not in pool.signals]
@@ -246,14 +248,14 @@ class _Evaluator:
             raise ValueError(f"repeated signal in {list(self.signals)}")
         self._index = np.array([pool.signals.index(s) for s in self.signals])
         self.token = uuid.uuid4().hex[:8]
-        self._owns_pool = pool_future is None
-        self._pool_f = pool_future if pool_future is not None else client.scatter([pool], broadcast=True, hash=False)[0]
+        self._owns_pool = shared_pool is None
+        self._pool = shared_pool if shared_pool is not None else SharedValues(client, [pool])
         self.users = users
+        self.jitter = jitter_factors(len(pool.signals), smoothing, smoothing_scale, seed)
         # scattered like the pool: an array argument of client.map becomes a task keyed by the
         # argument's name, which collides between bootstrap rounds on a shared scheduler
-        self._users_f = None if users is None else client.scatter([users], hash=False)[0]
-        self.jitter = jitter_factors(len(pool.signals), smoothing, smoothing_scale, seed)
-        self._jitter_f = None if self.jitter is None else client.scatter([self.jitter], hash=False)[0]
+        self._args = {name: value for name, value in (("users", users), ("jitter", self.jitter)) if value is not None}
+        self._args_shared = SharedValues(client, list(self._args.values()))
         self.trace: list[float] = []
         self.best = -math.inf
         self.best_w: np.ndarray | None = None
@@ -266,12 +268,17 @@ class _Evaluator:
         return out
 
     def evaluate(self, batch: np.ndarray, keys: Sequence[str]) -> np.ndarray:
-        futures = self.client.map(
-            _fitness, [self.full(w) for w in batch], pool=self._pool_f, jitter=self._jitter_f, users=self._users_f,
-            key=[f"{k}-{self.token}" for k in keys], pure=False,
-        )
-        values = np.asarray(self.client.gather(futures), dtype=np.float64)
-        del futures
+        weights = [self.full(w) for w in batch]
+
+        def submit(fresh: bool, suffix: str) -> list[Any]:
+            [pool_f] = self._pool.get(fresh)
+            args = dict(zip(self._args, self._args_shared.get(fresh), strict=True))
+            return self.client.map(
+                _fitness, weights, pool=pool_f, jitter=args.get("jitter"), users=args.get("users"),
+                key=[f"{k}-{self.token}{suffix}" for k in keys], pure=False,
+            )
+
+        values = np.asarray(gather_shared(self.client, f"tuner: {keys[0]}-{self.token}", submit), dtype=np.float64)
         for w, v in zip(batch, values, strict=True):
             if v > self.best:
                 self.best, self.best_w = float(v), w.copy()
@@ -314,8 +321,8 @@ class _Evaluator:
 
     def close(self) -> None:
         if self._owns_pool:
-            del self._pool_f
-        self._users_f = self._jitter_f = None
+            self._pool.release()
+        self._args_shared.release()
 
 
 def _normalise(w: np.ndarray) -> np.ndarray:
@@ -375,19 +382,19 @@ def tune_ga(
         return _run_ga(pool, signals, cfg, client)
     client = require_client(client, "tune_ga")
     start = time.perf_counter()
-    [pool_f] = client.scatter([pool], broadcast=True, hash=False)
+    shared_pool = SharedValues(client, [pool])
     try:
         rounds = []
         for b in range(cfg.bagging):
             draw = np.random.default_rng([cfg.seed, b]).integers(0, pool.n_users, pool.n_users)
             counts = np.bincount(draw, minlength=pool.n_users).astype(np.float64)
             round_cfg = replace(cfg, seed=cfg.seed + b, bagging=0)
-            rounds.append(_run_ga(pool, signals, round_cfg, client, pool_f, counts, prefix=f"ga-round-{b}-"))
+            rounds.append(_run_ga(pool, signals, round_cfg, client, shared_pool, counts, prefix=f"ga-round-{b}-"))
         # The rounds' mean, unless a single signal alone does better on the whole validation pool.
         mean = _normalise(np.mean([[r.weights[s] for s in pool.signals] for r in rounds], axis=0))
         tuned = tuple(signals) if signals else pool.signals
         candidates = [mean] + [np.array([float(s == t) for s in pool.signals]) for t in tuned]
-        ev = _Evaluator(pool, None, client, cfg.smoothing, cfg.smoothing_scale, cfg.seed, pool_f)
+        ev = _Evaluator(pool, None, client, cfg.smoothing, cfg.smoothing_scale, cfg.seed, shared_pool)
         values = ev.evaluate(np.array(candidates), [f"ga-final-candidate-{i}" for i in range(len(candidates))])
         pick = 0 if values[0] >= values[1:].max() else 1 + int(np.argmax(values[1:]))
         chosen = candidates[pick]
@@ -406,7 +413,7 @@ def tune_ga(
             rounds=rounds,
         )
     finally:
-        del pool_f
+        shared_pool.release()
 
 
 def _run_ga(
@@ -414,13 +421,13 @@ def _run_ga(
     signals: Sequence[str] | None,
     cfg: GAConfig,
     client: Any,
-    pool_future: Any = None,
+    shared_pool: SharedValues | None = None,
     users: np.ndarray | None = None,
     prefix: str = "ga-",
 ) -> TuneResult:
     """One GA run (users weighted by ``users`` when given); task keys start with ``prefix``."""
     rng = np.random.default_rng(cfg.seed)
-    ev = _Evaluator(pool, signals, client, cfg.smoothing, cfg.smoothing_scale, cfg.seed, pool_future, users)
+    ev = _Evaluator(pool, signals, client, cfg.smoothing, cfg.smoothing_scale, cfg.seed, shared_pool, users)
     try:
         n = len(ev.signals)
         population = _initial_population(n, cfg.population, rng)

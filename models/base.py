@@ -323,9 +323,11 @@ class SharedValues:
     """Values this process holds and the workers read, scattered once and again only if lost.
 
     Dask cannot recompute scattered data, and broadcasting does not protect it: the active
-    memory manager trims idle replicas to one, and a broadcast that meets a dying worker stalls
-    on connection time-outs. So each value lives on one worker (tasks go to their block's data),
-    and a value the cluster lost is scattered again from here (``gather_shared``).
+    memory manager trims idle replicas to one (``Client.scatter``'s docs ask to turn its
+    ReduceReplicas policy off for ``broadcast=True``; dask/dask#11148), and a broadcast that meets a
+    dying worker stalls on connection time-outs. So each value lives on one worker (tasks go to
+    their block's data, or workers fetch it), and a value the cluster lost is scattered again from
+    here (``gather_shared``). Every scatter of the project's training code goes through this class.
     """
 
     def __init__(self, client: Any, values: list[Any]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from models.base import FactorModel, TrainData, TrainingOptions, register, require_client
+from models.base import FactorModel, SharedValues, TrainData, TrainingOptions, gather_shared, register, require_client
 from models.lightgcn_trainer import LightGCNResult, train_lightgcn
 
 
@@ -93,21 +93,26 @@ class LightGCN(FactorModel):
         validation = data.matrix(data.validation) if data.validation is not None else None
         client = require_client(options.client, "lightgcn fit")
         resources = dict(options.resources) if options.resources else None
-        train_f = client.scatter(train)
-        val_f = client.scatter(validation) if validation is not None else None
-        future = client.submit(
-            train_lightgcn,
-            train_f,
-            val_f,
-            self.config,
-            device=options.device,
-            seed=options.seed,
-            progress=options.progress,
-            key=f"lightgcn-train-{uuid.uuid4().hex}",
-            pure=False,
-            resources=resources,
-        )
-        result: LightGCNResult = future.result()
+        shared = SharedValues(client, [train] if validation is None else [train, validation])
+        key = f"lightgcn-train-{uuid.uuid4().hex}"
+
+        def submit(fresh: bool, suffix: str) -> list[Any]:
+            train_f, *val_f = shared.get(fresh)
+            return [client.submit(
+                train_lightgcn,
+                train_f,
+                val_f[0] if val_f else None,
+                self.config,
+                device=options.device,
+                seed=options.seed,
+                progress=options.progress,
+                key=key + suffix,
+                pure=False,
+                resources=resources,
+            )]
+
+        result: LightGCNResult = gather_shared(client, key, submit)[0]
+        shared.release()
         if resources and result.device == "cpu":
             warnings.warn(
                 f"LightGCN ran on CPU: worker {result.worker} advertises a GPU, but its torch sees no CUDA device",
