@@ -11,7 +11,9 @@ regularisation reg_u = reg * (|I_u| + alpha0 |I|)^nu, and a normal init with std
 
 Each half-step splits the rows into blocks; a block is one Dask task (keys
 ``als-users-block-{k}-iter-{it}-<fit>``) that runs a few CG steps per row, warm-started from the
-previous factors, as implicit's ``cg`` solver does. Rows are solved independently and each sum is
+previous factors, as implicit's ``cg`` solver does. The factors stay on the workers between
+half-steps: one task stacks a side's blocks (``als-users-stack-iter-{it}-<fit>``) and one computes
+its Gramian (``als-users-gram-iter-{it}-<fit>``); only the final factors come back to the client. Rows are solved independently and each sum is
 taken in an order fixed by the row length alone (``_dot``), so on one machine a fit gives
 bit-identical factors for any number of blocks, workers, threads or processes. Another instruction
 set (AVX2 against AVX-512) compiles other orders: factors then agree to float32 rounding, not bits.
@@ -207,6 +209,14 @@ def _solve_block(block: _Block, warm: np.ndarray, lo: int, hi: int, y: np.ndarra
     return _cg_rows(block.indptr, block.indices, block.conf, warm[lo:hi], y, gram, block.reg, np.float32(alpha0), steps)
 
 
+def _stack(parts: list[np.ndarray], what: str) -> np.ndarray:
+    """A Dask task: one side's factors from its blocks' rows, checked finite (ModelDivergedError)."""
+    out = np.concatenate(parts, axis=0)
+    if not np.isfinite(out).all():
+        raise ModelDivergedError(f"{what}: non-finite factors (diverged)")
+    return out
+
+
 def _blocks(csr: sp.csr_matrix, reg: np.ndarray, n_blocks: int) -> tuple[list[_Block], np.ndarray]:
     """Contiguous row blocks of about equal work (interactions + one per row)."""
     n = csr.shape[0]
@@ -267,21 +277,34 @@ class ALS(FactorModel):
         reg_i = cfg.row_regularization(np.diff(ciu.indptr), n_users)
         token = uuid.uuid4().hex[:8]
         blocks = {side: _blocks(csr, reg, n_blocks) for side, csr, reg in (("users", cui, reg_u), ("items", ciu, reg_i))}
-        # Scattered once per fit: the block slices; once per half-step: the side just solved and its
-        # Gramian, which the next half-step reads as its fixed side and the one after as warm start.
+        # Scattered once per fit: the block slices and the initial factors. Every later side lives on
+        # the workers as the future of a task, which the next half-step reads as its fixed side (with
+        # its Gramian) and the one after as warm start.
         shared = {side: SharedValues(client, blk) for side, (blk, _) in blocks.items()}
-        current = {"users": SharedValues(client, [x]), "items": SharedValues(client, [y, _gram(y, cfg.unobserved_weight)])}
-        self.history_: list[dict[str, float]] = []
-        progress = _progress(options.progress, cfg.iterations)
-        for it in range(cfg.iterations):
-            start = time.perf_counter()
-            for side, other in (("users", "items"), ("items", "users")):
-                solved = self._half_step(client, f"{side}-block-{{k}}-iter-{it}-{token}", shared[side], blocks[side][1],
-                                         current[side], current[other])
-                current[side] = SharedValues(client, [solved, _gram(solved, cfg.unobserved_weight)])
-                x, y = (solved, y) if side == "users" else (x, solved)
-            self.history_.append({"iteration": it, "seconds": time.perf_counter() - start})
-            progress(it)
+        initial = SharedValues(client, [x, y])
+
+        def submit(fresh: bool, suffix: str) -> list[Any]:
+            """The whole fit's tasks, submitted one iteration at a time; the final factors' futures."""
+            x_f, y_f = initial.get(fresh)
+            gram_f = client.submit(_gram, y_f, cfg.unobserved_weight, key=f"als-items-gram-init-{token}{suffix}")
+            current = {"users": (x_f, None), "items": (y_f, gram_f)}
+            self.history_: list[dict[str, float]] = []
+            progress = _progress(options.progress, cfg.iterations)
+            for it in range(cfg.iterations):
+                start = time.perf_counter()
+                for side, other in (("users", "items"), ("items", "users")):
+                    key = f"{side}-{{step}}-iter-{it}-{token}{suffix}"
+                    current[side] = self._half_step(client, key, shared[side].get(fresh), blocks[side][1],
+                                                    current[side][0], *current[other])
+                done = current["items"][0]
+                if done.exception() is not None or done.status != "finished":  # waits, fetches nothing
+                    break  # lost or diverged: gathering the futures raises why
+                self.history_.append({"iteration": it, "seconds": time.perf_counter() - start})
+                progress(it)
+            return [current["users"][0], current["items"][0]]
+
+        x, y = gather_shared(client, f"als: fit {token}", submit)
+        initial.release()
         self.user_factors_, self.item_factors_ = x, y
         self.n_blocks_ = len(blocks["users"][0])
 
@@ -291,28 +314,24 @@ class ALS(FactorModel):
             return (rng.random((n, cfg.factors), dtype=_FLOAT) * _FLOAT(0.01)).astype(_FLOAT)
         return (rng.standard_normal((n, cfg.factors), dtype=_FLOAT) * _FLOAT(cfg.init_std / math.sqrt(cfg.factors))).astype(_FLOAT)
 
-    def _half_step(self, client: Any, key: str, blocks: SharedValues, bounds: np.ndarray, warm: SharedValues,
-                   fixed: SharedValues) -> np.ndarray:
-        """Solve every row of one side against the fixed other side, one task per block.
+    def _half_step(self, client: Any, key: str, blocks_f: list[Any], bounds: np.ndarray, warm_f: Any, fixed_f: Any,
+                   gram_f: Any) -> tuple[Any, Any]:
+        """Solve every row of one side against the fixed other side, one task per block; the futures
+        of the solved side and of its Gramian, left on the workers.
 
-        A lost worker costs only its running tasks (Dask reruns them) unless it took the last
-        replica of shared data with it: then the half-step is submitted again on data scattered
-        afresh from this process. Rows are solved deterministically, so the result is the same.
+        A lost worker costs only its running tasks (Dask reruns them from their inputs) unless it
+        took the last replica of scattered data with it: then the futures fail with a lost-data
+        error and ``gather_shared`` submits the fit again on data scattered afresh. Rows are solved
+        deterministically, so the result is the same.
         """
         cfg: ALSConfig = self.config
-
-        def submit(fresh: bool, suffix: str) -> list[Any]:
-            blocks_f, (warm_f,), (fixed_f, gram_f) = blocks.get(fresh), warm.get(fresh)[:1], fixed.get(fresh)
-            return [
-                client.submit(_solve_block, blk, warm_f, int(bounds[k]), int(bounds[k + 1]), fixed_f, gram_f,
-                              cfg.unobserved_weight, cfg.cg_steps, key="als-" + key.format(k=k) + suffix, retries=2)
-                for k, blk in enumerate(blocks_f)
-            ]
-
-        out = np.concatenate(gather_shared(client, f"als: {key.format(k='*')}", submit), axis=0)
-        if not np.isfinite(out).all():
-            raise ModelDivergedError(f"als: non-finite factors in {key.format(k='*')} (diverged)")
-        return out
+        parts = [
+            client.submit(_solve_block, blk, warm_f, int(bounds[k]), int(bounds[k + 1]), fixed_f, gram_f,
+                          cfg.unobserved_weight, cfg.cg_steps, key="als-" + key.format(step=f"block-{k}"), retries=2)
+            for k, blk in enumerate(blocks_f)
+        ]
+        solved = client.submit(_stack, parts, "als: " + key.format(step="*"), key="als-" + key.format(step="stack"))
+        return solved, client.submit(_gram, solved, cfg.unobserved_weight, key="als-" + key.format(step="gram"))
 
     # -- online ---------------------------------------------------------------------------------
     def fold_in(self, items: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
