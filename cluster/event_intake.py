@@ -1,13 +1,13 @@
 """The trainer's copy of the API's accepted events: read once, up to a cutoff, kept in the data root.
 
-The API appends accepted interactions to its events folder and/or Redis (graphql_api.events). A
-training run does not re-read all of that every time: it reads only the events accepted after the
-previous run's cutoff and up to a new one, adds them to ``<data root>/events.parquet`` (every event
-learned so far, written atomically, the cutoff in the file's metadata), and trains on the source
-plus that file. Once every retained bundle version has learned an event, the online stores may drop
+The API appends accepted interactions to its events folder and/or Redis; they are read here through
+etl.events_log, the stores' reading side that the API imports too. A training run does not re-read
+all of that every time: it reads only the events accepted after the previous run's cutoff and up to
+a new one, adds them to ``<data root>/events.parquet`` (every event learned so far, written
+atomically, the cutoff in the file's metadata), and trains on the source plus that file. Once every retained bundle version has learned an event, the online stores may drop
 it (``trim_learned``).
 
-Items added to the catalogue while serving (graphql_api.items) are read whole at every run (the
+Items added to the catalogue while serving (etl.items_log) are read whole at every run (the
 stores keep them; they are few): ``Intake.items``, which ``cluster.jobs.training_source`` merges into
 the items table of the dataset, so the next bundle knows them natively, with their events.
 
@@ -32,8 +32,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from graphql_api.events import deleted_users, erasure_salt, read_accepted_events, user_key
-from graphql_api.items import read_added_items
+from etl.events_log import deleted_users, erasure_salt, read_accepted_events, user_key
+from etl.items_log import read_added_items
 
 EVENTS_FILE = "events.parquet"
 SETTLE_SECONDS = 60.0
@@ -56,11 +56,11 @@ class Intake:
     new: int
     """Events read in this run (after the previous cutoff)."""
     deletions: dict[str, float]
-    """User key -> deletion time of every deletion the stores hold (graphql_api.events.user_key)."""
+    """User key -> deletion time of every deletion the stores hold (etl.events_log.user_key)."""
     salt: bytes = b""
     """The salt of those user keys."""
     items: pd.DataFrame | None = None
-    """Items added while serving (graphql_api.items: id, title, genres, tags, year; one row per id,
+    """Items added while serving (etl.items_log: id, title, genres, tags, year; one row per id,
     its newest metadata); None when no store was read."""
 
     def deleted_ids(self, user_ids: Iterable[str]) -> set[str]:

@@ -35,8 +35,8 @@ import scipy.sparse as sp
 
 from cluster.event_intake import SETTLE_SECONDS, Intake, take_events
 from cluster.jobs import demo_source, index_job, ingest_job, log, read_source, training_source, tune_job
+from etl.events_log import user_key
 from etl.metrics import ranking_metrics
-from graphql_api.events import user_key
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 HOLDOUT_SHARE = 0.2

@@ -1,376 +1,19 @@
-"""Accepted interactions and deletions: the durable intake that feeds the next training run.
+"""Maintenance of the stored events (trimming learned events, compacting Redis: the retrainer calls
+them) and the exposures and outcomes of experiments.
 
-Two places hold them, either or both depending on configuration:
-
-- a local folder (HYBRIDREC_EVENTS_DIR): ``events.jsonl`` and ``deletions.jsonl``, append-only
-  JSON lines written under an exclusive ``flock`` and fsync'd before a mutation answers, so an
-  accepted event survives a crash or restart; several processes may share the folder;
-- Redis (HYBRIDREC_REDIS_URL): the stream ``<prefix>:events`` and the hash ``<prefix>:deletions``
-  (see graphql_api.store.RedisStore), shared by every replica.
-
-The trainer calls ``read_accepted_events`` and ``deleted_users``: the first gives every accepted
-interaction (deduplicated across both places, deleted users' earlier events left out), the
-second the users whose data must be left out of the next training run. Deletions are recorded
-under a salted hash of the user id (``user_key``), never the id itself.
+The stores themselves (the events folder's JSON lines, the Redis stream and hashes) and the reading
+both the API and the trainer need (``read_accepted_events``, ``deleted_users``, ``user_key``,
+``erasure_salt``) live in etl.events_log.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-import os
-import secrets
 import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from etl.file_lock import append_durably, exclusive, fsync_dir
-
-EVENTS_FILE = "events.jsonl"
-DELETIONS_FILE = "deletions.jsonl"
-EXPOSURES_FILE = "exposures.jsonl"
-LOCK_FILE = ".lock"
-
-
-@dataclass(frozen=True)
-class Event:
-    """One accepted interaction (external ids, as the client sent them)."""
-
-    user_id: str
-    item_id: str
-    value: float
-    timestamp: int
-    """When the interaction happened (seconds since the epoch, client's clock)."""
-    accepted_at: float = field(default_factory=time.time)
-    """When the API accepted it (server clock); orders deletions against events."""
-    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    exposure_id: str | None = None
-    """The exposure (a list shown under an experiment) this interaction answers, if the client said."""
-
-    def to_json(self) -> str:
-        raw = asdict(self)
-        if raw["exposure_id"] is None:  # lines without an exposure stay as they were
-            del raw["exposure_id"]
-        return json.dumps(raw, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, line: str | bytes) -> Event:
-        raw = json.loads(line)
-        return cls(
-            user_id=str(raw["user_id"]),
-            item_id=str(raw["item_id"]),
-            value=float(raw["value"]),
-            timestamp=int(raw["timestamp"]),
-            accepted_at=float(raw["accepted_at"]),
-            event_id=str(raw["event_id"]),
-            exposure_id=None if raw.get("exposure_id") is None else str(raw["exposure_id"]),
-        )
-
-
-@dataclass(frozen=True)
-class Exposure:
-    """A list of items shown to a user under an experiment's arm (hybrid.experiments)."""
-
-    exposure_id: str
-    user_id: str
-    experiment: str
-    variant: str
-    bundle_version: str
-    items: tuple[str, ...]
-    """The item ids shown, best first."""
-    shown_at: float = field(default_factory=time.time)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, line: str | bytes) -> Exposure:
-        raw = json.loads(line)
-        return cls(str(raw["exposure_id"]), str(raw["user_id"]), str(raw["experiment"]), str(raw["variant"]),
-                   str(raw["bundle_version"]), tuple(str(i) for i in raw["items"]), float(raw["shown_at"]))
-
-
-@dataclass(frozen=True)
-class Deletion:
-    """A user's data was purged at ``deleted_at``; training must leave the user out.
-
-    Recorded under ``user_key`` (``user_key(salt, user_id)``), never the raw id: the record outlives
-    the user's data, and must not be a trace of it."""
-
-    user_key: str
-    deleted_at: float
-    events_removed: int = 0
-
-
-SALT_FILE = "erasure.salt"
-SALT_ENV = "HYBRIDREC_ERASURE_SALT"
-
-
-def user_key(salt: bytes, user_id: str) -> str:
-    """The salted hash a deletion (and a user's Redis generation key) is recorded under:
-    HMAC-SHA256 of the id, 32 hex characters. Without the salt it cannot be turned back into ids
-    by trying them."""
-    return hmac.new(salt, str(user_id).encode(), hashlib.sha256).hexdigest()[:32]
-
-
-def new_salt() -> bytes:
-    return secrets.token_hex(32).encode()
-
-
-def salt_key(prefix: str) -> str:
-    return f"{prefix}:salt"
-
-
-def salt_from_redis(client: Any, prefix: str) -> bytes:
-    """The deployment's salt kept in Redis (``<prefix>:salt``), created once (SET NX)."""
-    client.set(salt_key(prefix), new_salt(), nx=True)
-    return bytes(client.get(salt_key(prefix)))
-
-
-def erasure_salt(events_dir: str | Path | None = None, *, redis_url: str | None = None,
-                 prefix: str = "hybridrec") -> bytes:
-    """The salt of deletion records: $HYBRIDREC_ERASURE_SALT, else the events folder's
-    ``erasure.salt``, else Redis's (each created once, at random, where it is kept). The API and
-    the trainer resolve it the same way, so they agree."""
-    configured = os.environ.get(SALT_ENV)
-    if configured:
-        return configured.encode()
-    if events_dir is not None:
-        return EventLog(events_dir).salt
-    if redis_url is None:
-        raise ValueError("erasure_salt needs events_dir or redis_url (or $HYBRIDREC_ERASURE_SALT)")
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    try:
-        return salt_from_redis(client, prefix)
-    finally:
-        client.close()
-
-
-class EventLog:
-    """The local append-only log of one events folder (blocking calls: run them in a thread)."""
-
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.events_path = self.folder / EVENTS_FILE
-        self.deletions_path = self.folder / DELETIONS_FILE
-        self.exposures_path = self.folder / EXPOSURES_FILE
-        for path in (self.events_path, self.deletions_path, self.exposures_path, self.folder / LOCK_FILE):
-            if not path.exists():
-                path.touch()
-                fsync_dir(self.folder)
-
-    def _locked(self) -> AbstractContextManager[None]:
-        """Exclusive across processes: appends and the rewrite of a purge never interleave."""
-        return exclusive(self.folder / LOCK_FILE)
-
-    @property
-    def salt(self) -> bytes:
-        """$HYBRIDREC_ERASURE_SALT, else this folder's ``erasure.salt`` (created once, mode 0600)."""
-        configured = os.environ.get(SALT_ENV)
-        if configured:
-            return configured.encode()
-        path = self.folder / SALT_FILE
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            for _ in range(100):  # another process may be writing it right now
-                value = path.read_bytes().strip()
-                if value:
-                    return value
-                time.sleep(0.01)
-            raise RuntimeError(f"{path} is empty: delete it (no deletion can have used it)") from None
-        try:
-            os.write(fd, new_salt())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        fsync_dir(self.folder)
-        return path.read_bytes().strip()
-
-    def _append(self, path: Path, lines: list[str]) -> None:
-        if not lines:
-            return
-        with self._locked():
-            append_durably(path, ("\n".join(lines) + "\n").encode())
-
-    def append(self, events: Iterable[Event]) -> None:
-        """Append and fsync; when this returns the events are on disk."""
-        self._append(self.events_path, [e.to_json() for e in events])
-
-    def read(self) -> Iterator[Event]:
-        """Every logged event in order (a torn last line from a crash is skipped)."""
-        with open(self.events_path, "rb") as fh:
-            for line in fh:
-                if line.strip():
-                    try:
-                        yield Event.from_json(line)
-                    except (ValueError, KeyError):
-                        continue
-
-    def append_exposures(self, exposures: Iterable[Exposure]) -> None:
-        """Append and fsync, as ``append``."""
-        self._append(self.exposures_path, [x.to_json() for x in exposures])
-
-    def read_exposures(self) -> Iterator[Exposure]:
-        """Every logged exposure in order (a torn last line is skipped)."""
-        with open(self.exposures_path, "rb") as fh:
-            for line in fh:
-                if line.strip():
-                    try:
-                        yield Exposure.from_json(line)
-                    except (ValueError, KeyError):
-                        continue
-
-    def purge_exposures(self, user_id: str) -> set[str]:
-        """Rewrite the exposure log without ``user_id``'s exposures (atomically); returns their ids."""
-        return self._drop(lambda raw: str(raw["user_id"]) == user_id, self.exposures_path, "exposure_id")
-
-    def purge_user(self, user_id: str) -> set[str]:
-        """Rewrite the log without ``user_id``'s events (atomically); returns their event ids."""
-        return self._drop(lambda raw: str(raw["user_id"]) == user_id)
-
-    def drop_learned(self, event_ids: set[str]) -> int:
-        """Rewrite the log without these events (every retained bundle has learned them; the
-        trainer keeps its own copy); returns how many were dropped."""
-        return len(self._drop(lambda raw: str(raw["event_id"]) in event_ids))
-
-    def _drop(self, drop: Callable[[dict[str, Any]], bool], path: Path | None = None,
-              id_field: str = "event_id") -> set[str]:
-        """Rewrite a log (the events', by default) atomically, under the lock, without the lines
-        ``drop`` picks; returns their ids."""
-        path = self.events_path if path is None else path
-        with self._locked():
-            kept: list[bytes] = []
-            removed: set[str] = set()
-            with open(path, "rb") as fh:
-                for line in fh:
-                    if not line.strip():
-                        continue
-                    try:
-                        raw = json.loads(line)
-                        mine = drop(raw)
-                    except (ValueError, KeyError, TypeError):
-                        mine = False
-                    if mine:
-                        removed.add(str(raw.get(id_field, "")))
-                    else:
-                        kept.append(line if line.endswith(b"\n") else line + b"\n")
-            if removed:
-                tmp = path.with_suffix(".jsonl.tmp")
-                with open(tmp, "wb") as fh:
-                    fh.writelines(kept)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-                fsync_dir(self.folder)
-        return removed
-
-    def record_deletion(self, deletion: Deletion) -> None:
-        self._append(self.deletions_path, [json.dumps(asdict(deletion), separators=(",", ":"))])
-
-    def deletions(self) -> dict[str, Deletion]:
-        """The latest deletion per user key."""
-        out: dict[str, Deletion] = {}
-        with open(self.deletions_path, "rb") as fh:
-            for line in fh:
-                if line.strip():
-                    try:
-                        d = deletion_from_json(line, self)
-                    except (ValueError, KeyError):
-                        continue
-                    out[d.user_key] = d
-        return out
-
-
-def deletion_from_json(line: str | bytes, log_: EventLog) -> Deletion:
-    """A deletions.jsonl line (a line of an older log, with the raw ``user_id``, is keyed now)."""
-    raw = json.loads(line)
-    key = str(raw["user_key"]) if "user_key" in raw else user_key(log_.salt, str(raw["user_id"]))
-    return Deletion(key, float(raw["deleted_at"]), int(raw.get("events_removed", 0)))
-
-
-# -- for the trainer ---------------------------------------------------------------------------
-
-def _redis_events(redis_url: str, prefix: str) -> tuple[list[Event], dict[str, float]]:
-    import redis
-
-    from graphql_api.store import RedisKeys
-
-    keys = RedisKeys(prefix)
-    client = redis.Redis.from_url(redis_url)
-    try:
-        events = [Event.from_json(fields[b"e"]) for _, fields in client.xrange(keys.stream)]
-        deletions = {k.decode(): float(v) for k, v in client.hgetall(keys.deletions).items()}
-    finally:
-        client.close()
-    return events, deletions
-
-
-def deleted_users(events_dir: str | Path | None = None, *, redis_url: str | None = None,
-                  prefix: str = "hybridrec") -> dict[str, float]:
-    """User key (``user_key(erasure_salt(...), id)``) -> deletion time of every user whose data
-    was deleted; training leaves their earlier data out."""
-    out: dict[str, float] = {}
-    if events_dir is not None:
-        out.update({k: d.deleted_at for k, d in EventLog(events_dir).deletions().items()})
-    if redis_url is not None:
-        for k, t in _redis_events(redis_url, prefix)[1].items():
-            out[k] = max(out.get(k, 0.0), t)
-    return out
-
-
-def read_accepted_events(events_dir: str | Path | None = None, *, redis_url: str | None = None,
-                         prefix: str = "hybridrec", since: float | None = None,
-                         upto: float | None = None) -> pd.DataFrame:
-    """Every accepted interaction, for the next training run.
-
-    Columns user_id, item_id (str, external ids), value (float32), timestamp (int64), accepted_at
-    (float64), event_id; one row per event (an event in both the log and Redis counts once),
-    ordered by accepted_at. Events of a user accepted before that user's deletion are left out;
-    ``since`` keeps only events accepted after that time, ``upto`` only those accepted at or before.
-    """
-    if events_dir is None and redis_url is None:
-        raise ValueError("read_accepted_events needs events_dir or redis_url")
-    events: dict[str, Event] = {}
-    deletions: dict[str, float] = {}
-    if events_dir is not None:
-        log = EventLog(events_dir)
-        events.update((e.event_id, e) for e in log.read())
-        deletions.update({k: d.deleted_at for k, d in log.deletions().items()})
-    if redis_url is not None:
-        stream, dels = _redis_events(redis_url, prefix)
-        events.update((e.event_id, e) for e in stream)
-        for k, t in dels.items():
-            deletions[k] = max(deletions.get(k, 0.0), t)
-    salt = erasure_salt(events_dir, redis_url=redis_url, prefix=prefix)
-    keys = {u: user_key(salt, u) for u in {e.user_id for e in events.values()}} if deletions else {}
-    rows = [
-        e for e in events.values()
-        if e.accepted_at > deletions.get(keys.get(e.user_id, ""), float("-inf"))
-        and (since is None or e.accepted_at > since) and (upto is None or e.accepted_at <= upto)
-    ]
-    rows.sort(key=lambda e: (e.accepted_at, e.event_id))
-    frame = pd.DataFrame(
-        {
-            "user_id": pd.Series([e.user_id for e in rows], dtype="string"),
-            "item_id": pd.Series([e.item_id for e in rows], dtype="string"),
-            "value": pd.Series([e.value for e in rows], dtype="float32"),
-            "timestamp": pd.Series([e.timestamp for e in rows], dtype="int64"),
-            "accepted_at": pd.Series([e.accepted_at for e in rows], dtype="float64"),
-            "event_id": pd.Series([e.event_id for e in rows], dtype="string"),
-        }
-    )
-    return frame
+from etl.events_log import Event, EventLog, Exposure, RedisKeys, deleted_users, erasure_salt, redis_events, user_key
 
 
 def trim_learned(events_dir: str | Path | None = None, *, redis_url: str | None = None,
@@ -382,8 +25,6 @@ def trim_learned(events_dir: str | Path | None = None, *, redis_url: str | None 
     if redis_url is None:
         return dropped
     import redis
-
-    from graphql_api.store import RedisKeys
 
     keys = RedisKeys(prefix)
     client = redis.Redis.from_url(redis_url)
@@ -420,8 +61,6 @@ def compact_redis(redis_url: str, *, prefix: str = "hybridrec", timeout: float =
     """
     import redis
     from redis.exceptions import ResponseError, WatchError
-
-    from graphql_api.store import RedisKeys
 
     keys = RedisKeys(prefix)
     done: list[str] = []
@@ -474,7 +113,6 @@ def read_exposures(events_dir: str | Path | None = None, *, redis_url: str | Non
     if redis_url is not None:
         import redis
 
-        from graphql_api.store import RedisKeys
 
         keys = RedisKeys(prefix)
         client = redis.Redis.from_url(redis_url)
@@ -509,7 +147,7 @@ def read_outcomes(events_dir: str | Path | None = None, *, redis_url: str | None
     if events_dir is not None:
         events.update((e.event_id, e) for e in EventLog(events_dir).read() if e.exposure_id is not None)
     if redis_url is not None:
-        stream, _ = _redis_events(redis_url, prefix)
+        stream, _ = redis_events(redis_url, prefix)
         events.update((e.event_id, e) for e in stream if e.exposure_id is not None)
     deleted_at = _deletion_times(events_dir, redis_url, prefix, {e.user_id for e in events.values()})
     return sorted((e for e in events.values() if e.accepted_at > deleted_at.get(e.user_id, float("-inf"))),

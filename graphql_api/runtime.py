@@ -25,10 +25,11 @@ import time
 
 import anyio.to_thread
 
+from etl.items_log import CatalogueItem, additions_frame, ordered
 from graphql_api.batching import SearchBatcher
 from graphql_api.engine import Engine
 from graphql_api.errors import NoBundle
-from graphql_api.items import CatalogueItem, additions_frame, catalogue_token, ordered
+from graphql_api.items import catalogue_token
 from graphql_api.logs import get_logger
 from graphql_api.metrics import Metrics
 from graphql_api.settings import Settings

@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from etl.events_log import Event, Exposure
+from etl.items_log import CatalogueItem
 from graphql_api.context import Context
 from graphql_api.engine import MAX_FIRST, Engine, OnlineHistory, check_first
 from graphql_api.errors import BadInput, EventStoreUnavailable
-from graphql_api.events import Event, Exposure
 from graphql_api.input_limits import MAX_STRING_LENGTH
-from graphql_api.items import CatalogueItem, validate_items
+from graphql_api.items import validate_items
 from graphql_api.logs import get_logger
 from graphql_api.store import DeletionReport
 from hybrid.experiments import ActiveExperiment, exposure_id

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -37,17 +36,15 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import anyio.to_thread
 
+from etl.events_log import (
+    SALT_ENV, Deletion, Event, EventLog, Exposure, RedisKeys, deletion_from_json, new_salt, salt_key, user_key,
+)
+from etl.items_log import CatalogueItem, ItemLog, Upserted, newest, redis_table
 from graphql_api.errors import EventStoreUnavailable
-from graphql_api.events import (
-    SALT_ENV, Deletion, Event, EventLog, Exposure, deletion_from_json, new_salt, salt_key, user_key,
-)
-from graphql_api.items import (
-    UPSERT_SCRIPT, CatalogueItem, ItemLog, Upserted, newest, redis_table, script_args, script_result,
-)
+from graphql_api.items import UPSERT_SCRIPT, script_args, script_result
 from graphql_api.logs import get_logger
 from graphql_api.metrics import Metrics
 from graphql_api.settings import Settings
@@ -60,55 +57,6 @@ REDIS_RETRY_SECONDS = 1.0
 MEMORY_CACHE_ENTRIES = 50_000
 CACHE_ENTRY_OVERHEAD = 400
 """Bytes counted per cached answer beyond its body and key (the entry's tuple, dict and index sets)."""
-
-
-@dataclass(frozen=True)
-class RedisKeys:
-    """Key layout in Redis (user ids are percent-encoded so they cannot collide)."""
-
-    prefix: str = "hybridrec"
-
-    @property
-    def stream(self) -> str:
-        return f"{self.prefix}:events"
-
-    @property
-    def deletions(self) -> str:
-        return f"{self.prefix}:deletions"
-
-    @property
-    def exposures(self) -> str:
-        return f"{self.prefix}:exposures"
-
-    @property
-    def items(self) -> str:
-        """Hash of added catalogue items: id -> canonical JSON (graphql_api.items)."""
-        return f"{self.prefix}:items"
-
-    @property
-    def items_at(self) -> str:
-        """Hash: id -> when its metadata was accepted (the newest write wins)."""
-        return f"{self.prefix}:items:at"
-
-    @property
-    def items_version(self) -> str:
-        """Counter raised by every write that changed the added catalogue (what replicas poll)."""
-        return f"{self.prefix}:items:version"
-
-    def user(self, user_id: str, what: str) -> str:
-        """A key holding the user's data (deleted with it)."""
-        return f"{self.prefix}:u:{quote(user_id, safe='')}:{what}"
-
-    def keyed(self, user_key: str, what: str) -> str:
-        """A key that may outlive the user's data (generation, cache tags): named by the salted
-        hash (graphql_api.events.user_key), so it is no trace of the id."""
-        return f"{self.prefix}:h:{user_key}:{what}"
-
-    def response(self, key: str) -> str:
-        return f"{self.prefix}:resp:{key}"
-
-    def bucket(self, client: str) -> str:
-        return f"{self.prefix}:rl:{hashlib.sha1(client.encode()).hexdigest()}"
 
 
 # -- Lua scripts (atomic multi-key updates) ------------------------------------------------------
@@ -298,7 +246,7 @@ class LocalState:
         self.salt = log_.salt
         self.cap = cap
         """Events kept per user (the newest); the log keeps them all. Every dict here is keyed by
-        the user key (graphql_api.events.user_key), as deletions are recorded."""
+        the user key (etl.events_log.user_key), as deletions are recorded."""
         self.events: dict[str, list[Event]] = {}
         self.deleted: dict[str, float] = {}
         self.generations: dict[str, int] = {}
@@ -587,7 +535,7 @@ class Store:
         self._scripts: dict[str, Any] = {}
         self._salt: bytes | None = self.log.salt if self.log is not None else None
         """The salt of user keys: the events folder's when there is one, else Redis's (read on
-        first use; graphql_api.events.erasure_salt resolves it the same way for the trainer)."""
+        first use; etl.events_log.erasure_salt resolves it the same way for the trainer)."""
         self.redis_durable: bool | None = None
         """Redis-only mode: whether Redis persists every write it acknowledges (AOF on), checked at
         start and whenever Redis comes back; None: not known yet (Redis not reached)."""

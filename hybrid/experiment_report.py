@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from graphql_api.events import Exposure
+from etl.events_log import Exposure
 from hybrid.experiments import Experiment
 
 __all__ = ["Outcome", "Rate", "ArmReport", "ExperimentReport", "analyse", "wilson", "newcombe", "format_report",

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from etl.dataset import Dataset
-from graphql_api.events import read_accepted_events
+from etl.events_log import read_accepted_events
 from tests.api_helpers import RedisServer, Uvicorn, publish_bundle, start_uvicorn
 
 RECS = ("query($u: ID!) { recommendations(userId: $u, first: 10) { modelVersion onlineInteractions "

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from etl.events_log import EventLog
 from graphql_api.app import create_app
-from graphql_api.events import EventLog, read_exposures
+from graphql_api.events import read_exposures
 from hybrid.experiments import ArmSpec, Experiment, create_experiment, read_book, stop_experiment
 from tests.api_helpers import running
 

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
+from etl.events_log import EventLog, deleted_users, read_accepted_events, user_key
 from graphql_api.app import create_app
-from graphql_api.events import EventLog, deleted_users, read_accepted_events, user_key
 from tests.api_helpers import RECS, running
 
 pytest_plugins = ["tests.api_helpers"]

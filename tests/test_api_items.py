@@ -14,8 +14,8 @@ import anyio.to_thread
 import httpx
 import pytest
 
+from etl.items_log import ITEMS_FILE, read_table
 from graphql_api.app import create_app
-from graphql_api.items import ITEMS_FILE, read_table
 from graphql_api.settings import Limits
 from tests.api_helpers import GQL, publish_bundle, running, start_uvicorn, tiny_models
 

@@ -8,8 +8,8 @@ import asyncio
 
 import pytest
 
+from etl.events_log import deleted_users, erasure_salt, read_accepted_events, user_key
 from graphql_api.app import create_app
-from graphql_api.events import deleted_users, erasure_salt, read_accepted_events, user_key
 from tests.api_helpers import RECS, running
 
 pytest_plugins = ["tests.api_helpers"]
@@ -153,8 +153,8 @@ async def test_learned_events_leave_the_stream_and_the_user_lists(make_settings,
     user's list item; the others stay."""
     import redis as sync_redis
 
+    from etl.events_log import RedisKeys
     from graphql_api.events import trim_learned
-    from graphql_api.store import RedisKeys
 
     settings = make_settings(redis_url=redis_url, events_dir=None)
     async with running(create_app(settings)) as gql:
@@ -196,7 +196,7 @@ async def test_an_event_replayed_after_the_users_deletion_is_not_added(make_sett
     back and B's deletion is replayed first. A's replay must not bring the event back."""
     import time
 
-    from graphql_api.events import Event
+    from etl.events_log import Event
     from graphql_api.metrics import Metrics
     from graphql_api.store import Store
 

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from etl.events_log import Event
 from graphql_api.engine import Engine
-from graphql_api.events import Event
 from graphql_api.store import UserState
 from hybrid.catalogue import additions_table
 from hybrid.index import ItemFilter

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from cluster.cli import main
+from etl.events_log import Exposure
 from graphql_api import service
 from graphql_api.context import Context
-from graphql_api.events import Exposure
 from graphql_api.runtime import Runtime
 from hybrid.experiment_report import Outcome, analyse, newcombe, report_from_logs, wilson
 from hybrid.experiments import ArmSpec, Experiment

@@ -23,8 +23,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from etl.events_log import EventLog, read_accepted_events
 from graphql_api.app import create_app
-from graphql_api.events import EventLog, read_accepted_events
 from graphql_api.schema import MASKED_MESSAGE
 from graphql_api.settings import Settings
 from tests.api_helpers import publish_bundle, tiny_models

@@ -12,7 +12,7 @@ import httpx
 import psutil
 import pytest
 
-from graphql_api.events import EventLog
+from etl.events_log import EventLog
 from graphql_api.store import CACHE_ENTRY_OVERHEAD, CachedAnswer, MemoryCache
 from tests.api_helpers import Uvicorn, publish_bundle, start_uvicorn, tiny_models
 

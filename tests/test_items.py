@@ -16,14 +16,11 @@ import pytest
 from cluster.event_intake import take_events
 from cluster.jobs import training_source
 from etl.dataset import Dataset
+from etl.events_log import Event, EventLog, RedisKeys
 from etl.ingest import ingest
+from etl.items_log import ITEMS_FILE, CatalogueItem, ItemLog, read_added_items, read_table
 from graphql_api.errors import InvalidItem
-from graphql_api.events import Event, EventLog
-from graphql_api.items import (
-    ITEMS_FILE, MAX_BATCH, CatalogueItem, ItemLog, catalogue_token, read_added_items, read_items_file,
-    read_table, upsert_items, validate_items,
-)
-from graphql_api.store import RedisKeys
+from graphql_api.items import MAX_BATCH, catalogue_token, read_items_file, upsert_items, validate_items
 from tests.api_helpers import REPO
 from tests.conftest import make_tiny_source
 

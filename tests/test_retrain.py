@@ -1,6 +1,6 @@
 """The production loop's training side: events folded in once, the retrain gate, retention.
 
-Real parts: the API's event log (graphql_api.events.EventLog, the same appends the API makes), a
+Real parts: the API's event log (etl.events_log.EventLog, the same appends the API makes), a
 Dask LocalCluster, the real ingest/tune/index jobs on a small MovieLens-layout source.
 """
 
@@ -17,8 +17,8 @@ from distributed import Client, LocalCluster
 
 from cluster.event_intake import learned
 from cluster.retrain import retrain_once, split_holdout
+from etl.events_log import Deletion, Event, EventLog, user_key
 from graphql_api.engine import Engine
-from graphql_api.events import Deletion, Event, EventLog, user_key
 from graphql_api.store import LocalState
 from hybrid.bundle import latest_version, list_bundles, load
 from tests.test_cluster_topology import write_movielens_layout

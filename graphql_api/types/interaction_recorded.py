@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import strawberry
 
-from graphql_api.events import Event
+from etl.events_log import Event
 
 
 @strawberry.type(description="The interaction is durable and the user's next recommendations reflect it.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import strawberry
 
-from graphql_api.events import Event
+from etl.events_log import Event
 from graphql_api.service import Rejection
 from graphql_api.types.rejected_interaction import RejectedInteraction
 
