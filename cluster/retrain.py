@@ -35,7 +35,7 @@ import scipy.sparse as sp
 
 from cluster.event_intake import SETTLE_SECONDS, Intake, take_events
 from cluster.jobs import demo_source, index_job, ingest_job, log, read_source, training_source, tune_job
-from etl.events_log import user_key
+from etl.events_log import compact_redis, learned_events, trim_learned, user_key
 from etl.metrics import ranking_metrics
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -76,10 +76,9 @@ def holdout_ndcg(bundle: Any, prior: pd.DataFrame, holdout: pd.DataFrame, users:
     """Per-user NDCG@k of ``bundle`` on each user's held-out items, served as the API would.
 
     A user's history is the bundle's trained one plus the user's ``prior`` events (before the
-    holdout) it has not learned folded in (graphql_api.engine.learned_events, as serving does); seen items are excluded from the ranking
+    holdout) it has not learned folded in (etl.events_log.learned_events, as serving does); seen items are excluded from the ranking
     and from the truth. Users in ``users`` order; NaN where nothing held out is left to find.
     """
-    from graphql_api.engine import learned_events
     from hybrid.recommender import HybridRecommender
 
     recommender = HybridRecommender(bundle)
@@ -215,9 +214,8 @@ def erase(bundle_root: str | Path, data_root: Path, intake: Intake, redis_url: s
     training keeps. Bundle versions that read the deletions before one of their users was deleted
     (rollback targets: a rollback must not bring the user back), runs of other datasets under
     ``data_root/runs`` (their signals hold user factors), and Redis's purged bytes on disk
-    (graphql_api.events.compact_redis). The events file and the dataset were rewritten by this run."""
+    (etl.events_log.compact_redis). The events file and the dataset were rewritten by this run."""
     from etl.dataset import Dataset
-    from graphql_api.events import compact_redis
     from hybrid.bundle import list_bundles, load, remove_version
 
     done: list[str] = []
@@ -248,8 +246,6 @@ def retire(bundle_root: str | Path, keep: int, events_dir: str | Path | None, re
     and in the user's trained history; an event in a user's test part stays online to be folded
     in); returns the copies dropped."""
     from cluster.event_intake import learned
-    from graphql_api.engine import learned_events
-    from graphql_api.events import trim_learned
     from hybrid.bundle import list_bundles, load, remove_version
 
     versions = list_bundles(bundle_root)

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from etl.events_log import learned_events
 from graphql_api.errors import BadInput
 from graphql_api.store import UserState
 from hybrid import bundle as bundles
@@ -72,16 +73,6 @@ class OnlineHistory:
     """(item row, value, timestamp) of online events the bundle knows the item of, newest last."""
     trained_hidden: bool
     """True when the user's data was deleted after this bundle was trained."""
-
-
-def learned_events(trained_items: np.ndarray, rows: np.ndarray, accepted_at: Sequence[float],
-                   cutoff: float) -> np.ndarray:
-    """Which online events (item rows, acceptance times) a bundle has learned: those accepted up to
-    its ``events_cutoff`` whose item is in the user's trained history. One accepted by then whose
-    item is not there fell in the user's test part (the newest 20%, which the served models are
-    not refit on) or was replaced by a later interaction with the item: it is still to fold in."""
-    before = np.asarray(accepted_at, dtype=np.float64) <= cutoff
-    return before & np.isin(np.asarray(rows), trained_items)
 
 
 def check_first(first: int, field: str = "first") -> int:
@@ -216,7 +207,7 @@ class Engine:
     # -- users ------------------------------------------------------------------------------------
     def online_history(self, state: UserState) -> OnlineHistory:
         """The history to fold in for a user: trained interactions plus the online events this bundle
-        has not learned (see ``learned_events``: each event counts once).
+        has not learned (see etl.events_log.learned_events: each event counts once).
 
         A user deleted after this bundle read the deletions has no trained history here (the bundle
         still holds it, but it must not be used); one deleted before was left out of training.

@@ -154,7 +154,7 @@ async def test_learned_events_leave_the_stream_and_the_user_lists(make_settings,
     import redis as sync_redis
 
     from etl.events_log import RedisKeys
-    from graphql_api.events import trim_learned
+    from etl.events_log import trim_learned
 
     settings = make_settings(redis_url=redis_url, events_dir=None)
     async with running(create_app(settings)) as gql:
