@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from etl.topk import topk
 from graphql_api.errors import BadInput
 from graphql_api.store import UserState
 from hybrid import bundle as bundles
@@ -210,7 +211,8 @@ class Engine:
         if not needle:
             raise BadInput("title must not be empty", field="title")
         hits = np.flatnonzero(self._lower_titles.str.contains(needle, regex=False).fillna(False).to_numpy(bool))
-        order = hits[np.lexsort((hits, -self._counts[hits]))][:first]
+        best, _ = topk(self._counts[hits].astype(np.float64), first)
+        order = hits[best[best >= 0]]
         return [self.record(int(r)) for r in order]
 
     # -- users ------------------------------------------------------------------------------------

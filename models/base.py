@@ -25,6 +25,7 @@ import scipy.sparse as sp
 
 from etl.dataset import Dataset
 from etl.errors import ModelDivergedError, NotFittedError
+from etl.topk import topk, unit_rows
 from etl.vocabulary import Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -213,21 +214,16 @@ class FactorModel(ABC):
             mask = np.ones(scores.shape[1], dtype=bool)
             mask[np.asarray(candidates, dtype=np.int64)] = False
             scores[:, mask] = -np.inf
-        if filter_seen:
-            seen = self.seen_[user_rows]
-            scores[np.repeat(np.arange(len(user_rows)), np.diff(seen.indptr)), seen.indices] = -np.inf
-        return _top_n(scores, n)
+        return topk(scores, n, exclude=self.seen_[user_rows] if filter_seen else None)
 
     def similar_items(self, item_rows: np.ndarray, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Top-n most similar items by cosine of item factors (the item itself excluded)."""
         self._require_fitted()
         item_rows = np.atleast_1d(np.asarray(item_rows, dtype=np.int64))
-        norms = np.linalg.norm(self.item_factors_, axis=1)
-        norms[norms == 0] = 1.0
-        unit = self.item_factors_ / norms[:, None]
+        unit = unit_rows(self.item_factors_)
         scores = unit[item_rows] @ unit.T
         scores[np.arange(len(item_rows)), item_rows] = -np.inf
-        return _top_n(scores, n)
+        return topk(scores, n)
 
     # -- persistence (npy/JSON/Parquet, no pickle) ----------------------------------------------
     def save(self, path: str | Path) -> None:
@@ -275,25 +271,6 @@ class FactorModel(ABC):
 
     def _restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         """Inverse of _extra_state/_extra_arrays."""
-
-
-def _top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise top-n (descending score, ties by lower column); -inf entries become -1 padding."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    n_cols = scores.shape[1]
-    k = min(n, n_cols)
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n_cols else np.tile(np.arange(n_cols), (len(scores), 1))
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -part_scores), axis=1)
-    top = np.take_along_axis(part, order, axis=1)
-    top_scores = np.take_along_axis(part_scores, order, axis=1)
-    top = np.where(np.isneginf(top_scores), -1, top)
-    if k < n:
-        pad = n - k
-        top = np.pad(top, ((0, 0), (0, pad)), constant_values=-1)
-        top_scores = np.pad(top_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-    return top.astype(np.int64), top_scores.astype(np.float32)
 
 
 # -- data the workers read from this process -------------------------------------------------------

@@ -30,6 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from etl.topk import topk
 from models.base import FactorModel, SharedValues, TrainData, TrainingOptions, gather_shared, register, user_blocks
 
 __all__ = ["SVDConfig", "SVDItemItem", "recency_weights"]
@@ -169,7 +170,7 @@ class SVDItemItem(FactorModel):
         z = gram_times(q, cfg.power_iterations)
         small = q.T @ z
         evals, evecs = np.linalg.eigh((small + small.T) / 2)
-        order = np.argsort(-evals)[:k]
+        order, _ = topk(evals, k)
         blocks.release()
         vectors = q @ evecs[:, order]
         # A fixed sign per vector (largest entry positive) makes fits comparable across runs.
