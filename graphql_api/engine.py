@@ -29,6 +29,7 @@ from hybrid.catalogue import extend
 from hybrid.explain import explain_items
 from hybrid.index import ItemFilter, as_list
 from hybrid.recommender import History, HybridRecommender
+from models.signals import SIGNALS
 
 MAX_FIRST = 100
 EXACT_SCAN_ITEMS = 20_000
@@ -38,14 +39,7 @@ search (hybrid/screening.py) of 9.7k x 993 six-signal fused vectors takes ~0.6-1
 excluded history 6-9 ms (and exact answers are the reference HNSW approximates)."""
 
 #: GraphQL signal names <-> bundle signal names.
-SIGNAL_NAMES: dict[str, str] = {
-    "als": "COLLABORATIVE",
-    "content": "CONTENT",
-    "lightgcn": "GRAPH",
-    "popularity": "POPULARITY",
-    "svd": "SPECTRAL",
-    "sequence": "SEQUENTIAL",
-}
+SIGNAL_NAMES: dict[str, str] = {s.name: s.graphql for s in SIGNALS}
 
 
 @dataclass(frozen=True)

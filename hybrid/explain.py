@@ -37,6 +37,7 @@ import pandas as pd
 from hybrid.index import as_list
 from hybrid.screening import exact_dot
 from models.base import FactorModel
+from models.signals import SIGNALS
 
 if TYPE_CHECKING:
     from hybrid.bundle import Bundle
@@ -44,14 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["Driver", "PathStep", "Explanation", "explain_pair", "explain_items", "SIGNAL_LABELS", "ItemText",
            "item_text"]
 
-SIGNAL_LABELS: dict[str, str] = {
-    "als": "collaborative",
-    "lightgcn": "graph",
-    "content": "content",
-    "popularity": "popularity",
-    "svd": "item-item",
-    "sequence": "what-comes-next",
-}
+SIGNAL_LABELS: dict[str, str] = {s.name: s.label for s in SIGNALS}
 _DRIVER_SIGNALS = ("als", "lightgcn", "content", "svd", "sequence")
 
 

@@ -41,7 +41,6 @@ __all__ = ["History", "UserState", "ContributionTable", "RecommendedItem", "Reco
            "SimilarItem", "HybridRecommender"]
 
 _CONTENT_PROFILE_ITEMS = 100
-_COLLABORATIVE = ("als", "lightgcn")
 
 
 @dataclass(frozen=True)

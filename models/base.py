@@ -27,19 +27,13 @@ from etl.dataset import Dataset
 from etl.errors import ModelDivergedError, NotFittedError
 from etl.topk import topk, unit_rows
 from etl.vocabulary import Vocabulary
+from models.signals import SIGNALS
 
 logger = logging.getLogger(__name__)
 
 _REGISTRY: dict[str, type[FactorModel]] = {}
-#: Where each signal lives, so that model_class() can import it on first use.
-SIGNAL_MODULES: dict[str, str] = {
-    "als": "models.als",
-    "content": "models.content",
-    "lightgcn": "models.lightgcn",
-    "popularity": "models.popularity",
-    "sequence": "models.sequence",
-    "svd": "models.svd",
-}
+#: Where each signal's model kind lives, so that model_class() can import it on first use.
+SIGNAL_MODULES: dict[str, str] = {s.kind: s.module for s in SIGNALS}
 
 
 @dataclass(frozen=True)
