@@ -267,6 +267,51 @@ class FactorModel(ABC):
         """Inverse of _extra_state/_extra_arrays."""
 
 
+class LinearFoldIn(FactorModel):
+    """A model whose user vector is a weighted sum of per-item rows of ``projection_``:
+    ``fold_in(history) = w @ projection_[rows]`` with ``(rows, w) = history_weights(history)``
+    (content, svd, sequence). So w_j <projection_[j], item_factors_[i]> is history item j's exact
+    part of the user's score for item i, which explanations show as its pull."""
+
+    projection_: np.ndarray
+    """(n_items, dim) rows a history is folded over (learned state, set by ``_fit`` or ``load``)."""
+
+    @abstractmethod
+    def history_weights(self, items: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct item rows of a history given oldest first (ascending) and each one's
+        weight in the user vector; no rows when the history gives the zero vector."""
+
+    def fold_in(self, items: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+        """The user vector of a history given oldest first (item rows, optional values); a history
+        without weighted rows (e.g. an empty one) gives the zero vector."""
+        rows, weights = self.history_weights(items, values)
+        if rows.size == 0:
+            return np.zeros(self.projection_.shape[1], dtype=np.float32)
+        return (weights @ self.projection_[rows].astype(np.float64)).astype(np.float32)
+
+
+def ordered_histories(dataset: Dataset, split: str) -> sp.csr_matrix:
+    """users x items CSR of interaction values whose stored order within a row is by time
+    (timestamp, then item row): the order ``fold_in`` expects. Built partition by partition."""
+    users, items, values, times = [], [], [], []
+    for part in dataset.read(split)[["user", "item", "value", "timestamp"]].to_delayed():
+        frame = part.compute()
+        users.append(frame["user"].to_numpy(np.int32))
+        items.append(frame["item"].to_numpy(np.int32))
+        values.append(frame["value"].to_numpy(np.float32))
+        times.append(frame["timestamp"].to_numpy(np.int64))
+
+    def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+    u, i, v, t = cat(users, np.int32), cat(items, np.int32), cat(values, np.float32), cat(times, np.int64)
+    order = np.lexsort((i, t, u))
+    u, i, v = u[order], i[order], v[order]
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(u, minlength=dataset.n_users))])
+    # Not canonical on purpose: column indices stay in time order (never call sort_indices).
+    return sp.csr_matrix((v, i, indptr), shape=(dataset.n_users, dataset.n_items))
+
+
 # -- data the workers read from this process -------------------------------------------------------
 SUBMIT_ATTEMPTS = 4
 """Submissions of one round of tasks on shared data before a lost-data error is final."""
