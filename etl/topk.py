@@ -1,8 +1,8 @@
 """The project's one top-k and one cosine.
 
 Every ranking (evaluation, a model's ``recommend`` and ``similar_items``, the tuner's candidate
-pools, the recommender's similar items and popular fallback) goes through ``topk`` so that they
-all break ties the same way: equal scores go to the lower index. A result then depends only on
+pools, the recommender's similar items and popular fallback, the API's title search) goes through
+``topk`` so that they all break ties the same way: equal scores go to the lower index. A result then depends only on
 the scores, not on batch sizes or on how a partial sort happened to arrange tied entries.
 (hybrid/screening.py ranks inside its numba kernel by the same rule; a test holds them together.)
 """
