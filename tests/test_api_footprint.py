@@ -40,9 +40,11 @@ NEW_ITEM = {"id": "new-1", "title": "Zebra Crossing", "genres": ["Comedy"], "tag
 
 @pytest.fixture(scope="module")
 def every_signal_root(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Dataset) -> Path:
-    """A bundle root whose version holds every signal of models.base.SIGNAL_MODULES, fit small."""
+    """A bundle root whose version holds every signal of models.base.SIGNAL_MODULES, fit small;
+    content with title words too (an added item's embedding then reads its title)."""
     from distributed import Client, LocalCluster
 
+    from models.content import ContentConfig, ContentModel
     from models.lightgcn import LightGCN, LightGCNConfig
     from models.sequence import SequenceConfig, SequenceModel
     from models.svd import SVDConfig, SVDItemItem
@@ -52,6 +54,7 @@ def every_signal_root(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Da
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster, \
             Client(cluster, set_as_default=False) as client:
         options = TrainingOptions(client=client, device="cpu", seed=0)
+        models["content"] = ContentModel(ContentConfig(dim=8, title_weight=0.5)).fit(data, options)
         models["lightgcn"] = LightGCN(LightGCNConfig(embedding_dim=8, num_layers=2, epochs=3, eval_every=1,
                                                      batch_size=64)).fit(data, options)
         models["svd"] = SVDItemItem(SVDConfig(factors=8)).fit(data, options)
