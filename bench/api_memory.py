@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"server ready in {ready:.1f} s; {answered} warm-up queries answered ({len(users)} users)")
     print(f"worker RSS {rss:.1f} MiB: anonymous {anon:.1f} MiB, file-backed {rss - anon:.1f} MiB "
           f"(PSS {rollup['Pss'] / 1024:.1f} MiB)")
+    bundle_mib = sum(g_rss for name, (g_rss, _) in groups.items() if name.startswith("bundle: ")) / 1024
+    print(f"of the file-backed pages, the bundle's memory-mapped files: {bundle_mib:.1f} MiB")
     print(f"largest of {len(groups)} mapping groups (RSS MiB, of which anonymous):")
     for name, (g_rss, g_anon) in sorted(groups.items(), key=lambda kv: -kv[1][0])[: args.top]:
         print(f"  {g_rss / 1024:8.1f} {g_anon / 1024:8.1f}  {name}")
