@@ -236,7 +236,9 @@ class FactorModel(ABC):
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = False) -> FactorModel:
-        """Load any registered model kind from a folder written by save()."""
+        """Load any registered model kind from a folder written by save(); ``mmap``: every array
+        (factors and the rest, such as projections) memory-mapped read-only, so a server holds
+        only the pages it reads and its workers share them."""
         path = Path(path)
         meta = json.loads((path / "model.json").read_text())
         klass = model_class(meta["kind"])
@@ -250,7 +252,7 @@ class FactorModel(ABC):
         model.seen_ = sp.load_npz(path / "seen.npz").tocsr()
         model.users_ = Vocabulary.load(path / "users.parquet", kind="user")
         model.items_ = Vocabulary.load(path / "items.parquet", kind="item")
-        arrays = {p.stem: np.load(p, allow_pickle=False) for p in path.glob("*.npy")
+        arrays = {p.stem: np.load(p, mmap_mode=mode, allow_pickle=False) for p in path.glob("*.npy")
                   if p.stem not in ("user_factors", "item_factors")}
         model._restore(meta.get("state", {}), arrays)
         return model

@@ -22,9 +22,6 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from dask.base import tokenize
-from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import TfidfVectorizer
 from threadpoolctl import threadpool_limits
 
 from etl.dataset import Dataset
@@ -129,6 +126,8 @@ def fit_vectorizer(items: pd.DataFrame, config: ContentConfig) -> ContentVectori
     tokens at least ``min_df`` items carry and their IDF (scikit-learn's smoothed IDF), with the
     field weights of ``config``. Its ``features`` gives the TF-IDF matrix; ``components`` is
     empty until ``fit_embedding``'s basis is attached (``with_components``)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer  # fitting only: a server never loads it
+
     names: list[str] = []
     fields: list[int] = []
     idf: list[np.ndarray] = []
@@ -182,6 +181,8 @@ def fit_embedding(features: sp.csr_matrix, dim: int, seed: int = 0, n_iter: int 
         _, s, vt = np.linalg.svd(features.toarray(), full_matrices=False)
         components = vt[s > s[0] * 1e-10]
     else:
+        from sklearn.decomposition import TruncatedSVD  # fitting only: a server never loads it
+
         svd = TruncatedSVD(dim, algorithm="randomized", n_iter=n_iter, random_state=seed)
         components = svd.fit(features).components_
     dense = np.asarray(features @ components.T)
@@ -246,6 +247,8 @@ class ContentModel(LinearFoldIn):
     Config = ContentConfig
 
     def _fit(self, data: TrainData, options: TrainingOptions) -> None:
+        from dask.base import tokenize
+
         from cluster.client import get_client
 
         client = options.client or get_client(quiet=True)

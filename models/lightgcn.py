@@ -13,13 +13,14 @@ from __future__ import annotations
 import uuid
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cluster.placement import torch_resources
 from models.base import FactorModel, TrainData, TrainingOptions, register
-from models.lightgcn_trainer import LightGCNResult, train_lightgcn
+
+if TYPE_CHECKING:
+    from models.lightgcn_trainer import LightGCNResult
 
 
 @dataclass
@@ -90,6 +91,10 @@ class LightGCN(FactorModel):
     Config = LightGCNConfig
 
     def _fit(self, data: TrainData, options: TrainingOptions) -> None:
+        # torch and PyG are imported by fitting only: a server loads this model to score and fold in
+        from cluster.placement import torch_resources
+        from models.lightgcn_trainer import train_lightgcn
+
         train = data.matrix()
         validation = data.matrix(data.validation) if data.validation is not None else None
         client = options.client
