@@ -165,8 +165,9 @@ class Server:
 
     @classmethod
     def hybridrec(cls, root: Path, events: Path, workers: int, cache: bool, log_path: Path,
-                  redis_url: str | None = None) -> Server:
-        """``hybridrec serve`` over the bundles of ``root``, its answer cache on or off."""
+                  redis_url: str | None = None, plain_executor: bool = True) -> Server:
+        """``hybridrec serve`` over the bundles of ``root``, its answer cache on or off, with
+        graphql_api/execution.py's executor or (``plain_executor`` False) graphql-core's own."""
         metrics_dir = log_path.with_suffix(".metrics")
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
@@ -176,7 +177,8 @@ class Server:
                # as deployed: keys configured (the load is anonymous reads, which keys leave open)
                "HYBRIDREC_API_KEYS": "api-load-bench-key-0001",
                # as deployed with several workers: /metrics sums them (the bench reads its histograms)
-               "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+               "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+               "HYBRIDREC_PLAIN_EXECUTOR": "true" if plain_executor else "false"}
         env.pop("HYBRIDREC_REDIS_URL", None)
         if redis_url:
             env["HYBRIDREC_REDIS_URL"] = redis_url
@@ -629,6 +631,48 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+EXECUTORS = ("plain", "graphql-core")
+
+
+def compare_executors(root: Path, users: list[str], phases: list[str], args: argparse.Namespace,
+                      generator: str, folder: Path) -> dict[str, Any]:
+    """graphql_api/execution.py's executor against graphql-core's own path, paired: two servers of
+    the same bundle (cache off) up at once, their runs interleaved (A B B A ...) so both sides see the
+    same machine; per phase the medians and the ratio of server CPU per request."""
+    import numpy as np
+
+    servers = {name: Server.hybridrec(root, folder / f"events-{name}", args.workers, False,
+                                      folder / f"uvicorn-{name}.log", plain_executor=name == "plain")
+               for name in EXECUTORS}
+    out: dict[str, Any] = {}
+    try:
+        for phase in phases:
+            query = EXPLAINED if phase.startswith("explain") else CANONICAL
+            bodies = bodies_file(folder, query, users, phase)
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in EXECUTORS}
+            for name in EXECUTORS:  # one unmeasured pass each: compile, fill the OS caches
+                measure(servers[name], bodies, 2, args.connections, generator, folder)
+            for k in range(args.repeat):
+                for name in (EXECUTORS if k % 2 == 0 else EXECUTORS[::-1]):
+                    load_before = os.getloadavg()[0]
+                    res = measure(servers[name], bodies, args.duration, args.connections, generator, folder)
+                    res["loadavg_before"] = round(load_before, 2)
+                    runs[name].append({key: v for key, v in res.items() if key != "grid_ms"})
+                    log(f"bench: executor {name:12s} {phase:8s} run {k + 1}/{args.repeat} {res['rps']:7.0f} req/s  "
+                        f"p99 {res['p99_ms']:6.2f} ms  server cpu {res['server_cpu_ms_per_req']:.2f} ms/req  "
+                        f"errors {res['errors']}  (load avg before {load_before:.1f})")
+            med = {name: {key: float(np.median([r[key] for r in runs[name]]))
+                          for key in ("rps", "p99_ms", "server_cpu_ms_per_req")} for name in EXECUTORS}
+            out[phase] = {"median": med, "runs": runs,
+                          "errors": {name: int(sum(r["errors"] for r in runs[name])) for name in EXECUTORS},
+                          "cpu_ratio": med["plain"]["server_cpu_ms_per_req"] / med["graphql-core"]["server_cpu_ms_per_req"],
+                          "rps_ratio": med["plain"]["rps"] / med["graphql-core"]["rps"]}
+    finally:
+        for server in servers.values():
+            server.stop()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle-root", type=Path, help="an existing bundle root (default: build one)")
@@ -647,6 +691,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", type=Path, default=REPO / "bench" / "results",
                     help="folder for api_load.json and api_load_latency.png")
     ap.add_argument("--logs", type=Path, help="keep the uvicorn logs in this folder")
+    ap.add_argument("--compare-executor", action="store_true",
+                    help="only compare graphql_api/execution.py's executor with graphql-core's own path, paired, "
+                         "on the uncached phases of --phases (default uncached,explain); writes api_load_executor.json")
     args = ap.parse_args(argv)
     if args.repeat < 1 or args.duration < 1:
         ap.error("--repeat and --duration must be >= 1")
@@ -677,6 +724,31 @@ def main(argv: list[str] | None = None) -> int:
                                "loadavg": os.getloadavg()[0], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                "phases": {}, "all_runs": [], "latency": {}}
     del bundle
+    if args.compare_executor:
+        wanted = [p for p in args.phases.split(",") if p in ("uncached", "explain")] or ["uncached", "explain"]
+        loadavg = os.getloadavg()[0]
+        try:
+            comparison = compare_executors(root, users, wanted, args, generator, folder)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        print(f"\nexecutors, paired (runs interleaved, {args.repeat} x {args.duration}s each, {args.connections} "
+              f"connections, {args.workers} workers, {generator}; load average at start {loadavg:.1f}, before runs "
+              f"{min(r['loadavg_before'] for c in comparison.values() for rs in c['runs'].values() for r in rs):.1f}-"
+              f"{max(r['loadavg_before'] for c in comparison.values() for rs in c['runs'].values() for r in rs):.1f})")
+        print(f"{'phase':9s} {'executor':13s} {'req/s':>7s} {'p99 ms':>7s} {'cpu/req ms':>10s} {'errors':>6s}")
+        for phase, c in comparison.items():
+            for name in EXECUTORS:
+                m = c["median"][name]
+                print(f"{phase:9s} {name:13s} {m['rps']:7.0f} {m['p99_ms']:7.2f} {m['server_cpu_ms_per_req']:10.3f} "
+                      f"{c['errors'][name]:6d}")
+            print(f"{phase:9s} plain/graphql-core: server cpu per request {c['cpu_ratio']:.3f}x, req/s {c['rps_ratio']:.3f}x")
+        args.results.mkdir(parents=True, exist_ok=True)
+        path = args.results / "api_load_executor.json"
+        path.write_text(json.dumps({"bundle_root": str(root), "loadavg": loadavg, "workers": args.workers,
+                                    "connections": args.connections, "generator": generator,
+                                    "started": results["started"], "phases": comparison}, indent=2))
+        print(f"wrote {path}")
+        return 0
     phases = args.phases.split(",")
     phases += [f"explain@{c}" for c in args.explain_connections.split(",") if c.strip()]
     unknown = [p for p in phases if phase_parts(p)[0] not in TARGETS]

@@ -32,10 +32,16 @@ def fsync_dir(path: str | Path) -> None:
 
 
 def append_durably(path: str | Path, data: bytes) -> None:
-    """Append ``data`` to ``path`` (created if missing) and fsync it: on disk when this returns.
-    Hold the file's lock around it when other processes append too."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    """Append lines (``data`` ends with a newline) to ``path`` (created if missing) and fsync it: on
+    disk when this returns. Hold the file's lock around it when other processes append too.
+
+    A crash in the middle of an earlier append leaves a torn last line with no newline; it is
+    closed first, so it stays one unreadable line and ``data``'s first line is not glued to it."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]

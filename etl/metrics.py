@@ -13,6 +13,8 @@ from collections.abc import Callable
 import numpy as np
 import scipy.sparse as sp
 
+from etl.topk import topk
+
 __all__ = [
     "catalog_coverage",
     "cold_item_metrics",
@@ -42,35 +44,6 @@ def _check_users(users: np.ndarray, n_users: int) -> np.ndarray:
     if bad.size:
         raise ValueError(f"user rows out of range [0, {n_users}): {bad[:5].tolist()}")
     return users.astype(np.int64, copy=False)
-
-
-def _top_k_block(scores: np.ndarray, k: int) -> np.ndarray:
-    """Top-k columns of each row of `scores`, best first, ties to the lower column; -inf never
-    chosen, rows short of k eligible columns padded with -1."""
-    b, n = scores.shape
-    out = np.full((b, k), -1, dtype=np.int64)
-    kk = min(k, n)
-    if kk == 0 or b == 0:
-        return out
-    cols = np.argpartition(scores, n - kk, axis=1)[:, n - kk :]
-    vals = np.take_along_axis(scores, cols, axis=1)
-    kth = vals.min(axis=1)
-    # argpartition picks arbitrarily among scores equal to the k-th largest; where it left some
-    # out, redo those rows keeping the lowest columns among the tied ones.
-    kth_col = kth[:, None]
-    short = np.isfinite(kth) & ((scores == kth_col).sum(axis=1) > (vals == kth_col).sum(axis=1))
-    if short.any():
-        s, t = scores[short], kth_col[short]
-        gt, eq = s > t, s == t
-        need = kk - gt.sum(axis=1, keepdims=True)
-        chosen = gt | (eq & (np.cumsum(eq, axis=1, dtype=np.int32) <= need))
-        cols[short] = np.nonzero(chosen)[1].reshape(-1, kk)  # row-major: kk per row, in order
-        vals[short] = np.take_along_axis(s, cols[short], axis=1)
-    order = np.lexsort((cols, -vals), axis=1)
-    cols = np.take_along_axis(cols, order, axis=1)
-    vals = np.take_along_axis(vals, order, axis=1)
-    out[:, :kk] = np.where(vals > -np.inf, cols, -1)
-    return out
 
 
 def top_k(
@@ -104,13 +77,10 @@ def top_k(
             )
         if not np.issubdtype(scores.dtype, np.floating):
             raise ValueError(f"score_batch must return floats, got {scores.dtype}")
-        scores = scores.copy()  # the scorer may hand out a view of its own state
         if np.isnan(scores).any():
             bad = rows[np.isnan(scores).any(axis=1)]
             raise ValueError(f"score_batch returned NaN scores for user rows {bad[:5].tolist()}")
-        seen = _binary_rows(exclude, rows)
-        scores[np.repeat(np.arange(rows.size), np.diff(seen.indptr)), seen.indices] = -np.inf
-        out[start : start + rows.size] = _top_k_block(scores, k)
+        out[start : start + rows.size] = topk(scores, k, exclude=_binary_rows(exclude, rows))[0]
     return out
 
 

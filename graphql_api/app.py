@@ -121,7 +121,7 @@ class GraphQLView(GraphQL):
     """Strawberry's ASGI view with our context and the answer cache in front of it."""
 
     def __init__(self, runtime: Runtime, **kwargs: Any) -> None:
-        super().__init__(build_schema(runtime.settings.limits), **kwargs)
+        super().__init__(build_schema(runtime.settings.limits, runtime.settings.plain_executor), **kwargs)
         self.runtime = runtime
 
     async def get_context(self, request: Any, response: Any) -> Context:

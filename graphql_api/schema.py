@@ -394,7 +394,9 @@ def _document_cache(limits: Limits, cache: DocumentCache) -> Callable[[], Schema
     return lambda: CachedDocument(cache, parse, rules)
 
 
-def build_schema(limits: Limits | None = None) -> HybridSchema:
+def build_schema(limits: Limits | None = None, plain_executor: bool = True) -> HybridSchema:
+    """The schema with a deployment's limits; ``plain_executor`` False executes every field through
+    graphql-core's own path (Strawberry's default) instead of ``PlainFieldExecutor``."""
     limits = limits or Limits()
     documents = DocumentCache()
     extensions: list[Any] = [
@@ -404,7 +406,7 @@ def build_schema(limits: Limits | None = None) -> HybridSchema:
         OperationTracker,
     ]
     return HybridSchema(query=Query, mutation=Mutation, extensions=extensions,
-                        execution_context_class=PlainFieldExecutor)
+                        execution_context_class=PlainFieldExecutor if plain_executor else None)
 
 
 schema = build_schema()

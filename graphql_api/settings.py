@@ -56,6 +56,10 @@ ITEMS_POLL_INTERVAL         seconds between polls of the added catalogue (items 
                             added on any replica are served within about this)
 MAX_BATCH                   interactions per recordInteractions call                1000
 EXPLAIN_NEIGHBOURS          history items an explanation's graph path starts from   10
+PLAIN_EXECUTOR              false: graphql-core's own execution of every field      true
+                            instead of graphql_api/execution.py's shortcut (the
+                            fallback should a Strawberry or graphql-core release
+                            break it; bench/api_load.py --compare-executor)
 LOG_LEVEL                   logging level of the JSON logs                          INFO
 ACCESS_LOG                  one JSON log line per request                           true
 ENV_FILE                    an env file read after the environment                  none
@@ -243,6 +247,9 @@ class Settings:
     explain_neighbours: int = 10
     """History items (strongest drivers first) an explanation's graph path may start from; the
     path search grows with it (hybrid.explain.explain_pair's max_neighbours)."""
+    plain_executor: bool = True
+    """Answer plain fields with graphql_api.execution.PlainFieldExecutor; False: graphql-core's
+    own execution path (Strawberry's default), for comparison and as a fallback."""
     log_level: str = "INFO"
     access_log: bool = True
     """One JSON log line per request (method, path, status, ms, operation, cached)."""
@@ -356,6 +363,7 @@ class Settings:
             items_poll_interval=float(get("ITEMS_POLL_INTERVAL", float, 0.25)),  # type: ignore[arg-type]
             max_batch=int(get("MAX_BATCH", int, 1000)),  # type: ignore[arg-type]
             explain_neighbours=int(get("EXPLAIN_NEIGHBOURS", int, 10)),  # type: ignore[arg-type]
+            plain_executor=bool(get("PLAIN_EXECUTOR", bool, True)),
             log_level=str(get("LOG_LEVEL", str, "INFO")).upper(),
             access_log=bool(get("ACCESS_LOG", bool, True)),
         )

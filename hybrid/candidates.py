@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from etl.metrics import _top_k_block
+from etl.topk import topk
 from hybrid.fusion import SIGNAL_ORDER
 from models.base import FactorModel, SharedValues, gather_shared, require_client
 
@@ -122,7 +122,7 @@ class CandidatePool:
     def top_k(self, weights: Mapping[str, float] | Sequence[float] | np.ndarray, k: int | None = None) -> np.ndarray:
         """(U, k) item rows of the blended top-k within each pool, best first, -1 padded."""
         k = k or self.k
-        cols = _top_k_block(self.blend(weights), k)
+        cols = topk(self.blend(weights), k)[0]
         return np.where(cols >= 0, np.take_along_axis(self.items, np.maximum(cols, 0), axis=1), -1)
 
     def ndcg(
@@ -186,7 +186,7 @@ def _dcg_block(blended: np.ndarray, hit_rows: np.ndarray, hit_cols: np.ndarray, 
         np.add.at(out, rows, discount[rank])
     if tied.any():
         sub = np.flatnonzero(tied)
-        picked = _top_k_block(blended[sub], k)
+        picked = topk(blended[sub], k)[0]
         hits = np.take_along_axis(labels[sub], np.maximum(picked, 0), axis=1) & (picked >= 0)
         out[sub] = hits @ discount
     return out
@@ -229,7 +229,7 @@ def _pool_block(
         full.append(scores)
         masked = scores.copy()
         masked[seen_rows, exclude.indices] = -np.inf
-        pick.append(_top_k_block(masked, per_signal))
+        pick.append(topk(masked, per_signal)[0])
     cand = np.concatenate(pick, axis=1)
     # Union per user: sort each row, drop repeats and -1, keep ascending item order.
     cand.sort(axis=1)

@@ -36,7 +36,8 @@ import pandas as pd
 
 from hybrid.index import as_list
 from hybrid.screening import exact_dot
-from models.base import FactorModel
+from models.base import FactorModel, LinearFoldIn
+from models.signals import SIGNALS
 
 if TYPE_CHECKING:
     from hybrid.bundle import Bundle
@@ -44,14 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["Driver", "PathStep", "Explanation", "explain_pair", "explain_items", "SIGNAL_LABELS", "ItemText",
            "item_text"]
 
-SIGNAL_LABELS: dict[str, str] = {
-    "als": "collaborative",
-    "lightgcn": "graph",
-    "content": "content",
-    "popularity": "popularity",
-    "svd": "item-item",
-    "sequence": "what-comes-next",
-}
+SIGNAL_LABELS: dict[str, str] = {s.name: s.label for s in SIGNALS}
 _DRIVER_SIGNALS = ("als", "lightgcn", "content", "svd", "sequence")
 
 
@@ -319,16 +313,15 @@ def _history_pulls(model: FactorModel, history: np.ndarray) -> tuple[np.ndarray,
     """For a signal whose user vector is a weighted sum of history rows of its ``projection_``
     (svd, sequence, content): the distinct history items with a weight (sorted) and each one's
     part of the user vector, w_j * p_j, as float32 rows; <row_j, i_item> is item j's term of the
-    user's score for the item, its pull. (None, None) for the other signals (no
-    ``history_weights``).
+    user's score for the item, its pull. (None, None) for the other signals (not a
+    ``LinearFoldIn``).
 
     ``history``: item rows oldest first, as ``fold_in`` takes them; the weights are ``fold_in``'s
     (the rows add up to its vector).
     """
-    history_weights = getattr(model, "history_weights", None)
-    if history_weights is None:
+    if not isinstance(model, LinearFoldIn):
         return None, None
-    rows, weights = history_weights(history)
+    rows, weights = model.history_weights(history)
     parts = weights[:, None] * np.asarray(model.projection_[rows], dtype=np.float64)
     return rows, parts.astype(np.float32)
 

@@ -18,9 +18,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from models.base import FactorModel
+from models.signals import SIGNALS
 
-#: Signals in their fixed order inside the fused vector.
-SIGNAL_ORDER: tuple[str, ...] = ("als", "content", "lightgcn", "popularity")
+#: Signals in their fixed order inside the fused vector (others follow in the order given).
+SIGNAL_ORDER: tuple[str, ...] = tuple(s.name for s in SIGNALS if s.fixed_place)
 
 
 def normalisation_scale(model: FactorModel, pairs: sp.csr_matrix, max_pairs: int = 200_000, seed: int = 0) -> float:

@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from models.base import FactorModel
+from models.signals import SIGNALS
 
 __all__ = ["ItemMaps", "MAPPED_KINDS", "fit_item_maps"]
 
-MAPPED_KINDS: tuple[str, ...] = ("als", "lightgcn", "svd", "sequence")
+MAPPED_KINDS: tuple[str, ...] = tuple(s.kind for s in SIGNALS if s.mapped_from_content)
 """Model kinds whose item vectors are mapped from content for added items."""
 FILE = "item_maps.npz"
 

@@ -51,6 +51,7 @@ from hybrid.candidates import CandidatePool, build_pool
 from hybrid.fusion import Fusion
 from hybrid.tuner import GAConfig, TuneResult, tune_ga
 from models.base import FactorModel, TrainData, TrainingOptions, model_class, require_client
+from models.signals import signal_names
 
 __all__ = [
     "DEFAULT_SIGNALS",
@@ -69,7 +70,8 @@ __all__ = [
     "tune",
 ]
 
-DEFAULT_SIGNALS: tuple[str, ...] = ("als", "content", "lightgcn", "popularity", "sequence", "svd")
+DEFAULT_SIGNALS: tuple[str, ...] = tuple(sorted(signal_names()))
+"""Every signal, by name (the order fixes the tuner's weight vector, so it stays that of past runs)."""
 
 
 def signal_class(kind: str) -> type[FactorModel]:

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from etl.topk import topk, unit_rows
 from hybrid.bundle import Bundle
 from hybrid.explain import Explanation, explain_items, item_text
 from hybrid.index import ItemFilter
@@ -40,7 +41,6 @@ __all__ = ["History", "UserState", "ContributionTable", "RecommendedItem", "Reco
            "SimilarItem", "HybridRecommender"]
 
 _CONTENT_PROFILE_ITEMS = 100
-_COLLABORATIVE = ("als", "lightgcn")
 
 
 @dataclass(frozen=True)
@@ -388,8 +388,8 @@ class HybridRecommender:
         if len(cand) == 0:
             return []
         s = scores[cand]
-        top = np.argpartition(-s, min(n, len(cand)) - 1)[:n] if len(cand) > n else np.arange(len(cand))
-        order = top[np.lexsort((cand[top], -s[top]))]
+        order, _ = topk(s, n)
+        order = order[order >= 0]
         titles = item_text(self.bundle).titles
         return [
             SimilarItem(
@@ -424,10 +424,7 @@ class HybridRecommender:
 
     def _unit_vectors(self, signal: str) -> np.ndarray:
         if signal not in self._unit:
-            factors = np.asarray(self.fusion.models[signal].item_factors_, dtype=np.float32)
-            norms = np.linalg.norm(factors, axis=1)
-            norms[norms == 0] = 1.0
-            self._unit[signal] = factors / norms[:, None]
+            self._unit[signal] = unit_rows(self.fusion.models[signal].item_factors_)
         return self._unit[signal]
 
     # -- helpers --------------------------------------------------------------------------------
@@ -451,6 +448,6 @@ class HybridRecommender:
     def _popular_items(self, allowed: np.ndarray | None) -> np.ndarray:
         if self._popular is None:
             counts = np.diff(self.bundle.seen_by_item.indptr)
-            self._popular = np.lexsort((np.arange(len(counts)), -counts))
+            self._popular = topk(counts.astype(np.float64), len(counts))[0]
         order = self._popular
         return order if allowed is None else order[allowed[order]]

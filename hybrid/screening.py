@@ -175,7 +175,8 @@ class ScreenedVectors:
 
 def ranked(vectors: np.ndarray, query: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k best of ``rows`` by exact score (``exact_scores``), best first, ties by lower row;
-    -1 / -inf pad when there are fewer than k."""
+    -1 / -inf pad when there are fewer than k. Ranked inside the jitted kernel (``top_k`` too), by
+    the rule of the project's one top-k, etl.topk.topk: tests/test_topk.py holds them together."""
     out_rows = np.full(k, -1, dtype=np.int64)
     out_scores = np.full(k, -np.inf, dtype=np.float32)
     _top_rows(vectors, np.ascontiguousarray(query, np.float32), np.ascontiguousarray(rows, dtype=np.int64), k,

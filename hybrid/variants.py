@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from hybrid.fusion import check_weights
+from models.signals import SIGNALS
 
 __all__ = ["Variant", "Variants", "CUSTOM", "TUNED", "COLD_START_POLICIES"]
 
@@ -42,15 +43,7 @@ CUSTOM = "custom"
 """The variant name reported for per-request weights."""
 COLD_START_POLICIES = ("popularity", "content")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_DESCRIPTIONS = {
-    TUNED: "blend weights tuned on the validation split",
-    "als": "collaborative signal only (implicit ALS)",
-    "content": "content signal only (TF-IDF of genres and tags)",
-    "lightgcn": "graph signal only (LightGCN)",
-    "popularity": "popularity only",
-    "svd": "item-item signal only (low-rank ridge of co-occurrence)",
-    "sequence": "sequential signal only (what users watched next)",
-}
+_DESCRIPTIONS = {TUNED: "blend weights tuned on the validation split", **{s.name: s.description for s in SIGNALS}}
 
 
 @dataclass(frozen=True)

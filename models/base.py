@@ -25,20 +25,15 @@ import scipy.sparse as sp
 
 from etl.dataset import Dataset
 from etl.errors import ClientRequiredError, ModelDivergedError, NotFittedError
+from etl.topk import topk, unit_rows
 from etl.vocabulary import Vocabulary
+from models.signals import SIGNALS
 
 logger = logging.getLogger(__name__)
 
 _REGISTRY: dict[str, type[FactorModel]] = {}
-#: Where each signal lives, so that model_class() can import it on first use.
-SIGNAL_MODULES: dict[str, str] = {
-    "als": "models.als",
-    "content": "models.content",
-    "lightgcn": "models.lightgcn",
-    "popularity": "models.popularity",
-    "sequence": "models.sequence",
-    "svd": "models.svd",
-}
+#: Where each signal's model kind lives, so that model_class() can import it on first use.
+SIGNAL_MODULES: dict[str, str] = {s.kind: s.module for s in SIGNALS}
 
 
 @dataclass(frozen=True)
@@ -223,21 +218,16 @@ class FactorModel(ABC):
             mask = np.ones(scores.shape[1], dtype=bool)
             mask[np.asarray(candidates, dtype=np.int64)] = False
             scores[:, mask] = -np.inf
-        if filter_seen:
-            seen = self.seen_[user_rows]
-            scores[np.repeat(np.arange(len(user_rows)), np.diff(seen.indptr)), seen.indices] = -np.inf
-        return _top_n(scores, n)
+        return topk(scores, n, exclude=self.seen_[user_rows] if filter_seen else None)
 
     def similar_items(self, item_rows: np.ndarray, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Top-n most similar items by cosine of item factors (the item itself excluded)."""
         self._require_fitted()
         item_rows = np.atleast_1d(np.asarray(item_rows, dtype=np.int64))
-        norms = np.linalg.norm(self.item_factors_, axis=1)
-        norms[norms == 0] = 1.0
-        unit = self.item_factors_ / norms[:, None]
+        unit = unit_rows(self.item_factors_)
         scores = unit[item_rows] @ unit.T
         scores[np.arange(len(item_rows)), item_rows] = -np.inf
-        return _top_n(scores, n)
+        return topk(scores, n)
 
     # -- persistence (npy/JSON/Parquet, no pickle) ----------------------------------------------
     def save(self, path: str | Path) -> None:
@@ -256,7 +246,9 @@ class FactorModel(ABC):
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = False) -> FactorModel:
-        """Load any registered model kind from a folder written by save()."""
+        """Load any registered model kind from a folder written by save(); ``mmap``: every array
+        (factors and the rest, such as projections) memory-mapped read-only, so a server holds
+        only the pages it reads and its workers share them."""
         path = Path(path)
         meta = json.loads((path / "model.json").read_text())
         klass = model_class(meta["kind"])
@@ -270,7 +262,7 @@ class FactorModel(ABC):
         model.seen_ = sp.load_npz(path / "seen.npz").tocsr()
         model.users_ = Vocabulary.load(path / "users.parquet", kind="user")
         model.items_ = Vocabulary.load(path / "items.parquet", kind="item")
-        arrays = {p.stem: np.load(p, allow_pickle=False) for p in path.glob("*.npy")
+        arrays = {p.stem: np.load(p, mmap_mode=mode, allow_pickle=False) for p in path.glob("*.npy")
                   if p.stem not in ("user_factors", "item_factors")}
         model._restore(meta.get("state", {}), arrays)
         return model
@@ -287,23 +279,49 @@ class FactorModel(ABC):
         """Inverse of _extra_state/_extra_arrays."""
 
 
-def _top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise top-n (descending score, ties by lower column); -inf entries become -1 padding."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    n_cols = scores.shape[1]
-    k = min(n, n_cols)
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n_cols else np.tile(np.arange(n_cols), (len(scores), 1))
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -part_scores), axis=1)
-    top = np.take_along_axis(part, order, axis=1)
-    top_scores = np.take_along_axis(part_scores, order, axis=1)
-    top = np.where(np.isneginf(top_scores), -1, top)
-    if k < n:
-        pad = n - k
-        top = np.pad(top, ((0, 0), (0, pad)), constant_values=-1)
-        top_scores = np.pad(top_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-    return top.astype(np.int64), top_scores.astype(np.float32)
+class LinearFoldIn(FactorModel):
+    """A model whose user vector is a weighted sum of per-item rows of ``projection_``:
+    ``fold_in(history) = w @ projection_[rows]`` with ``(rows, w) = history_weights(history)``
+    (content, svd, sequence). So w_j <projection_[j], item_factors_[i]> is history item j's exact
+    part of the user's score for item i, which explanations show as its pull."""
+
+    projection_: np.ndarray
+    """(n_items, dim) rows a history is folded over (learned state, set by ``_fit`` or ``load``)."""
+
+    @abstractmethod
+    def history_weights(self, items: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct item rows of a history given oldest first (ascending) and each one's
+        weight in the user vector; no rows when the history gives the zero vector."""
+
+    def fold_in(self, items: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+        """The user vector of a history given oldest first (item rows, optional values); a history
+        without weighted rows (e.g. an empty one) gives the zero vector."""
+        rows, weights = self.history_weights(items, values)
+        if rows.size == 0:
+            return np.zeros(self.projection_.shape[1], dtype=np.float32)
+        return (weights @ self.projection_[rows].astype(np.float64)).astype(np.float32)
+
+
+def ordered_histories(dataset: Dataset, split: str) -> sp.csr_matrix:
+    """users x items CSR of interaction values whose stored order within a row is by time
+    (timestamp, then item row): the order ``fold_in`` expects. Built partition by partition."""
+    users, items, values, times = [], [], [], []
+    for part in dataset.read(split)[["user", "item", "value", "timestamp"]].to_delayed():
+        frame = part.compute()
+        users.append(frame["user"].to_numpy(np.int32))
+        items.append(frame["item"].to_numpy(np.int32))
+        values.append(frame["value"].to_numpy(np.float32))
+        times.append(frame["timestamp"].to_numpy(np.int64))
+
+    def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+    u, i, v, t = cat(users, np.int32), cat(items, np.int32), cat(values, np.float32), cat(times, np.int64)
+    order = np.lexsort((i, t, u))
+    u, i, v = u[order], i[order], v[order]
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(u, minlength=dataset.n_users))])
+    # Not canonical on purpose: column indices stay in time order (never call sort_indices).
+    return sp.csr_matrix((v, i, indptr), shape=(dataset.n_users, dataset.n_items))
 
 
 # -- data the workers read from this process -------------------------------------------------------

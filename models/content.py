@@ -22,13 +22,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from dask.base import tokenize
-from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import TfidfVectorizer
 from threadpoolctl import threadpool_limits
 
 from etl.dataset import Dataset
-from models.base import FactorModel, TrainData, TrainingOptions, register, require_client
+from models.base import LinearFoldIn, TrainData, TrainingOptions, ordered_histories, register, require_client
 from models.content_features import FIELDS, ContentVectorizer, item_tokens, project
 
 Profile = Literal["uniform", "value", "recency"]
@@ -129,6 +126,8 @@ def fit_vectorizer(items: pd.DataFrame, config: ContentConfig) -> ContentVectori
     tokens at least ``min_df`` items carry and their IDF (scikit-learn's smoothed IDF), with the
     field weights of ``config``. Its ``features`` gives the TF-IDF matrix; ``components`` is
     empty until ``fit_embedding``'s basis is attached (``with_components``)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer  # fitting only: a server never loads it
+
     names: list[str] = []
     fields: list[int] = []
     idf: list[np.ndarray] = []
@@ -182,6 +181,8 @@ def fit_embedding(features: sp.csr_matrix, dim: int, seed: int = 0, n_iter: int 
         _, s, vt = np.linalg.svd(features.toarray(), full_matrices=False)
         components = vt[s > s[0] * 1e-10]
     else:
+        from sklearn.decomposition import TruncatedSVD  # fitting only: a server never loads it
+
         svd = TruncatedSVD(dim, algorithm="randomized", n_iter=n_iter, random_state=seed)
         components = svd.fit(features).components_
     dense = np.asarray(features @ components.T)
@@ -236,31 +237,9 @@ def position_weights(
     return np.ones(len(positions), dtype=np.float64)
 
 
-def _ordered_histories(dataset: Dataset, split: str) -> sp.csr_matrix:
-    """users x items CSR of interaction values whose stored order within a row is by time
-    (timestamp, then item row): the order ``fold_in`` expects. Built partition by partition."""
-    users, items, values, times = [], [], [], []
-    for part in dataset.read(split)[["user", "item", "value", "timestamp"]].to_delayed():
-        frame = part.compute()
-        users.append(frame["user"].to_numpy(np.int32))
-        items.append(frame["item"].to_numpy(np.int32))
-        values.append(frame["value"].to_numpy(np.float32))
-        times.append(frame["timestamp"].to_numpy(np.int64))
-
-    def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
-        return np.concatenate(parts) if parts else np.zeros(0, dtype)
-
-    u, i, v, t = cat(users, np.int32), cat(items, np.int32), cat(values, np.float32), cat(times, np.int64)
-    order = np.lexsort((i, t, u))
-    u, i, v = u[order], i[order], v[order]
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(u, minlength=dataset.n_users))])
-    # Not canonical on purpose: column indices stay in time order (never call sort_indices).
-    return sp.csr_matrix((v, i, indptr), shape=(dataset.n_users, dataset.n_items))
-
-
 # ------------------------------------------------------------------------------ the model
 @register
-class ContentModel(FactorModel):
+class ContentModel(LinearFoldIn):
     """TF-IDF over item metadata -> truncated SVD unit rows (``embedding_``), scaled by the
     popularity lift into ``item_factors_``; user = weighted mean of the history's unit rows."""
 
@@ -268,6 +247,8 @@ class ContentModel(FactorModel):
     Config = ContentConfig
 
     def _fit(self, data: TrainData, options: TrainingOptions) -> None:
+        from dask.base import tokenize
+
         client = require_client(options.client, "content fit")
         # A unique suffix: Dask reuses a live future with the same key, and two fits with
         # different configs must never share a result. The dashboard groups by the prefix.
@@ -283,10 +264,10 @@ class ContentModel(FactorModel):
         self.item_counts_ = np.asarray((self.seen_ > 0).sum(axis=0), dtype=np.float32).ravel()
         lift = popularity_lift(self.item_counts_, self.config)
         self.item_factors_ = (self.embedding_ * lift[:, None]).astype(np.float32)
-        self.user_factors_ = self._profiles(_ordered_histories(data.dataset, data.split))
+        self.user_factors_ = self._profiles(ordered_histories(data.dataset, data.split))
 
     def _profiles(self, histories: sp.csr_matrix) -> np.ndarray:
-        """User vectors of every row of a time-ordered history matrix (see _ordered_histories)."""
+        """User vectors of every row of a time-ordered history matrix (see ordered_histories)."""
         lengths = np.diff(histories.indptr)
         positions = np.arange(histories.nnz) - np.repeat(histories.indptr[:-1], lengths)
         w = position_weights(np.repeat(lengths, lengths), positions, histories.data, self.config)
@@ -294,16 +275,6 @@ class ContentModel(FactorModel):
         denom = np.asarray(weights.sum(axis=1)).ravel() + self.config.shrink
         scale = np.divide(1.0, denom, out=np.zeros_like(denom), where=denom > 0)
         return np.asarray(sp.diags(scale) @ weights @ self.embedding_.astype(np.float64), dtype=np.float32)
-
-    def fold_in(self, items: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
-        """The user vector of a history given oldest first (item rows, optional values).
-
-        An empty history (or one whose weights sum to 0) gives the zero vector.
-        """
-        rows, weights = self.history_weights(items, values)
-        if rows.size == 0:
-            return np.zeros(self.embedding_.shape[1], dtype=np.float32)
-        return (weights @ self.projection_[rows].astype(np.float64)).astype(np.float32)
 
     def history_weights(self, items: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The distinct rows of a history (oldest first) and their weights, normalised by the

@@ -24,8 +24,13 @@ _YEAR_SUFFIX = re.compile(r"\s*\(\s*\d{4}(?:\s*-\s*\d{0,4})?\s*\)\s*$")
 _WORD = re.compile(r"[a-z0-9]{2,}")
 
 
-def item_tokens(items: pd.DataFrame, field: str) -> list[list[str]]:
-    """The tokens of one field for every item row, e.g. ['genre:Comedy', 'genre:Romance']."""
+def item_tokens(items: pd.DataFrame, field: str, drop_stop_words: bool = True) -> list[list[str]]:
+    """The tokens of one field for every item row, e.g. ['genre:Comedy', 'genre:Romance'].
+
+    ``drop_stop_words``: leave out title words in scikit-learn's English stop-word list (which is
+    imported for it). A fitted vocabulary never holds them, so ``ContentVectorizer.features``
+    passes False: the same features, and a server that embeds added items never imports
+    scikit-learn."""
     n = len(items)
 
     def column(name: str) -> list[Any]:
@@ -41,13 +46,16 @@ def item_tokens(items: pd.DataFrame, field: str) -> list[list[str]]:
     if field == "decade":
         return [[] if pd.isna(y) else [f"decade:{int(y) // 10 * 10}s"] for y in column("year")]
     if field == "title":
-        # scikit-learn's English stop words, imported only where titles are a field (off by default)
-        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+        stop_words: frozenset[str] = frozenset()
+        if drop_stop_words:
+            # scikit-learn's English stop words, imported only where titles are fit (off by default)
+            from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
+            stop_words = ENGLISH_STOP_WORDS
         out = []
         for t in column("title"):
             words = _WORD.findall(_YEAR_SUFFIX.sub("", "" if pd.isna(t) else str(t)).lower())
-            out.append([f"title:{w}" for w in words if w not in ENGLISH_STOP_WORDS])
+            out.append([f"title:{w}" for w in words if w not in stop_words])
         return out
     raise ValueError(f"unknown field {field!r}; expected one of {', '.join(FIELDS)}")
 
@@ -98,7 +106,7 @@ class ContentVectorizer:
         for f, field in enumerate(FIELDS):
             if self.field_weights[f] == 0 or not np.any(self.fields == f):
                 continue
-            for r, doc in enumerate(item_tokens(items, field)):
+            for r, doc in enumerate(item_tokens(items, field, drop_stop_words=False)):
                 for token in doc:
                     c = column.get(token)
                     if c is not None:

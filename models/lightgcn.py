@@ -13,12 +13,14 @@ from __future__ import annotations
 import uuid
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from models.base import FactorModel, SharedValues, TrainData, TrainingOptions, gather_shared, register, require_client
-from models.lightgcn_trainer import LightGCNResult, train_lightgcn
+
+if TYPE_CHECKING:
+    from models.lightgcn_trainer import LightGCNResult
 
 
 @dataclass
@@ -89,6 +91,9 @@ class LightGCN(FactorModel):
     Config = LightGCNConfig
 
     def _fit(self, data: TrainData, options: TrainingOptions) -> None:
+        # torch and PyG are imported by fitting only: a server loads this model to score and fold in
+        from models.lightgcn_trainer import train_lightgcn
+
         train = data.matrix()
         validation = data.matrix(data.validation) if data.validation is not None else None
         client = require_client(options.client, "lightgcn fit")

@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from models.base import FactorModel, TrainData, TrainingOptions, register, user_blocks
+from models.base import LinearFoldIn, TrainData, TrainingOptions, ordered_histories, register, user_blocks
 
 __all__ = ["SequenceConfig", "SequenceModel", "transition_counts"]
 
@@ -99,17 +99,15 @@ def _decompose(transitions: sp.csr_matrix, k: int, power_iterations: int, seed: 
 
 
 @register
-class SequenceModel(FactorModel):
+class SequenceModel(LinearFoldIn):
     """Low-rank item-to-next-item transitions; see the module docstring."""
 
     kind = "sequence"
     Config = SequenceConfig
 
     def _fit(self, data: TrainData, options: TrainingOptions) -> None:
-        from models.content import _ordered_histories
-
         cfg: SequenceConfig = self.config
-        histories = _ordered_histories(data.dataset, data.split)
+        histories = ordered_histories(data.dataset, data.split)
         n_users, n_items = histories.shape
         client, bounds = user_blocks(n_users, cfg.n_blocks, options, "sequence fit")
         token = uuid.uuid4().hex[:8]
@@ -132,14 +130,6 @@ class SequenceModel(FactorModel):
         self.user_factors_ = np.vstack([
             self.fold_in(histories.indices[histories.indptr[r]:histories.indptr[r + 1]]) for r in range(n_users)
         ]) if n_users else np.zeros((0, k), dtype=np.float32)  # fmt: skip
-
-    def fold_in(self, items: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
-        """The user vector of a history given oldest first, from its last ``window`` items (values
-        are checked, not used: the signal is binary). An empty history gives the zero vector."""
-        rows, weights = self.history_weights(items, values)
-        if rows.size == 0:
-            return np.zeros(self.projection_.shape[1], dtype=np.float32)
-        return (weights @ self.projection_[rows].astype(np.float64)).astype(np.float32)
 
     def history_weights(self, items: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The distinct rows of a history's last ``window`` items (oldest first) and their weights:

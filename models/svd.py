@@ -30,7 +30,9 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from models.base import FactorModel, SharedValues, TrainData, TrainingOptions, gather_shared, register, user_blocks
+from etl.topk import topk
+from models.base import (LinearFoldIn, SharedValues, TrainData, TrainingOptions, gather_shared, ordered_histories,
+                         register, user_blocks)
 
 __all__ = ["SVDConfig", "SVDItemItem", "recency_weights"]
 
@@ -96,15 +98,8 @@ def _gram_block(block: sp.csr_matrix, q: np.ndarray) -> np.ndarray:
     return np.asarray(block.T @ (block @ q))
 
 
-def _ordered(data: TrainData) -> sp.csr_matrix:
-    """The fitted split as a users x items CSR whose entries lie in time order within a row."""
-    from models.content import _ordered_histories
-
-    return _ordered_histories(data.dataset, data.split)
-
-
 @register
-class SVDItemItem(FactorModel):
+class SVDItemItem(LinearFoldIn):
     """Low-rank ridge item-item model; see the module docstring."""
 
     kind = "svd"
@@ -112,7 +107,7 @@ class SVDItemItem(FactorModel):
 
     def _fit(self, data: TrainData, options: TrainingOptions) -> None:
         cfg: SVDConfig = self.config
-        histories = _ordered(data)
+        histories = ordered_histories(data.dataset, data.split)
         binary = sp.csr_matrix(
             (np.ones(histories.nnz, dtype=np.float64), histories.indices.copy(), histories.indptr.copy()),
             shape=histories.shape,
@@ -169,7 +164,7 @@ class SVDItemItem(FactorModel):
         z = gram_times(q, cfg.power_iterations)
         small = q.T @ z
         evals, evecs = np.linalg.eigh((small + small.T) / 2)
-        order = np.argsort(-evals)[:k]
+        order, _ = topk(evals, k)
         blocks.release()
         vectors = q @ evecs[:, order]
         # A fixed sign per vector (largest entry positive) makes fits comparable across runs.
@@ -187,14 +182,6 @@ class SVDItemItem(FactorModel):
         )
         weighted.sum_duplicates()
         return np.asarray(weighted @ self.projection_.astype(np.float64), dtype=np.float32)
-
-    def fold_in(self, items: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
-        """The user vector of a history given oldest first (values are checked, not used: the
-        signal is binary). An empty history gives the zero vector."""
-        rows, weights = self.history_weights(items, values)
-        if rows.size == 0:
-            return np.zeros(self.projection_.shape[1], dtype=np.float32)
-        return (weights @ self.projection_[rows].astype(np.float64)).astype(np.float32)
 
     def history_weights(self, items: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The distinct rows of a history (oldest first) and their weights: ``fold_in`` is

@@ -173,20 +173,35 @@ class Uvicorn:
                 self.proc.wait()
 
 
+_RECORD_MODULES = """
+import atexit, runpy, sys
+out, module = sys.argv[1:3]
+sys.argv = [module, *sys.argv[3:]]
+atexit.register(lambda: open(out, "w").write("\\n".join(sorted(sys.modules))))
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+"""``python -c`` this, then a file and ``-m``'s module and arguments: runs the module as ``-m`` does
+and writes the sorted names of the modules in ``sys.modules`` to the file at exit."""
+
+
 def start_uvicorn(env: Mapping[str, str], log: Path, workers: int = 1, timeout: float = 180.0,
-                  plain: bool = False) -> Uvicorn:
+                  plain: bool = False, modules_file: Path | None = None) -> Uvicorn:
     """``hybridrec serve`` (uvicorn workers, as deployed) on a free loopback port, once /health is ready.
 
     ``env`` holds the server's settings (HYBRIDREC_BUNDLE_ROOT and the rest). The timeout allows
     for a shared 2-core machine under load, where a start took over 60 s. ``plain``: uvicorn's own
     command on the app factory instead, which takes the settings as they are (``hybridrec serve``
-    gives the events folder a default; Redis-only mode needs this)."""
+    gives the events folder a default; Redis-only mode needs this). ``modules_file``: the server
+    process writes the names of every module it holds (``sys.modules``) there when it exits; with
+    one worker that process is the one that served."""
     port = free_port()
     cmd = [sys.executable, "-m", "cluster.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--workers", str(workers), "--log-level", "warning"]
     if plain:
         cmd = [sys.executable, "-m", "uvicorn", "--factory", "graphql_api.app:create_app", "--host", "127.0.0.1",
                "--port", str(port), "--workers", str(workers), "--log-level", "warning"]
+    if modules_file is not None:
+        cmd = [sys.executable, "-c", _RECORD_MODULES, str(modules_file), *cmd[2:]]
     full_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
     if not (full_env.get("HYBRIDREC_API_KEYS") or full_env.get("HYBRIDREC_ADMIN_KEYS")):
         full_env.setdefault("HYBRIDREC_DEV", "true")  # a keyless server starts only in development mode

@@ -206,3 +206,22 @@ async def test_graphiql_is_served_on_get(make_settings) -> None:
     async with running(create_app(make_settings())) as gql:
         page = await gql.http.get("/graphql", headers={"accept": "text/html"})
     assert page.status_code == 200 and "graphiql" in page.text.lower()
+
+
+EXPLAINED = ('query($u: ID!) { recommendations(userId: $u, first: 10) { variant items { score item { id title genres } '
+             'explanation { sentence mainSignal contributions { signal value } drivers { similarity item { id title } } } '
+             '} } }')
+
+
+async def test_both_executors_give_the_same_answers(make_settings, api_root) -> None:
+    """HYBRIDREC_PLAIN_EXECUTOR=false (graphql-core's own path, the fallback) answers every field as
+    graphql_api/execution.py's executor does: data and errors."""
+    users = [str(u) for u in load(api_root).users.ids[:8]] + ["nobody-known"]
+    answers = {}
+    for plain in (True, False):
+        async with running(create_app(make_settings(plain_executor=plain, cache_ttl=0))) as gql:
+            answers[plain] = [await gql(EXPLAINED, {"u": u}) for u in users]
+            answers[plain].append(await gql('{ recommendations(userId: "3", first: -1) { variant } }'))
+    assert answers[True] == answers[False]
+    assert all(len(a["data"]["recommendations"]["items"]) == 10 for a in answers[True][:-1])
+    assert answers[True][-1]["errors"]

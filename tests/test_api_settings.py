@@ -27,6 +27,7 @@ def test_from_env_reads_every_setting(tmp_path: Path) -> None:
         "HYBRIDREC_INTROSPECTION": "false",
         "HYBRIDREC_RATE_LIMIT": "12.5",
         "HYBRIDREC_CACHE_TTL": "0",
+        "HYBRIDREC_PLAIN_EXECUTOR": "false",
     }
     s = Settings.from_env(env)
     assert s.bundle_root == tmp_path / "b" and s.events_dir is None and s.redis_url == "redis://localhost:6379/1"
@@ -36,6 +37,9 @@ def test_from_env_reads_every_setting(tmp_path: Path) -> None:
     assert (s.limits.max_directives, s.limits.max_cost, s.limits.deadline) == (9, 1234, 2.5)
     assert s.limits.field_suggestions and not s.limits.suggestions  # never while introspection is off
     assert s.rate_limit == 12.5 and s.burst == 25 and s.cache_ttl == 0
+    assert s.plain_executor is False and Settings.from_env({"HYBRIDREC_BUNDLE_ROOT": "b",
+                                                            "HYBRIDREC_REDIS_URL": "redis://x",
+                                                            "HYBRIDREC_API_KEYS": "k"}).plain_executor
 
 
 def test_bundle_root_is_required() -> None:

@@ -134,3 +134,14 @@ def test_bench_runs_end_to_end(tmp_path):
     assert results["phases"]["uncached"]["search_batch_mean"] >= 1  # read off the server's batch histogram
     assert results["reference"]["rps_ratio"] > 0 and results["reference"]["quoted"] == api_load.STOCK_QUOTED
     assert (tmp_path / "out" / "api_load_latency.png").stat().st_size > 5_000
+    # the paired executor comparison, on the bundle just built
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "api_load.py"), "--bundle-root", str(tmp_path / "work" / "bundles-popularity-als"),
+         "--results", str(tmp_path / "out"), "--duration", "1", "--repeat", "2", "--phases", "explain",
+         "--connections", "4", "--compare-executor"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    paired = json.loads((tmp_path / "out" / "api_load_executor.json").read_text())["phases"]["explain"]
+    for name in api_load.EXECUTORS:
+        assert paired["errors"][name] == 0 and len(paired["runs"][name]) == 2
+        assert all(r["requests"] > 0 for r in paired["runs"][name])
+    assert paired["cpu_ratio"] > 0 and "plain/graphql-core" in proc.stdout

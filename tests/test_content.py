@@ -328,3 +328,15 @@ def test_content_finds_test_items_that_nobody_interacted_with_in_train(
     print(f"\n{users.size} users with cold test items, hit rate ranked among cold items: {found}")
     # Validation (fit -> validation, 182 users): content 0.121, popularity's tie order 0.038.
     assert found["content"] > 0.05 and found["content"] > 2 * found["popularity"]
+
+
+def test_title_stop_words_change_no_feature(tiny_dataset: Dataset) -> None:
+    """A fitted vocabulary holds no stop words, so titles with and without them give the same
+    features: what lets serving embed added items without scikit-learn's stop-word list."""
+    from models.content import fit_vectorizer
+
+    items = tiny_dataset.items_table
+    wordy = items.assign(title="Of The " + items["title"])
+    vectorizer = fit_vectorizer(wordy, ContentConfig(min_df=1, title_weight=1.0))
+    assert "title:movie" in vectorizer.names and not {"title:of", "title:the"} & set(vectorizer.names)
+    assert (vectorizer.features(wordy) != vectorizer.features(items)).nnz == 0

@@ -91,6 +91,9 @@ def test_a_torn_last_line_is_skipped_and_nothing_accepted_is_lost(tmp_path: Path
     with open(tmp_path / ITEMS_FILE, "ab") as fh:  # a crash in the middle of a write
         fh.write(b'{"at": 2.0, "item": {"id": "torn", "ti')
     assert set(ItemLog(tmp_path).table()) == {"new-1"}
+    # the next write after the restart is whole: it is not glued to the torn line
+    ItemLog(tmp_path).upsert([CatalogueItem("after", "After")], at=3.0)
+    assert set(ItemLog(tmp_path).table()) == {"new-1", "after"}
 
 
 def test_a_rejected_batch_writes_nothing(tmp_path: Path) -> None:

@@ -159,3 +159,18 @@ def test_with_items_appends_items_without_interactions(fitted: FactorModel) -> N
     assert np.isfinite(extended.fold_in(np.array([0, n]))).all()
     with pytest.raises(ValueError, match="ids for"):
         fitted.with_items(new_factors, fitted.items_)
+
+
+def test_a_linear_fold_in_is_its_weighted_history_rows(fitted: FactorModel) -> None:
+    from models.base import LinearFoldIn
+
+    assert isinstance(fitted, LinearFoldIn) == (fitted.kind in ("content", "svd", "sequence"))
+    if not isinstance(fitted, LinearFoldIn):
+        return
+    history = np.array([4, 0, 9, 4, 2])
+    values = np.array([4.0, 5.0, 3.0, 1.0, 2.0], dtype=np.float32)
+    rows, weights = fitted.history_weights(history, values)
+    assert rows.tolist() == sorted(set(rows.tolist())) and set(rows.tolist()) <= set(history.tolist())
+    expected = sum(w * fitted.projection_[r].astype(np.float64) for r, w in zip(rows, weights, strict=True))
+    np.testing.assert_allclose(fitted.fold_in(history, values), expected, rtol=1e-5, atol=1e-6)
+    assert not fitted.fold_in(np.array([], dtype=np.int64)).any()

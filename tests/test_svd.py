@@ -10,8 +10,7 @@ import scipy.sparse as sp
 from distributed import Client, LocalCluster
 
 from etl.dataset import Dataset
-from models.base import FactorModel, TrainData, TrainingOptions
-from models.content import _ordered_histories
+from models.base import FactorModel, TrainData, TrainingOptions, ordered_histories
 from models.svd import SVDConfig, SVDItemItem, recency_weights
 
 SMALL = SVDConfig(factors=6, shrinkage=2.0, recency_half_life=3.0, recency_floor=0.1, power_iterations=8)
@@ -47,7 +46,7 @@ def test_score_is_low_rank_ridge_of_the_weighted_history(fitted, tiny_dataset):
     a = x * counts ** -SMALL.input_exponent
     _, s, vt = np.linalg.svd(a, full_matrices=False)
     v, s = vt[: SMALL.factors].T, s[: SMALL.factors]
-    hist = _ordered_histories(tiny_dataset, "train")
+    hist = ordered_histories(tiny_dataset, "train")
     u = 3
     items = hist[u].indices  # oldest first
     weighted = np.zeros(x.shape[1])
@@ -60,7 +59,7 @@ def test_score_is_low_rank_ridge_of_the_weighted_history(fitted, tiny_dataset):
 
 
 def test_fold_in_of_a_history_equals_the_fitted_user(fitted, tiny_dataset):
-    hist = _ordered_histories(tiny_dataset, "train")
+    hist = ordered_histories(tiny_dataset, "train")
     for u in (0, 7, 31):
         items = hist[u].indices
         assert fitted.fold_in(items) == pytest.approx(fitted.user_factors_[u], abs=1e-5)

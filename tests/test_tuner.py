@@ -12,7 +12,7 @@ from distributed import Client, LocalCluster, get_task_stream
 
 from etl.errors import ClientRequiredError
 from etl.metrics import evaluate, top_k
-from etl.metrics import _top_k_block
+from etl.topk import topk
 from hybrid.candidates import CandidatePool, build_pool, ndcg_at_k
 from hybrid.fusion import Fusion
 from hybrid.tuner import GAConfig, simplex_grid, tune_ga, tune_grid, tune_random
@@ -77,7 +77,7 @@ def test_fast_ndcg_equals_the_sorted_reference(levels):
                          scores=np.where(items >= 0, scores, 0).astype(np.float32), labels=labels,
                          n_relevant=labels.sum(axis=1) + rng.integers(0, 3, u), scales={"a": 1.0, "b": 1.0, "c": 1.0})
     for w in ([1, 0, 0], [0.2, 0.5, 0.3], [0.0, 1.0, 1.0], rng.dirichlet(np.ones(3))):
-        reference = ndcg_at_k(_top_k_block(pool.blend(w), 10), labels, pool.n_relevant, 10)
+        reference = ndcg_at_k(topk(pool.blend(w), 10)[0], labels, pool.n_relevant, 10)
         assert pool.ndcg(w) == pytest.approx(reference, abs=1e-12)
 
 

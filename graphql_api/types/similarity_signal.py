@@ -1,4 +1,5 @@
-"""The ``SimilaritySignal`` enum: which item vectors ``similarItems`` compares."""
+"""The ``SimilaritySignal`` enum: which item vectors ``similarItems`` compares (FUSED, or one of
+the registered signals offered for similarity, models/signals.py)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ from enum import Enum
 
 import strawberry
 
+from models.signals import SIGNALS
 
-@strawberry.enum(description="Item vectors to compare: one signal's, or FUSED (tuned-weight mix of them).")
-class SimilaritySignal(Enum):
-    FUSED = "fused"
-    COLLABORATIVE = "als"
-    CONTENT = "content"
-    GRAPH = "lightgcn"
+SimilaritySignal = strawberry.enum(
+    Enum("SimilaritySignal", [("FUSED", "fused"), *((s.graphql, s.name) for s in SIGNALS if s.similarity)],
+         module=__name__),
+    description="Item vectors to compare: one signal's, or FUSED (tuned-weight mix of them).",
+)

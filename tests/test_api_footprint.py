@@ -1,0 +1,107 @@
+"""The API process loads what serving needs and nothing else (../shared/DESIGN.md, "Training apart
+from serving"): whatever signals its bundle holds, a server never imports torch, torch_geometric,
+scikit-learn or Dask, so a replica costs little memory and starts fast.
+
+The real ``hybridrec serve`` runs on a bundle of every signal and answers what serving does with
+them: explained recommendations, an explanation, similar items, a fold-in of a new user's
+interaction, and an item added to the catalogue. When it stops, the server process writes the
+names of the modules it holds (``sys.modules``: everything imported at start-up and while it
+served) to a file, which the test reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from etl.dataset import Dataset
+from models.base import SIGNAL_MODULES, FactorModel, TrainData, TrainingOptions
+from tests.api_helpers import publish_bundle, start_uvicorn, tiny_models
+
+pytest_plugins = ["tests.api_helpers"]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+TRAINING_ONLY = ("torch", "torch_geometric", "sklearn", "dask", "distributed")
+"""Top-level packages that only training uses (fits, Dask dataframes and clusters)."""
+
+RECS = """query($u: ID!) { recommendations(userId: $u, first: 5) { onlineInteractions items { score item { id }
+  explanation { sentence contributions { signal value } drivers { similarity item { id } } } } } }"""
+EXPLAIN = """query($u: ID!, $i: ID!) { explain(userId: $u, itemId: $i) { __typename
+  ... on Explanation { score contributions { signal value } drivers { item { id } } } } }"""
+SIMILAR = """query($i: ID!) { similarItems(itemId: $i, first: 5) { __typename
+  ... on SimilarItems { items { item { id } } } } }"""
+RECORD = 'mutation($u: ID!, $i: ID!) { recordInteraction(userId: $u, itemId: $i, value: 5) { __typename } }'
+UPSERT = 'mutation($items: [ItemInput!]!) { upsertItems(items: $items) { added served } }'
+NEW_ITEM = {"id": "new-1", "title": "Zebra Crossing", "genres": ["Comedy"], "tags": ["funny"], "year": 2026}
+
+
+@pytest.fixture(scope="module")
+def every_signal_root(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Dataset) -> Path:
+    """A bundle root whose version holds every signal of models.base.SIGNAL_MODULES, fit small;
+    content with title words too (an added item's embedding then reads its title)."""
+    from distributed import Client, LocalCluster
+
+    from models.content import ContentConfig, ContentModel
+    from models.lightgcn import LightGCN, LightGCNConfig
+    from models.sequence import SequenceConfig, SequenceModel
+    from models.svd import SVDConfig, SVDItemItem
+
+    models: dict[str, FactorModel] = dict(tiny_models(tiny_dataset))
+    data = TrainData(tiny_dataset, split="train")
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster, set_as_default=False) as client:
+        options = TrainingOptions(client=client, device="cpu", seed=0)
+        models["content"] = ContentModel(ContentConfig(dim=8, title_weight=0.5)).fit(data, options)
+        models["lightgcn"] = LightGCN(LightGCNConfig(embedding_dim=8, num_layers=2, epochs=3, eval_every=1,
+                                                     batch_size=64)).fit(data, options)
+        models["svd"] = SVDItemItem(SVDConfig(factors=8)).fit(data, options)
+        models["sequence"] = SequenceModel(SequenceConfig(factors=8)).fit(data, options)
+    assert set(models) == set(SIGNAL_MODULES), "a signal is missing from the bundle"
+    root = tmp_path_factory.mktemp("footprint") / "bundles"
+    publish_bundle(root, tiny_dataset, models, version="v1")
+    return root
+
+
+def _data(http: httpx.Client, query: str, **variables: Any) -> dict[str, Any]:
+    body = http.post("/graphql", json={"query": query, "variables": variables}).json()
+    assert not body.get("errors"), body
+    return body["data"]
+
+
+def test_a_server_answers_every_signal_without_training_libraries(every_signal_root: Path, tmp_path: Path) -> None:
+    env = {"HYBRIDREC_BUNDLE_ROOT": str(every_signal_root), "HYBRIDREC_EVENTS_DIR": str(tmp_path / "events"),
+           "HYBRIDREC_ACCESS_LOG": "false", "HYBRIDREC_CACHE_TTL": "0",
+           "HYBRIDREC_DEADLINE": "60"}  # not the 5 s default: a request may meet a loaded, shared machine
+    modules_file = tmp_path / "modules.txt"
+    server = start_uvicorn(env, tmp_path / "uvicorn.log", modules_file=modules_file)
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            recs = _data(http, RECS, u="1")["recommendations"]["items"]
+            top = recs[0]["item"]["id"]
+            explained = _data(http, EXPLAIN, u="1", i=top)["explain"]
+            similar = _data(http, SIMILAR, i=top)["similarItems"]
+            assert _data(http, RECORD, u="newcomer", i=top)["recordInteraction"]["__typename"] == "InteractionRecorded"
+            folded = _data(http, RECS, u="newcomer")["recommendations"]
+            added = _data(http, UPSERT, items=[NEW_ITEM])["upsertItems"]
+            similar_new = _data(http, SIMILAR, i=NEW_ITEM["id"])["similarItems"]
+    finally:
+        server.stop()
+
+    assert len(recs) == 5 and all(r["explanation"]["contributions"] for r in recs)
+    assert explained["__typename"] == "Explanation" and {c["signal"] for c in explained["contributions"]} >= {
+        "COLLABORATIVE", "CONTENT", "GRAPH"}
+    assert similar["__typename"] == "SimilarItems" and similar["items"]
+    assert folded["onlineInteractions"] == 1 and top not in [r["item"]["id"] for r in folded["items"]]
+    assert (added["added"], added["served"]) == (1, True)
+    assert similar_new["__typename"] == "SimilarItems" and similar_new["items"]
+
+    imported = set(modules_file.read_text().split())
+    served_by = {"graphql_api.engine", "hybrid.bundle", "hybrid.explain", "models.content", "models.lightgcn",
+                 "usearch"}
+    assert served_by <= imported, f"the server's modules lack {sorted(served_by - imported)}"
+    training = sorted(m for m in imported if m.split(".")[0] in TRAINING_ONLY)
+    assert not training, (f"the API process imported {sorted({m.split('.')[0] for m in training})} "
+                          f"({len(training)} modules, e.g. {training[:5]})")
