@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
 
 from etl.dataset import Dataset
 from etl.metrics import evaluate
@@ -31,14 +30,6 @@ TINY_CONFIGS = {
     "svd": {"factors": 8, "shrinkage": 1.0},
     "content": {"dim": 4},
 }
-
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster, Client(
-        cluster, set_as_default=False
-    ) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
