@@ -98,7 +98,8 @@ def test_user_activity_long_tailed_and_exact() -> None:
 @pytest.mark.parametrize("n", [118, 120])
 def test_dense_configs_still_give_distinct_pairs(n: int, rounds: int | None, monkeypatch) -> None:
     # Two users who must rate (nearly) every one of 60 items. With a single sampling round the
-    # generator has to finish through its exact fill.
+    # generator has to finish through its exact fill. The round counts are private constants, patched
+    # here because no public setting reaches that path on purpose; the assertions are on the output.
     if rounds is not None:
         monkeypatch.setattr(synthetic, "_TASTE_ROUNDS", rounds)
         monkeypatch.setattr(synthetic, "_TOPIC_ROUNDS", 0)
