@@ -1,6 +1,6 @@
 """Faults under load, longer than the tests: what fails and what is lost (it must be nothing).
 
-The scenarios of tests/fault_scenarios.py, on a bundle fit on the tiny synthetic dataset of the
+The scenarios of bench/fault_scenarios.py, on a bundle fit on the tiny synthetic dataset of the
 tests, with real redis-server and uvicorn processes on loopback and client threads as load:
 
 - ``redis_killed[redis+log]``: Redis SIGKILLed mid-load and restarted; the API has a local log;
@@ -49,24 +49,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import dask
+    from distributed import Client, LocalCluster
 
-    from etl.dataset import Dataset
-    from etl.ingest import ingest
-    from tests.api_helpers import publish_bundle, tiny_models
-    from tests.conftest import make_tiny_source
-    from tests.fault_scenarios import (
+    from bench.fault_scenarios import (
         api_restarted_under_load,
         bundle_published_under_load,
         describe,
         redis_killed_under_load,
     )
+    from bench.tiny import fit_models, make_tiny_source, publish_bundle
+    from etl.dataset import Dataset
+    from etl.ingest import ingest
 
     work = Path(tempfile.mkdtemp(prefix="hybridrec-faults-"))
     log(f"work folder {work}")
     with dask.config.set(scheduler="sync"):
         ingest(make_tiny_source(), work / "dataset")
     dataset = Dataset.open(work / "dataset")
-    models = tiny_models(dataset)
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster, set_as_default=False) as client:
+        models = fit_models(dataset, client)
 
     def fresh_root(name: str) -> Path:
         root = work / name / "bundles"

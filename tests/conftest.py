@@ -1,51 +1,20 @@
-"""Shared fixtures: a tiny synthetic dataset for unit tests and the real ml-latest-small."""
+"""Shared fixtures: a tiny synthetic dataset for unit tests, the real ml-latest-small, and a Dask cluster."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import dask
-import dask.dataframe as dd
-import numpy as np
-import pandas as pd
 import pytest
+from distributed import Client, LocalCluster
 
+from bench.tiny import make_tiny_source
 from etl.dataset import Dataset
 from etl.ingest import ingest
-from etl.sources.base import RawSource
 
 REPO = Path(__file__).resolve().parents[1]
 ML_SMALL = REPO.parent / "shared" / "data" / "ml-latest-small"
-GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi"]
-
-
-def make_tiny_source(n_users: int = 60, n_items: int = 40, per_user: int = 12, seed: int = 0) -> RawSource:
-    """Users with two tastes (genre halves) so that every signal has something to learn."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for u in range(n_users):
-        taste = u % 2
-        pool = np.arange(n_items)[(np.arange(n_items) % 2) == taste]
-        chosen = rng.choice(pool, size=min(per_user, len(pool)), replace=False)
-        for t, i in enumerate(chosen):
-            rows.append((str(u + 1), str(i + 1), float(rng.integers(1, 11)) / 2, 1_000_000 + u * 1000 + t))
-    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "value", "timestamp"])
-    items = pd.DataFrame(
-        {
-            "item_id": [str(i + 1) for i in range(n_items + 2)],  # two items nobody has seen
-            "title": [f"Movie {i + 1} ({1990 + i % 20})" for i in range(n_items + 2)],
-            "genres": [[GENRES[(i % 2) * 3 + (i // 2) % 3], GENRES[(i % 2) * 3]] for i in range(n_items + 2)],
-            "tags": [["dark"] if i % 2 else ["funny"] for i in range(n_items + 2)],
-            "year": pd.array([1990 + i % 20 for i in range(n_items + 2)], dtype="Int64"),
-        }
-    )
-    return RawSource(
-        name="tiny",
-        interactions=dd.from_pandas(frame, npartitions=2),
-        items=items,
-        value_range=(0.5, 5.0),
-        numeric_ids=True,
-    )
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +41,23 @@ def ml_small(ml_small_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Da
     with dask.config.set(scheduler="threads"):
         ingest(read_movielens(ml_small_dir), out)
     return Dataset.open(out)
+
+
+@pytest.fixture(scope="session")
+def client() -> Iterator[Client]:
+    """A client of one LocalCluster shared by the whole session: two in-process workers of one
+    thread each, so tasks and data move between workers. Fits take it explicitly; it is not the
+    default client, since the ingest fixtures pick their own schedulers. A test that kills workers
+    or needs a topology of its own starts its own cluster."""
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster, set_as_default=False) as c:
+        yield c
+
+
+@pytest.fixture
+def process_client() -> Iterator[Client]:
+    """A client of a fresh LocalCluster of two worker processes, for a test that kills one of them
+    (the shared cluster must keep its workers)."""
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster, set_as_default=False) as c:
+        yield c

@@ -3,30 +3,21 @@ fault tolerance on a process cluster, and quality on ml-latest-small."""
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from etl.dataset import Dataset
 from etl.errors import ModelDivergedError
 from etl.metrics import evaluate
 from models.als import ALS, ALSConfig, _blocks, _gram, _solve_block
 from models.base import FactorModel, TrainData, TrainingOptions
-
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
-        with Client(cluster, set_as_default=False) as c:  # fits get it explicitly
-            yield c
+from tests.worker_faults import kill_a_worker_during
 
 
 def fit(dataset: Dataset, client: Client, seed: int = 0, split: str = "train", **config) -> ALS:
@@ -237,34 +228,15 @@ def medium_matrix(n_users: int = 8_000, n_items: int = 2_000, nnz: int = 250_000
 
 
 @pytest.mark.slow
-def test_fit_survives_a_killed_worker() -> None:
+def test_fit_survives_a_killed_worker(process_client: Client) -> None:
     data = stub_data(medium_matrix())
     cfg = ALSConfig(factors=16, iterations=5)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            Client(cluster, set_as_default=False) as c:
-        reference = ALS(cfg).fit(data, TrainingOptions(client=c, seed=1))
-        victim = next(iter(c.run(os.getpid).values()))
-        model = ALS(cfg)
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                model.fit(data, TrainingOptions(client=c, seed=1))
-            except BaseException as err:  # noqa: BLE001 - re-raised below, in the test's thread
-                errors.append(err)
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        deadline = time.monotonic() + 60
-        while len(model.__dict__.get("history_", [])) < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        os.kill(victim, signal.SIGKILL)
-        killed_mid_fit = thread.is_alive() and len(model.history_) < cfg.iterations
-        thread.join(timeout=120)
-        if errors:
-            raise errors[0]
-        assert killed_mid_fit and not thread.is_alive()
-        assert victim not in c.run(os.getpid).values()
+    options = TrainingOptions(client=process_client, seed=1)
+    reference = ALS(cfg).fit(data, options)
+    model = ALS(cfg)
+    _, killed_mid_fit = kill_a_worker_during(process_client, lambda: model.fit(data, options),
+                                             started=lambda: len(model.__dict__.get("history_", [])) >= 1)
+    assert killed_mid_fit
     # Rows solved again in the surviving process give the same bits (the solver's sums do not depend
     # on which process or heap runs them): anything else is a lost or misplaced block.
     np.testing.assert_array_equal(model.user_factors_, reference.user_factors_)

@@ -11,7 +11,6 @@ import strawberry
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from graphql_api import execution
 from graphql_api.execution import PlainFieldExecutor
 from graphql_api.schema import schema as api_schema
 
@@ -85,18 +84,47 @@ def answer(executor: type | None, extensions: list[Any] = (), query_type: type =
     return {"data": result.data, "errors": errors}
 
 
-def test_answers_and_errors_are_graphql_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    short = []
-    real = execution._complete
-    monkeypatch.setattr(execution, "_complete", lambda plan, value: short.append(plan.attr) or real(plan, value))
-    mine = answer(PlainFieldExecutor)
+class Traced(PlainFieldExecutor):
+    """PlainFieldExecutor noting, by response path, the fields executed one by one (graphql-core's
+    ``execute_field``) and those that took graphql-core's full path (``build_resolve_info``: every
+    field resolved the usual way builds one).
+
+    Which fields skip graphql-core's work shows only from inside an execution; it is observed at
+    these two graphql-core hooks, not at this project's private functions, so graphql_api/execution.py
+    may be rearranged freely. What the shortcut saves is measured by bench/api_load.py."""
+
+    executed: list[tuple[Any, ...]] = []
+    resolved: list[tuple[Any, ...]] = []
+
+    def execute_field(self, parent_type: Any, source: Any, field_details_list: Any, path: Any,
+                      position_context: Any) -> Any:
+        Traced.executed.append(tuple(path.as_list()))
+        return super().execute_field(parent_type, source, field_details_list, path, position_context)
+
+    def build_resolve_info(self, field_def: Any, field_nodes: Any, parent_type: Any, path: Any) -> Any:
+        Traced.resolved.append(tuple(path.as_list()))
+        return super().build_resolve_info(field_def, field_nodes, parent_type, path)
+
+
+@pytest.fixture
+def traced() -> type[Traced]:
+    Traced.executed.clear()
+    Traced.resolved.clear()
+    return Traced
+
+
+def test_answers_and_errors_are_graphql_cores(traced: type[Traced]) -> None:
+    mine = answer(traced)
     assert mine == answer(StrawberryGraphQLCoreExecutionContext)
     assert mine["data"]["leaves"][0] == {"name": "a", "size": 1, "ratio": None, "colour": "RED", "tags": ["x", "y"],
                                          "maybe": [None, "z"], "key": "7", "raw": "<r>", "shout": "A"}
     assert sorted(path[1] for _, path in mine["errors"]) == [1, 2, 3, 4, 5, 6, 7], mine["errors"]
     assert mine["data"]["leaves"][8]["raw"] == "<awaited>", "an awaitable is awaited, then coerced"
-    # the good leaf's plain fields went the short way; the resolver field did not
-    assert {"name", "size", "ratio", "colour", "tags", "maybe", "key"} <= set(short) and "shout" not in short
+    # the good leaf's plain fields skipped graphql-core's resolution; the resolver field and the bad values did not
+    plain = ("name", "size", "ratio", "colour", "tags", "maybe", "key")
+    assert not {("leaves", 0, f) for f in plain} & set(traced.resolved)
+    assert {("leaves", 0, "shout"), ("leaves", 1, "name"), ("leaves", 2, "tags"), ("leaves", 3, "size"),
+            ("leaves", 4, "colour")} <= set(traced.resolved)
 
 
 def test_resolver_middleware_is_honoured() -> None:
@@ -177,69 +205,58 @@ def whole_answer(executor: type, query: str = WHOLE_QUERY) -> dict[str, Any]:
     return answer(executor, query_type=WholeQuery, query=query)
 
 
-def test_object_fields_answer_and_fail_as_graphql_core(monkeypatch: pytest.MonkeyPatch) -> None:
-    short = []
-    real = PlainFieldExecutor._objects
-
-    def spy(self: PlainFieldExecutor, plan: Any, *args: Any) -> Any:
-        out = real(self, plan, *args)  # raises _Fallback when the full path must answer
-        short.append(plan.attr)
-        return out
-
-    monkeypatch.setattr(PlainFieldExecutor, "_objects", spy)
-    mine = whole_answer(PlainFieldExecutor)
+def test_object_fields_answer_and_fail_as_graphql_core(traced: type[Traced]) -> None:
+    mine = whole_answer(traced)
     assert mine == whole_answer(StrawberryGraphQLCoreExecutionContext)
     data = mine["data"]["wholes"]
     assert data[0]["parts"][1] == {"name": "b", "checked": "b", "later": "b later", "leaf": None}
     assert data[1] is None and data[2] is None, "non-null failures propagate up to the nullable whole"
     assert data[6]["parts"] == [{"name": "awaited", "checked": "awaited", "later": "awaited later", "leaf": None}]
     assert data[7]["parts"][0]["name"] == "t"
-    assert {"part", "parts", "spare", "leaf"} <= set(short)
+    # plain object fields skip graphql-core's resolution; values it must answer (a null item, not a
+    # list, an awaitable item) take the full path
+    resolved = set(traced.resolved)
+    assert not {("wholes", 0, "part"), ("wholes", 0, "spare"), ("wholes", 0, "parts"), ("wholes", 0, "part", "leaf"),
+                ("wholes", 0, "parts", 0, "leaf")} & resolved
+    assert {("wholes", 3, "parts"), ("wholes", 4, "parts"), ("wholes", 6, "parts")} <= resolved
     assert ("checked failed for boom", (("wholes", 1, "spare", "checked"))) in mine["errors"]
 
 
 # -- plain trees -----------------------------------------------------------------------------------
-def walked(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """The answers of objects answered by a plain-tree walk (not the ones it handed back)."""
-    done: list[dict[str, Any]] = []
-    real = execution._walk
-
-    def spy(tree: Any, source: Any, is_awaitable: Any) -> dict[str, Any]:
-        out = real(tree, source, is_awaitable)
-        done.append(out)
-        return out
-
-    monkeypatch.setattr(execution, "_walk", spy)
-    return done
+def walked(traced: type[Traced], path: tuple[Any, ...]) -> bool:
+    """Whether the object at ``path`` was answered in one walk: none of its fields, at any depth,
+    was executed on its own."""
+    return not any(p[:len(path)] == path and len(p) > len(path) for p in traced.executed)
 
 
-def test_plain_trees_answer_and_fail_as_graphql_core(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plain_trees_answer_and_fail_as_graphql_core(traced: type[Traced]) -> None:
     """Objects whose selected fields are all plain are answered in one walk; every value the walk
     cannot answer (a null leaf, a bad item, a wrong type, an awaitable) is answered the usual way."""
-    done = walked(monkeypatch)
     query = "{ leaves { name size ratio colour tags maybe key raw } }"
-    mine = answer(PlainFieldExecutor, query=query)
+    mine = answer(traced, query=query)
     assert mine == answer(StrawberryGraphQLCoreExecutionContext, query=query)
     assert sorted(path[1] for _, path in mine["errors"]) == [1, 2, 3, 4, 5, 6, 7], mine["errors"]
     assert mine["data"]["leaves"][8]["raw"] == "<awaited>", "an awaitable is handed back, awaited, then coerced"
-    assert done == [mine["data"]["leaves"][0]], "only the good leaf was walked"
+    assert [k for k in range(len(mine["data"]["leaves"])) if walked(traced, ("leaves", k))] == [0], \
+        "only the good leaf was walked"
 
-    done.clear()
+    traced.executed.clear()
     query = "{ wholes { label part { name leaf { name tags } } spare { name } parts { name leaf { name size colour } } } }"
-    mine = whole_answer(PlainFieldExecutor, query)
+    mine = whole_answer(traced, query)
     assert mine == whole_answer(StrawberryGraphQLCoreExecutionContext, query)
     data = mine["data"]["wholes"]
-    assert data[7] in done and data[7]["parts"] == [{"name": "t", "leaf": data[7]["parts"][0]["leaf"]}], \
+    assert walked(traced, ("wholes", 7)) and data[7]["parts"] == [{"name": "t", "leaf": data[7]["parts"][0]["leaf"]}], \
         "a whole of plain objects and lists (tuples too) is one walk"
-    assert data[0] not in done and data[0]["part"] in done and mine["errors"], \
-        "a null leaf below the whole: the whole goes the usual way, its other objects are still walked"
+    # a null leaf below the whole: the whole goes the usual way, its other objects are still walked
+    assert not walked(traced, ("wholes", 0)) and walked(traced, ("wholes", 0, "part")) and mine["errors"]
     assert data[0]["parts"][1] == {"name": "b", "leaf": None}
     for k in (3, 4, 5, 6):  # a null item, not a list, a null object, an awaitable: the usual way answers
-        assert data[k] not in done
+        assert not walked(traced, ("wholes", k))
 
 
-def test_fields_with_arguments_or_directives_are_not_walked(monkeypatch: pytest.MonkeyPatch) -> None:
-    done = walked(monkeypatch)
+def test_fields_with_arguments_or_directives_are_not_walked(traced: type[Traced]) -> None:
     for query in ("{ leaves { name size @include(if: true) } }", "{ leaves { name __typename } }"):
-        assert answer(PlainFieldExecutor, query=query) == answer(StrawberryGraphQLCoreExecutionContext, query=query)
-    assert done == []
+        traced.executed.clear()
+        mine = answer(traced, query=query)
+        assert mine == answer(StrawberryGraphQLCoreExecutionContext, query=query)
+        assert not walked(traced, ("leaves", 0)), query

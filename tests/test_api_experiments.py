@@ -152,7 +152,7 @@ def test_two_uvicorn_workers_pick_up_the_experiment_and_join_each_others_exposur
     finds it by tailing the shared exposure log)."""
     import httpx
 
-    from tests.api_helpers import start_uvicorn
+    from bench.processes import start_uvicorn
 
     env = {"HYBRIDREC_BUNDLE_ROOT": str(module_api_root), "HYBRIDREC_EVENTS_DIR": str(tmp_path / "events"),
            "HYBRIDREC_RELOAD_INTERVAL": "0.2"}

@@ -18,8 +18,9 @@ import httpx
 import pytest
 
 from etl.dataset import Dataset
+from bench.processes import start_uvicorn
+from bench.tiny import publish_bundle
 from models.base import SIGNAL_MODULES, FactorModel, TrainData, TrainingOptions
-from tests.api_helpers import publish_bundle, start_uvicorn, tiny_models
 
 pytest_plugins = ["tests.api_helpers"]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -39,26 +40,23 @@ NEW_ITEM = {"id": "new-1", "title": "Zebra Crossing", "genres": ["Comedy"], "tag
 
 
 @pytest.fixture(scope="module")
-def every_signal_root(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Dataset) -> Path:
+def every_signal_root(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Dataset,
+                      tiny_models: dict[str, FactorModel], client: Any) -> Path:
     """A bundle root whose version holds every signal of models.base.SIGNAL_MODULES, fit small;
     content with title words too (an added item's embedding then reads its title)."""
-    from distributed import Client, LocalCluster
-
     from models.content import ContentConfig, ContentModel
     from models.lightgcn import LightGCN, LightGCNConfig
     from models.sequence import SequenceConfig, SequenceModel
     from models.svd import SVDConfig, SVDItemItem
 
-    models: dict[str, FactorModel] = dict(tiny_models(tiny_dataset))
+    models: dict[str, FactorModel] = dict(tiny_models)
     data = TrainData(tiny_dataset, split="train")
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster, \
-            Client(cluster, set_as_default=False) as client:
-        options = TrainingOptions(client=client, device="cpu", seed=0)
-        models["content"] = ContentModel(ContentConfig(dim=8, title_weight=0.5)).fit(data, options)
-        models["lightgcn"] = LightGCN(LightGCNConfig(embedding_dim=8, num_layers=2, epochs=3, eval_every=1,
-                                                     batch_size=64)).fit(data, options)
-        models["svd"] = SVDItemItem(SVDConfig(factors=8)).fit(data, options)
-        models["sequence"] = SequenceModel(SequenceConfig(factors=8)).fit(data, options)
+    options = TrainingOptions(client=client, device="cpu", seed=0)
+    models["content"] = ContentModel(ContentConfig(dim=8, title_weight=0.5)).fit(data, options)
+    models["lightgcn"] = LightGCN(LightGCNConfig(embedding_dim=8, num_layers=2, epochs=3, eval_every=1,
+                                                 batch_size=64)).fit(data, options)
+    models["svd"] = SVDItemItem(SVDConfig(factors=8)).fit(data, options)
+    models["sequence"] = SequenceModel(SequenceConfig(factors=8)).fit(data, options)
     assert set(models) == set(SIGNAL_MODULES), "a signal is missing from the bundle"
     root = tmp_path_factory.mktemp("footprint") / "bundles"
     publish_bundle(root, tiny_dataset, models, version="v1")

@@ -14,10 +14,12 @@ import anyio.to_thread
 import httpx
 import pytest
 
+from bench.processes import start_uvicorn
+from bench.tiny import publish_bundle
 from etl.items_log import ITEMS_FILE, read_table
 from graphql_api.app import create_app
 from graphql_api.settings import Limits
-from tests.api_helpers import GQL, publish_bundle, running, start_uvicorn, tiny_models
+from tests.api_helpers import GQL, running
 
 pytest_plugins = ["tests.api_helpers"]
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(300)]
@@ -155,13 +157,13 @@ async def test_an_added_item_is_served_everywhere_at_once(make_settings) -> None
     assert folded["recommendations"]["onlineInteractions"] == 1 and "new-1" not in rec_ids(folded)
 
 
-async def test_added_items_survive_a_restart_and_a_new_bundle(make_settings, api_root, tiny_dataset) -> None:
+async def test_added_items_survive_a_restart_and_a_new_bundle(make_settings, api_root, tiny_dataset, tiny_models) -> None:
     settings = make_settings(reload_interval=0.1)
     async with running(create_app(settings)) as gql:
         await gql.data(UPSERT, {"items": [NEW]})
     async with running(create_app(settings)) as gql:
         assert await served(gql), "added items are read again at start"
-        await anyio.to_thread.run_sync(lambda: publish_bundle(api_root, tiny_dataset, tiny_models(tiny_dataset),
+        await anyio.to_thread.run_sync(lambda: publish_bundle(api_root, tiny_dataset, tiny_models,
                                                               version="v2"))
         deadline = time.monotonic() + 30
         while (await gql.data('{ model { version } }'))["model"]["version"] != "v2":

@@ -83,6 +83,8 @@ async def test_filter_and_exclude_seen(make_settings, api_root) -> None:
 async def test_explanation_is_computed_only_when_selected(make_settings, monkeypatch) -> None:
     import graphql_api.service as service
 
+    # Kept as a spy (on a public function): how many explanation batches a request costs shows
+    # nowhere else; no metric counts them.
     calls = []
     real = service.explain_items
 
@@ -110,6 +112,7 @@ async def test_explanation_is_computed_only_when_selected(make_settings, monkeyp
 async def test_contributions_are_computed_only_when_selected(make_settings, monkeypatch) -> None:
     from hybrid.fusion import Fusion
 
+    # Kept as a spy (on a public method): the number of contribution products is visible nowhere else.
     calls = []
     real = Fusion.contributions
 
@@ -133,6 +136,8 @@ async def test_contributions_are_computed_only_when_selected(make_settings, monk
 async def test_item_lookups_are_batched_per_request(make_settings, monkeypatch) -> None:
     from graphql_api.engine import Engine
 
+    # Kept as a spy (on a public method): the id lookups a request makes are visible nowhere else;
+    # the batching is what the dataloader is for.
     batches = []
     real = Engine.items_by_id
 

@@ -10,8 +10,9 @@ import anyio.to_thread
 import fsspec
 import pytest
 
+from bench.tiny import publish_bundle
 from graphql_api.app import create_app
-from tests.api_helpers import publish_bundle, running, tiny_models
+from tests.api_helpers import running
 
 pytest_plugins = ["tests.api_helpers"]
 
@@ -25,7 +26,7 @@ def anyio_backend() -> str:
 Q = 'query($u: ID!) { recommendations(userId: $u, first: 5) { modelVersion variant items { score item { id } } } }'
 
 
-async def test_publishing_a_bundle_switches_without_failed_requests(make_settings, api_root, tiny_dataset) -> None:
+async def test_publishing_a_bundle_switches_without_failed_requests(make_settings, api_root, tiny_dataset, tiny_models) -> None:
     versions: list[str] = []
     failures: list[str] = []
     stop = asyncio.Event()
@@ -45,7 +46,7 @@ async def test_publishing_a_bundle_switches_without_failed_requests(make_setting
         tasks = [asyncio.create_task(hammer(gql, u)) for u in ("3", "4", "stranger")]
         await asyncio.sleep(0.3)
         await anyio.to_thread.run_sync(lambda: publish_bundle(
-            api_root, tiny_dataset, tiny_models(tiny_dataset), version="v2", weights={"popularity": 1.0, "als": 0.1}))
+            api_root, tiny_dataset, tiny_models, version="v2", weights={"popularity": 1.0, "als": 0.1}))
         for _ in range(100):
             if versions and versions[-1] == "v2":
                 break
@@ -82,12 +83,12 @@ async def test_a_broken_bundle_is_not_served(make_settings, api_root) -> None:
     assert answer["recommendations"]["modelVersion"] == "v1"
 
 
-async def test_answers_are_cached_per_bundle_version(make_settings, api_root, tiny_dataset) -> None:
+async def test_answers_are_cached_per_bundle_version(make_settings, api_root, tiny_dataset, tiny_models) -> None:
     async with running(create_app(make_settings(reload_interval=0.1))) as gql:
         assert (await gql.post(Q, {"u": "3"})).headers["x-cache"] == "miss"
         assert (await gql.post(Q, {"u": "3"})).headers["x-cache"] == "hit"
         await anyio.to_thread.run_sync(lambda: publish_bundle(
-            api_root, tiny_dataset, tiny_models(tiny_dataset), version="v2", weights={"popularity": 1.0}))
+            api_root, tiny_dataset, tiny_models, version="v2", weights={"popularity": 1.0}))
         for _ in range(100):
             fresh = await gql.post(Q, {"u": "3"})
             if fresh.json()["data"]["recommendations"]["modelVersion"] == "v2":
@@ -108,8 +109,8 @@ def url_root(request, tmp_path):
     fs.rm(path.rsplit("/", 1)[0], recursive=True)
 
 
-async def test_a_url_bundle_root_serves_and_hot_reloads(make_settings, url_root, tiny_dataset, tmp_path) -> None:
-    models = tiny_models(tiny_dataset)
+async def test_a_url_bundle_root_serves_and_hot_reloads(make_settings, url_root, tiny_dataset, tiny_models, tmp_path) -> None:
+    models = tiny_models
     await anyio.to_thread.run_sync(lambda: publish_bundle(url_root, tiny_dataset, models, version="u1"))
     cache = tmp_path / "cache"
     app = create_app(make_settings(bundle_root=url_root, bundle_cache=cache, reload_interval=0.1))

@@ -13,7 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api_helpers import REPO, Uvicorn, free_port, publish_bundle, start_uvicorn, tiny_models
+from bench.processes import Uvicorn, free_port, start_uvicorn
+from bench.tiny import publish_bundle
+from tests.api_helpers import REPO
 
 pytest_plugins = ["tests.api_helpers"]
 
@@ -56,8 +58,8 @@ def test_uvicorn_serves_graphql_health_metrics(api_root, tmp_path) -> None:
     assert access and access[0]["status"] == 200 and access[0]["operation"] == "recommendations"
 
 
-def test_uvicorn_two_workers_hot_reload_without_failed_requests(api_root, tmp_path, tiny_dataset) -> None:
-    models = tiny_models(tiny_dataset)
+def test_uvicorn_two_workers_hot_reload_without_failed_requests(api_root, tmp_path, tiny_dataset, tiny_models) -> None:
+    models = tiny_models
     server = start_uvicorn(_env(api_root, tmp_path), tmp_path / "uvicorn.log", workers=2)
     seen: list[str] = []
     failures: list[str] = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from bench.blend_headroom import headroom, weight_vectors
 from etl.dataset import Dataset
@@ -22,16 +22,15 @@ def test_weight_vectors_start_with_each_signal_alone_and_sum_to_one() -> None:
     assert not np.allclose(w[3:], weight_vectors(("a", "b", "c"), samples=20, seed=2)[3:])
 
 
-def test_headroom_scores_single_signals_as_the_protocol_does(tiny_dataset: Dataset) -> None:
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False) as cluster, Client(cluster) as client:
-        options = TrainingOptions(client=client)
+def test_headroom_scores_single_signals_as_the_protocol_does(tiny_dataset: Dataset, client: Client) -> None:
+    options = TrainingOptions(client=client)
 
-        def fit(split: str) -> dict:
-            data = TrainData(tiny_dataset, split)
-            return {"popularity": Popularity(PopularityConfig()).fit(data, options),
-                    "svd": SVDItemItem(SVDConfig(factors=8)).fit(data, options)}
+    def fit(split: str) -> dict:
+        data = TrainData(tiny_dataset, split)
+        return {"popularity": Popularity(PopularityConfig()).fit(data, options),
+                "svd": SVDItemItem(SVDConfig(factors=8)).fit(data, options)}
 
-        fit_models, train_models = fit("fit"), fit("train")
+    fit_models, train_models = fit("fit"), fit("train")
     result = headroom(tiny_dataset, fit_models, train_models, samples=30, seed=0)
     for kind, models, split, seen in (("svd", fit_models, "validation", "fit"), ("popularity", train_models, "test", "train")):
         expected = evaluate(models[kind].score, tiny_dataset.matrix(seen), tiny_dataset.matrix(split))["ndcg@10"]

@@ -17,8 +17,8 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.api_helpers import RedisServer, free_port, start_uvicorn, wait_for_port
-from tests.conftest import make_tiny_source
+from bench.processes import RedisServer, free_port, start_uvicorn, wait_for_port
+from bench.tiny import make_tiny_source
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.processes import free_port
 from cluster.cli import build_parser
-from tests.api_helpers import free_port
 from tests.compose_runner import REDIS_PORT, ComposeError, ComposeRun, Running, interpolate, read_env_file
 
 pytest_plugins = ["tests.api_helpers"]

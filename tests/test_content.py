@@ -11,20 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from distributed import Client, LocalCluster, get_task_stream
+from distributed import Client, get_task_stream
 from sklearn.preprocessing import normalize
 
 from etl.dataset import Dataset
 from etl.metrics import ranking_metrics, top_k
 from models.base import FactorModel, TrainData, TrainingOptions
 from models.content import ContentConfig, ContentModel, embed_items, popularity_lift, tfidf_features
-
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster:
-        with Client(cluster, set_as_default=False) as c:  # fits get it explicitly
-            yield c
 
 
 def fit(dataset: Dataset, client: Client, split: str = "train", **config) -> ContentModel:

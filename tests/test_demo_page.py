@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.processes import Uvicorn, start_uvicorn
 from graphql_api.app import STATIC_DIR
-from tests.api_helpers import Uvicorn, start_uvicorn
 
 pytest_plugins = ["tests.api_helpers"]
 

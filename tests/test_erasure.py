@@ -11,7 +11,6 @@ rows in it are left out of every training run by their salted hash.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,12 +18,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import redis
-from distributed import Client, LocalCluster
+from distributed import Client
 
+from bench.processes import RedisServer, start_uvicorn
 from cluster.retrain import retrain_once
 from hybrid.bundle import list_bundles, load
 from hybrid.experiments import Experiment, create_experiment
-from tests.api_helpers import RedisServer, start_uvicorn
 from tests.test_cluster_topology import write_movielens_layout
 
 pytestmark = pytest.mark.slow
@@ -34,13 +33,6 @@ FAST = {"signals": ["als", "content", "popularity"], "generations": 2, "settle":
         "tolerance": 1.0}
 KEYS = "reader:read,writer:read+write,boss:read+write+admin"
 SNAPSHOTS = ("--appendonly", "yes", "--appendfsync", "always", "--save", "1 1", "--rdbcompression", "no")
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster, \
-            Client(cluster, set_as_default=False) as c:
-        yield c
 
 
 def traces(needle: str, *roots: Path) -> list[str]:

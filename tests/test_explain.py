@@ -12,7 +12,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from etl.dataset import Dataset
 from etl.ingest import ingest
@@ -295,21 +295,19 @@ def chain_source(n_users: int = 80, n_items: int = 30, per_user: int = 10, seed:
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory: pytest.TempPathFactory) -> HybridRecommender:
+def chain(tmp_path_factory: pytest.TempPathFactory, client: Client) -> HybridRecommender:
     """A bundle of the svd and sequence signals (and popularity) fit on ``chain_source``."""
     root = tmp_path_factory.mktemp("chain")
     with dask.config.set(scheduler="sync"):
         ingest(chain_source(), root / "dataset")
     dataset = Dataset.open(root / "dataset")
     data = TrainData(dataset, "train")
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
-            Client(cluster, set_as_default=False) as client:  # fmt: skip
-        options = TrainingOptions(client=client, seed=0)
-        models = {
-            "svd": SVDItemItem(SVDConfig(factors=12, shrinkage=1.0)).fit(data, options),
-            "sequence": SequenceModel(SequenceConfig(factors=12)).fit(data, options),
-            "popularity": Popularity().fit(data, options),
-        }
+    options = TrainingOptions(client=client, seed=0)
+    models = {
+        "svd": SVDItemItem(SVDConfig(factors=12, shrinkage=1.0)).fit(data, options),
+        "sequence": SequenceModel(SequenceConfig(factors=12)).fit(data, options),
+        "popularity": Popularity().fit(data, options),
+    }
     fusion = Fusion.fit_scales(models, dataset.matrix("test"))
     weights = {"svd": 1.0, "sequence": 1.0, "popularity": 0.1}
     publish(root / "bundles", fusion, dataset, weights=weights, variants=Variants(fusion.signals, weights),
@@ -318,17 +316,15 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> HybridRecommender:
 
 
 @pytest.fixture(scope="module")
-def content_chain(tmp_path_factory: pytest.TempPathFactory) -> HybridRecommender:
+def content_chain(tmp_path_factory: pytest.TempPathFactory, client: Client) -> HybridRecommender:
     """A bundle of the content signal (and popularity) fit on ``chain_source`` with varied genres and tags."""
     root = tmp_path_factory.mktemp("content-chain")
     with dask.config.set(scheduler="sync"):
         ingest(chain_source(varied=True), root / "dataset")
     dataset = Dataset.open(root / "dataset")
     data = TrainData(dataset, "train")
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
-            Client(cluster, set_as_default=False) as client:  # fmt: skip
-        options = TrainingOptions(client=client, seed=0)
-        models = {"content": ContentModel(ContentConfig()).fit(data, options), "popularity": Popularity().fit(data, options)}
+    options = TrainingOptions(client=client, seed=0)
+    models = {"content": ContentModel(ContentConfig()).fit(data, options), "popularity": Popularity().fit(data, options)}
     fusion = Fusion.fit_scales(models, dataset.matrix("test"))
     weights = {"content": 1.0, "popularity": 0.1}
     publish(root / "bundles", fusion, dataset, weights=weights, variants=Variants(fusion.signals, weights),

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.api_helpers import tiny_models
-from tests.fault_scenarios import (
+from bench.fault_scenarios import (
     FaultResult,
     api_restarted_under_load,
     bundle_published_under_load,
@@ -58,8 +57,8 @@ def test_api_restarted_while_recording_keeps_every_acknowledged_interaction(
     nothing_lost(result)
 
 
-def test_bundles_published_under_load_fail_no_request(api_root: Path, tmp_path: Path, tiny_dataset) -> None:
-    result = bundle_published_under_load(tmp_path, api_root, tiny_dataset, tiny_models(tiny_dataset), seconds=SECONDS)
+def test_bundles_published_under_load_fail_no_request(api_root: Path, tmp_path: Path, tiny_dataset, tiny_models) -> None:
+    result = bundle_published_under_load(tmp_path, api_root, tiny_dataset, tiny_models, seconds=SECONDS)
     assert result.failed == 0, result.failures
     assert result.notes["all_workers_switched"], result.notes
     assert set(result.notes["versions_served"]) >= {"v1", result.notes["published"][-1]}, result.notes

@@ -23,11 +23,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.tiny import publish_bundle
 from etl.events_log import EventLog, read_accepted_events
 from graphql_api.app import create_app
 from graphql_api.schema import MASKED_MESSAGE
 from graphql_api.settings import Settings
-from tests.api_helpers import publish_bundle, tiny_models
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600),
               pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")]
@@ -170,11 +170,11 @@ class Recorder:
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory, tiny_dataset) -> Iterator[tuple[Any, Path, Recorder]]:
+def api(tmp_path_factory: pytest.TempPathFactory, tiny_dataset, tiny_models) -> Iterator[tuple[Any, Path, Recorder]]:
     from starlette.testclient import TestClient
 
     root = tmp_path_factory.mktemp("fuzz") / "bundles"
-    publish_bundle(root, tiny_dataset, tiny_models(tiny_dataset), version="v1")
+    publish_bundle(root, tiny_dataset, tiny_models, version="v1")
     events = root.parent / "events"
     app = create_app(Settings(bundle_root=root, events_dir=events, access_log=False, log_level="CRITICAL", dev_mode=True))
     with TestClient(app, raise_server_exceptions=True) as client:  # runs the lifespan

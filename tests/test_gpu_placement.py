@@ -52,12 +52,6 @@ def gpu_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Clie
             proc.wait(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def cpu_client() -> Iterator[Client]:
-    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster, Client(cluster) as client:
-        yield client
-
-
 def fit_where(client: Client, dataset: Dataset, device: str, seed: int = 0) -> tuple[LightGCN, str]:
     """Fit LightGCN and return it with the worker the scheduler ran its training task on."""
     data = TrainData(dataset, split="fit", validation="validation")
@@ -68,14 +62,14 @@ def fit_where(client: Client, dataset: Dataset, device: str, seed: int = 0) -> t
     return model, ran[0]
 
 
-def test_gpu_workers_are_those_advertising_the_resource(gpu_cluster: tuple[Client, str], cpu_client: Client) -> None:
-    client, gpu = gpu_cluster
-    assert gpu_workers(client) == [gpu]
-    assert torch_resources(client, "auto") == torch_resources(client, "cuda") == {GPU: 1}
-    assert torch_resources(client, "cpu") is None  # a CPU fit does not hold the GPU
-    assert gpu_workers(cpu_client) == [] and torch_resources(cpu_client, "auto") is None
+def test_gpu_workers_are_those_advertising_the_resource(gpu_cluster: tuple[Client, str], client: Client) -> None:
+    gpu_client, gpu = gpu_cluster
+    assert gpu_workers(gpu_client) == [gpu]
+    assert torch_resources(gpu_client, "auto") == torch_resources(gpu_client, "cuda") == {GPU: 1}
+    assert torch_resources(gpu_client, "cpu") is None  # a CPU fit does not hold the GPU
+    assert gpu_workers(client) == [] and torch_resources(client, "auto") is None  # the shared cluster has no GPU
     with pytest.raises(ValueError, match="'gpu'"):
-        torch_resources(client, "gpu")
+        torch_resources(gpu_client, "gpu")
 
 
 @no_cuda
@@ -92,13 +86,13 @@ def test_fit_runs_on_the_gpu_worker(gpu_cluster: tuple[Client, str], tiny_datase
 
 @pytest.mark.timeout(300)
 def test_cpu_fits_and_clusters_without_gpu_workers_run_as_before(
-    gpu_cluster: tuple[Client, str], cpu_client: Client, tiny_dataset: Dataset
+    gpu_cluster: tuple[Client, str], client: Client, tiny_dataset: Dataset
 ) -> None:
-    model, worker = fit_where(cpu_client, tiny_dataset, "auto")
-    assert worker in cpu_client.scheduler_info(n_workers=-1)["workers"]
+    model, worker = fit_where(client, tiny_dataset, "auto")
+    assert worker in client.scheduler_info(n_workers=-1)["workers"]
     assert model.device_ == ("cuda:0" if torch.cuda.is_available() else "cpu")
-    client, gpu = gpu_cluster
-    model, worker = fit_where(client, tiny_dataset, "cpu")
+    gpu_client, gpu = gpu_cluster
+    model, worker = fit_where(gpu_client, tiny_dataset, "cpu")
     assert model.device_ == "cpu" and model.best_epoch_ is not None
 
 

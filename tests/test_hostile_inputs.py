@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api_helpers import Uvicorn, start_uvicorn
+from bench.processes import Uvicorn, start_uvicorn
 
 pytest_plugins = ["tests.api_helpers"]
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api_helpers import REPO, Uvicorn, free_port, start_uvicorn
+from bench.processes import Uvicorn, free_port, start_uvicorn
+from tests.api_helpers import REPO
 
 pytest_plugins = ["tests.api_helpers"]
 

@@ -12,9 +12,10 @@ import httpx
 import psutil
 import pytest
 
+from bench.processes import Uvicorn, start_uvicorn
+from bench.tiny import publish_bundle
 from etl.events_log import EventLog
 from graphql_api.store import CACHE_ENTRY_OVERHEAD, CachedAnswer, MemoryCache
-from tests.api_helpers import Uvicorn, publish_bundle, start_uvicorn, tiny_models
 
 pytest_plugins = ["tests.api_helpers"]
 
@@ -57,9 +58,9 @@ def test_expired_answers_are_swept_without_being_asked_for() -> None:
 # -- a real server --------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, tiny_dataset) -> Iterator[Uvicorn]:
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_dataset, tiny_models) -> Iterator[Uvicorn]:
     work = tmp_path_factory.mktemp("memory")
-    publish_bundle(work / "bundles", tiny_dataset, tiny_models(tiny_dataset), version="v1")
+    publish_bundle(work / "bundles", tiny_dataset, tiny_models, version="v1")
     server = start_uvicorn({"HYBRIDREC_BUNDLE_ROOT": str(work / "bundles"), "HYBRIDREC_EVENTS_DIR": str(work / "events"),
                             "HYBRIDREC_API_KEYS": KEY, "HYBRIDREC_HISTORY_CAP": "10"}, work / "uvicorn.log")
     server.events = work / "events"  # type: ignore[attr-defined]

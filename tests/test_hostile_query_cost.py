@@ -19,10 +19,12 @@ import httpx
 import pytest
 from graphql import parse
 
+from bench.processes import Uvicorn, start_uvicorn
+from bench.tiny import publish_bundle
 from graphql_api.cost import CAP, EXPANDED_NODE, FIELD_NODE, OBJECT, OPERATION, WEIGHTS, DocumentCost
 from graphql_api.schema import schema
 from graphql_api.settings import Limits
-from tests.api_helpers import Uvicorn, publish_bundle, running, start_uvicorn, tiny_models
+from tests.api_helpers import running
 
 pytest_plugins = ["tests.api_helpers"]
 
@@ -54,9 +56,9 @@ def graphql_schema() -> Any:
 # -- a real server ------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory, tiny_dataset) -> Path:
+def root(tmp_path_factory: pytest.TempPathFactory, tiny_dataset, tiny_models) -> Path:
     path = tmp_path_factory.mktemp("cost") / "bundles"
-    publish_bundle(path, tiny_dataset, tiny_models(tiny_dataset), version="v1")
+    publish_bundle(path, tiny_dataset, tiny_models, version="v1")
     return path
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api_helpers import RedisServer, Uvicorn, start_uvicorn
+from bench.processes import RedisServer, Uvicorn, start_uvicorn
 
 pytest_plugins = ["tests.api_helpers"]
 

@@ -366,25 +366,22 @@ def test_small_catalogue_uses_exact_path():
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_hnsw_recall_on_real_signals(ml_small):
+def test_hnsw_recall_on_real_signals(ml_small, client):
     """The same check over real ALS + content + popularity vectors of ml-latest-small (9,742
     items): popularity-shaped norms make inner-product HNSW harder than the synthetic world."""
     import scipy.sparse as sp
-    from distributed import Client, LocalCluster
 
     from models.als import ALS, ALSConfig
     from models.content import ContentConfig, ContentModel
     from models.popularity import Popularity
 
     data = TrainData(ml_small, "train")
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster:
-        with Client(cluster, set_as_default=False) as client:
-            opts = TrainingOptions(client=client, device="cpu")
-            models = {
-                "als": ALS(ALSConfig(factors=64, iterations=8)).fit(data, opts),
-                "content": ContentModel(ContentConfig(dim=32)).fit(data, opts),
-                "popularity": Popularity().fit(data, opts),
-            }
+    opts = TrainingOptions(client=client, device="cpu")
+    models = {
+        "als": ALS(ALSConfig(factors=64, iterations=8)).fit(data, opts),
+        "content": ContentModel(ContentConfig(dim=32)).fit(data, opts),
+        "popularity": Popularity().fit(data, opts),
+    }
     fusion = Fusion.fit_scales(models, ml_small.matrix("test"))
     vectors = fusion.item_vectors()
     index = FusedIndex.build(vectors, threads=1)  # one thread: the same graph for the same vectors

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench.tiny import make_tiny_source
 from etl.dataset import Dataset
 from etl.errors import DataError
 from etl.ingest import assign_splits, ingest
 from etl.sources.base import RawSource
-from tests.conftest import make_tiny_source
 
 
 @pytest.fixture(autouse=True)

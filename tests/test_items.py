@@ -13,6 +13,7 @@ import dask
 import pandas as pd
 import pytest
 
+from bench.tiny import make_tiny_source
 from cluster.event_intake import take_events
 from cluster.jobs import training_source
 from etl.dataset import Dataset
@@ -22,7 +23,6 @@ from etl.items_log import ITEMS_FILE, CatalogueItem, ItemLog, read_added_items, 
 from graphql_api.errors import InvalidItem
 from graphql_api.items import MAX_BATCH, catalogue_token, read_items_file, upsert_items, validate_items
 from tests.api_helpers import REPO
-from tests.conftest import make_tiny_source
 
 pytest_plugins = ["tests.api_helpers"]
 
@@ -162,7 +162,7 @@ def test_both_places_agree_and_the_newest_write_wins(tmp_path: Path, redis_url: 
 
 @pytest.mark.slow
 def test_redis_without_an_append_only_file_is_refused_alone(tmp_path: Path) -> None:
-    from tests.api_helpers import RedisServer
+    from bench.processes import RedisServer
 
     server = RedisServer(tmp_path / "redis", persistence=()).start()
     try:
@@ -269,11 +269,9 @@ def test_numeric_added_ids_keep_a_numeric_source_numeric(tmp_path: Path) -> None
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_the_next_retrain_knows_added_items_natively(tmp_path: Path) -> None:
+def test_the_next_retrain_knows_added_items_natively(tmp_path: Path, client) -> None:
     """Add an item and interactions with it, retrain: the published bundle holds the item as a
     trained row with its metadata and events, and overlaying the additions on it adds no row."""
-    from distributed import Client, LocalCluster
-
     from cluster.retrain import retrain_once
     from graphql_api.engine import Engine
     from tests.test_cluster_topology import write_movielens_layout
@@ -283,11 +281,9 @@ def test_the_next_retrain_knows_added_items_natively(tmp_path: Path) -> None:
     upsert_items(validate_items([{"id": "9001", "title": "Brand New (2026)", "genres": ["Comedy"],
                                   "tags": ["funny"], "year": 2026}]), events)
     EventLog(events).append([Event(str(u), "9001", 4.5, 3_000_000 + u, accepted_at=1000.0 + u) for u in (2, 4, 6, 8)])
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster, \
-            Client(cluster, set_as_default=False) as client:
-        decision = retrain_once(tmp_path / "work", tmp_path / "bundles", min_new_events=1, tolerance=0.0,
-                                events_dir=events, source=source, client=client,
-                                signals=["als", "content", "popularity"], generations=2, settle=0.0)
+    decision = retrain_once(tmp_path / "work", tmp_path / "bundles", min_new_events=1, tolerance=0.0,
+                            events_dir=events, source=source, client=client,
+                            signals=["als", "content", "popularity"], generations=2, settle=0.0)
     assert decision.published, decision.reason
     engine = Engine.load(tmp_path / "bundles")
     row = int(engine.item_rows(["9001"])[0])

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from etl.dataset import Dataset
 from etl.metrics import evaluate
@@ -16,13 +15,6 @@ from models.base import FactorModel, TrainData, TrainingOptions
 from models.lightgcn import LightGCN, LightGCNConfig
 
 SMALL = LightGCNConfig(embedding_dim=16, num_layers=2, learning_rate=0.01, epochs=30, eval_every=5, patience=3)
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    with LocalCluster(processes=False, n_workers=1, dashboard_address=":0") as cluster:
-        with Client(cluster) as c:
-            yield c
 
 
 @pytest.fixture(scope="module")

@@ -59,15 +59,6 @@ FACTORIES: dict[str, Callable[[], FactorModel]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster:
-        with Client(cluster) as c:
-            yield c
-
-
 @pytest.fixture(scope="module", params=sorted(FACTORIES))
 def fitted(request: pytest.FixtureRequest, tiny_dataset: Dataset, client) -> FactorModel:
     model = FACTORIES[request.param]()

@@ -221,10 +221,8 @@ def test_item_without_interactions_is_found_through_content(bundle: Bundle, rec:
 
 
 @pytest.mark.slow
-def test_real_signals_end_to_end(tiny_dataset, tmp_path):
+def test_real_signals_end_to_end(tiny_dataset, tmp_path, client):
     """The same serving path over the real ALS, content, LightGCN and popularity signals."""
-    from distributed import Client, LocalCluster
-
     from hybrid.bundle import publish
     from hybrid.fusion import Fusion
     from hybrid.variants import Variants
@@ -235,17 +233,15 @@ def test_real_signals_end_to_end(tiny_dataset, tmp_path):
     from models.popularity import Popularity
 
     data = TrainData(tiny_dataset, "train")
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster:
-        with Client(cluster, set_as_default=False) as client:
-            opts = TrainingOptions(client=client, device="cpu")
-            models = {
-                "als": ALS(ALSConfig(factors=8, iterations=5)).fit(data, opts),
-                "content": ContentModel(ContentConfig(dim=8)).fit(data, opts),
-                "lightgcn": LightGCN(LightGCNConfig(embedding_dim=8, num_layers=2, learning_rate=0.01, epochs=5, eval_every=5)).fit(
-                    data, opts
-                ),
-                "popularity": Popularity().fit(data, opts),
-            }
+    opts = TrainingOptions(client=client, device="cpu")
+    models = {
+        "als": ALS(ALSConfig(factors=8, iterations=5)).fit(data, opts),
+        "content": ContentModel(ContentConfig(dim=8)).fit(data, opts),
+        "lightgcn": LightGCN(LightGCNConfig(embedding_dim=8, num_layers=2, learning_rate=0.01, epochs=5, eval_every=5)).fit(
+            data, opts
+        ),
+        "popularity": Popularity().fit(data, opts),
+    }
     fusion = Fusion.fit_scales(models, tiny_dataset.matrix("test"))
     weights = {"als": 1.0, "content": 0.3, "lightgcn": 0.5, "popularity": 0.2}
     publish(tmp_path, fusion, tiny_dataset, weights=weights, variants=Variants(fusion.signals, weights), metrics={},

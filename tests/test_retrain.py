@@ -7,13 +7,12 @@ Dask LocalCluster, the real ingest/tune/index jobs on a small MovieLens-layout s
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from cluster.event_intake import learned
 from cluster.retrain import retrain_once, split_holdout
@@ -26,13 +25,6 @@ from tests.test_cluster_topology import write_movielens_layout
 SIGNALS = ["als", "content", "popularity"]
 FAST = {"signals": SIGNALS, "generations": 3, "settle": 0.0}
 """Small and quick; nothing appends while a test's trainer reads, so the cutoff need not trail."""
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster, \
-            Client(cluster, set_as_default=False) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from distributed import Client, LocalCluster
 
 from etl.dataset import Dataset
 from models.base import FactorModel, TrainData, TrainingOptions, ordered_histories
@@ -15,14 +14,6 @@ from models.sequence import SequenceConfig, SequenceModel, transition_counts
 
 FULL = SequenceConfig(factors=39, window=3, half_life=1.5, power_iterations=10)
 """Rank = the tiny catalogue's size - 1: the low-rank product is (nearly) the full one."""
-
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, Client(
-        cluster, set_as_default=False
-    ) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

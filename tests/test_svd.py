@@ -7,21 +7,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from etl.dataset import Dataset
 from models.base import FactorModel, TrainData, TrainingOptions, ordered_histories
 from models.svd import SVDConfig, SVDItemItem, recency_weights
+from tests.worker_faults import kill_a_worker_during
 
 SMALL = SVDConfig(factors=6, shrinkage=2.0, recency_half_life=3.0, recency_floor=0.1, power_iterations=8)
-
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, Client(
-        cluster, set_as_default=False
-    ) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
@@ -113,47 +106,21 @@ def test_config_validation_names_the_field(field, value):
 
 
 @pytest.mark.slow
-def test_spectrum_survives_a_killed_worker() -> None:
+def test_spectrum_survives_a_killed_worker(process_client: Client) -> None:
     """A worker killed between passes takes its scattered user blocks with it: the pass is
     submitted again on blocks scattered afresh, and the spectrum is the same."""
-    import os
-    import signal
-    import threading
-    import time
-
     rng = np.random.default_rng(0)
     n_users, n_items, nnz = 20_000, 3_000, 400_000
     a = sp.csr_matrix((np.ones(nnz), (rng.integers(0, n_users, nnz), (rng.pareto(1.0, nnz) * 40).astype(np.int64)
                                       % n_items)), shape=(n_users, n_items))
     a.data[:] = 1.0
     cfg = replace(SMALL, factors=32, power_iterations=12, n_blocks=4)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            Client(cluster, set_as_default=False) as c:
-        reference = SVDItemItem(cfg)._top_spectrum(a, TrainingOptions(client=c, seed=1))
-        victim = next(iter(c.run(os.getpid).values()))
-        out: list = []
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                out.append(SVDItemItem(cfg)._top_spectrum(a, TrainingOptions(client=c, seed=1)))
-            except BaseException as err:  # noqa: BLE001 - re-raised below, in the test's thread
-                errors.append(err)
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any(
-            "-pass-2-" in str(k) for keys in c.processing().values() for k in keys
-        ):
-            time.sleep(0.005)
-        os.kill(victim, signal.SIGKILL)
-        killed_mid_fit = thread.is_alive()
-        thread.join(timeout=180)
-        if errors:
-            raise errors[0]
-        assert killed_mid_fit and not thread.is_alive()
-        assert victim not in c.run(os.getpid).values()
-    (vectors, sigma), (ref_vectors, ref_sigma) = out[0], reference
+    options = TrainingOptions(client=process_client, seed=1)
+    reference = SVDItemItem(cfg)._top_spectrum(a, options)
+    spectrum, killed_mid_fit = kill_a_worker_during(
+        process_client, lambda: SVDItemItem(cfg)._top_spectrum(a, options),
+        started=lambda: any("-pass-2-" in str(k) for keys in process_client.processing().values() for k in keys))
+    assert killed_mid_fit
+    (vectors, sigma), (ref_vectors, ref_sigma) = spectrum, reference
     np.testing.assert_allclose(sigma, ref_sigma, rtol=1e-6)
     np.testing.assert_allclose(np.abs(vectors.T @ ref_vectors).diagonal(), 1.0, atol=1e-5)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from distributed import Client, LocalCluster, get_task_stream
+from distributed import get_task_stream
 
 from etl.errors import ClientRequiredError
 from etl.metrics import evaluate, top_k
@@ -18,15 +18,6 @@ from hybrid.fusion import Fusion
 from hybrid.tuner import GAConfig, simplex_grid, tune_ga, tune_grid, tune_random
 from models.base import FactorModel, TrainData, TrainingOptions
 from models.popularity import Popularity
-
-
-@pytest.fixture(scope="module")
-def client():
-    # Not the default client: the session's ingest fixtures keep their own schedulers.
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, Client(
-        cluster, set_as_default=False
-    ) as c:
-        yield c
 
 
 # -- synthetic pools --------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 
 import hybridrec
 from etl.sources.synthetic import SyntheticConfig, write_parquet
-from tests.api_helpers import start_uvicorn
+from bench.processes import start_uvicorn
 from tests.conftest import REPO
 
 

@@ -28,9 +28,10 @@ from typing import Any
 
 import httpx
 
+from bench.processes import RedisServer, Uvicorn, start_uvicorn
+from bench.tiny import publish_bundle
 from etl.dataset import Dataset
 from etl.events_log import read_accepted_events
-from tests.api_helpers import RedisServer, Uvicorn, publish_bundle, start_uvicorn
 
 RECS = ("query($u: ID!) { recommendations(userId: $u, first: 10) { modelVersion onlineInteractions "
         "items { score item { id } } } }")
