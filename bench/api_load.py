@@ -103,7 +103,7 @@ def build_bundle(root: Path, work: Path, signals: list[str]) -> None:
     from hybrid.bundle import publish
     from hybrid.fusion import Fusion
     from hybrid.variants import Variants
-    from hybrid.pipeline import default_config, fit_signals
+    from training.pipeline import default_config, fit_signals
     from models.base import TrainData, TrainingOptions
 
     dataset_dir = work / "dataset"
@@ -699,7 +699,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--repeat and --duration must be >= 1")
     import numpy as np
 
-    from hybrid.pipeline import DEFAULT_SIGNALS
+    from training.pipeline import DEFAULT_SIGNALS
 
     signals = args.signals.split(",") if args.signals else list(DEFAULT_SIGNALS)
     root = args.bundle_root or args.work_dir / f"bundles-{'-'.join(signals)}"

@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibrate", action="store_true", help="also measure the queries WEIGHTS was set from")
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args(argv)
-    from hybrid.pipeline import DEFAULT_SIGNALS
+    from training.pipeline import DEFAULT_SIGNALS
 
     root = args.bundle_root or args.work_dir / f"bundles-{'-'.join(DEFAULT_SIGNALS)}"
     if not (root / "latest").exists():

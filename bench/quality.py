@@ -8,7 +8,7 @@
 Rows, each on the protocol's test split (full ranking, train items excluded, k=10):
 - baselines (bench/baselines.py): implicit ALS (64 factors, reg 0.05, alpha 1, 15 iterations),
   LightFM WARP (64 components, 30 epochs), EASE (lambda chosen on validation);
-- the tuned hybrid: hybrid.pipeline.run_pipeline (tune on validation, refit on train, test once);
+- the tuned hybrid: training.pipeline.run_pipeline (tune on validation, refit on train, test once);
 - each project signal alone (popularity is the popularity baseline), fit on 'train' with the
   config of the pipeline's final fit, so its row is the signal the hybrid blends.
 LightGCN gets its tuned preset on ml-latest-small and a bounded epoch budget on synthetic data
@@ -78,7 +78,7 @@ def row_of(method: str, group: str, metrics: dict[str, float], cost: Measure | N
 
 def config_from(kind: str, params: dict[str, Any]) -> Any:
     """A signal's Config from the JSON of the pipeline's final config."""
-    from hybrid.pipeline import default_config
+    from training.pipeline import default_config
 
     base = default_config(kind)
     known = {f.name for f in fields(base)}
@@ -156,8 +156,8 @@ class DatasetBench:
 
     # -- the pipeline and its signals -------------------------------------------------------------
     def pipeline_config(self) -> Any:
-        from hybrid.pipeline import PipelineConfig
-        from hybrid.tuner import GAConfig
+        from training.pipeline import PipelineConfig
+        from training.tuner import GAConfig
 
         args = self.args
         configs: dict[str, Any] = {}
@@ -169,13 +169,13 @@ class DatasetBench:
                               per_signal=max(K, min(100, self.ds.n_items // 2)))
 
     def hybrid(self) -> dict[str, Any]:
-        from hybrid.pipeline import run_pipeline
+        from training.pipeline import run_pipeline
         from models.base import TrainingOptions
 
         result, cost = measure(lambda: run_pipeline(self.ds, self.pipeline_config(), TrainingOptions(client=self.client)))
         log("pipeline result\n" + result.table(K))
         # run_pipeline's own test figures (the same users) and the diversity the protocol lists
-        from hybrid.pipeline import fused_scorer
+        from training.pipeline import fused_scorer
 
         metrics = self.evaluate(fused_scorer(result.fusion, result.weights))
         summary = result.summary()
@@ -188,7 +188,7 @@ class DatasetBench:
         )  # fmt: skip
 
     def signal(self, kind: str, params: dict[str, Any], pipeline_test: dict[str, Any]) -> dict[str, Any]:
-        from hybrid.pipeline import signal_class
+        from training.pipeline import signal_class
         from models.base import TrainData, TrainingOptions
 
         config = config_from(kind, params)
@@ -237,7 +237,7 @@ def print_table(result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    from hybrid.pipeline import DEFAULT_SIGNALS
+    from training.pipeline import DEFAULT_SIGNALS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", choices=("ml-latest-small", "synthetic"),

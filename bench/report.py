@@ -151,7 +151,7 @@ def quality_section(results: Path, out: Path, refs: dict[str, dict[str, float]])
         "excluded, metrics at 10 averaged over users with a test interaction. Baselines: implicit's ALS at the "
         "reference settings, LightFM WARP, EASE with lambda chosen on validation (bench/baselines.py); each "
         "project signal alone with the config of the pipeline's final fit; the hybrid from "
-        "hybrid.pipeline.run_pipeline (tuned on validation, refit on train, test once). Fit seconds and peak "
+        "training.pipeline.run_pipeline (tuned on validation, refit on train, test once). Fit seconds and peak "
         "memory (RSS of the bench process and its Dask workers together; '+' is what the fit added) are of the "
         "fit alone; for the hybrid, of the whole pipeline (signals fit twice, pool, GA, evaluation).", ""]
     for d in datasets:
@@ -283,7 +283,7 @@ def scale_section(results: Path, out: Path) -> list[str]:
     lines += [
         f"Sizes: {', '.join(f'{n:,}' for n in sizes)} interactions (etl.sources.synthetic, MovieLens-shaped), "
         f"{any_stage.get('workers', '?')} single-threaded Dask workers on {env.get('cpus', '?')} CPUs. Stages: "
-        "generate and ingest (bench/synthetic_scale.py's stages), tune (hybrid.pipeline.tune: every signal fit on "
+        "generate and ingest (bench/synthetic_scale.py's stages), tune (training.pipeline.tune: every signal fit on "
         "'fit', scales, validation pool, GA), each signal fit on 'train' (the pipeline's refit config), the hybrid "
         "evaluated on test, and the usearch index over the fused item vectors. Memory is the peak RSS of the bench "
         "process and its workers together; '+' is what the stage added to what they held when it began. "

@@ -8,10 +8,10 @@ Per size, stages in order on one LocalCluster (--workers single-threaded process
 
 - generate, ingest: bench/synthetic_scale.py's stages (Parquet partitions written on the
   workers, then etl.ingest: validate, de-duplicate, vocabularies, protocol split);
-- tune: hybrid.pipeline.tune, the pipeline's stages 1-3: every signal fit on 'fit' (LightGCN
+- tune: training.pipeline.tune, the pipeline's stages 1-3: every signal fit on 'fit' (LightGCN
   early-stopped on 'validation'), normalisation scales, the validation candidate pool, the GA;
 - signal-<kind>: that signal fit on 'train' with the config of the pipeline's refit
-  (hybrid.pipeline.refit_config: LightGCN for its validated epoch count), then its test metrics;
+  (training.pipeline.refit_config: LightGCN for its validated epoch count), then its test metrics;
 - hybrid: the fusion of the refit signals with the tuned scales and weights, on test;
 - index: the usearch index over the fused item vectors, and a batch of exact-filter searches.
 
@@ -111,8 +111,8 @@ def run_ingest(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
 
 
 def pipeline_config(ctx: ScaleContext) -> Any:
-    from hybrid.pipeline import PipelineConfig
-    from hybrid.tuner import GAConfig
+    from training.pipeline import PipelineConfig
+    from training.tuner import GAConfig
 
     args = ctx.args
     configs: dict[str, Any] = {}
@@ -139,7 +139,7 @@ def lightgcn_batch(fit_interactions: int, steps: int) -> int:
 
 
 def run_tune(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
-    from hybrid.pipeline import refit_config, tune
+    from training.pipeline import refit_config, tune
     from etl.jsonable import jsonable
 
     ds = ctx.dataset()
@@ -165,7 +165,7 @@ def _evaluate(ctx: ScaleContext, score: Callable[[np.ndarray], np.ndarray], trai
 def make_signal_stage(kind: str) -> Callable[[ScaleContext], tuple[int, dict[str, Any]]]:
     def run(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
         from bench.quality import config_from
-        from hybrid.pipeline import signal_class
+        from training.pipeline import signal_class
         from models.base import TrainData
 
         config = config_from(kind, ctx.previous("tune")["refit_configs"][kind])
@@ -195,7 +195,7 @@ def _fusion(ctx: ScaleContext) -> tuple[Any, dict[str, float]]:
 
 
 def run_hybrid(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
-    from hybrid.pipeline import fused_scorer
+    from training.pipeline import fused_scorer
 
     fusion, weights = _fusion(ctx)
     train = fusion.models[fusion.signals[0]].seen_
@@ -296,7 +296,7 @@ def run_size(n: int, client: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from hybrid.pipeline import DEFAULT_SIGNALS
+    from training.pipeline import DEFAULT_SIGNALS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", help="interactions per size (default 1M 5M 25M)")

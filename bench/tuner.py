@@ -58,9 +58,9 @@ from bench.harness import (  # noqa: E402
     write_json,
 )
 from etl.dataset import Dataset  # noqa: E402
-from hybrid.candidates import build_pool  # noqa: E402
+from training.candidates import build_pool  # noqa: E402
 from hybrid.fusion import Fusion  # noqa: E402
-from hybrid.pipeline import (  # noqa: E402
+from training.pipeline import (  # noqa: E402
     DEFAULT_SIGNALS,
     PipelineConfig,
     default_config,
@@ -68,7 +68,7 @@ from hybrid.pipeline import (  # noqa: E402
     fit_signals,
     refit_signals,
 )
-from hybrid.tuner import GAConfig, TuneResult, tune_ga, tune_grid, tune_random  # noqa: E402
+from training.tuner import GAConfig, TuneResult, tune_ga, tune_grid, tune_random  # noqa: E402
 from models.base import FactorModel, TrainData, TrainingOptions  # noqa: E402
 
 ML_SMALL = REPO.parent / "shared" / "data" / "ml-latest-small"

@@ -206,7 +206,7 @@ def train_job(
     seed: int = 0, progress: bool = True,
 ) -> dict[str, Path]:
     """Fit each signal with its default (tuned) config, concurrently on the cluster; save each."""
-    from hybrid.pipeline import default_config
+    from training.pipeline import default_config
     from tqdm import tqdm
 
     ds = Dataset.open(dataset)
@@ -239,8 +239,8 @@ def tune_job(
     The run folder holds the final signals (signals/<kind>/), run.json (weights, scales, metrics,
     parameters, the GA's history) and the GA's convergence plot (convergence.png).
     """
-    from hybrid.pipeline import DEFAULT_SIGNALS, PipelineConfig, run_pipeline
-    from hybrid.tuner import GAConfig
+    from training.pipeline import DEFAULT_SIGNALS, PipelineConfig, run_pipeline
+    from training.tuner import GAConfig
 
     ga = GAConfig(seed=seed) if generations is None else GAConfig(seed=seed, generations=generations)
     config = PipelineConfig(signals=tuple(signals or DEFAULT_SIGNALS), ga=ga, seed=seed)
@@ -275,7 +275,7 @@ def index_job(run_dir: str | Path, bundle_root: str | Path, dataset: str | Path 
               make_latest: bool = True) -> str | Path:
     """Build the usearch index over the run's fused item vectors and publish a bundle version
     (``make_latest=False``: a candidate, not served until ``hybrid.bundle.set_latest``)."""
-    from hybrid.pipeline import publish_bundle
+    from training.pipeline import publish_bundle
 
     fusion, summary = load_run(run_dir)
     ds = Dataset.open(dataset or summary["dataset"])
@@ -290,7 +290,7 @@ def index_job(run_dir: str | Path, bundle_root: str | Path, dataset: str | Path 
 
 def evaluate_job(dataset: str | Path, *, run_dir: str | Path | None = None, k: int = 10) -> dict[str, dict[str, float]]:
     """The protocol's table on the test split: popularity, and each signal and the blend of a run."""
-    from hybrid.pipeline import fused_scorer
+    from training.pipeline import fused_scorer
     from models.popularity import Popularity
 
     ds = Dataset.open(dataset)

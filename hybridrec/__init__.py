@@ -30,9 +30,9 @@ from etl.errors import ClientRequiredError, DataError, HybridrecError
 from etl.ingest import ingest
 from hybrid.bundle import list_bundles
 from hybrid.bundle import load as load_bundle
-from hybrid.pipeline import PipelineConfig, PipelineResult, evaluate_fusion, publish_bundle, run_pipeline, tune
+from training.pipeline import PipelineConfig, PipelineResult, evaluate_fusion, publish_bundle, run_pipeline, tune
 from hybrid.recommender import HybridRecommender
-from hybrid.tuner import GAConfig
+from training.tuner import GAConfig
 from hybridrec.graphql_client import GraphQLClient, GraphQLRequestError
 from models.base import TrainingOptions
 from models.signals import signal_names as signals

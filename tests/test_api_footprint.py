@@ -25,8 +25,8 @@ from models.base import SIGNAL_MODULES, FactorModel, TrainData, TrainingOptions
 pytest_plugins = ["tests.api_helpers"]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-TRAINING_ONLY = ("torch", "torch_geometric", "sklearn", "dask", "distributed")
-"""Top-level packages that only training uses (fits, Dask dataframes and clusters)."""
+TRAINING_ONLY = ("torch", "torch_geometric", "sklearn", "dask", "distributed", "training")
+"""Top-level packages that only training uses (fits, Dask dataframes and clusters, the pipeline and tuner)."""
 
 RECS = """query($u: ID!) { recommendations(userId: $u, first: 5) { onlineInteractions items { score item { id }
   explanation { sentence contributions { signal value } drivers { similarity item { id } } } } } }"""

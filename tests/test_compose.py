@@ -134,8 +134,8 @@ def test_secrets_come_from_the_env_file_and_nothing_else_is_exposed() -> None:
 def test_optional_settings_default_to_production_and_are_documented() -> None:
     """The trainer's and the data step's ``${VAR:-default}`` defaults are the code's own defaults."""
     from cluster.jobs import DEMO_SYNTHETIC_INTERACTIONS
-    from hybrid.pipeline import DEFAULT_SIGNALS
-    from hybrid.tuner import GAConfig
+    from training.pipeline import DEFAULT_SIGNALS
+    from training.tuner import GAConfig
 
     text = (REPO / "docker-compose.yml").read_text()
     defaults = {n: d for n, form, d in _VAR.findall(text) if form == ":-"}

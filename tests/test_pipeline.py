@@ -11,7 +11,7 @@ from etl.dataset import Dataset
 from etl.metrics import evaluate
 from hybrid.fusion import Fusion
 from hybrid.index import FusedIndex
-from hybrid.pipeline import (
+from training.pipeline import (
     PipelineConfig,
     default_config,
     evaluate_fusion,
@@ -20,7 +20,7 @@ from hybrid.pipeline import (
     run_pipeline,
     tune,
 )
-from hybrid.tuner import GAConfig
+from training.tuner import GAConfig
 from models.base import TrainData, TrainingOptions
 from models.popularity import Popularity
 

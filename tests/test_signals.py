@@ -11,7 +11,7 @@ from graphql_api.types.similarity_signal import SimilaritySignal
 from hybrid.explain import SIGNAL_LABELS
 from hybrid.fusion import SIGNAL_ORDER
 from hybrid.item_maps import MAPPED_KINDS
-from hybrid.pipeline import DEFAULT_SIGNALS
+from training.pipeline import DEFAULT_SIGNALS
 from hybrid.variants import Variants
 from models.base import SIGNAL_MODULES, model_class
 from models.signals import SIGNALS, signal, signal_names

@@ -13,9 +13,9 @@ from distributed import get_task_stream
 from etl.errors import ClientRequiredError
 from etl.metrics import evaluate, top_k
 from etl.topk import topk
-from hybrid.candidates import CandidatePool, build_pool, ndcg_at_k
+from training.candidates import CandidatePool, build_pool, ndcg_at_k
 from hybrid.fusion import Fusion
-from hybrid.tuner import GAConfig, simplex_grid, tune_ga, tune_grid, tune_random
+from training.tuner import GAConfig, simplex_grid, tune_ga, tune_grid, tune_random
 from models.base import FactorModel, TrainData, TrainingOptions
 from models.popularity import Popularity
 

@@ -6,8 +6,8 @@ Stages, in the order of the protocol (../shared/DESIGN.md, "Evaluation protocol"
    early-stop on it (LightGCN); optionally a few candidate configs per signal, the best kept by
    validation NDCG@10 (``PipelineConfig.search``).
 2. ``Fusion.fit_scales`` on the validation pairs; ``build_pool``: the candidate pool of the
-   validation users (hybrid.candidates).
-3. ``tune_ga``: blend weights by the genetic algorithm on the pool (hybrid.tuner).
+   validation users (training.candidates).
+3. ``tune_ga``: blend weights by the genetic algorithm on the pool (training.tuner).
 4. ``refit_signals``: every signal again on the whole 'train' split with the same
    hyperparameters (LightGCN for its validated best epoch count); the tuned scales carry over.
 5. ``evaluate_fusion``: full ranking of the test split with etl.metrics.evaluate, for each signal
@@ -47,9 +47,9 @@ import scipy.sparse as sp
 from etl.dataset import Dataset
 from etl.jsonable import jsonable
 from etl.metrics import evaluate
-from hybrid.candidates import CandidatePool, build_pool
+from training.candidates import CandidatePool, build_pool
 from hybrid.fusion import Fusion
-from hybrid.tuner import GAConfig, TuneResult, tune_ga
+from training.tuner import GAConfig, TuneResult, tune_ga
 from models.base import FactorModel, TrainData, TrainingOptions, model_class, require_client
 from models.signals import signal_names
 

@@ -2,7 +2,7 @@
 
 Weights are non-negative and sum to 1 (a blend's ranking does not depend on their overall
 scale). Fitness is NDCG@k of the blend on a candidate pool of validation users
-(hybrid.candidates), never on test. Every fitness evaluation is one named Dask task
+(training.candidates), never on test. Every fitness evaluation is one named Dask task
 (``ga-gen-{g}-ind-{i}-<run>``, ``grid-eval-{i}-<run>``, ``random-eval-{i}-<run>``) on the Dask
 client the caller passes (required: ClientRequiredError without one), so a generation runs in
 parallel over the cluster. The pool is scattered once (models.base.SharedValues: one replica, which
@@ -19,7 +19,7 @@ Bagging (``GAConfig.bagging``, on by default): the GA runs once per bootstrap re
 validation users (``ga-round-{b}-gen-{g}-ind-{i}-<run>``) and the blend is the mean of the
 rounds' best weights. With a few hundred validation users the single best blend is mostly
 noise in its details; on ml-latest-small the mean of 5-6 rounds gained 0.002-0.005 test
-NDCG@10 over a single GA run (see hybrid/pipeline.py).
+NDCG@10 over a single GA run (see training/pipeline.py).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from hybrid.candidates import CandidatePool
+from training.candidates import CandidatePool
 from models.base import SharedValues, gather_shared, require_client
 
 __all__ = ["GAConfig", "Generation", "TuneResult", "simplex_grid", "tune_ga", "tune_grid", "tune_random"]
