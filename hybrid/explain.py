@@ -5,11 +5,15 @@
 2. Drivers: the history items that pull the item up most in the signal that matters most (ALS
    for a collaborative recommendation, LightGCN for a graph one, content for a content one, svd
    for an item-item one, sequence for a what-comes-next one; when popularity leads, the first of
-   these the bundle has). For ALS and LightGCN a history item's pull is <i_j, i_item> on the
-   signal's item factors. svd, sequence and content fold a history into u = sum_j w_j p_j over
-   rows of their ``projection_`` (w_j by recency; for sequence only the last ``window`` items; for
-   content the unit TF-IDF rows, weights over their sum), so their score sum_j w_j <p_j, i_item>
-   splits exactly into one term per history item: its pull.
+   these the bundle has). Every signal's fold-in splits by history item
+   (``FactorModel.history_terms``): u = sum_j u_j, so the folded-in score sum_j <u_j, i_item> has
+   one exact term per history item, its pull. svd, sequence and content: u_j = w_j p_j over rows
+   of their ``projection_`` (w_j by recency; for sequence only the last ``window`` items; for
+   content the unit TF-IDF rows, weights over their sum); ALS: u_j = c_j A^-1 y_j, the user's
+   solve applied to the history item (implicit's ``explain``); LightGCN: u_j = e_j / sqrt(d_j n),
+   its propagation step. For svd, sequence and content the terms add up to the served score; a
+   trained ALS or LightGCN user's stored vector is training's, which the fold-in of the same
+   history approximates (ALS: the same system, solved by training's conjugate-gradient steps).
 3. Shared genres and tags between the item and the user's history, most frequent first.
 4. A shortest path in the user-item graph over the user's 2-hop neighbourhood in the training
    interactions: you -> an item you saw -> another user who saw it -> this item (a search over
@@ -36,7 +40,6 @@ import pandas as pd
 
 from hybrid.index import as_list
 from hybrid.screening import exact_dot
-from models.base import FactorModel, LinearFoldIn
 from models.signals import SIGNALS
 
 if TYPE_CHECKING:
@@ -309,23 +312,6 @@ def explain_items(
 
 
 # -- evidence ------------------------------------------------------------------------------------
-def _history_pulls(model: FactorModel, history: np.ndarray) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
-    """For a signal whose user vector is a weighted sum of history rows of its ``projection_``
-    (svd, sequence, content): the distinct history items with a weight (sorted) and each one's
-    part of the user vector, w_j * p_j, as float32 rows; <row_j, i_item> is item j's term of the
-    user's score for the item, its pull. (None, None) for the other signals (not a
-    ``LinearFoldIn``).
-
-    ``history``: item rows oldest first, as ``fold_in`` takes them; the weights are ``fold_in``'s
-    (the rows add up to its vector).
-    """
-    if not isinstance(model, LinearFoldIn):
-        return None, None
-    rows, weights = model.history_weights(history)
-    parts = weights[:, None] * np.asarray(model.projection_[rows], dtype=np.float64)
-    return rows, parts.astype(np.float32)
-
-
 class _HistoryEvidence:
     """What the explanations of one user's items share: the history, the labels it carries, the
     user's end of the graph path.
@@ -360,13 +346,12 @@ class _HistoryEvidence:
             return [([], []) for _ in item_rows]
         model = self.bundle.fusion.models[signal]
         factors = np.asarray(model.item_factors_)
-        history, parts = _history_pulls(model, self.ordered)
-        if history is None:  # a history item pulls with its own item factors
-            history, vectors, at = self.history, factors, self.history
-        else:  # svd, sequence, content: with its weighted projection row
-            vectors, at = parts, np.arange(len(history))
-            vectors.flags.writeable = factors.flags.writeable  # one compiled kernel for both (memory-mapped
-            # factors are read-only, and numba compiles read-only arrays apart)
+        history, vectors = model.history_terms(self.ordered)  # each history item's part of the user vector
+        if len(history) == 0:
+            return [([], []) for _ in item_rows]
+        at = np.arange(len(history))
+        vectors.flags.writeable = factors.flags.writeable  # one compiled kernel for both (memory-mapped
+        # factors are read-only, and numba compiles read-only arrays apart)
         found = np.full((len(item_rows), k), -1, dtype=np.int64)
         sims = np.zeros((len(item_rows), k), dtype=np.float64)
         _top_pulls(vectors, at, history, factors, np.asarray(item_rows, dtype=np.int64), k, found, sims)

@@ -356,6 +356,27 @@ class ALS(FactorModel):
             a = self._gram64() + (yu.T * (conf - cfg.unobserved_weight)) @ yu + reg * np.eye(y.shape[1])
             return np.linalg.solve(a, yu.T @ conf).astype(_FLOAT)
 
+    def history_terms(self, items: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``fold_in``'s solve split by history item, as implicit's ``explain`` does: with A the
+        matrix ``fold_in`` solves against, x = A^-1 Y_u^T c_u = sum_j c_j A^-1 y_j, so item j's part
+        of the user vector is c_j A^-1 y_j and its term of the score of item i is <c_j A^-1 y_j, y_i>.
+        A trained user's stored vector came from the same system solved by a few conjugate-gradient
+        steps inside training: its score is the fold-in's of its training history up to that."""
+        cfg: ALSConfig = self.config
+        items, vals = self._history(items, values)
+        vals = np.ones(items.size) if vals is None else vals
+        y = np.asarray(self.item_factors_)
+        if items.size == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, y.shape[1]), dtype=_FLOAT)
+        uniq, inv = np.unique(items, return_inverse=True)
+        conf = cfg.confidences(np.bincount(inv, weights=vals)).astype(np.float64)
+        yu = y[uniq].astype(np.float64)
+        reg = float(cfg.row_regularization(np.array([uniq.size]), self._trained_items())[0])
+        with _one_blas_thread():
+            a = self._gram64() + (yu.T * (conf - cfg.unobserved_weight)) @ yu + reg * np.eye(y.shape[1])
+            parts = np.linalg.solve(a, yu.T * conf).T
+        return uniq.astype(np.int64), parts.astype(_FLOAT)
+
     def _trained_items(self) -> int:
         """Items the factors were fit over: items added while serving (``with_items``) come after them."""
         return int(getattr(self, "trained_items_", self.item_factors_.shape[0]))

@@ -143,6 +143,14 @@ class FactorModel(ABC):
         Used for users with new or no training history; an empty history gives a defined vector.
         """
 
+    def history_terms(self, items: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """A history's fold-in split by item: the distinct history rows (ascending) and each one's
+        part of ``fold_in(items, values)``, float32 rows that add up to it. So
+        <part_j, item_factors_[i]> is history item j's exact term of the folded-in user's score
+        for item i: what explanations rank drivers by and show as their pull. A model whose
+        fold-in does not split by history item (popularity) gives no rows."""
+        return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
+
     def with_items(self, item_factors: np.ndarray, items: Vocabulary) -> Self:
         """A copy of this fitted model that also scores ``len(item_factors)`` items appended after its
         own (items added while serving, hybrid/catalogue.py), with these item vectors; ``items`` is
@@ -300,6 +308,12 @@ class LinearFoldIn(FactorModel):
         if rows.size == 0:
             return np.zeros(self.projection_.shape[1], dtype=np.float32)
         return (weights @ self.projection_[rows].astype(np.float64)).astype(np.float32)
+
+    def history_terms(self, items: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """w_j * projection_[j] per distinct history row (``FactorModel.history_terms``)."""
+        rows, weights = self.history_weights(items, values)
+        parts = weights[:, None] * np.asarray(self.projection_[rows], dtype=np.float64)
+        return rows, parts.astype(np.float32).reshape(len(rows), self.projection_.shape[1])
 
 
 def ordered_histories(dataset: Dataset, split: str) -> sp.csr_matrix:

@@ -152,6 +152,16 @@ class LightGCN(FactorModel):
         vec = weights @ self.item_factors_[items] / np.sqrt(items.size)
         return vec.astype(np.float32)
 
+    def history_terms(self, items: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``fold_in``'s propagation step split by history item: item j's part of the user vector is
+        e_j / sqrt(d_j |history|), so its term of the score of item i is <e_j, e_i> / sqrt(d_j |history|)."""
+        items, _ = self._history(items, values)
+        items = np.unique(items)
+        if items.size == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
+        weights = 1.0 / np.sqrt(np.maximum(self.item_degrees_[items], 1.0)) / np.sqrt(items.size)
+        return items.astype(np.int64), (weights[:, None] * self.item_factors_[items]).astype(np.float32)
+
     def _extend_items(self, item_factors: np.ndarray) -> None:
         self.item_degrees_ = np.concatenate([self.item_degrees_, np.zeros(len(item_factors), np.float32)])
 

@@ -187,6 +187,25 @@ def test_fold_in_is_the_exact_solve(converged: ALS) -> None:
     np.testing.assert_allclose(converged.fold_in(items), expected, rtol=1e-4, atol=1e-6)
 
 
+def test_history_terms_are_the_solve_applied_to_each_history_item(converged: ALS) -> None:
+    """As implicit's explain: item j's part of the fold-in is the user's weighted least squares with
+    the same weights and only j's preference, c_j A^-1 y_j; the parts add up to the fold-in."""
+    cfg: ALSConfig = converged.config
+    y = converged.item_factors_.astype(float)
+    items = np.array([3, 5, 5, 11])
+    rows, parts = converged.history_terms(items)
+    assert rows.tolist() == [3, 5, 11] and parts.dtype == np.float32
+    w = np.full((1, y.shape[0]), cfg.unobserved_weight)
+    w[0, rows] = 1 + cfg.alpha
+    reg = cfg.regularization * (3 + cfg.unobserved_weight * y.shape[0]) ** cfg.reg_exponent
+    for j, part in zip(rows, parts, strict=True):
+        alone = np.zeros((1, y.shape[0]))
+        alone[0, j] = 1
+        np.testing.assert_allclose(part, dense_solve(alone, w, y, np.array([reg]))[0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(parts.sum(axis=0), converged.fold_in(items), rtol=1e-4, atol=1e-6)
+    assert converged.history_terms(np.array([], dtype=np.int64))[1].shape == (0, 8)
+
+
 def test_fold_in_edges(converged: ALS) -> None:
     assert not converged.fold_in(np.array([], dtype=np.int64)).any()
     assert converged.fold_in(np.array([], dtype=np.int64)).shape == (8,)

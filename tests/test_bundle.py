@@ -59,6 +59,10 @@ class SVDFactors(FactorModel):
         items = np.unique(np.asarray(items, dtype=np.int64))
         return np.asarray(self.item_factors_[items].sum(axis=0), dtype=np.float32)
 
+    def history_terms(self, items: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        items = np.unique(np.asarray(items, dtype=np.int64))
+        return items, np.asarray(self.item_factors_[items], dtype=np.float32).reshape(len(items), self.dim)
+
 
 @dataclass
 class GenreConfig:
@@ -95,6 +99,13 @@ class GenreFactors(FactorModel):
             return np.zeros(self.item_factors_.shape[1], dtype=np.float32)
         w = np.ones(items.size) if values is None else np.asarray(values, dtype=np.float64)
         return np.asarray(w @ self.item_factors_[items] / w.sum(), dtype=np.float32)
+
+    def history_terms(self, items: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        items = np.asarray(items, dtype=np.int64)
+        w = np.ones(items.size) if values is None else np.asarray(values, dtype=np.float64)
+        rows, at = np.unique(items, return_inverse=True)
+        weights = np.bincount(at, weights=w / w.sum(), minlength=rows.size) if items.size else np.zeros(0)
+        return rows, (weights[:, None] * self.item_factors_[rows]).astype(np.float32).reshape(len(rows), self.dim)
 
 
 def make_fusion(dataset: Dataset) -> Fusion:

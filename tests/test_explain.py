@@ -88,13 +88,17 @@ def test_explanation_of_a_top_recommendation(bundle: Bundle, rec: HybridRecommen
         assert [freq[g] for g in expl.shared_genres] == sorted((freq[g] for g in expected), reverse=True)
         assert "funny" in expl.shared_tags or "dark" in expl.shared_tags
 
-        # drivers: history items ranked by <i_j, i_item> on the driver signal's item factors
-        factors = np.asarray(bundle.fusion.models[expl.driver_signal].item_factors_)
-        sims = factors[history] @ factors[item.item_row]
-        top = history[np.lexsort((history, -sims))][: len(expl.drivers)]
+        # drivers: history items ranked by their terms of the driver signal's folded-in score
+        model = bundle.fusion.models[expl.driver_signal]
+        rows, parts = model.history_terms(rec.user_state("1", None).history.items)
+        assert set(rows.tolist()) == set(history.tolist())
+        sims = parts.astype(np.float64) @ np.asarray(model.item_factors_[item.item_row], np.float64)
+        top = rows[np.lexsort((rows, -sims))][: len(expl.drivers)]
         assert [bundle.items.row(d.item_id) for d in expl.drivers] == top.tolist()
         assert [d.row for d in expl.drivers] == top.tolist()
-        assert all(d.similarity > 0 for d in expl.drivers)
+        assert all(d.similarity > 0 for d in expl.drivers) and expl.drivers
+        assert [d.similarity for d in expl.drivers] == pytest.approx(sims[np.lexsort((rows, -sims))][: len(top)],
+                                                                     rel=1e-4, abs=1e-6)
 
         check_path(bundle, expl, bundle.users.row("1"), history)
 
@@ -249,9 +253,13 @@ def test_explain_items_is_explain_pair_per_item(bundle: Bundle, rec: HybridRecom
             assert sorted(got.shared_genres) == sorted({g for g in genres_of(bundle, row) if freq[g]})
             assert [freq[g] for g in got.shared_genres] == sorted((freq[g] for g in got.shared_genres), reverse=True)
             if got.driver_signal is not None and len(others):
-                factors = np.asarray(bundle.fusion.models[got.driver_signal].item_factors_, dtype=np.float32)
-                sims = factors[others] @ factors[row]
-                floor = 1e-6 * np.linalg.norm(factors[row]) * np.linalg.norm(factors[others], axis=1).max()
+                # each other history item's term of the signal's folded-in score
+                model = bundle.fusion.models[got.driver_signal]
+                factors = np.asarray(model.item_factors_, dtype=np.float32)
+                term_rows, parts = model.history_terms(history)
+                others, parts = term_rows[term_rows != row], parts[term_rows != row]
+                sims = parts.astype(np.float64) @ factors[row].astype(np.float64)
+                floor = 1e-6 * np.linalg.norm(factors[row]) * np.linalg.norm(parts, axis=1).max()
                 order = np.lexsort((others, -sims))[: min(3, int((sims > floor).sum()))]
                 assert [bundle.items.row(d.item_id) for d in got.drivers] == others[order].tolist(), (user_id, row)
                 assert [d.similarity for d in got.drivers] == pytest.approx(sims[order].tolist(), rel=1e-6)
@@ -355,8 +363,6 @@ def pulls_by_definition(model, signal: str, ordered: np.ndarray, item_row: int) 
 
 @pytest.mark.parametrize("signal, fixture", [("svd", "chain"), ("sequence", "chain"), ("content", "content_chain")])
 def test_drivers_are_the_largest_terms_of_the_signal_score(signal: str, fixture: str, request: pytest.FixtureRequest):
-    from hybrid.explain import _history_pulls
-
     chain: HybridRecommender = request.getfixturevalue(fixture)
     bundle = chain.bundle
     model, scale = bundle.fusion.models[signal], bundle.fusion.scales[signal]
@@ -368,7 +374,7 @@ def test_drivers_are_the_largest_terms_of_the_signal_score(signal: str, fixture:
         state = chain.user_state(user_id, override)
         ordered = state.history.items
         scores = np.asarray(state.parts[signal], np.float64) @ np.asarray(model.item_factors_, np.float64).T
-        rows, parts = _history_pulls(model, ordered)
+        rows, parts = model.history_terms(ordered)
         np.testing.assert_allclose((parts @ np.asarray(model.item_factors_).T).sum(axis=0), scores, atol=1e-4)
         recs = chain.recommend(user_id, 4, weights={signal: 1.0}, history_override=override, explain=True)
         for item in recs.items:
@@ -385,7 +391,7 @@ def test_drivers_are_the_largest_terms_of_the_signal_score(signal: str, fixture:
             explained += bool(top)
     assert explained > 20
     if signal == "sequence":  # only the last window items drive
-        assert set(_history_pulls(model, np.arange(12))[0].tolist()) == set(range(12 - model.config.window, 12))
+        assert set(model.history_terms(np.arange(12))[0].tolist()) == set(range(12 - model.config.window, 12))
 
 
 def test_constructed_strongest_driver(chain: HybridRecommender):

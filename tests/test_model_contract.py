@@ -152,6 +152,22 @@ def test_with_items_appends_items_without_interactions(fitted: FactorModel) -> N
         fitted.with_items(new_factors, fitted.items_)
 
 
+def test_history_terms_add_up_to_the_fold_in(fitted: FactorModel) -> None:
+    """Every signal but popularity splits its fold-in by history item (what explanations rank
+    drivers by); the parts are one per distinct history row and add up to the fold-in."""
+    history = np.array([4, 0, 9, 4, 2])
+    values = np.array([4.0, 5.0, 3.0, 1.0, 2.0], dtype=np.float32)
+    rows, parts = fitted.history_terms(history, values)
+    assert parts.shape == (len(rows), fitted.dim) and parts.dtype == np.float32
+    if fitted.kind == "popularity":
+        assert len(rows) == 0
+        return
+    assert len(rows) > 0 and rows.tolist() == sorted(set(rows.tolist())) and set(rows.tolist()) <= set(history.tolist())
+    np.testing.assert_allclose(parts.astype(np.float64).sum(axis=0), fitted.fold_in(history, values),
+                               rtol=1e-4, atol=1e-5)
+    assert len(fitted.history_terms(np.array([], dtype=np.int64))[0]) == 0
+
+
 def test_a_linear_fold_in_is_its_weighted_history_rows(fitted: FactorModel) -> None:
     from models.base import LinearFoldIn
 
