@@ -112,27 +112,34 @@ class Dataset:
         """Interactions of a split in one pandas frame: for small data and tests only."""
         return self.read(split).compute().reset_index(drop=True)
 
-    def matrix(self, split: str, values: str = "value") -> sp.csr_matrix:
+    def matrix(self, split: str, values: str = "value", ordered: bool = False) -> sp.csr_matrix:
         """users x items CSR of a split; ``values='ones'`` gives binary entries.
 
-        Built partition by partition into COO pieces, so peak memory is the sparse matrix itself
-        (12 bytes per interaction), never a dense users x items array.
+        ``ordered``: each row's entries stored in time order (timestamp, then item row), the order
+        a fold-in reads a history in; such a matrix is not canonical on purpose (never call
+        ``sort_indices`` on it). Otherwise rows are canonical (sorted item rows). Built partition by
+        partition into COO pieces, so peak memory is the sparse matrix itself (12 bytes per
+        interaction, 20 when ordered), never a dense users x items array.
         """
         if values not in ("value", "ones"):
             raise ValueError(f"values must be 'value' or 'ones', not {values!r}")
-        cols = ["user", "item"] + (["value"] if values == "value" else [])
+        cols = ["user", "item"] + (["value"] if values == "value" else []) + (["timestamp"] if ordered else [])
         parts = self.read(split)[cols].to_delayed()
-        rows, cols_, data = [], [], []
+        rows, cols_, data, times = [], [], [], []
         for frame in (p.compute() for p in parts):
             rows.append(frame["user"].to_numpy(np.int32))
             cols_.append(frame["item"].to_numpy(np.int32))
             data.append(frame["value"].to_numpy(np.float32) if values == "value" else np.ones(len(frame), np.float32))
+            if ordered:
+                times.append(frame["timestamp"].to_numpy(np.int64))
         cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt))
-        coo = sp.coo_matrix(
-            (cat(data, np.float32), (cat(rows, np.int32), cat(cols_, np.int32))),
-            shape=(self.n_users, self.n_items),
-        )
-        csr = coo.tocsr()
+        u, i, v = cat(rows, np.int32), cat(cols_, np.int32), cat(data, np.float32)
+        if ordered:  # ingest leaves one entry per (user, item): no duplicates to sum
+            order = np.lexsort((i, cat(times, np.int64), u))
+            u, i, v = u[order], i[order], v[order]
+            indptr = np.concatenate([[0], np.cumsum(np.bincount(u, minlength=self.n_users))])
+            return sp.csr_matrix((v, i, indptr), shape=(self.n_users, self.n_items))
+        csr = sp.coo_matrix((v, (u, i)), shape=(self.n_users, self.n_items)).tocsr()
         csr.sum_duplicates()
         return csr
 

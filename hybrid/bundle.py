@@ -306,32 +306,18 @@ def _upload(folder: Path, url: str) -> None:
 
 
 def _save_history(path: Path, dataset: Dataset, seen: sp.csr_matrix) -> None:
-    """The fitted interactions with each user's entries in time order (timestamp, then item).
-
-    Read partition by partition; the signals' ``seen_`` fixes which split that is, and the
-    result must hold exactly its pairs.
-    """
+    """The fitted interactions with each user's entries in time order (``Dataset.matrix(split,
+    ordered=True)``); the signals' ``seen_`` fixes which split that is, and the result must hold
+    exactly its pairs."""
     split = "train" if dataset.count("train") == seen.nnz else "fit"
-    users, items, values, times = [], [], [], []
-    for part in dataset.read(split)[["user", "item", "value", "timestamp"]].to_delayed():
-        frame = part.compute()
-        users.append(frame["user"].to_numpy(np.int64))
-        items.append(frame["item"].to_numpy(np.int64))
-        values.append(frame["value"].to_numpy(np.float32))
-        times.append(frame["timestamp"].to_numpy(np.int64))
-    cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt)  # noqa: E731
-    u, i, v, t = cat(users, np.int64), cat(items, np.int64), cat(values, np.float32), cat(times, np.int64)
-    order = np.lexsort((i, t, u))
-    u, i, v = u[order], i[order], v[order]
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(u, minlength=dataset.n_users))]).astype(np.int64)
-    if len(i) != seen.nnz or not np.array_equal(np.diff(indptr), np.diff(seen.indptr)):
+    history = dataset.matrix(split, ordered=True)
+    if history.nnz != seen.nnz or not np.array_equal(np.diff(history.indptr), np.diff(seen.indptr)):
         raise BundleError(
-            f"the dataset's {split!r} split ({len(i)} interactions) is not what the signals were fit on "
+            f"the dataset's {split!r} split ({history.nnz} interactions) is not what the signals were fit on "
             f"({seen.nnz}); publish with the dataset the models were trained on"
         )
-    np.savez_compressed(
-        path, data=v, indices=i.astype(np.int32), indptr=indptr, shape=np.array([dataset.n_users, dataset.n_items])
-    )
+    np.savez_compressed(path, data=history.data.astype(np.float32), indices=history.indices.astype(np.int32),
+                        indptr=history.indptr.astype(np.int64), shape=np.array([dataset.n_users, dataset.n_items]))
 
 
 def _dataset_facts(dataset: Dataset) -> dict[str, Any]:

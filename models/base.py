@@ -316,28 +316,6 @@ class LinearFoldIn(FactorModel):
         return rows, parts.astype(np.float32).reshape(len(rows), self.projection_.shape[1])
 
 
-def ordered_histories(dataset: Dataset, split: str) -> sp.csr_matrix:
-    """users x items CSR of interaction values whose stored order within a row is by time
-    (timestamp, then item row): the order ``fold_in`` expects. Built partition by partition."""
-    users, items, values, times = [], [], [], []
-    for part in dataset.read(split)[["user", "item", "value", "timestamp"]].to_delayed():
-        frame = part.compute()
-        users.append(frame["user"].to_numpy(np.int32))
-        items.append(frame["item"].to_numpy(np.int32))
-        values.append(frame["value"].to_numpy(np.float32))
-        times.append(frame["timestamp"].to_numpy(np.int64))
-
-    def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
-        return np.concatenate(parts) if parts else np.zeros(0, dtype)
-
-    u, i, v, t = cat(users, np.int32), cat(items, np.int32), cat(values, np.float32), cat(times, np.int64)
-    order = np.lexsort((i, t, u))
-    u, i, v = u[order], i[order], v[order]
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(u, minlength=dataset.n_users))])
-    # Not canonical on purpose: column indices stay in time order (never call sort_indices).
-    return sp.csr_matrix((v, i, indptr), shape=(dataset.n_users, dataset.n_items))
-
-
 # -- data the workers read from this process -------------------------------------------------------
 SUBMIT_ATTEMPTS = 4
 """Submissions of one round of tasks on shared data before a lost-data error is final."""

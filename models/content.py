@@ -25,7 +25,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from etl.dataset import Dataset
-from models.base import LinearFoldIn, TrainData, TrainingOptions, ordered_histories, register, require_client
+from models.base import LinearFoldIn, TrainData, TrainingOptions, register, require_client
 from models.content_features import FIELDS, ContentVectorizer, item_tokens, project
 
 Profile = Literal["uniform", "value", "recency"]
@@ -264,10 +264,10 @@ class ContentModel(LinearFoldIn):
         self.item_counts_ = np.asarray((self.seen_ > 0).sum(axis=0), dtype=np.float32).ravel()
         lift = popularity_lift(self.item_counts_, self.config)
         self.item_factors_ = (self.embedding_ * lift[:, None]).astype(np.float32)
-        self.user_factors_ = self._profiles(ordered_histories(data.dataset, data.split))
+        self.user_factors_ = self._profiles(data.dataset.matrix(data.split, ordered=True))
 
     def _profiles(self, histories: sp.csr_matrix) -> np.ndarray:
-        """User vectors of every row of a time-ordered history matrix (see ordered_histories)."""
+        """User vectors of every row of a time-ordered history matrix (Dataset.matrix(split, ordered=True))."""
         lengths = np.diff(histories.indptr)
         positions = np.arange(histories.nnz) - np.repeat(histories.indptr[:-1], lengths)
         w = position_weights(np.repeat(lengths, lengths), positions, histories.data, self.config)

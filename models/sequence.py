@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from models.base import LinearFoldIn, TrainData, TrainingOptions, ordered_histories, register, user_blocks
+from models.base import LinearFoldIn, TrainData, TrainingOptions, register, user_blocks
 
 __all__ = ["SequenceConfig", "SequenceModel", "transition_counts"]
 
@@ -107,7 +107,7 @@ class SequenceModel(LinearFoldIn):
 
     def _fit(self, data: TrainData, options: TrainingOptions) -> None:
         cfg: SequenceConfig = self.config
-        histories = ordered_histories(data.dataset, data.split)
+        histories = data.dataset.matrix(data.split, ordered=True)
         n_users, n_items = histories.shape
         client, bounds = user_blocks(n_users, cfg.n_blocks, options, "sequence fit")
         token = uuid.uuid4().hex[:8]

@@ -31,8 +31,8 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from etl.topk import topk
-from models.base import (LinearFoldIn, SharedValues, TrainData, TrainingOptions, gather_shared, ordered_histories,
-                         register, user_blocks)
+from models.base import (LinearFoldIn, SharedValues, TrainData, TrainingOptions, gather_shared, register,
+                         user_blocks)
 
 __all__ = ["SVDConfig", "SVDItemItem", "recency_weights"]
 
@@ -107,7 +107,7 @@ class SVDItemItem(LinearFoldIn):
 
     def _fit(self, data: TrainData, options: TrainingOptions) -> None:
         cfg: SVDConfig = self.config
-        histories = ordered_histories(data.dataset, data.split)
+        histories = data.dataset.matrix(data.split, ordered=True)
         binary = sp.csr_matrix(
             (np.ones(histories.nnz, dtype=np.float64), histories.indices.copy(), histories.indptr.copy()),
             shape=histories.shape,

@@ -161,3 +161,19 @@ def test_deleted_users_are_left_out_and_counted(tmp_path: Path) -> None:
     ds = Dataset.open(tmp_path / "ds")
     assert "2" not in ds.users and ds.manifest["deleted_user_rows"] == 2
     assert report.rejected == {}
+
+
+def test_an_ordered_matrix_holds_each_history_in_time_order(tiny_dataset: Dataset) -> None:
+    """Dataset.matrix(split, ordered=True): the same pairs and values as the canonical matrix, each
+    row's entries by (timestamp, item row), the order a fold-in reads a history in."""
+    plain = tiny_dataset.matrix("train")
+    ordered = tiny_dataset.matrix("train", ordered=True)
+    assert (plain != ordered).nnz == 0 and ordered.nnz == plain.nnz
+    frame = tiny_dataset.load("train")
+    checked = 0
+    for user, rows in frame.groupby("user"):
+        expected = rows.sort_values(["timestamp", "item"])["item"].to_numpy()
+        got = ordered.indices[ordered.indptr[user]: ordered.indptr[user + 1]]
+        np.testing.assert_array_equal(got, expected)
+        checked += not np.array_equal(np.sort(got), got)  # a row whose time order is not its item order
+    assert checked > 0, "the fixture has histories where time order differs from item order"

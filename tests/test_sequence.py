@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from etl.dataset import Dataset
-from models.base import FactorModel, TrainData, TrainingOptions, ordered_histories
+from models.base import FactorModel, TrainData, TrainingOptions
 from models.sequence import SequenceConfig, SequenceModel, transition_counts
 
 FULL = SequenceConfig(factors=39, window=3, half_life=1.5, power_iterations=10)
@@ -32,7 +32,7 @@ def test_transition_counts_follow_each_row_in_order() -> None:
 
 
 def test_scores_are_the_window_times_the_scaled_transitions(fitted: SequenceModel, tiny_dataset: Dataset) -> None:
-    histories = ordered_histories(tiny_dataset, "train")
+    histories = tiny_dataset.matrix("train", ordered=True)
     counts = transition_counts(histories, FULL.max_gap).toarray()
     scaled = counts / np.sqrt(np.maximum(counts.sum(axis=1, keepdims=True), 1.0))
     user = int(np.argmax(np.diff(histories.indptr)))
@@ -43,7 +43,7 @@ def test_scores_are_the_window_times_the_scaled_transitions(fitted: SequenceMode
 
 
 def test_fold_in_of_a_history_equals_the_fitted_user(fitted: SequenceModel, tiny_dataset: Dataset) -> None:
-    histories = ordered_histories(tiny_dataset, "train")
+    histories = tiny_dataset.matrix("train", ordered=True)
     for user in (0, 7, 21):
         items = histories.indices[histories.indptr[user]:histories.indptr[user + 1]]
         np.testing.assert_allclose(fitted.fold_in(items), fitted.user_factors_[user], rtol=1e-5, atol=1e-6)

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from distributed import Client
 
 from etl.dataset import Dataset
-from models.base import FactorModel, TrainData, TrainingOptions, ordered_histories
+from models.base import FactorModel, TrainData, TrainingOptions
 from models.svd import SVDConfig, SVDItemItem, recency_weights
 from tests.worker_faults import kill_a_worker_during
 
@@ -39,7 +39,7 @@ def test_score_is_low_rank_ridge_of_the_weighted_history(fitted, tiny_dataset):
     a = x * counts ** -SMALL.input_exponent
     _, s, vt = np.linalg.svd(a, full_matrices=False)
     v, s = vt[: SMALL.factors].T, s[: SMALL.factors]
-    hist = ordered_histories(tiny_dataset, "train")
+    hist = tiny_dataset.matrix("train", ordered=True)
     u = 3
     items = hist[u].indices  # oldest first
     weighted = np.zeros(x.shape[1])
@@ -52,7 +52,7 @@ def test_score_is_low_rank_ridge_of_the_weighted_history(fitted, tiny_dataset):
 
 
 def test_fold_in_of_a_history_equals_the_fitted_user(fitted, tiny_dataset):
-    hist = ordered_histories(tiny_dataset, "train")
+    hist = tiny_dataset.matrix("train", ordered=True)
     for u in (0, 7, 31):
         items = hist[u].indices
         assert fitted.fold_in(items) == pytest.approx(fitted.user_factors_[u], abs=1e-5)
