@@ -8,7 +8,7 @@ that servers and workers on other hosts can read it. Layout of ``root``::
     <version>/
         manifest.json              version, created_at, dataset facts, signals (order, dims,
                                    scales, params), tuned weights, variants, metrics, index config
-        signals/<name>/            each FactorModel.save (factors npy, seen npz, vocabularies)
+        signals/<name>/            each model's parameters (FactorModel.save(data=False): config, npy)
         vocab/users.parquet        external id <-> row
         vocab/items.parquet
         items.parquet              item metadata (item_id, title, genres, tags, year, count,
@@ -60,7 +60,7 @@ from hybrid.fusion import Fusion, check_weights
 from hybrid.index import FusedIndex, IndexConfig, ItemCatalog
 from hybrid.item_maps import ItemMaps, fit_item_maps
 from hybrid.variants import Variants
-from models.base import FactorModel
+from models.base import FactorModel, FitData
 
 __all__ = [
     "Bundle", "BundleInfo", "publish", "load", "list_bundles", "latest_version", "rollback", "version_path",
@@ -270,7 +270,7 @@ def _write_version(folder: Path, fusion: Fusion, dataset: Dataset, manifest: dic
     """Every file of a version into an empty local ``folder``, manifest.json last."""
     n_items = dataset.n_items
     for s in fusion.signals:
-        fusion.models[s].save(folder / "signals" / s)
+        fusion.models[s].save(folder / "signals" / s, data=False)  # their data once: vocab/, history.npz
     (folder / "vocab").mkdir()
     dataset.users.save(folder / "vocab" / "users.parquet")
     dataset.items.save(folder / "vocab" / "items.parquet")
@@ -318,6 +318,21 @@ def _save_history(path: Path, dataset: Dataset, seen: sp.csr_matrix) -> None:
         )
     np.savez_compressed(path, data=history.data.astype(np.float32), indices=history.indices.astype(np.int32),
                         indptr=history.indptr.astype(np.int64), shape=np.array([dataset.n_users, dataset.n_items]))
+
+
+def _seen(path: Path, n_users: int, n_items: int) -> sp.csr_matrix:
+    """The fitted interactions as a canonical users x items CSR (sorted rows), from history.npz: the
+    one copy of what every signal of the bundle was fit on."""
+    try:
+        with np.load(path / "history.npz", allow_pickle=False) as z:
+            shape = tuple(int(x) for x in z["shape"])
+            if shape != (n_users, n_items):
+                raise BundleError(f"bundle {path}: history.npz has shape {shape}, manifest says ({n_users}, {n_items})")
+            seen = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=shape)
+    except (OSError, ValueError, KeyError) as exc:
+        raise BundleError(f"bundle {path}: history.npz does not load: {exc}") from exc
+    seen.sort_indices()
+    return seen
 
 
 def _dataset_facts(dataset: Dataset) -> dict[str, Any]:
@@ -509,10 +524,19 @@ def load(path: str | Path, mmap: bool = True, cache_dir: str | Path | None = Non
         raise BundleError(f"bundle {path} is incomplete: missing {', '.join(missing)}")
 
     n_users, n_items, dim = int(manifest["n_users"]), int(manifest["n_items"]), int(manifest["dim"])
+    users = Vocabulary.load(path / "vocab" / "users.parquet", kind="user")
+    items = Vocabulary.load(path / "vocab" / "items.parquet", kind="item")
+    if (len(users), len(items)) != (n_users, n_items):
+        raise BundleError(
+            f"bundle {path}: vocabularies hold {len(users)} users, {len(items)} items; "
+            f"manifest says {n_users}, {n_items}"
+        )
+    seen = _seen(path, n_users, n_items)
+    fit_data = FitData(users, items, seen)  # one copy for every signal: they were fit on the same interactions
     models: dict[str, FactorModel] = {}
     for s in order:
         try:
-            model = FactorModel.load(path / "signals" / s, mmap=mmap)
+            model = FactorModel.load(path / "signals" / s, mmap=mmap, data=fit_data)
         except (OSError, ValueError, KeyError) as exc:
             raise BundleError(f"bundle {path}: signal {s!r} does not load: {exc}") from exc
         spec = manifest["signals"][s]
@@ -533,20 +557,6 @@ def load(path: str | Path, mmap: bool = True, cache_dir: str | Path | None = Non
     if fusion.dim != dim:
         raise BundleError(f"bundle {path}: fused dim {fusion.dim} differs from the manifest's {dim}")
 
-    users = Vocabulary.load(path / "vocab" / "users.parquet", kind="user")
-    items = Vocabulary.load(path / "vocab" / "items.parquet", kind="item")
-    if (len(users), len(items)) != (n_users, n_items):
-        raise BundleError(
-            f"bundle {path}: vocabularies hold {len(users)} users, {len(items)} items; "
-            f"manifest says {n_users}, {n_items}"
-        )
-    try:
-        with np.load(path / "history.npz", allow_pickle=False) as z:
-            history_shape = tuple(int(x) for x in z["shape"])
-    except (OSError, ValueError, KeyError) as exc:
-        raise BundleError(f"bundle {path}: history.npz does not load: {exc}") from exc
-    if history_shape != (n_users, n_items):
-        raise BundleError(f"bundle {path}: history.npz has shape {history_shape}, manifest says ({n_users}, {n_items})")
     items_table = pd.read_parquet(path / "items.parquet")
     if len(items_table) != n_items:
         raise BundleError(f"bundle {path}: items.parquet has {len(items_table)} rows for {n_items} items")
@@ -573,13 +583,6 @@ def load(path: str | Path, mmap: bool = True, cache_dir: str | Path | None = Non
             f"bundle {path}: variants are for signals {variants.signals}, the bundle has {fusion.signals}"
         )
 
-    seen = models[order[0]].seen_
-    if seen.shape != (n_users, n_items):
-        raise BundleError(
-            f"bundle {path}: seen interactions have shape {seen.shape}, manifest says ({n_users}, {n_items})"
-        )
-    for s in order[1:]:
-        models[s].seen_ = seen  # one copy in memory: every signal was fit on the same interactions
     with open(path / "history.npz", "rb") as fh:  # mapped now, read on first use (Bundle.history)
         history_file = mmap_module.mmap(fh.fileno(), 0, access=mmap_module.ACCESS_READ)
     return Bundle(

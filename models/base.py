@@ -111,6 +111,16 @@ def model_class(kind: str) -> type[FactorModel]:
     return _REGISTRY[kind]
 
 
+@dataclass(frozen=True)
+class FitData:
+    """What a model was fit on besides its parameters: the user and item vocabularies and the
+    users x items interactions (``seen_``). A bundle holds one copy for all its models."""
+
+    users: Vocabulary
+    items: Vocabulary
+    seen: sp.csr_matrix
+
+
 class FactorModel(ABC):
     """A recommender with score(u, i) = <user_factors_[u], item_factors_[i]>."""
 
@@ -238,7 +248,10 @@ class FactorModel(ABC):
         return topk(scores, n)
 
     # -- persistence (npy/JSON/Parquet, no pickle) ----------------------------------------------
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, *, data: bool = True) -> None:
+        """Write the model to a folder: its kind, config and learned parameters (npy/JSON), and with
+        ``data`` the interactions it was fit on and their vocabularies, so the folder loads on its
+        own. A bundle saves its models without them (``data=False``): it holds one copy for all."""
         self._require_fitted()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -246,17 +259,20 @@ class FactorModel(ABC):
         (path / "model.json").write_text(json.dumps(meta, indent=2, default=str))
         np.save(path / "user_factors.npy", self.user_factors_, allow_pickle=False)
         np.save(path / "item_factors.npy", self.item_factors_, allow_pickle=False)
-        sp.save_npz(path / "seen.npz", self.seen_.tocsr(), compressed=True)
-        self.users_.save(path / "users.parquet")
-        self.items_.save(path / "items.parquet")
+        if data:
+            sp.save_npz(path / "seen.npz", self.seen_.tocsr(), compressed=True)
+            self.users_.save(path / "users.parquet")
+            self.items_.save(path / "items.parquet")
         for name, arr in self._extra_arrays().items():
             np.save(path / f"{name}.npy", arr, allow_pickle=False)
 
     @classmethod
-    def load(cls, path: str | Path, mmap: bool = False) -> FactorModel:
+    def load(cls, path: str | Path, mmap: bool = False, *, data: FitData | None = None) -> FactorModel:
         """Load any registered model kind from a folder written by save(); ``mmap``: every array
         (factors and the rest, such as projections) memory-mapped read-only, so a server holds
-        only the pages it reads and its workers share them."""
+        only the pages it reads and its workers share them. ``data``: the interactions and
+        vocabularies it was fit on, for a folder saved without them (a bundle's); when given they
+        are used instead of the folder's own."""
         path = Path(path)
         meta = json.loads((path / "model.json").read_text())
         klass = model_class(meta["kind"])
@@ -267,9 +283,12 @@ class FactorModel(ABC):
         mode = "r" if mmap else None
         model.user_factors_ = np.load(path / "user_factors.npy", mmap_mode=mode, allow_pickle=False)
         model.item_factors_ = np.load(path / "item_factors.npy", mmap_mode=mode, allow_pickle=False)
-        model.seen_ = sp.load_npz(path / "seen.npz").tocsr()
-        model.users_ = Vocabulary.load(path / "users.parquet", kind="user")
-        model.items_ = Vocabulary.load(path / "items.parquet", kind="item")
+        if data is None:
+            if not (path / "seen.npz").exists():
+                raise ValueError(f"{path} holds the model's parameters only: load it with the data it was fit on")
+            data = FitData(Vocabulary.load(path / "users.parquet", kind="user"),
+                           Vocabulary.load(path / "items.parquet", kind="item"), sp.load_npz(path / "seen.npz").tocsr())
+        model.users_, model.items_, model.seen_ = data.users, data.items, data.seen
         arrays = {p.stem: np.load(p, mmap_mode=mode, allow_pickle=False) for p in path.glob("*.npy")
                   if p.stem not in ("user_factors", "item_factors")}
         model._restore(meta.get("state", {}), arrays)

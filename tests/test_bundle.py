@@ -161,6 +161,14 @@ def test_publish_and_load_round_trip(tiny_dataset: Dataset, tiny_fusion: Fusion,
     for name in files:
         assert (folder / name).exists(), name
     assert not [p for p in folder.rglob("*") if p.suffix in (".pkl", ".pickle")]
+    # the models hold their parameters only; what they were fit on is the bundle's one copy
+    for s in tiny_fusion.signals:
+        assert not {"seen.npz", "users.parquet", "items.parquet"} & {p.name for p in (folder / "signals" / s).iterdir()}
+    with pytest.raises(ValueError, match="parameters only"):
+        FactorModel.load(folder / "signals" / "als")
+    loaded = load(root)
+    seen = {id(m.seen_) for m in loaded.fusion.models.values()} | {id(loaded.seen)}
+    assert len(seen) == 1 and (loaded.seen != tiny_dataset.matrix("train")).nnz == 0 and loaded.seen.has_sorted_indices
 
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["version"] == "v1" and manifest["created_at"]
