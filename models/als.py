@@ -341,19 +341,11 @@ class ALS(FactorModel):
         recalculate_user, with Rendle's alpha0 and nu); an empty history gives the zero vector.
         Repeated items have their values summed.
         """
-        cfg: ALSConfig = self.config
-        items, vals = self._history(items, values)
-        vals = np.ones(items.size) if vals is None else vals
-        y = np.asarray(self.item_factors_)
-        if items.size == 0:
-            return np.zeros(y.shape[1], dtype=_FLOAT)
-        uniq, inv = np.unique(items, return_inverse=True)
-        summed = np.bincount(inv, weights=vals)
-        conf = cfg.confidences(summed).astype(np.float64)
-        yu = y[uniq].astype(np.float64)
-        reg = float(cfg.row_regularization(np.array([uniq.size]), self._trained_items())[0])
+        system = self._fold_in_system(items, values)
+        if system is None:
+            return np.zeros(self.item_factors_.shape[1], dtype=_FLOAT)
+        _, conf, yu, a = system
         with _one_blas_thread():
-            a = self._gram64() + (yu.T * (conf - cfg.unobserved_weight)) @ yu + reg * np.eye(y.shape[1])
             return np.linalg.solve(a, yu.T @ conf).astype(_FLOAT)
 
     def history_terms(self, items: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -362,20 +354,31 @@ class ALS(FactorModel):
         of the user vector is c_j A^-1 y_j and its term of the score of item i is <c_j A^-1 y_j, y_i>.
         A trained user's stored vector came from the same system solved by a few conjugate-gradient
         steps inside training: its score is the fold-in's of its training history up to that."""
+        system = self._fold_in_system(items, values)
+        if system is None:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, self.item_factors_.shape[1]), dtype=_FLOAT)
+        uniq, conf, yu, a = system
+        with _one_blas_thread():
+            parts = np.linalg.solve(a, yu.T * conf).T
+        return uniq.astype(np.int64), parts.astype(_FLOAT)
+
+    def _fold_in_system(self, items: np.ndarray, values: np.ndarray | None
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """A history's distinct rows, confidences c_u, factors Y_u (float64) and the matrix A that
+        ``fold_in`` solves against; None for an empty history."""
         cfg: ALSConfig = self.config
         items, vals = self._history(items, values)
-        vals = np.ones(items.size) if vals is None else vals
-        y = np.asarray(self.item_factors_)
         if items.size == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros((0, y.shape[1]), dtype=_FLOAT)
+            return None
+        vals = np.ones(items.size) if vals is None else vals
         uniq, inv = np.unique(items, return_inverse=True)
         conf = cfg.confidences(np.bincount(inv, weights=vals)).astype(np.float64)
+        y = np.asarray(self.item_factors_)
         yu = y[uniq].astype(np.float64)
         reg = float(cfg.row_regularization(np.array([uniq.size]), self._trained_items())[0])
         with _one_blas_thread():
             a = self._gram64() + (yu.T * (conf - cfg.unobserved_weight)) @ yu + reg * np.eye(y.shape[1])
-            parts = np.linalg.solve(a, yu.T * conf).T
-        return uniq.astype(np.int64), parts.astype(_FLOAT)
+        return uniq, conf, yu, a
 
     def _trained_items(self) -> int:
         """Items the factors were fit over: items added while serving (``with_items``) come after them."""
