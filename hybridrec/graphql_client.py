@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from typing import Any
@@ -41,6 +42,10 @@ class GraphQLClient:
     the shortcuts ``recommendations`` and ``record_interaction``."""
 
     def __init__(self, url: str, *, api_key: str | None = None, timeout: float = 10.0) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"GraphQLClient needs an http(s) URL of the API, e.g. http://127.0.0.1:8000/graphql; "
+                             f"got {url!r}")  # urllib would also open file:// and ftp:// URLs
         self.url = url
         self.api_key = api_key
         self.timeout = timeout
@@ -53,8 +58,13 @@ class GraphQLClient:
             headers["X-API-Key"] = self.api_key
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - the caller's URL
-                answer = json.loads(response.read())
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - http(s), checked
+                body_text = response.read()
+            try:
+                answer = json.loads(body_text)
+            except ValueError as err:
+                raise GraphQLRequestError(f"{self.url} answered something that is not JSON: {body_text[:80]!r}",
+                                          status=200) from err
         except urllib.error.HTTPError as err:
             try:
                 answer = json.loads(err.read())

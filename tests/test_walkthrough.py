@@ -61,5 +61,14 @@ def test_the_graphql_client_queries_a_served_bundle(walked: tuple[Path, str], tm
         with pytest.raises(hybridrec.GraphQLRequestError) as refused:
             anonymous.record_interaction(user, top)
         assert refused.value.errors[0]["extensions"]["code"] == "FORBIDDEN"
+        with pytest.raises(hybridrec.GraphQLRequestError, match="HTTP 405") as not_graphql:  # a plain-text route
+            hybridrec.GraphQLClient(f"{server.url}/health").query("{ __typename }")
+        assert not_graphql.value.status == 405
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.org/graphql", "127.0.0.1:8000/graphql", ""])
+def test_the_graphql_client_takes_http_urls_only(url: str) -> None:
+    with pytest.raises(ValueError, match="http"):
+        hybridrec.GraphQLClient(url)
