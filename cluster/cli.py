@@ -160,14 +160,17 @@ def _cmd_serve(args: argparse.Namespace) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from cluster.jobs import pipeline_job
+    from cluster.demo import FIRST_SIGNALS, run_demo
 
     _serving_environment(args)  # a server that would refuse to start stops the demo before training
-    client = _client(args)
-    path = pipeline_job(args.data_root, args.bundle_root, client=client, **_events(args))
-    print(f"published {path}", file=sys.stderr)
-    print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
-    _cmd_serve(args)
+    serve_args = ["--bundle-root", args.bundle_root, "--host", args.host, "--port", str(args.port),
+                  "--workers", str(args.workers), "--log-level", args.log_level] + (["--dev"] if args.dev else [])
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    code = run_demo(args.data_root, args.bundle_root, client=_client(args), base_url=f"http://{host}:{args.port}",
+                    serve_args=serve_args, first_signals=args.first_signals or FIRST_SIGNALS, signals=args.signals,
+                    generations=args.generations, **_events(args))
+    if code:
+        raise ValueError(f"the server exited with code {code}")
 
 
 def _cmd_items_add(args: argparse.Namespace) -> str:
@@ -479,9 +482,14 @@ def build_parser() -> argparse.ArgumentParser:
     events(p)
     serving(p)
 
-    p = command(sub, "demo", "Prepare data, train, tune, index and serve, on a LocalCluster whose dashboard stays up.", _cmd_demo)
+    p = command(sub, "demo", "Prepare data, serve a first bundle of the fast signals, then train, tune and "
+                "swap in every signal's blend, on a LocalCluster whose dashboard stays up.", _cmd_demo)
     p.add_argument("--data-root", default="data")
     p.add_argument("--bundle-root", default="data/bundles", help=BUNDLE_ROOT_HELP)
+    p.add_argument("--first-signals", type=_signals,
+                   help="the first bundle's signals, served while the rest trains (default: cluster.demo.FIRST_SIGNALS)")
+    p.add_argument("--signals", type=_signals, help="the tuned bundle's signals (default: every signal)")
+    p.add_argument("--generations", type=int, help="GA generations for both bundles (default: the GA's)")
     events(p)
     serving(p)
     scheduler(p)

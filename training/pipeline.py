@@ -168,7 +168,8 @@ def fit_signals(
 ) -> tuple[dict[str, FactorModel], dict[str, float]]:
     """Fit one model per signal on ``data``; returns the models and their fit seconds."""
     models, seconds = {}, {}
-    for kind, config in configs.items():
+    for n, (kind, config) in enumerate(configs.items(), 1):
+        _log(verbose, f"fitting {kind} on {data.split!r} ({n}/{len(configs)})")
         start = time.perf_counter()
         models[kind] = signal_class(kind)(config).fit(data, options)
         seconds[kind] = time.perf_counter() - start
@@ -384,6 +385,7 @@ def tune(dataset: Dataset | str | Path, config: PipelineConfig | None = None,
                   f"holds {pool.coverage():.1%} of validation items ({timings['pool']:.1f}s)")
     validation = {s: pool.ndcg({s: 1.0}) for s in pool.signals}
 
+    _log(verbose, f"GA: tuning the blend's weights on validation (at most {config.ga.generations} generations)")
     start = time.perf_counter()
     result = tune_ga(pool, config.tune_signals, config.ga, options.client)
     timings["tune"] = time.perf_counter() - start
