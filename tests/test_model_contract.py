@@ -153,13 +153,16 @@ def test_with_items_appends_items_without_interactions(fitted: FactorModel) -> N
 
 
 def test_history_terms_add_up_to_the_fold_in(fitted: FactorModel) -> None:
-    """Every signal but popularity splits its fold-in by history item (what explanations rank
-    drivers by); the parts are one per distinct history row and add up to the fold-in."""
+    """Every signal the registry gives drivers (every one but popularity) splits its fold-in by
+    history item (what explanations rank drivers by); the parts are one per distinct history row
+    and add up to the fold-in."""
+    from models.signals import SIGNALS
+
     history = np.array([4, 0, 9, 4, 2])
     values = np.array([4.0, 5.0, 3.0, 1.0, 2.0], dtype=np.float32)
     rows, parts = fitted.history_terms(history, values)
     assert parts.shape == (len(rows), fitted.dim) and parts.dtype == np.float32
-    if fitted.kind == "popularity":
+    if fitted.kind not in {s.kind for s in SIGNALS if s.driver_rank is not None}:
         assert len(rows) == 0
         return
     assert len(rows) > 0 and rows.tolist() == sorted(set(rows.tolist())) and set(rows.tolist()) <= set(history.tolist())
