@@ -3,6 +3,8 @@
 Every signal (ALS, content, LightGCN, popularity) ends as user vectors and item vectors with
 score(u, i) = <u, i>; that is what lets hybrid/ fuse them into one index (../shared/DESIGN.md).
 Subclasses implement ``_fit`` and ``fold_in``; recommend, similar_items, save and load are shared.
+A model that learns one of its own hyperparameters while fitting (LightGCN's early-stopped epoch
+count) overrides ``refit_config``, which the pipeline's final fit on 'train' uses.
 
 Constructors only store the config; learned state ends in ``_``.
 """
@@ -145,6 +147,13 @@ class FactorModel(ABC):
     @abstractmethod
     def _fit(self, data: TrainData, options: TrainingOptions) -> None:
         """Set user_factors_ and item_factors_ (float32, rows in vocabulary order)."""
+
+    def refit_config(self) -> Any:
+        """The config for the final fit on the whole 'train' split after this fit (training.pipeline
+        refits every signal so): of this model's Config type, with whatever this fit learned about
+        its own hyperparameters (an early-stopped model's validated epoch count). By default the
+        config as given."""
+        return self.config
 
     @abstractmethod
     def fold_in(self, items: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:

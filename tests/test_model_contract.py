@@ -65,6 +65,14 @@ def fitted(request: pytest.FixtureRequest, tiny_dataset: Dataset, client) -> Fac
     return model.fit(TrainData(tiny_dataset, split="train"), TrainingOptions(client=client, seed=0))
 
 
+@pytest.fixture(scope="module", params=sorted(FACTORIES))
+def validated(request: pytest.FixtureRequest, tiny_dataset: Dataset, client) -> FactorModel:
+    """Fit on 'fit' with 'validation' beside it, as tuning does (a model may early-stop on it)."""
+    model = FACTORIES[request.param]()
+    data = TrainData(tiny_dataset, split="fit", validation="validation")
+    return model.fit(data, TrainingOptions(client=client, seed=0))
+
+
 @pytest.mark.parametrize("kind", sorted(set(FACTORIES) - {"popularity"}))
 def test_a_fit_on_dask_needs_a_client(kind: str, tiny_dataset: Dataset, client) -> None:
     """The module's client is the default one, yet a model never picks it up nor opens a cluster."""
@@ -184,3 +192,18 @@ def test_a_linear_fold_in_is_its_weighted_history_rows(fitted: FactorModel) -> N
     expected = sum(w * fitted.projection_[r].astype(np.float64) for r, w in zip(rows, weights, strict=True))
     np.testing.assert_allclose(fitted.fold_in(history, values), expected, rtol=1e-5, atol=1e-6)
     assert not fitted.fold_in(np.array([], dtype=np.int64)).any()
+
+
+def test_a_refit_config_reproduces_the_validated_fit(validated: FactorModel, tiny_dataset: Dataset, client) -> None:
+    """The final fit on 'train' uses ``refit_config()``: a config of the model's own type that holds
+    what the validated fit learned of it (an early-stopped model's best epoch count), so a refit with
+    it runs that many epochs and has nothing left to learn."""
+    config = validated.refit_config()
+    assert type(config) is type(validated.config)
+    refit = type(validated)(config).fit(TrainData(tiny_dataset, split="train"), TrainingOptions(client=client, seed=0))
+    assert refit.refit_config() == config
+    best = getattr(validated, "best_epoch_", None)
+    if best is None:
+        assert config == validated.config
+    else:
+        assert config.epochs == best and refit.epochs_run_ == best
