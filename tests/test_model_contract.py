@@ -135,6 +135,7 @@ def test_save_load_roundtrip(fitted: FactorModel, tmp_path: Path) -> None:
     assert not list((tmp_path / "m").glob("*.pkl"))
     loaded = FactorModel.load(tmp_path / "m")
     assert type(loaded) is type(fitted) and loaded.config == fitted.config
+    assert loaded.split_ == fitted.split_ == "train", "a model records the split it was fit on, and keeps it"
     np.testing.assert_array_equal(loaded.item_factors_, fitted.item_factors_)
     np.testing.assert_array_equal(loaded.recommend(np.arange(4), n=5)[0], fitted.recommend(np.arange(4), n=5)[0])
     mm = FactorModel.load(tmp_path / "m", mmap=True)
@@ -198,6 +199,7 @@ def test_a_refit_config_reproduces_the_validated_fit(validated: FactorModel, tin
     """The final fit on 'train' uses ``refit_config()``: a config of the model's own type that holds
     what the validated fit learned of it (an early-stopped model's best epoch count), so a refit with
     it runs that many epochs and has nothing left to learn."""
+    assert validated.split_ == "fit"
     config = validated.refit_config()
     assert type(config) is type(validated.config)
     refit = type(validated)(config).fit(TrainData(tiny_dataset, split="train"), TrainingOptions(client=client, seed=0))
