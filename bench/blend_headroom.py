@@ -5,7 +5,7 @@
 
 The tuner can only choose among blends; this bench asks what the best blend would be worth.
 The signals are fit as the pipeline fits them (on 'fit' with its configs, LightGCN early-stopped
-on 'validation'; then on 'train' with training.pipeline.refit_config), or loaded from --models
+on 'validation'; then on 'train' with each model's refit_config()), or loaded from --models
 (<models>/fit/<signal> and <models>/train/<signal>, written by a previous run). Each signal's
 scores are scaled as the pipeline scales them (Fusion.fit_scales on the validation pairs, the
 'fit' models' scales kept for the 'train' models). Then every weight vector (each signal alone,
@@ -37,7 +37,7 @@ K = 10
 
 def signal_models(dataset: Any, split: str, models_dir: Path, client: Any) -> dict[str, Any]:
     """The pipeline's signals fit on ``split`` ('fit' or 'train'), loaded when saved before."""
-    from training.pipeline import DEFAULT_SIGNALS, PipelineConfig, refit_config, signal_class
+    from training.pipeline import DEFAULT_SIGNALS, PipelineConfig, signal_class
     from models.base import FactorModel, TrainData, TrainingOptions
 
     config, options, out = PipelineConfig(), TrainingOptions(client=client), {}
@@ -49,7 +49,7 @@ def signal_models(dataset: Any, split: str, models_dir: Path, client: Any) -> di
         if split == "fit":
             model_config, data = config.config_for(kind), TrainData(dataset, "fit", "validation")
         else:
-            model_config, data = refit_config(FactorModel.load(models_dir / "fit" / kind)), TrainData(dataset, "train")
+            model_config, data = FactorModel.load(models_dir / "fit" / kind).refit_config(), TrainData(dataset, "train")
         log(f"  fitting {kind} on {split!r}")
         out[kind] = signal_class(kind)(model_config).fit(data, options)
         out[kind].save(folder)

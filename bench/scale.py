@@ -11,7 +11,7 @@ Per size, stages in order on one LocalCluster (--workers single-threaded process
 - tune: training.pipeline.tune, the pipeline's stages 1-3: every signal fit on 'fit' (LightGCN
   early-stopped on 'validation'), normalisation scales, the validation candidate pool, the GA;
 - signal-<kind>: that signal fit on 'train' with the config of the pipeline's refit
-  (training.pipeline.refit_config: LightGCN for its validated epoch count), then its test metrics;
+  (FactorModel.refit_config: LightGCN for its validated epoch count), then its test metrics;
 - hybrid: the fusion of the refit signals with the tuned scales and weights, on test;
 - index: the usearch index over the fused item vectors, and a batch of exact-filter searches.
 
@@ -139,12 +139,12 @@ def lightgcn_batch(fit_interactions: int, steps: int) -> int:
 
 
 def run_tune(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
-    from training.pipeline import refit_config, tune
+    from training.pipeline import tune
     from etl.jsonable import jsonable
 
     ds = ctx.dataset()
     outcome = tune(ds, pipeline_config(ctx), ctx.options())
-    refit = {s: jsonable(refit_config(m)) for s, m in outcome.models.items()}
+    refit = {s: jsonable(m.refit_config()) for s, m in outcome.models.items()}
     epochs = {s: {"epochs_run": getattr(m, "epochs_run_", None), "best_epoch": getattr(m, "best_epoch_", None)}
               for s, m in outcome.models.items() if hasattr(m, "epochs_run_")}
     return ds.count("fit"), {

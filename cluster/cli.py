@@ -203,7 +203,7 @@ def _cmd_bundle_show(args: argparse.Namespace) -> str:
     version = args.version or latest_version(args.bundle_root)
     if version is None:
         raise HybridrecError(f"no bundle published under {args.bundle_root}")
-    return json.dumps(load(version_path(args.bundle_root, version), mmap=True).manifest, indent=2, default=str)
+    return json.dumps(load(version_path(args.bundle_root, version), mmap=True).manifest.to_dict(), indent=2)
 
 
 def _cmd_bundle_rollback(args: argparse.Namespace) -> str:
@@ -262,13 +262,13 @@ def _latest_variants(root: str):
     import fsspec
 
     from hybrid.bundle import latest_version, version_path
-    from hybrid.variants import Variants
+    from hybrid.manifest import Manifest
 
     version = latest_version(root)
     if version is None:
         raise HybridrecError(f"no bundle published under {root}: an experiment's arms are checked against the latest")
     with fsspec.open(f"{version_path(root, version)}/manifest.json", "rb") as fh:
-        return version, Variants.from_dict(json.load(fh)["variants"])
+        return version, Manifest.from_json(fh.read()).variants
 
 
 def _cmd_experiment_create(args: argparse.Namespace) -> str:

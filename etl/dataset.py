@@ -143,6 +143,12 @@ class Dataset:
         csr.sum_duplicates()
         return csr
 
+    def newest_timestamp(self, split: str) -> int | None:
+        """The timestamp of a split's newest interaction (None when the split is empty), read
+        partition by partition."""
+        newest = self.read(split)["timestamp"].max().compute()
+        return None if pd.isna(newest) else int(newest)
+
     def count(self, split: str) -> int:
         """Interactions in a split, from the manifest."""
         return int(sum(self.manifest["splits"][part] for part in split_parts(split)))

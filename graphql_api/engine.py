@@ -163,9 +163,9 @@ class Engine:
     def folder(self) -> str:
         return self.bundle.path.name
 
-    @cached_property
+    @property
     def created_at(self) -> datetime:
-        return datetime.fromisoformat(str(self.bundle.manifest["created_at"]))
+        return self.bundle.manifest.created_at
 
     @property
     def signals(self) -> tuple[str, ...]:

@@ -6,8 +6,11 @@ that servers and workers on other hosts can read it. Layout of ``root``::
     latest -> <version>            on a local disk: a relative symlink, swapped atomically
                                    (os.replace); elsewhere: a small file holding the version name
     <version>/
-        manifest.json              version, created_at, dataset facts, signals (order, dims,
-                                   scales, params), tuned weights, variants, metrics, index config
+        manifest.json              hybrid.manifest.Manifest: version, created_at, dataset facts (and
+                                   the API events it holds, up to their cutoff), signals (order,
+                                   kinds, dims, scales, configs, params), tuned weights, variants,
+                                   metrics, index config, and what the signals were fit on
+                                   (training: split, interactions, newest timestamp)
         signals/<name>/            each model's parameters (FactorModel.save(data=False): config, npy)
         vocab/users.parquet        external id <-> row
         vocab/items.parquet
@@ -16,7 +19,8 @@ that servers and workers on other hosts can read it. Layout of ``root``::
         item_vectors.npy           fused item vectors [c_s * i_s for s] (float32)
         index.usearch              the HNSW inner-product index over item_vectors
         history.npz                training interactions, users x items, each row's entries in
-                                   time order (what fold-ins that weigh recency expect)
+                                   time order (what fold-ins that weigh recency expect), with the
+                                   split, its newest timestamp and the events cutoff as metadata
 
 On a local disk a version is written to a hidden temporary folder and renamed into place in one
 step, then ``latest`` is swapped, so a reader sees either the old bundle or the whole new one,
@@ -39,7 +43,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -59,16 +63,16 @@ from etl.vocabulary import Vocabulary
 from hybrid.fusion import Fusion, check_weights
 from hybrid.index import FusedIndex, IndexConfig, ItemCatalog
 from hybrid.item_maps import ItemMaps, fit_item_maps
+from hybrid.manifest import DatasetFacts, EventsFacts, IndexEntry, Manifest, SignalEntry, TrainingFacts
 from hybrid.variants import Variants
 from models.base import FactorModel, FitData
 
 __all__ = [
     "Bundle", "BundleInfo", "publish", "load", "list_bundles", "latest_version", "rollback", "version_path",
     "set_latest", "remove_version",
-    "default_cache_dir", "FORMAT",
+    "default_cache_dir",
 ]
 
-FORMAT = "hybridrec-bundle/1"
 LATEST = "latest"
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CACHE_KEEP = 3
@@ -89,7 +93,7 @@ class Bundle:
     """A loaded bundle: everything serving needs, factors and index memory-mapped."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     fusion: Fusion
     index: FusedIndex
     items_table: pd.DataFrame
@@ -107,12 +111,12 @@ class Bundle:
 
     @property
     def version(self) -> str:
-        return str(self.manifest["version"])
+        return self.manifest.version
 
     @property
     def weights(self) -> dict[str, float]:
         """The tuned blend weights."""
-        return dict(self.manifest["weights"])
+        return dict(self.manifest.weights)
 
     @property
     def signals(self) -> tuple[str, ...]:
@@ -120,14 +124,13 @@ class Bundle:
 
     @property
     def events_cutoff(self) -> float:
-        """The API clock time up to which this bundle learned the API's accepted events (their
-        ``accepted_at``); -inf for a bundle trained without them (every online event is then new)."""
-        return events_cutoff(self.manifest)
+        """See Manifest.events_cutoff."""
+        return self.manifest.events_cutoff
 
     @property
     def deletions_read_at(self) -> float:
-        """When training read the deletions: a user deleted later is still in this bundle."""
-        return deletions_read_at(self.manifest)
+        """See Manifest.deletions_read_at."""
+        return self.manifest.deletions_read_at
 
     @cached_property
     def seen_by_item(self) -> sp.csc_matrix:
@@ -158,21 +161,7 @@ class BundleInfo:
     is_latest: bool
     metrics: dict[str, Any]
     events_cutoff: float = float("-inf")
-    """See Bundle.events_cutoff."""
-
-
-def events_cutoff(manifest: dict[str, Any]) -> float:
-    """See Bundle.events_cutoff (from a manifest, without loading the bundle)."""
-    facts = (manifest.get("dataset") or {}).get("events") or {}
-    return float(facts.get("cutoff", float("-inf")))
-
-
-def deletions_read_at(manifest: dict[str, Any]) -> float:
-    """See Bundle.deletions_read_at; a bundle from before this was recorded: its creation time."""
-    facts = (manifest.get("dataset") or {}).get("events") or {}
-    if "read_at" in facts:
-        return float(facts["read_at"])
-    return datetime.fromisoformat(str(manifest["created_at"])).timestamp()
+    """See Manifest.events_cutoff."""
 
 
 # -- publish -------------------------------------------------------------------------------------
@@ -220,31 +209,30 @@ def publish(
                 f"the dataset {n_users} x {n_items}"
             )
     index_config = index_config or IndexConfig()
-    manifest = {
-        "format": FORMAT,
-        "version": version,
-        "created_at": created.isoformat(),
-        "dataset": _dataset_facts(dataset),
-        "signals": {
-            s: {
-                "kind": fusion.models[s].kind,
-                "dim": fusion.models[s].dim,
-                "scale": float(fusion.scales[s]),
-                "config": jsonable(fusion.models[s].config),
-                "params": jsonable(params.get(s, {})),
-            }
+    manifest = Manifest(
+        version=version,
+        created_at=created,
+        dataset=_dataset_facts(dataset),
+        signals={
+            s: SignalEntry(
+                kind=fusion.models[s].kind,
+                dim=fusion.models[s].dim,
+                scale=float(fusion.scales[s]),
+                config=jsonable(fusion.models[s].config),
+                params=jsonable(params.get(s, {})),
+            )
             for s in fusion.signals
         },
-        "signal_order": list(fusion.signals),
-        "dim": fusion.dim,
-        "n_users": n_users,
-        "n_items": n_items,
-        "weights": weights,
-        "variants": variants.to_dict(),
-        "metrics": jsonable(metrics),
-        "params": jsonable({k: v for k, v in params.items() if k not in fusion.signals}),
-        "index": {"file": "index.usearch", "metric": "ip", "dtype": "f32", **asdict(index_config)},
-    }
+        dim=fusion.dim,
+        n_users=n_users,
+        n_items=n_items,
+        weights=weights,
+        variants=variants,
+        metrics=jsonable(metrics),
+        params=jsonable({k: v for k, v in params.items() if k not in fusion.signals}),
+        index=IndexEntry(index_config),
+        training=_training_facts(fusion, dataset),
+    )
 
     if local is not None:
         tmp = local / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
@@ -265,7 +253,7 @@ def publish(
     return version_path(root, version)
 
 
-def _write_version(folder: Path, fusion: Fusion, dataset: Dataset, manifest: dict[str, Any],
+def _write_version(folder: Path, fusion: Fusion, dataset: Dataset, manifest: Manifest,
                    index_config: IndexConfig) -> None:
     """Every file of a version into an empty local ``folder``, manifest.json last."""
     n_items = dataset.n_items
@@ -278,14 +266,16 @@ def _write_version(folder: Path, fusion: Fusion, dataset: Dataset, manifest: dic
     if len(items_table) != n_items:
         raise BundleError(f"items table has {len(items_table)} rows for {n_items} items")
     items_table.to_parquet(folder / "items.parquet", index=False)
-    _save_history(folder / "history.npz", dataset, fusion.models[fusion.signals[0]].seen_)
+    assert manifest.training is not None  # publish records it
+    _save_history(folder / "history.npz", dataset, fusion.models[fusion.signals[0]].seen_, manifest.training,
+                  manifest.events_cutoff)
     vectors = fusion.item_vectors()
     np.save(folder / "item_vectors.npy", vectors, allow_pickle=False)
     FusedIndex.build(vectors, index_config).save(folder / "index.usearch")
     maps = fit_item_maps(fusion.models)
     if maps is not None:
         maps.save(folder)
-    _write_json(folder / "manifest.json", manifest)
+    _write_json(folder / "manifest.json", manifest.to_dict())
 
 
 def _upload(folder: Path, url: str) -> None:
@@ -305,29 +295,53 @@ def _upload(folder: Path, url: str) -> None:
         raise
 
 
-def _save_history(path: Path, dataset: Dataset, seen: sp.csr_matrix) -> None:
+def _training_facts(fusion: Fusion, dataset: Dataset) -> TrainingFacts:
+    """What the signals were fit on, as each recorded it (``FactorModel.split_``): one split of
+    ``dataset`` for all, its size and its newest interaction's timestamp."""
+    splits = {s: fusion.models[s].split_ for s in fusion.signals}
+    if None in splits.values() or len(set(splits.values())) != 1:
+        raise BundleError(
+            f"the signals must all be fit on one split of the dataset, and record it; they were fit on {splits} "
+            "(None: a model saved before the split was recorded; fit it again)"
+        )
+    split = str(next(iter(splits.values())))
+    cutoff = dataset.newest_timestamp(split)
+    if cutoff is None:
+        raise BundleError(f"the dataset's {split!r} split is empty: the signals learned nothing to publish")
+    return TrainingFacts(split=split, interactions=dataset.count(split), cutoff=cutoff)
+
+
+def _save_history(path: Path, dataset: Dataset, seen: sp.csr_matrix, training: TrainingFacts,
+                  events_cutoff: float) -> None:
     """The fitted interactions with each user's entries in time order (``Dataset.matrix(split,
-    ordered=True)``); the signals' ``seen_`` fixes which split that is, and the result must hold
-    exactly its pairs."""
-    split = "train" if dataset.count("train") == seen.nnz else "fit"
-    history = dataset.matrix(split, ordered=True)
+    ordered=True)`` of the training split), which must hold exactly the pairs the signals were fit
+    on (``seen``); the split, its newest timestamp and the events cutoff go with them as metadata."""
+    history = dataset.matrix(training.split, ordered=True)
     if history.nnz != seen.nnz or not np.array_equal(np.diff(history.indptr), np.diff(seen.indptr)):
         raise BundleError(
-            f"the dataset's {split!r} split ({history.nnz} interactions) is not what the signals were fit on "
+            f"the dataset's {training.split!r} split ({history.nnz} interactions) is not what the signals were fit on "
             f"({seen.nnz}); publish with the dataset the models were trained on"
         )
     np.savez_compressed(path, data=history.data.astype(np.float32), indices=history.indices.astype(np.int32),
-                        indptr=history.indptr.astype(np.int64), shape=np.array([dataset.n_users, dataset.n_items]))
+                        indptr=history.indptr.astype(np.int64), shape=np.array([dataset.n_users, dataset.n_items]),
+                        split=np.array(training.split), cutoff=np.array(training.cutoff, dtype=np.int64),
+                        events_cutoff=np.array(events_cutoff, dtype=np.float64))
 
 
-def _seen(path: Path, n_users: int, n_items: int) -> sp.csr_matrix:
+def _seen(path: Path, manifest: Manifest) -> sp.csr_matrix:
     """The fitted interactions as a canonical users x items CSR (sorted rows), from history.npz: the
-    one copy of what every signal of the bundle was fit on."""
+    one copy of what every signal of the bundle was fit on. A bundle written before the training
+    split was recorded has it in neither file."""
+    n_users, n_items = manifest.n_users, manifest.n_items
     try:
         with np.load(path / "history.npz", allow_pickle=False) as z:
             shape = tuple(int(x) for x in z["shape"])
             if shape != (n_users, n_items):
                 raise BundleError(f"bundle {path}: history.npz has shape {shape}, manifest says ({n_users}, {n_items})")
+            recorded = (str(z["split"]), int(z["cutoff"])) if "split" in z.files else None
+            expected = None if manifest.training is None else (manifest.training.split, manifest.training.cutoff)
+            if recorded != expected:
+                raise BundleError(f"bundle {path}: history.npz holds split and cutoff {recorded}, manifest says {expected}")
             seen = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=shape)
     except (OSError, ValueError, KeyError) as exc:
         raise BundleError(f"bundle {path}: history.npz does not load: {exc}") from exc
@@ -335,20 +349,21 @@ def _seen(path: Path, n_users: int, n_items: int) -> sp.csr_matrix:
     return seen
 
 
-def _dataset_facts(dataset: Dataset) -> dict[str, Any]:
+def _dataset_facts(dataset: Dataset) -> DatasetFacts:
     m = dataset.manifest
-    return {
-        "path": str(dataset.path),
-        "content_hash": m.get("content_hash"),
-        "source": m.get("source"),
-        "users": m.get("users", dataset.n_users),
-        "items": m.get("items", dataset.n_items),
-        "interactions": m.get("interactions"),
-        "splits": m.get("splits"),
-        # which of the API's accepted events the dataset holds: those accepted up to 'cutoff';
-        # deletions were applied as recorded at 'read_at' (cluster.event_intake)
-        "events": (m.get("extra") or {}).get("events"),
-    }
+    # which of the API's accepted events the dataset holds: those accepted up to 'cutoff';
+    # deletions were applied as recorded at 'read_at' (cluster.event_intake)
+    events = (m.get("extra") or {}).get("events")
+    return DatasetFacts(
+        path=str(dataset.path),
+        content_hash=m.get("content_hash"),
+        source=m.get("source"),
+        users=int(m.get("users", dataset.n_users)),
+        items=int(m.get("items", dataset.n_items)),
+        interactions=m.get("interactions"),
+        splits=m.get("splits"),
+        events=None if events is None else EventsFacts.from_dict(events, "dataset.events"),
+    )
 
 
 # -- roots and the latest pointer ----------------------------------------------------------------
@@ -443,11 +458,11 @@ def list_bundles(root: str | Path) -> list[BundleInfo]:
         if name.startswith(".") or name == LATEST or entry["type"] != "directory":
             continue
         try:
-            m = json.loads(fs.cat_file(f"{path}/{name}/manifest.json"))
-        except (OSError, json.JSONDecodeError):
+            m = Manifest.from_json(fs.cat_file(f"{path}/{name}/manifest.json"))
+        except (OSError, BundleError):
             continue
-        out.append(BundleInfo(name, str(m.get("created_at", "")), version_path(root, name), name == latest,
-                              dict(m.get("metrics", {})), events_cutoff(m)))
+        out.append(BundleInfo(name, m.created_at.isoformat(), version_path(root, name), name == latest,
+                              dict(m.metrics), m.events_cutoff))
     return sorted(out, key=lambda b: (b.created_at, b.version))
 
 
@@ -509,21 +524,16 @@ def load(path: str | Path, mmap: bool = True, cache_dir: str | Path | None = Non
         path = path / version
     path = path.resolve()
     try:
-        manifest = json.loads((path / "manifest.json").read_text())
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"{path}/manifest.json is not valid JSON: {exc}") from exc
-    if manifest.get("format") != FORMAT:
-        raise BundleError(f"{path}: unsupported bundle format {manifest.get('format')!r}, expected {FORMAT!r}")
-    for key in ("version", "signal_order", "signals", "dim", "n_users", "n_items", "weights", "variants", "index"):
-        if key not in manifest:
-            raise BundleError(f"{path}/manifest.json lacks {key!r}")
-    order = list(manifest["signal_order"])
+        manifest = Manifest.from_json((path / "manifest.json").read_bytes())
+    except BundleError as exc:
+        raise BundleError(f"{path}/{exc}") from exc
+    order = list(manifest.signal_order)
     missing = [f for f in _FILES if not (path / f).exists()]
     missing += [f"signals/{s}/" for s in order if not (path / "signals" / s / "model.json").exists()]
     if missing:
         raise BundleError(f"bundle {path} is incomplete: missing {', '.join(missing)}")
 
-    n_users, n_items, dim = int(manifest["n_users"]), int(manifest["n_items"]), int(manifest["dim"])
+    n_users, n_items, dim = manifest.n_users, manifest.n_items, manifest.dim
     users = Vocabulary.load(path / "vocab" / "users.parquet", kind="user")
     items = Vocabulary.load(path / "vocab" / "items.parquet", kind="item")
     if (len(users), len(items)) != (n_users, n_items):
@@ -531,19 +541,20 @@ def load(path: str | Path, mmap: bool = True, cache_dir: str | Path | None = Non
             f"bundle {path}: vocabularies hold {len(users)} users, {len(items)} items; "
             f"manifest says {n_users}, {n_items}"
         )
-    seen = _seen(path, n_users, n_items)
-    fit_data = FitData(users, items, seen)  # one copy for every signal: they were fit on the same interactions
+    seen = _seen(path, manifest)
+    # one copy for every signal: they were fit on the same interactions
+    fit_data = FitData(users, items, seen, None if manifest.training is None else manifest.training.split)
     models: dict[str, FactorModel] = {}
     for s in order:
         try:
             model = FactorModel.load(path / "signals" / s, mmap=mmap, data=fit_data)
         except (OSError, ValueError, KeyError) as exc:
             raise BundleError(f"bundle {path}: signal {s!r} does not load: {exc}") from exc
-        spec = manifest["signals"][s]
-        if model.kind != spec["kind"]:
-            raise BundleError(f"bundle {path}: signal {s!r} holds a {model.kind} model, manifest says {spec['kind']}")
-        if model.dim != int(spec["dim"]):
-            raise BundleError(f"bundle {path}: signal {s!r} has dim {model.dim}, manifest says {spec['dim']}")
+        spec = manifest.signals[s]
+        if model.kind != spec.kind:
+            raise BundleError(f"bundle {path}: signal {s!r} holds a {model.kind} model, manifest says {spec.kind}")
+        if model.dim != spec.dim:
+            raise BundleError(f"bundle {path}: signal {s!r} has dim {model.dim}, manifest says {spec.dim}")
         shape = (model.user_factors_.shape[0], model.item_factors_.shape[0])
         if shape != (n_users, n_items):
             raise BundleError(
@@ -551,7 +562,7 @@ def load(path: str | Path, mmap: bool = True, cache_dir: str | Path | None = Non
                 f"manifest says {n_users} x {n_items}"
             )
         models[s] = model
-    fusion = Fusion(models, {s: float(manifest["signals"][s]["scale"]) for s in order})
+    fusion = Fusion(models, {s: manifest.signals[s].scale for s in order})
     if list(fusion.signals) != order:
         raise BundleError(f"bundle {path}: signals order {list(fusion.signals)} differs from the manifest's {order}")
     if fusion.dim != dim:
@@ -568,16 +579,11 @@ def load(path: str | Path, mmap: bool = True, cache_dir: str | Path | None = Non
         raise BundleError(
             f"bundle {path}: item_vectors.npy has shape {vectors.shape}, manifest says ({n_items}, {dim})"
         )
-    known = {f for f in IndexConfig.__dataclass_fields__}
-    config = IndexConfig(**{k: v for k, v in manifest["index"].items() if k in known})
     try:
-        index = FusedIndex.load(path / "index.usearch", mmap=mmap, vectors=vectors, config=config)
+        index = FusedIndex.load(path / "index.usearch", mmap=mmap, vectors=vectors, config=manifest.index.config)
     except ValueError as exc:
         raise BundleError(f"bundle {path}: index.usearch: {exc}") from exc
-    try:
-        variants = Variants.from_dict(manifest["variants"])
-    except (ValueError, KeyError) as exc:
-        raise BundleError(f"bundle {path}: variants in the manifest are invalid: {exc}") from exc
+    variants = manifest.variants
     if variants.signals != fusion.signals:
         raise BundleError(
             f"bundle {path}: variants are for signals {variants.signals}, the bundle has {fusion.signals}"

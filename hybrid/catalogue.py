@@ -114,8 +114,7 @@ def extend(bundle: Bundle, additions: pd.DataFrame) -> Bundle:
         model.seen_ = seen  # one copy, as loading keeps
     fusion = Fusion(models, dict(bundle.fusion.scales))
     index = bundle.index.extended(fusion.item_vectors(np.arange(n_old, n_old + m)))
-    manifest = {**bundle.manifest, "added_items": m}
-    return dataclasses.replace(bundle, manifest=manifest, fusion=fusion, index=index, items_table=items_table,
+    return dataclasses.replace(bundle, fusion=fusion, index=index, items_table=items_table,
                                items=items, seen=seen, catalog=ItemCatalog(items_table))
 
 

@@ -40,7 +40,7 @@ import pandas as pd
 
 from hybrid.index import as_list
 from hybrid.screening import exact_dot
-from models.signals import SIGNALS
+from models.signals import SIGNALS, driver_signals
 
 if TYPE_CHECKING:
     from hybrid.bundle import Bundle
@@ -49,7 +49,7 @@ __all__ = ["Driver", "PathStep", "Explanation", "explain_pair", "explain_items",
            "item_text"]
 
 SIGNAL_LABELS: dict[str, str] = {s.name: s.label for s in SIGNALS}
-_DRIVER_SIGNALS = ("als", "lightgcn", "content", "svd", "sequence")
+_DRIVER_SIGNALS = driver_signals()
 
 
 class Driver(NamedTuple):

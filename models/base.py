@@ -3,6 +3,8 @@
 Every signal (ALS, content, LightGCN, popularity) ends as user vectors and item vectors with
 score(u, i) = <u, i>; that is what lets hybrid/ fuse them into one index (../shared/DESIGN.md).
 Subclasses implement ``_fit`` and ``fold_in``; recommend, similar_items, save and load are shared.
+A model that learns one of its own hyperparameters while fitting (LightGCN's early-stopped epoch
+count) overrides ``refit_config``, which the pipeline's final fit on 'train' uses.
 
 Constructors only store the config; learned state ends in ``_``.
 """
@@ -113,12 +115,15 @@ def model_class(kind: str) -> type[FactorModel]:
 
 @dataclass(frozen=True)
 class FitData:
-    """What a model was fit on besides its parameters: the user and item vocabularies and the
-    users x items interactions (``seen_``). A bundle holds one copy for all its models."""
+    """What a model was fit on besides its parameters: the user and item vocabularies, the users x
+    items interactions (``seen_``) and the dataset split they are (``split_``). A bundle holds one
+    copy for all its models."""
 
     users: Vocabulary
     items: Vocabulary
     seen: sp.csr_matrix
+    split: str | None = None
+    """The dataset split ``seen`` holds ('train', 'fit'); None for a model saved before it was recorded."""
 
 
 class FactorModel(ABC):
@@ -138,6 +143,7 @@ class FactorModel(ABC):
         self.users_ = data.dataset.users
         self.items_ = data.dataset.items
         self.seen_ = data.matrix()
+        self.split_: str | None = data.split
         self._fit(data, options)
         self._check_finite()
         return self
@@ -145,6 +151,13 @@ class FactorModel(ABC):
     @abstractmethod
     def _fit(self, data: TrainData, options: TrainingOptions) -> None:
         """Set user_factors_ and item_factors_ (float32, rows in vocabulary order)."""
+
+    def refit_config(self) -> Any:
+        """The config for the final fit on the whole 'train' split after this fit (training.pipeline
+        refits every signal so): of this model's Config type, with whatever this fit learned about
+        its own hyperparameters (an early-stopped model's validated epoch count). By default the
+        config as given."""
+        return self.config
 
     @abstractmethod
     def fold_in(self, items: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
@@ -250,12 +263,15 @@ class FactorModel(ABC):
     # -- persistence (npy/JSON/Parquet, no pickle) ----------------------------------------------
     def save(self, path: str | Path, *, data: bool = True) -> None:
         """Write the model to a folder: its kind, config and learned parameters (npy/JSON), and with
-        ``data`` the interactions it was fit on and their vocabularies, so the folder loads on its
-        own. A bundle saves its models without them (``data=False``): it holds one copy for all."""
+        ``data`` the interactions it was fit on, their vocabularies and their split, so the folder
+        loads on its own. A bundle saves its models without them (``data=False``): it holds one
+        copy for all."""
         self._require_fitted()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        meta = {"kind": self.kind, "config": asdict(self.config), "state": self._extra_state()}
+        meta: dict[str, Any] = {"kind": self.kind, "config": asdict(self.config), "state": self._extra_state()}
+        if data:
+            meta["data"] = {"split": self.split_}
         (path / "model.json").write_text(json.dumps(meta, indent=2, default=str))
         np.save(path / "user_factors.npy", self.user_factors_, allow_pickle=False)
         np.save(path / "item_factors.npy", self.item_factors_, allow_pickle=False)
@@ -287,8 +303,9 @@ class FactorModel(ABC):
             if not (path / "seen.npz").exists():
                 raise ValueError(f"{path} holds the model's parameters only: load it with the data it was fit on")
             data = FitData(Vocabulary.load(path / "users.parquet", kind="user"),
-                           Vocabulary.load(path / "items.parquet", kind="item"), sp.load_npz(path / "seen.npz").tocsr())
-        model.users_, model.items_, model.seen_ = data.users, data.items, data.seen
+                           Vocabulary.load(path / "items.parquet", kind="item"), sp.load_npz(path / "seen.npz").tocsr(),
+                           meta.get("data", {}).get("split"))
+        model.users_, model.items_, model.seen_, model.split_ = data.users, data.items, data.seen, data.split
         arrays = {p.stem: np.load(p, mmap_mode=mode, allow_pickle=False) for p in path.glob("*.npy")
                   if p.stem not in ("user_factors", "item_factors")}
         model._restore(meta.get("state", {}), arrays)

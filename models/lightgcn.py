@@ -4,15 +4,16 @@ User and item vectors are PyG LightGCN's final (layer-averaged) embeddings, so t
 the FactorModel contract as it is (../shared/DESIGN.md, "The fused-embedding identity"). Training
 runs as one named Dask task (``lightgcn-train-*``) through models.lightgcn_trainer.
 
-Tuning protocol: fit on ``TrainData(split='fit', validation='validation')`` to early-stop and read
-``best_epoch_``; the final model is refit on ``'train'`` for ``epochs`` (no validation then).
+Tuning protocol: fit on ``TrainData(split='fit', validation='validation')`` to early-stop at
+``best_epoch_``; the final model is refit on ``'train'`` with ``refit_config()``, for that many
+epochs (no validation then).
 """
 
 from __future__ import annotations
 
 import uuid
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -89,6 +90,16 @@ class LightGCN(FactorModel):
 
     kind = "lightgcn"
     Config = LightGCNConfig
+    best_epoch_: int | None = None
+    """The validated best epoch count of a fit with validation (early stopping); None otherwise."""
+
+    def refit_config(self) -> LightGCNConfig:
+        """After a fit that early-stopped on validation: the config for its validated epoch count
+        (``epochs`` = ``best_epoch_``, ``eval_every`` at most that). Otherwise the config as given."""
+        if self.best_epoch_ is None:
+            return self.config
+        best = int(self.best_epoch_)
+        return replace(self.config, epochs=best, eval_every=min(self.config.eval_every, best))
 
     def _fit(self, data: TrainData, options: TrainingOptions) -> None:
         # torch and PyG are imported by fitting only: a server loads this model to score and fold in
@@ -168,7 +179,7 @@ class LightGCN(FactorModel):
     def _extra_state(self) -> dict[str, Any]:
         return {
             "epochs_run": getattr(self, "epochs_run_", None),
-            "best_epoch": getattr(self, "best_epoch_", None),
+            "best_epoch": self.best_epoch_,
             "best_ndcg": getattr(self, "best_ndcg_", None),
         }
 

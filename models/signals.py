@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SIGNALS", "SignalSpec", "signal", "signal_names"]
+__all__ = ["SIGNALS", "SignalSpec", "driver_signals", "signal", "signal_names"]
 
 
 @dataclass(frozen=True)
@@ -38,27 +38,32 @@ class SignalSpec:
     """Offered by the API's similarItems as a SimilaritySignal (besides FUSED)."""
     mapped_from_content: bool = False
     """Its item vectors for items added while serving are mapped from content (hybrid/item_maps.py)."""
+    driver_rank: int | None = None
+    """Set when its model's fold-in splits by history item (``FactorModel.history_terms`` gives
+    rows): explanations then show the history items that drive its score. When a recommendation is
+    led by a signal without drivers (popularity), the bundle's driver signal of lowest rank gives
+    them. None: no drivers."""
 
 
 SIGNALS: tuple[SignalSpec, ...] = (
     SignalSpec("als", "als", "models.als", "collaborative", "COLLABORATIVE",
                "collaborative signal only (implicit ALS)",
-               fixed_place=True, similarity=True, mapped_from_content=True),
+               fixed_place=True, similarity=True, mapped_from_content=True, driver_rank=0),
     SignalSpec("content", "content", "models.content", "content", "CONTENT",
                "content signal only (TF-IDF of genres and tags)",
-               fixed_place=True, similarity=True),
+               fixed_place=True, similarity=True, driver_rank=2),
     SignalSpec("lightgcn", "lightgcn", "models.lightgcn", "graph", "GRAPH",
                "graph signal only (LightGCN)",
-               fixed_place=True, similarity=True, mapped_from_content=True),
+               fixed_place=True, similarity=True, mapped_from_content=True, driver_rank=1),
     SignalSpec("popularity", "popularity", "models.popularity", "popularity", "POPULARITY",
                "popularity only",
                fixed_place=True),
     SignalSpec("svd", "svd", "models.svd", "item-item", "SPECTRAL",
                "item-item signal only (low-rank ridge of co-occurrence)",
-               mapped_from_content=True),
+               mapped_from_content=True, driver_rank=3),
     SignalSpec("sequence", "sequence", "models.sequence", "what-comes-next", "SEQUENTIAL",
                "sequential signal only (what users watched next)",
-               mapped_from_content=True),
+               mapped_from_content=True, driver_rank=4),
 )
 """Every signal, in the order the GraphQL schema lists them."""
 
@@ -76,3 +81,9 @@ def signal(name: str) -> SignalSpec:
 def signal_names() -> tuple[str, ...]:
     """Every signal's name, in registry order."""
     return tuple(_BY_NAME)
+
+
+def driver_signals() -> tuple[str, ...]:
+    """The names of the signals whose explanations show history-item drivers, by ``driver_rank``."""
+    ranked = sorted((s for s in SIGNALS if s.driver_rank is not None), key=lambda s: s.driver_rank or 0)
+    return tuple(s.name for s in ranked)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from hybrid import bundle as bundle_mod
 from hybrid.bundle import latest_version, list_bundles, load, publish, rollback
 from hybrid.fusion import Fusion
 from hybrid.index import FusedIndex, as_list
+from hybrid.manifest import Manifest, TrainingFacts
 from hybrid.variants import Variants
 from models.base import FactorModel, TrainData, TrainingOptions, register
 from models.popularity import Popularity
@@ -330,6 +332,93 @@ def test_load_without_mmap(tiny_bundle_root: Path):
     b = load(tiny_bundle_root / "v1", mmap=False)
     assert not b.index.mapped and not isinstance(b.index.vectors, np.memmap)
     assert sp.issparse(b.seen) and b.seen.shape == (len(b.users), len(b.items))
+
+
+# -- the manifest and what the signals were fit on -----------------------------------------------
+def test_the_manifest_records_what_the_signals_were_fit_on(tiny_dataset: Dataset, tiny_bundle_root: Path):
+    raw = json.loads((tiny_bundle_root / "v1" / "manifest.json").read_text())
+    manifest = Manifest.from_dict(raw)
+    assert manifest.to_dict() == raw, "the typed manifest writes back exactly what it read"
+    b = load(tiny_bundle_root)
+    assert b.manifest.to_dict() == raw and b.manifest.signal_order == tuple(b.signals)
+    assert {m.split_ for m in b.fusion.models.values()} == {"train"}
+    train = tiny_dataset.load("train")
+    newest = int(train["timestamp"].max())
+    assert newest < int(tiny_dataset.load("test")["timestamp"].max()), "the test split's tail is newer"
+    assert manifest.training == TrainingFacts(split="train", interactions=len(train), cutoff=newest)
+    assert b.events_cutoff == float("-inf") and manifest.dataset.events is None  # no API events in this data
+    with np.load(tiny_bundle_root / "v1" / "history.npz", allow_pickle=False) as z:
+        assert (str(z["split"]), int(z["cutoff"]), float(z["events_cutoff"])) == ("train", newest, float("-inf"))
+
+
+def test_a_bundle_of_signals_fit_on_the_tuning_split_says_so(tiny_dataset: Dataset, tmp_path: Path):
+    """The split comes from the models (``FactorModel.split_``), not from comparing counts."""
+    data = TrainData(tiny_dataset, "fit")
+    models = {"als": SVDFactors(SVDConfig(8)).fit(data), "popularity": Popularity().fit(data)}
+    fusion = Fusion.fit_scales(models, tiny_dataset.matrix("validation"))
+    weights = {"als": 1.0, "popularity": 0.2}
+    publish(tmp_path, fusion, tiny_dataset, weights=weights, variants=Variants(fusion.signals, weights), metrics={},
+            params={}, version="fit")
+    b = load(tmp_path)
+    assert b.manifest.training is not None and b.manifest.training.split == "fit"
+    assert b.manifest.training.interactions == tiny_dataset.count("fit") == b.seen.nnz
+    assert (b.seen != tiny_dataset.matrix("fit")).nnz == 0
+
+    models["popularity"] = Popularity().fit(TrainData(tiny_dataset, "train"))
+    mixed = Fusion(models, dict(fusion.scales))
+    with pytest.raises(BundleError, match=r"one split.*'als': 'fit', 'popularity': 'train'"):
+        publish(tmp_path, mixed, tiny_dataset, weights=weights, variants=Variants(fusion.signals, weights), metrics={},
+                params={}, version="mixed")
+    assert [v.version for v in list_bundles(tmp_path)] == ["fit"]
+
+
+def test_a_bundle_published_before_the_training_split_was_recorded_loads(tiny_bundle_root: Path, tmp_path: Path):
+    """The manifest and history.npz of a bundle published before the split was recorded: no 'training'
+    section, no API events recorded, history.npz without metadata. It loads and answers the same."""
+    old = tmp_path / "old"
+    shutil.copytree(tiny_bundle_root / "v1", old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["training"]
+    manifest["dataset"]["events"] = None
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with np.load(old / "history.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in ("data", "indices", "indptr", "shape")}
+    np.savez_compressed(old / "history.npz", **arrays)
+
+    b = load(old)
+    assert b.manifest.training is None and b.events_cutoff == float("-inf")
+    assert {m.split_ for m in b.fusion.models.values()} == {None}
+    assert b.deletions_read_at == b.manifest.created_at.timestamp()
+    assert b.manifest.to_dict() == manifest
+    assert _answers(b) == _answers(load(tiny_bundle_root))
+    # deletions read by an older trainer: before 'read_at' was recorded
+    manifest["dataset"]["events"] = {"cutoff": 1.5e9, "count": 3}
+    facts = Manifest.from_dict(manifest)
+    assert facts.events_cutoff == 1.5e9 and facts.deletions_read_at == facts.created_at.timestamp()
+
+
+def test_a_manifest_names_the_field_it_cannot_read(broken_copy):
+    cases = [
+        (lambda m: m["signals"]["als"].update(dim="8"), "field 'signals.als.dim' must be an integer, got '8'"),
+        (lambda m: m["dataset"].update(events={"read_at": 1.0}), "lacks 'dataset.events.cutoff'"),
+        (lambda m: m.update(created_at="yesterday"), "field 'created_at' is not an ISO time"),
+        (lambda m: m["training"].update(split=None), "field 'training.split' must be a string, got None"),
+        (lambda m: m["weights"].pop("content"), "field 'weights' is for"),
+        (lambda m: m.update(signal_order=["als", "content"]), "field 'signals' holds"),
+        (lambda m: m["index"].update(connectivity=0), "field 'index' is invalid: IndexConfig.connectivity"),
+        (lambda m: m.update(format="hybridrec-bundle/0"), "unsupported bundle format 'hybridrec-bundle/0'"),
+    ]
+    for edit, message in cases:
+        b = broken_copy()
+        _edit_manifest(b, edit)
+        with pytest.raises(BundleError, match=f"{b.resolve()}/manifest.json.*{re.escape(message)}"):
+            load(b)
+        assert b.name not in [v.version for v in list_bundles(b.parent)], "an unreadable manifest is no version"
+
+    b = broken_copy()  # history.npz of another publish than the manifest
+    _edit_manifest(b, lambda m: m["training"].update(cutoff=m["training"]["cutoff"] - 1))
+    with pytest.raises(BundleError, match=r"history.npz holds split and cutoff \('train', \d+\), manifest says"):
+        load(b)
 
 
 # -- roots given as fsspec URLs -------------------------------------------------------------------

@@ -72,6 +72,17 @@ def test_early_stopping_stops_after_patience(tiny_dataset: Dataset, client: Clie
     model = LightGCN(cfg).fit(data, TrainingOptions(client=client, device="cpu"))
     assert model.best_epoch_ == 2
     assert model.epochs_run_ == 2 * (1 + cfg.patience)
+    assert model.refit_config() == replace(cfg, epochs=2, eval_every=2)
+
+
+def test_refit_config_is_the_validated_epoch_count() -> None:
+    model = LightGCN(LightGCNConfig(epochs=200, eval_every=5))
+    assert model.refit_config() == model.config  # not early-stopped: the config as given
+    model.best_epoch_ = 35
+    assert model.refit_config() == replace(model.config, epochs=35)
+    model.best_epoch_ = 3
+    assert model.refit_config() == replace(model.config, epochs=3, eval_every=3)
+    assert model.config.epochs == 200, "the model's own config is left alone"
 
 
 def test_time_limit_stops_after_the_epoch_that_crosses_it(tiny_dataset: Dataset) -> None:

@@ -65,6 +65,14 @@ def fitted(request: pytest.FixtureRequest, tiny_dataset: Dataset, client) -> Fac
     return model.fit(TrainData(tiny_dataset, split="train"), TrainingOptions(client=client, seed=0))
 
 
+@pytest.fixture(scope="module", params=sorted(FACTORIES))
+def validated(request: pytest.FixtureRequest, tiny_dataset: Dataset, client) -> FactorModel:
+    """Fit on 'fit' with 'validation' beside it, as tuning does (a model may early-stop on it)."""
+    model = FACTORIES[request.param]()
+    data = TrainData(tiny_dataset, split="fit", validation="validation")
+    return model.fit(data, TrainingOptions(client=client, seed=0))
+
+
 @pytest.mark.parametrize("kind", sorted(set(FACTORIES) - {"popularity"}))
 def test_a_fit_on_dask_needs_a_client(kind: str, tiny_dataset: Dataset, client) -> None:
     """The module's client is the default one, yet a model never picks it up nor opens a cluster."""
@@ -127,6 +135,7 @@ def test_save_load_roundtrip(fitted: FactorModel, tmp_path: Path) -> None:
     assert not list((tmp_path / "m").glob("*.pkl"))
     loaded = FactorModel.load(tmp_path / "m")
     assert type(loaded) is type(fitted) and loaded.config == fitted.config
+    assert loaded.split_ == fitted.split_ == "train", "a model records the split it was fit on, and keeps it"
     np.testing.assert_array_equal(loaded.item_factors_, fitted.item_factors_)
     np.testing.assert_array_equal(loaded.recommend(np.arange(4), n=5)[0], fitted.recommend(np.arange(4), n=5)[0])
     mm = FactorModel.load(tmp_path / "m", mmap=True)
@@ -153,13 +162,16 @@ def test_with_items_appends_items_without_interactions(fitted: FactorModel) -> N
 
 
 def test_history_terms_add_up_to_the_fold_in(fitted: FactorModel) -> None:
-    """Every signal but popularity splits its fold-in by history item (what explanations rank
-    drivers by); the parts are one per distinct history row and add up to the fold-in."""
+    """Every signal the registry gives drivers (every one but popularity) splits its fold-in by
+    history item (what explanations rank drivers by); the parts are one per distinct history row
+    and add up to the fold-in."""
+    from models.signals import SIGNALS
+
     history = np.array([4, 0, 9, 4, 2])
     values = np.array([4.0, 5.0, 3.0, 1.0, 2.0], dtype=np.float32)
     rows, parts = fitted.history_terms(history, values)
     assert parts.shape == (len(rows), fitted.dim) and parts.dtype == np.float32
-    if fitted.kind == "popularity":
+    if fitted.kind not in {s.kind for s in SIGNALS if s.driver_rank is not None}:
         assert len(rows) == 0
         return
     assert len(rows) > 0 and rows.tolist() == sorted(set(rows.tolist())) and set(rows.tolist()) <= set(history.tolist())
@@ -181,3 +193,19 @@ def test_a_linear_fold_in_is_its_weighted_history_rows(fitted: FactorModel) -> N
     expected = sum(w * fitted.projection_[r].astype(np.float64) for r, w in zip(rows, weights, strict=True))
     np.testing.assert_allclose(fitted.fold_in(history, values), expected, rtol=1e-5, atol=1e-6)
     assert not fitted.fold_in(np.array([], dtype=np.int64)).any()
+
+
+def test_a_refit_config_reproduces_the_validated_fit(validated: FactorModel, tiny_dataset: Dataset, client) -> None:
+    """The final fit on 'train' uses ``refit_config()``: a config of the model's own type that holds
+    what the validated fit learned of it (an early-stopped model's best epoch count), so a refit with
+    it runs that many epochs and has nothing left to learn."""
+    assert validated.split_ == "fit"
+    config = validated.refit_config()
+    assert type(config) is type(validated.config)
+    refit = type(validated)(config).fit(TrainData(tiny_dataset, split="train"), TrainingOptions(client=client, seed=0))
+    assert refit.refit_config() == config
+    best = getattr(validated, "best_epoch_", None)
+    if best is None:
+        assert config == validated.config
+    else:
+        assert config.epochs == best and refit.epochs_run_ == best

@@ -16,7 +16,6 @@ from training.pipeline import (
     default_config,
     evaluate_fusion,
     fused_scorer,
-    refit_config,
     run_pipeline,
     tune,
 )
@@ -130,18 +129,6 @@ def test_search_keeps_the_best_validation_config(tiny_dataset, options):
     best = max(report, key=lambda r: r["validation_ndcg@10"])
     assert outcome.models["svd"].config.factors == best["config"]["factors"]
     assert outcome.validation["svd"] == pytest.approx(best["validation_ndcg@10"], abs=1e-12)
-
-
-def test_refit_config_uses_the_validated_epoch_count():
-    from models.lightgcn import LightGCN, LightGCNConfig
-
-    model = LightGCN(LightGCNConfig(epochs=200, eval_every=5))
-    model.best_epoch_ = 35
-    assert refit_config(model).epochs == 35
-    assert refit_config(model).eval_every == 5
-    model.best_epoch_ = None
-    assert refit_config(model).epochs == 200
-    assert refit_config(Popularity()) == Popularity().config
 
 
 def test_evaluate_fusion_on_a_user_sample(tiny_dataset, options):

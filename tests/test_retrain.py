@@ -61,7 +61,7 @@ def test_events_are_folded_in_once(client: Client, source: Path, tmp_path: Path)
     local.sync()
     engine = Engine.load(tmp_path / "bundles")
     assert engine.bundle.events_cutoff < fresh[0].accepted_at
-    assert engine.bundle.manifest["dataset"]["events"]["count"] == len(learned_events)
+    assert engine.bundle.manifest.dataset.events.count == len(learned_events)
 
     # the same interactions as plain data: the source's ratings plus the learned events
     plain = tmp_path / "plain"

@@ -14,7 +14,7 @@ from hybrid.item_maps import MAPPED_KINDS
 from training.pipeline import DEFAULT_SIGNALS
 from hybrid.variants import Variants
 from models.base import SIGNAL_MODULES, model_class
-from models.signals import SIGNALS, signal, signal_names
+from models.signals import SIGNALS, driver_signals, signal, signal_names
 
 
 def test_the_six_signals_keep_their_names_labels_and_graphql_values() -> None:
@@ -29,6 +29,7 @@ def test_the_six_signals_keep_their_names_labels_and_graphql_values() -> None:
     assert SIGNAL_ORDER == ("als", "content", "lightgcn", "popularity")
     assert DEFAULT_SIGNALS == ("als", "content", "lightgcn", "popularity", "sequence", "svd")
     assert MAPPED_KINDS == ("als", "lightgcn", "svd", "sequence")
+    assert driver_signals() == ("als", "lightgcn", "content", "svd", "sequence")
 
 
 @pytest.mark.parametrize("spec", SIGNALS, ids=lambda s: s.name)

@@ -63,7 +63,6 @@ __all__ = [
     "fit_signals",
     "fused_scorer",
     "publish_bundle",
-    "refit_config",
     "refit_signals",
     "run_pipeline",
     "signal_class",
@@ -177,33 +176,15 @@ def fit_signals(
     return models, seconds
 
 
-def refit_config(model: FactorModel) -> Any:
-    """The config for the final fit on 'train': the model's own, with a validated epoch count.
-
-    A model may say so itself (a ``refit_config()`` method); otherwise a model that early-stopped
-    (``best_epoch_``) and has an ``epochs`` field is refit for that many epochs.
-    """
-    hook = getattr(model, "refit_config", None)
-    if callable(hook):
-        return hook()
-    best = getattr(model, "best_epoch_", None)
-    names = {f.name for f in fields(model.config)}
-    if best and "epochs" in names:
-        changes: dict[str, Any] = {"epochs": int(best)}
-        if "eval_every" in names:
-            changes["eval_every"] = min(int(model.config.eval_every), int(best))
-        return replace(model.config, **changes)
-    return model.config
-
-
 def refit_signals(
     dataset: Dataset,
     fitted: Mapping[str, FactorModel],
     options: TrainingOptions,
     verbose: bool = False,
 ) -> tuple[dict[str, FactorModel], dict[str, float]]:
-    """Every signal refit on the whole 'train' split with its tuned hyperparameters."""
-    configs = {s: refit_config(m) for s, m in fitted.items()}
+    """Every signal refit on the whole 'train' split with its tuned hyperparameters
+    (``FactorModel.refit_config``: LightGCN for its validated epoch count)."""
+    configs = {s: m.refit_config() for s, m in fitted.items()}
     return fit_signals(TrainData(dataset, split="train"), configs, options, verbose)
 
 

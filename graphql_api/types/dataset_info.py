@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import strawberry
+
+from hybrid.manifest import DatasetFacts
 
 
 @strawberry.type(description="The dataset a bundle was trained on.")
@@ -17,15 +16,11 @@ class DatasetInfo:
     interactions: int | None
 
     @classmethod
-    def from_domain(cls, facts: Mapping[str, Any]) -> DatasetInfo:
-        def num(key: str) -> int | None:
-            value = facts.get(key)
-            return int(value) if isinstance(value, (int, float)) else None
-
+    def from_domain(cls, facts: DatasetFacts) -> DatasetInfo:
         return cls(
-            source=facts.get("source"),
-            content_hash=facts.get("content_hash"),
-            users=num("users"),
-            items=num("items"),
-            interactions=num("interactions"),
+            source=facts.source,
+            content_hash=facts.content_hash,
+            users=facts.users,
+            items=facts.items,
+            interactions=facts.interactions,
         )

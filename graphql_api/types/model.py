@@ -24,12 +24,11 @@ class Model:
 
     @classmethod
     def from_domain(cls, engine: Engine) -> Model:
-        manifest = engine.bundle.manifest
         return cls(
             version=engine.version,
             trained_at=engine.created_at,
             signals=[Signal.from_domain(s) for s in engine.signals],
             tuned_weights=SignalWeight.from_domain(engine.bundle.weights),
-            dataset=DatasetInfo.from_domain(manifest.get("dataset", {})),
-            metrics=Metric.from_domain(manifest.get("metrics", {})),
+            dataset=DatasetInfo.from_domain(engine.bundle.manifest.dataset),
+            metrics=Metric.from_domain(engine.bundle.manifest.metrics),
         )
