@@ -39,6 +39,15 @@ scores read in place, float64 sums). FusedIndex.search over the 610 users of tha
 32 MB buffer touched between calls (the screen's arrays out of cache, as between requests in a
 server): ~1.1 ms a query alone, ~0.54 in batches of 4, ~0.44 in batches of 8 (0.57 / 0.45 / 0.41
 with the cache warm); before batching and in-kernel ranking, ~1.8 ms a query.
+
+Why a kernel of its own beside usearch (bench/search_paths.py, 280 users of that bundle, top 10,
+2026-12-05, 2-core machine shared at load 11.7-12.3, so read the figures side by side only): the
+screen took 0.79-0.95 ms a query alone and 0.51-1.26 in batches of 7; usearch's exact int8 search
+over the same codes (then the excluded dropped and the rest rescored) 1.27-1.94 and 1.14-2.35, with
+the same top 10 on every query; numpy's float32 product 6.1-10.4 and 2.5-6.8. The search is about
+half of an uncached request's server CPU (~1 ms, README "Serving"), so neither path replaces the
+kernel within 2% of the API's throughput; the price is numba in the API process (llvmlite's
+mapped library and numba's modules, about 70 MiB of a worker's RSS, README "Memory").
 """
 
 from __future__ import annotations
