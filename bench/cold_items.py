@@ -30,7 +30,6 @@ Figures and their reading: bench/results/cold_items.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import dataclass, field

@@ -9,7 +9,6 @@ What is lost: nothing silently. A row that is not kept is counted under a reason
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 import subprocess
@@ -19,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import dask
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq

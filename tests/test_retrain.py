@@ -146,7 +146,7 @@ def test_gate_scores_both_bundles_on_the_same_newest_events(live: dict[str, Path
     kept, _ = learned(live["work"])
     newest = kept.sort_values("accepted_at")["accepted_at"].to_numpy()[-10:]
     assert old.events_cutoff < new.events_cutoff < newest.min()
-    assert f"held-out NDCG@10 on 10 newest events" in decision.reason
+    assert "held-out NDCG@10 on 10 newest events" in decision.reason
 
 
 def test_gate_refuses_a_worse_candidate_and_removes_it(live: dict[str, Path], source: Path, client: Client) -> None:
