@@ -106,7 +106,7 @@ def _cmd_index(args: argparse.Namespace) -> str:
 def _cmd_evaluate(args: argparse.Namespace) -> str:
     from cluster.jobs import evaluate_job, format_table
 
-    rows = evaluate_job(args.dataset, run_dir=args.run, k=args.k)
+    rows = evaluate_job(args.dataset, run_dir=args.run, signals_dir=args.signals_dir, k=args.k)
     return json.dumps(rows, indent=2) if args.json else format_table(rows, k=args.k)
 
 
@@ -417,7 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="size of the synthetic data when the download fails (default: as ml-latest-small, 100,836)")
     scheduler(p)
 
-    p = command(sub, "train", "Fit signals on a dataset as one Dask job and save each signal's artifacts.", _cmd_train)
+    p = command(sub, "train", "Fit signals on a dataset as one Dask job and save each signal's artifacts "
+                "(`hybridrec evaluate DATASET --signals-dir OUT` scores them on the test split).", _cmd_train)
     p.add_argument("dataset", help="dataset folder written by `hybridrec data ingest`")
     p.add_argument("--signals", type=_signals, default=["als", "content", "lightgcn"], help="comma-separated (default: als,content,lightgcn)")
     p.add_argument("--out", required=True, help="folder for the signals (one subfolder each)")
@@ -441,6 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(sub, "evaluate", "Print the evaluation protocol's table for the baselines, each signal and the tuned blend.", _cmd_evaluate)
     p.add_argument("dataset", help="dataset folder written by `hybridrec data ingest`")
     p.add_argument("--run", default=None, help="a tuned run folder: adds each signal and the hybrid")
+    p.add_argument("--signals-dir", default=None,
+                   help="the --out folder of `hybridrec train` (fit on 'train'): adds each signal it saved")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 

@@ -289,8 +289,31 @@ def index_job(run_dir: str | Path, bundle_root: str | Path, dataset: str | Path 
     return path
 
 
-def evaluate_job(dataset: str | Path, *, run_dir: str | Path | None = None, k: int = 10) -> dict[str, dict[str, float]]:
-    """The protocol's table on the test split: popularity, and each signal and the blend of a run."""
+def load_signals(signals_dir: str | Path, data: TrainData) -> dict[str, FactorModel]:
+    """The signals `hybridrec train` saved under ``signals_dir`` (one folder each), checked to be fit
+    on ``data``'s split of its dataset: the same vocabularies and the same interactions."""
+    root = Path(signals_dir)
+    folders = sorted(p.parent for p in root.glob("*/model.json"))
+    if not folders:
+        raise DataError(f"{root} holds no saved signal (a folder with model.json; run `hybridrec train`)")
+    models: dict[str, FactorModel] = {}
+    seen = data.matrix()
+    for folder in folders:
+        model = FactorModel.load(folder)
+        if model.split_ != data.split:
+            raise DataError(f"{folder} was fit on the {model.split_!r} split; the test rows need models fit on "
+                            f"{data.split!r} (`hybridrec train --split {data.split}`)")
+        if (model.users_ != data.dataset.users or model.items_ != data.dataset.items
+                or model.seen_.shape != seen.shape or (model.seen_ != seen).nnz):
+            raise DataError(f"{folder} was not fit on {data.dataset.path}: its users, items or interactions differ")
+        models[folder.name] = model
+    return models
+
+
+def evaluate_job(dataset: str | Path, *, run_dir: str | Path | None = None, signals_dir: str | Path | None = None,
+                 k: int = 10) -> dict[str, dict[str, float]]:
+    """The protocol's table on the test split: popularity, each signal `hybridrec train` saved under
+    ``signals_dir``, and each signal and the blend of a tuned run."""
     from training.pipeline import fused_scorer
     from models.popularity import Popularity
 
@@ -298,6 +321,9 @@ def evaluate_job(dataset: str | Path, *, run_dir: str | Path | None = None, k: i
     data = TrainData(ds, split="train")
     train, truth = data.matrix(), ds.matrix("test")
     rows: dict[str, dict[str, float]] = {"popularity": evaluate(Popularity().fit(data).score, train, truth, k=k)}
+    if signals_dir is not None:
+        for name, model in load_signals(signals_dir, data).items():
+            rows[f"{name} (trained)"] = evaluate(model.score, train, truth, k=k)
     if run_dir is not None:
         fusion, summary = load_run(run_dir)
         for s in fusion.signals:

@@ -92,3 +92,21 @@ def test_bundle_commands_on_a_url_root(tiny_dataset, tmp_path: Path, monkeypatch
     assert capsys.readouterr().err.strip() == f"hybridrec bundle: error: no bundle published under {root}"
     assert main(["bundle", "list", "--bundle-root", "nope://bundles"]) == 2
     assert "'nope://bundles': Protocol not known" in capsys.readouterr().err
+
+
+def test_evaluate_reads_what_train_saved(tiny_dataset, client, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from cluster.jobs import train_job
+
+    train_job(tiny_dataset.path, tmp_path / "signals", ["popularity", "als"], client=client, progress=False)
+    assert main(["evaluate", str(tiny_dataset.path), "--signals-dir", str(tmp_path / "signals"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert set(rows) == {"popularity", "popularity (trained)", "als (trained)"}
+    assert rows["popularity (trained)"] == rows["popularity"]  # the same fit on the same split, saved and loaded
+    assert 0 < rows["als (trained)"]["ndcg@10"] <= 1
+
+    train_job(tiny_dataset.path, tmp_path / "fit", ["popularity"], split="fit", client=client, progress=False)
+    assert main(["evaluate", str(tiny_dataset.path), "--signals-dir", str(tmp_path / "fit")]) == 2
+    assert "was fit on the 'fit' split" in capsys.readouterr().err
+    assert main(["evaluate", str(tiny_dataset.path), "--signals-dir", str(tmp_path)]) == 2
+    assert "holds no saved signal" in capsys.readouterr().err
