@@ -440,6 +440,13 @@ def _top_pulls(vectors, at, history, factors, targets, k, found, sims):  # pragm
 
     A pull is summed in float64 the same way for every (j, i): it does not depend on the other
     targets (explaining one item or a list gives the same drivers), and equal vectors pull equally.
+
+    Why a kernel (``python bench/driver_pulls.py --bundle-root ROOT``: the same rule in numpy,
+    interleaved call by call, 200 users of the six-signal ml-latest-small bundle, 10 items explained
+    a call, 2026-12-05, load 2.3): 13-100 us a call against numpy's 50-190 for sequence, content,
+    lightgcn and svd (1.8-4x), but 200 against 130 for ALS, whose terms are long and dense; the same
+    drivers on every call. An explained page costs ~2.3 ms of server CPU (README "Serving"), so the
+    kernel saves 2-4% of it when one of the four leads and costs 3% when ALS does.
     """
     n = at.size
     norms = np.empty(n)
