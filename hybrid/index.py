@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 from usearch.index import Index
 
+from hybrid.item_table import ItemTable
 from hybrid.screening import ScreenedVectors, exact_scores, ranked
 
-__all__ = ["IndexConfig", "FusedIndex", "ItemFilter", "ItemCatalog", "as_list"]
+__all__ = ["IndexConfig", "FusedIndex", "ItemFilter", "ItemCatalog"]
 
 
 @dataclass(frozen=True)
@@ -382,18 +382,15 @@ def release_pages(vectors: np.ndarray) -> None:
 class ItemCatalog:
     """Item metadata arranged for fast filtering (built once per bundle)."""
 
-    def __init__(self, items_table: pd.DataFrame) -> None:
-        n = len(items_table)
-        self.n_items = n
-        self.year = pd.to_numeric(items_table["year"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        self.mean_rating = pd.to_numeric(items_table["mean_rating"], errors="coerce").to_numpy(
-            dtype=np.float64, na_value=np.nan
-        )
-        self.count = pd.to_numeric(items_table["count"], errors="coerce").fillna(0).to_numpy(dtype=np.int64)
+    def __init__(self, items_table: ItemTable) -> None:
+        self.n_items = len(items_table)
+        self.year = items_table.year
+        self.mean_rating = items_table.mean_rating
+        self.count = items_table.count
         self._genre_rows: dict[str, list[int]] = {}
         self.genre_names: dict[str, str] = {}
-        for row, genres in enumerate(items_table["genres"].to_numpy()):
-            for g in as_list(genres):
+        for row, genres in enumerate(items_table.genres):
+            for g in genres:
                 key = g.casefold()
                 self.genre_names.setdefault(key, g)
                 self._genre_rows.setdefault(key, []).append(row)
@@ -444,7 +441,7 @@ class ItemFilter:
     def is_empty(self) -> bool:
         return all(v is None for v in asdict(self).values())
 
-    def mask(self, items: ItemCatalog | pd.DataFrame) -> np.ndarray:
+    def mask(self, items: ItemCatalog | ItemTable) -> np.ndarray:
         """Boolean mask over item rows of the items that pass."""
         cat = items if isinstance(items, ItemCatalog) else ItemCatalog(items)
         mask = np.ones(cat.n_items, dtype=bool)
@@ -463,14 +460,3 @@ class ItemFilter:
         if self.min_count is not None:
             mask &= cat.count >= self.min_count
         return mask
-
-
-def as_list(value: Any) -> list[str]:
-    """A genres/tags cell (list, array, None or a '|'-joined string) as a list of strings."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [v for v in value.split("|") if v]
-    if isinstance(value, float) and math.isnan(value):
-        return []
-    return [str(v) for v in value]

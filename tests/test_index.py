@@ -10,6 +10,7 @@ import pytest
 
 from hybrid.fusion import Fusion
 from hybrid.index import FusedIndex, IndexConfig, ItemCatalog, ItemFilter
+from hybrid.item_table import ItemTable
 from models.base import FactorModel, TrainData, TrainingOptions, register
 
 N_ITEMS = 5000
@@ -83,7 +84,7 @@ def scales_for(models: dict[str, FactorModel], rng: np.random.Generator) -> dict
     return out
 
 
-def items_table(n_items: int, counts: np.ndarray, seed: int = 1) -> pd.DataFrame:
+def items_table(n_items: int, counts: np.ndarray, seed: int = 1) -> ItemTable:
     rng = np.random.default_rng(seed)
     common = ["Action", "Comedy", "Drama", "Romance"]
     genres = [[common[i % 4], common[(i // 4) % 4]] for i in range(n_items)]
@@ -94,7 +95,7 @@ def items_table(n_items: int, counts: np.ndarray, seed: int = 1) -> pd.DataFrame
     year[3] = pd.NA
     mean = rng.uniform(0.5, 5.0, n_items)
     mean[5] = np.nan
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "item_id": [str(i) for i in range(n_items)],
             "title": [f"Item {i}" for i in range(n_items)],
@@ -105,6 +106,7 @@ def items_table(n_items: int, counts: np.ndarray, seed: int = 1) -> pd.DataFrame
             "mean_rating": mean,
         }
     )
+    return ItemTable.from_columns(frame, n_items)  # as publish converts the dataset's table
 
 
 @pytest.fixture(scope="module")
@@ -300,11 +302,11 @@ def test_item_filter_fields():
     table = items_table(200, np.arange(200))
     cat = ItemCatalog(table)
     m = ItemFilter(year_min=1960, year_max=1961).mask(cat)
-    years = table["year"].to_numpy(dtype=float, na_value=np.nan)
+    years = table.year
     assert (m == ((years >= 1960) & (years <= 1961))).all() and m.sum() > 0
     assert not ItemFilter(year_min=1950).mask(cat)[3], "unknown year fails a year filter"
     m = ItemFilter(min_mean_rating=4.0).mask(cat)
-    assert (table["mean_rating"][m] >= 4.0).all() and not m[5]
+    assert (table.mean_rating[m] >= 4.0).all() and not m[5]
     assert ItemFilter(min_count=150).mask(cat).sum() == 50
     assert ItemFilter().is_empty and ItemFilter().mask(cat).all()
     assert ItemFilter(genres="Drama").genres == ("Drama",)
