@@ -7,6 +7,7 @@ mixes two bundle versions.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
@@ -87,6 +88,27 @@ def serving_threads() -> None:
     threadpool_limits(limits=1, user_api="blas")
 
 
+_M_MMAP_THRESHOLD = -3
+"""glibc's mallopt parameter: allocations from this size up are mapped, and unmapped when freed."""
+
+
+def serving_memory() -> None:
+    """Large temporaries go back to the system when freed (glibc's malloc; elsewhere nothing).
+
+    glibc raises its mmap threshold each time a mapped block is freed (up to 32 MiB), so that a
+    request's large temporaries (similar items' cosines, computed a few MiB at a time) soon come
+    from the heap and, once freed, stay in the worker's RSS. Fixed at glibc's default of 128 KiB
+    they stay mapped: on the ml-latest-small six-signal bundle ~13 MiB less anonymous memory
+    after similar-items queries (an in-process run of 100 similar-items and 100 recommendation
+    queries: 123 -> 110 MiB).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+
+
 class Engine:
     """Serving state of one bundle version."""
 
@@ -116,9 +138,11 @@ class Engine:
         """Load a bundle version folder, or a root's latest (memory-mapped factors and index).
 
         ``path`` may be an fsspec URL; the bundle is then copied into ``cache_dir`` first (see
-        hybrid.bundle.load). Also puts this process's BLAS on one thread (see ``serving_threads``).
+        hybrid.bundle.load). Also puts this process's BLAS on one thread (see ``serving_threads``)
+        and keeps its large temporaries out of the heap (``serving_memory``).
         """
         serving_threads()
+        serving_memory()
         return cls(bundles.load(path, mmap=True, cache_dir=cache_dir))
 
     def with_items(self, additions: Sequence[CatalogueItem] | None) -> Engine:
