@@ -126,6 +126,7 @@ class Engine:
         if len(bundle.items):  # and the explanations' kernel
             explain_items(bundle, user_id="", user_row=None, history=np.zeros(1, np.int64),
                           query=np.zeros(index.dim, np.float32), item_rows=[0])
+        index.release_pages()  # the warm-ups read every row (a zero query screens none out)
         self.bundle = bundle
         self.recommender = HybridRecommender(bundle)
         self._ids = bundle.items.ids

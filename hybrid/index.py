@@ -108,7 +108,6 @@ class FusedIndex:
         """The int8 copy of the vectors that exact searches screen with (built on first use)."""
         if self._screen is None:
             self._screen = ScreenedVectors(self._rows)
-            release_pages(self.vectors)
         return self._screen
 
     @property
@@ -120,8 +119,17 @@ class FusedIndex:
                 block = np.asarray(self.vectors[start : start + 65536], dtype=np.float64)
                 total += np.einsum("ij,ij->j", block, block)
             self._energy = total / total.sum() if total.sum() > 0 else np.full(len(total), 1.0 / len(total))
-            release_pages(self.vectors)
+            self.release_pages()
         return self._energy
+
+    def release_pages(self) -> None:
+        """Let the kernel take back this process's pages of memory-mapped vectors (np.memmap) after
+        a pass over every row (the int8 screen's build, ``energy``, a warm-up): they count in the
+        process's RSS until then, though serving reads only the rows it rescores, which fault back
+        in from the file. Vectors in memory are left alone."""
+        mapping = getattr(self.vectors, "_mmap", None)  # np.memmap's mapping of the whole file
+        if isinstance(mapping, mmap.mmap) and hasattr(mapping, "madvise"):
+            mapping.madvise(mmap.MADV_DONTNEED)
 
     # -- construction and persistence ------------------------------------------------------------
     @classmethod
@@ -367,15 +375,6 @@ class FusedIndex:
         if bad.size:
             raise ValueError(f"{what} has item rows outside [0, {len(self)}): {bad[:5].tolist()}")
         return rows
-
-
-def release_pages(vectors: np.ndarray) -> None:
-    """Let the kernel take back this process's pages of memory-mapped ``vectors`` (np.memmap) after
-    a pass over every row: they count in the process's RSS until then, though serving reads only
-    the rows it rescores, which fault back in from the file. Other arrays are left alone."""
-    mapping = getattr(vectors, "_mmap", None)  # np.memmap's mapping of the whole file
-    if isinstance(mapping, mmap.mmap) and hasattr(mapping, "madvise"):
-        mapping.madvise(mmap.MADV_DONTNEED)
 
 
 # -- filters ------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -333,6 +334,36 @@ def test_save_and_mmap_load(world, tmp_path):
     b, _ = loaded.search(query, 10, exclude=seen[:20])
     c, _ = in_memory.search(query, 10, exclude=seen[:20])
     assert (a == b).all() and (a == c).all()
+
+
+def _resident_kib(path: Path) -> int:
+    """This process's resident KiB of the mappings of ``path`` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if len(head) >= 5 and "-" in head[0] and not head[0].endswith(":"):
+            inside = line.endswith(str(path))
+        elif inside and head[0] == "Rss:":
+            total += int(head[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads /proc/self/smaps (Linux)")
+def test_released_pages_of_mapped_vectors_leave_rss_and_answers_alone(world, tmp_path):
+    fusion, index, seen = world["fusion"], world["index"], world["seen"]
+    np.save(tmp_path / "vectors.npy", world["vectors"])
+    index.save(tmp_path / "index.usearch")
+    loaded = FusedIndex.load(tmp_path / "index.usearch", vectors=np.load(tmp_path / "vectors.npy", mmap_mode="r"))
+    query = fusion.query(fusion.user_parts(np.arange(20)), WEIGHTS[0])
+    before, _ = loaded.search(query, 10, exclude=seen[:20])
+    assert loaded.energy.sum() == pytest.approx(1.0)  # a pass over every row, then released
+    np.asarray(loaded.vectors).sum()  # every page read again
+    assert _resident_kib(tmp_path / "vectors.npy") > 0
+    loaded.release_pages()
+    assert _resident_kib(tmp_path / "vectors.npy") == 0
+    after, _ = loaded.search(query, 10, exclude=seen[:20])
+    assert (before == after).all()
+    FusedIndex(loaded._index, world["vectors"]).release_pages()  # vectors in memory: nothing to release
 
 
 def test_bad_inputs(world, tmp_path):
