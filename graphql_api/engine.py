@@ -98,9 +98,8 @@ def serving_memory() -> None:
     glibc raises its mmap threshold each time a mapped block is freed (up to 32 MiB), so that a
     request's large temporaries (similar items' cosines, computed a few MiB at a time) soon come
     from the heap and, once freed, stay in the worker's RSS. Fixed at glibc's default of 128 KiB
-    they stay mapped: on the ml-latest-small six-signal bundle ~13 MiB less anonymous memory
-    after similar-items queries (an in-process run of 100 similar-items and 100 recommendation
-    queries: 123 -> 110 MiB).
+    they stay mapped: on the ml-latest-small six-signal bundle a worker held 7 MiB less after
+    bench/api_memory.py's warm-up (316.7 -> 309.5 MiB).
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
