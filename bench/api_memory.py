@@ -131,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
 
     root = args.bundle_root.resolve()
     bundle = (root / "latest").resolve()
-    import pandas as pd  # the bench's own process, not the server's
+    from etl.vocabulary import Vocabulary, vocabulary_file
 
-    users = pd.read_parquet(bundle / "vocab" / "users.parquet")["id"].astype(str).tolist()[: args.users]
+    users = Vocabulary.load(vocabulary_file(bundle / "vocab", "users")).ids.tolist()[: args.users]
     with tempfile.TemporaryDirectory(prefix="api-memory-") as work:
         started = time.monotonic()
         server = Server.hybridrec(root, Path(work) / "events", workers=1, cache=True,

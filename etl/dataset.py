@@ -3,8 +3,8 @@
 Layout::
 
     manifest.json                 counts, rejections, content hash, source facts
-    vocab/users.parquet           external user id <-> row
-    vocab/items.parquet           external item id <-> row
+    vocab/users.json              external user ids in row order (etl.vocabulary; a dataset
+    vocab/items.json              ingested before holds Parquet vocabularies, which still load)
     items.parquet                 one row per item row: item_id, title, genres, tags, year,
                                   count, mean_rating
     interactions/<split>/*.parquet  user (int32 row), item (int32 row), value (float32),
@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 import fsspec
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from etl.errors import DataError
 from etl.vocabulary import Vocabulary
 
-if TYPE_CHECKING:  # dask.dataframe is imported where it is used: the API reads datasets without it
+if TYPE_CHECKING:  # dask.dataframe and pandas are imported where they are used: the API imports neither
     import dask.dataframe as dd
+    import pandas as pd
 
 STORED_SPLITS: tuple[str, ...] = ("fit", "validation", "test")
 SPLITS: tuple[str, ...] = (*STORED_SPLITS, "train")
@@ -76,13 +76,20 @@ class Dataset:
 
     @cached_property
     def users(self) -> Vocabulary:
-        with fsspec.open(self._url("vocab", "users.parquet"), "rb") as fh:
-            return Vocabulary.load(fh, kind="user")
+        return self._vocabulary("users", "user")
 
     @cached_property
     def items(self) -> Vocabulary:
-        with fsspec.open(self._url("vocab", "items.parquet"), "rb") as fh:
-            return Vocabulary.load(fh, kind="item")
+        return self._vocabulary("items", "item")
+
+    def _vocabulary(self, name: str, kind: str) -> Vocabulary:
+        """vocab/<name>.json, or the Parquet file a dataset ingested before holds."""
+        fs, root = fsspec.core.url_to_fs(self._url("vocab"))
+        path = f"{root}/{name}.json"
+        if not fs.exists(path):
+            path = f"{root}/{name}.parquet"
+        with fs.open(path, "rb") as fh:
+            return Vocabulary.load(fh, kind=kind)
 
     @property
     def n_users(self) -> int:
@@ -95,6 +102,8 @@ class Dataset:
     @cached_property
     def items_table(self) -> pd.DataFrame:
         """Item metadata in item-row order (index = item row)."""
+        import pandas as pd
+
         with fsspec.open(self._url("items.parquet"), "rb") as fh:
             return pd.read_parquet(fh)
 
@@ -147,7 +156,7 @@ class Dataset:
         """The timestamp of a split's newest interaction (None when the split is empty), read
         partition by partition."""
         newest = self.read(split)["timestamp"].max().compute()
-        return None if pd.isna(newest) else int(newest)
+        return None if newest is None or newest != newest else int(newest)  # NaN: an empty split
 
     def count(self, split: str) -> int:
         """Interactions in a split, from the manifest."""

@@ -29,13 +29,15 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import numpy as np
-import pandas as pd
 
 from etl.file_lock import append_durably, exclusive, fsync_dir
+
+if TYPE_CHECKING:  # pandas is the trainer's: a server records and folds in events without it
+    import pandas as pd
 
 EVENTS_FILE = "events.jsonl"
 DELETIONS_FILE = "deletions.jsonl"
@@ -342,6 +344,8 @@ def read_accepted_events(events_dir: str | Path | None = None, *, redis_url: str
     ordered by accepted_at. Events of a user accepted before that user's deletion are left out;
     ``since`` keeps only events accepted after that time, ``upto`` only those accepted at or before.
     """
+    import pandas as pd
+
     if events_dir is None and redis_url is None:
         raise ValueError("read_accepted_events needs events_dir or redis_url")
     events: dict[str, Event] = {}

@@ -371,9 +371,9 @@ def _ingest(
     digest.update("\n".join(items.ids).encode())
 
     fs.makedirs(f"{tmp}/vocab", exist_ok=True)
-    with fs.open(f"{tmp}/vocab/users.parquet", "wb") as fh:
+    with fs.open(f"{tmp}/vocab/users.json", "wb") as fh:
         users.save(fh)
-    with fs.open(f"{tmp}/vocab/items.parquet", "wb") as fh:
+    with fs.open(f"{tmp}/vocab/items.json", "wb") as fh:
         items.save(fh)
     with fs.open(f"{tmp}/items.parquet", "wb") as fh:
         _items_table(source, items, item_count, item_sum).to_parquet(fh, index=False)

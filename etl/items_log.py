@@ -25,18 +25,19 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from etl.events_log import RedisKeys
 from etl.file_lock import append_durably, exclusive, fsync_dir
+
+if TYPE_CHECKING:  # pandas is the trainer's: a server serves added items without it
+    import pandas as pd
 
 ITEMS_FILE = "items.jsonl"
 LOCK_FILE = ".lock"
 """The events folder's lock (etl.events_log.LOCK_FILE): one writer at a time in the folder."""
 COLUMNS: tuple[str, ...] = ("id", "title", "genres", "tags", "year")
-"""Columns of an additions table (Engine.with_items): one row per id."""
+"""Columns of an additions table (``additions_frame``): one row per id."""
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,10 @@ def newest(*sources: Iterable[tuple[float, CatalogueItem]]) -> dict[str, tuple[f
 
 
 def additions_frame(items: Iterable[CatalogueItem]) -> pd.DataFrame:
-    """The additions table Engine.with_items takes: id, title (str), genres, tags (lists of str),
-    year (nullable Int64), one row per id, in the order given."""
+    """The additions table the trainer merges into its items table: id, title (str), genres, tags
+    (lists of str), year (nullable Int64), one row per id, in the order given."""
+    import pandas as pd
+
     items = list(items)
     return pd.DataFrame({
         "id": pd.Series([i.id for i in items], dtype=object),

@@ -10,7 +10,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["jsonable"]
+__all__ = ["is_missing", "jsonable"]
+
+
+def is_missing(value: Any) -> bool:
+    """Whether a table cell holds no value: None, NaN, or pandas' NA (told apart without importing
+    pandas: a server reads tables without it)."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # NaN is the one float unequal to itself
+    except (TypeError, ValueError):  # pandas' NA compares as NA, whose truth is ambiguous; arrays too
+        return False if hasattr(value, "__len__") else True
 
 
 def jsonable(value: Any) -> Any:

@@ -7,6 +7,7 @@ mixes two bundle versions.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
@@ -17,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
 from threadpoolctl import threadpool_limits
 
 from etl.events_log import learned_events
+from etl.items_log import CatalogueItem
 from etl.topk import topk
 from graphql_api.errors import BadInput
 from graphql_api.store import UserState
@@ -29,7 +29,7 @@ from hybrid import bundle as bundles
 from hybrid.bundle import Bundle
 from hybrid.catalogue import extend
 from hybrid.explain import explain_items
-from hybrid.index import ItemFilter, as_list
+from hybrid.index import ItemFilter
 from hybrid.recommender import History, HybridRecommender
 from models.signals import SIGNALS
 
@@ -88,14 +88,24 @@ def serving_threads() -> None:
     threadpool_limits(limits=1, user_api="blas")
 
 
-def serving_memory() -> None:
-    """Arrow allocates from the C library's malloc in a serving process.
+_M_MMAP_THRESHOLD = -3
+"""glibc's mallopt parameter: allocations from this size up are mapped, and unmapped when freed."""
 
-    Arrow only reads the bundle's Parquet files (vocabularies, item table) at load, and its
-    default mimalloc pool kept what it took for them: on the ml-latest-small bundle a worker held
-    ~21 MiB less RSS with the system pool (bench/api_memory.py).
+
+def serving_memory() -> None:
+    """Large temporaries go back to the system when freed (glibc's malloc; elsewhere nothing).
+
+    glibc raises its mmap threshold each time a mapped block is freed (up to 32 MiB), so that a
+    request's large temporaries (similar items' cosines, computed a few MiB at a time) soon come
+    from the heap and, once freed, stay in the worker's RSS. Fixed at glibc's default of 128 KiB
+    they stay mapped: on the ml-latest-small six-signal bundle a worker held 7 MiB less after
+    bench/api_memory.py's warm-up (316.7 -> 309.5 MiB).
     """
-    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
 
 
 class Engine:
@@ -115,20 +125,12 @@ class Engine:
         if len(bundle.items):  # and the explanations' kernel
             explain_items(bundle, user_id="", user_row=None, history=np.zeros(1, np.int64),
                           query=np.zeros(index.dim, np.float32), item_rows=[0])
+        index.release_pages()  # the warm-ups read every row (a zero query screens none out)
         self.bundle = bundle
         self.recommender = HybridRecommender(bundle)
-        table = bundle.items_table
         self._ids = bundle.items.ids
-        self._titles = table["title"].astype("string").fillna("").to_numpy(dtype=object)
-        self._genres = [tuple(as_list(g)) for g in table["genres"].to_numpy()] if "genres" in table else None
-        self._tags = [tuple(as_list(g)) for g in table["tags"].to_numpy()] if "tags" in table else None
-        self._years = pd.to_numeric(table.get("year"), errors="coerce").to_numpy(dtype=float, na_value=np.nan) \
-            if "year" in table else np.full(len(table), np.nan)
-        self._ratings = pd.to_numeric(table.get("mean_rating"), errors="coerce").to_numpy(dtype=float, na_value=np.nan) \
-            if "mean_rating" in table else np.full(len(table), np.nan)
-        self._counts = pd.to_numeric(table.get("count"), errors="coerce").fillna(0).to_numpy(dtype=np.int64) \
-            if "count" in table else np.diff(bundle.seen_by_item.indptr)
-        self._lower_titles = pd.Series(self._titles, dtype="string").str.casefold()
+        self._table = bundle.items_table
+        self._lower_titles = [t.casefold() for t in self._table.title.tolist()]
         self._records: dict[int, ItemRecord] = {}
 
     @classmethod
@@ -137,20 +139,20 @@ class Engine:
 
         ``path`` may be an fsspec URL; the bundle is then copied into ``cache_dir`` first (see
         hybrid.bundle.load). Also puts this process's BLAS on one thread (see ``serving_threads``)
-        and its Arrow allocations on malloc (``serving_memory``).
+        and keeps its large temporaries out of the heap (``serving_memory``).
         """
         serving_threads()
         serving_memory()
         return cls(bundles.load(path, mmap=True, cache_dir=cache_dir))
 
-    def with_items(self, additions: pd.DataFrame | None) -> Engine:
-        """An engine serving this bundle as loaded plus ``additions``, the full table of items added
-        while serving (hybrid/catalogue.py: columns id, title, genres, tags, year; one row per id).
+    def with_items(self, additions: Sequence[CatalogueItem] | None) -> Engine:
+        """An engine serving this bundle as loaded plus ``additions``, every item added while
+        serving (hybrid/catalogue.py; for an id given twice the last one counts).
         Built from the loaded bundle each time, so a longer table replaces the last one, never
         stacks on it; an empty or None table gives the loaded bundle's engine. This engine is
         unchanged (requests in flight keep it); the caller decides when the table changed
         (graphql_api.runtime compares ``graphql_api.items.catalogue_token``)."""
-        if additions is None or not len(additions):
+        if not additions:
             return self if self.loaded is self.bundle else Engine(self.loaded)
         return Engine(extend(self.loaded, additions), loaded=self.loaded)
 
@@ -178,16 +180,17 @@ class Engine:
     def record(self, row: int) -> ItemRecord:
         rec = self._records.get(row)
         if rec is None:
-            year, rating = self._years[row], self._ratings[row]
+            table = self._table
+            year, rating = table.year[row], table.mean_rating[row]
             rec = ItemRecord(
                 row=row,
                 id=str(self._ids[row]),
-                title=str(self._titles[row]) or str(self._ids[row]),
-                genres=self._genres[row] if self._genres is not None else (),
-                tags=self._tags[row] if self._tags is not None else (),
+                title=str(table.title[row]) or str(self._ids[row]),
+                genres=table.genres[row],
+                tags=table.tags[row],
                 year=None if math.isnan(year) else int(year),
                 mean_rating=None if math.isnan(rating) else float(rating),
-                popularity=int(self._counts[row]),
+                popularity=int(table.count[row]),
             )
             self._records[row] = rec  # bounded by the catalogue size
         return rec
@@ -208,8 +211,8 @@ class Engine:
         needle = title.strip().casefold()
         if not needle:
             raise BadInput("title must not be empty", field="title")
-        hits = np.flatnonzero(self._lower_titles.str.contains(needle, regex=False).fillna(False).to_numpy(bool))
-        best, _ = topk(self._counts[hits].astype(np.float64), first)
+        hits = np.flatnonzero(np.fromiter((needle in t for t in self._lower_titles), bool, len(self._lower_titles)))
+        best, _ = topk(self._table.count[hits].astype(np.float64), first)
         order = hits[best[best >= 0]]
         return [self.record(int(r)) for r in order]
 

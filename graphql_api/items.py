@@ -27,7 +27,6 @@ table of its dataset (``cluster.jobs.training_source``).
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from etl.events_log import RedisKeys
+from etl.jsonable import is_missing
 from etl.items_log import COLUMNS, CatalogueItem, ItemLog, Upserted, redis_client
 from graphql_api.errors import InvalidItem
 from graphql_api.input_limits import MAX_STRING_LENGTH
@@ -61,14 +60,8 @@ REDIS_CHUNK = 500
 
 # -- validation ---------------------------------------------------------------------------------------
 
-def _missing(value: Any) -> bool:
-    if value is None or value is pd.NA:
-        return True
-    return isinstance(value, float) and math.isnan(value)
-
-
 def _text(value: Any, row: int, field: str, most: int, *, required: bool) -> str:
-    if _missing(value):
+    if is_missing(value):
         if required:
             raise InvalidItem(f"{field} is missing", field=field, row=row)
         return ""
@@ -85,9 +78,9 @@ def _text(value: Any, row: int, field: str, most: int, *, required: bool) -> str
 
 
 def _labels(value: Any, row: int, field: str) -> tuple[str, ...]:
-    if _missing(value):
+    if is_missing(value):
         return ()
-    if isinstance(value, str) or not isinstance(value, Sequence | pd.Series) and not hasattr(value, "tolist"):
+    if isinstance(value, str) or not isinstance(value, Sequence) and not hasattr(value, "tolist"):
         raise InvalidItem(f"{field} must be a list of strings", field=field, row=row)
     values = value.tolist() if hasattr(value, "tolist") else list(value)
     if len(values) > MAX_LABELS[field]:
@@ -102,7 +95,7 @@ def _labels(value: Any, row: int, field: str) -> tuple[str, ...]:
 
 
 def _year(value: Any, row: int) -> int | None:
-    if _missing(value):
+    if is_missing(value):
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) and not hasattr(value, "__index__"):
         raise InvalidItem(f"year must be an integer, got {str(value)[:40]!r}", field="year", row=row)
@@ -270,6 +263,8 @@ def read_items_file(path: str | Path, *, most: int = MAX_FILE_ITEMS) -> list[Cat
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such file")
+    import pandas as pd  # files are read by the CLI (hybridrec items add), not by a server
+
     if p.suffix.lower() in (".parquet", ".pq"):
         frame = pd.read_parquet(p)
     elif p.suffix.lower() in (".csv", ".txt", ".tsv"):
@@ -288,7 +283,7 @@ def read_items_file(path: str | Path, *, most: int = MAX_FILE_ITEMS) -> list[Cat
         raise ValueError(f"{p}: unknown column(s) {unknown}; expected id,title,genres,tags,year")
     rows: list[dict[str, Any]] = []
     for raw in frame.to_dict("records"):
-        row = {k: (None if _missing(v) else v) for k, v in raw.items()}
+        row = {k: (None if is_missing(v) else v) for k, v in raw.items()}
         if isinstance(row.get("id"), int | np.integer) and not isinstance(row["id"], bool):
             row["id"] = str(row["id"])  # a Parquet column of integer ids
         for col in ("genres", "tags"):

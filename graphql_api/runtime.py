@@ -25,7 +25,7 @@ import time
 
 import anyio.to_thread
 
-from etl.items_log import CatalogueItem, additions_frame, ordered
+from etl.items_log import CatalogueItem, ordered
 from graphql_api.batching import SearchBatcher
 from graphql_api.engine import Engine
 from graphql_api.errors import NoBundle
@@ -217,9 +217,8 @@ class Runtime:
         failed = self._items_failed
         if failed is not None and failed[:2] == (base.folder, token) and time.monotonic() < failed[2]:
             return self._fallback(base)
-        frame = additions_frame(added.values())
         try:
-            engine = await anyio.to_thread.run_sync(base.with_items, frame)
+            engine = await anyio.to_thread.run_sync(base.with_items, list(added.values()))
         except Exception as err:  # noqa: BLE001 - a catalogue that cannot be served must not stop serving
             self._items_failed = (base.folder, token, time.monotonic() + FAILED_RETRY_SECONDS)
             self.last_items_error = f"{len(added)} added items: {type(err).__name__}: {err}"

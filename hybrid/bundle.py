@@ -12,10 +12,10 @@ that servers and workers on other hosts can read it. Layout of ``root``::
                                    metrics, index config, and what the signals were fit on
                                    (training: split, interactions, newest timestamp)
         signals/<name>/            each model's parameters (FactorModel.save(data=False): config, npy)
-        vocab/users.parquet        external id <-> row
-        vocab/items.parquet
-        items.parquet              item metadata (item_id, title, genres, tags, year, count,
-                                   mean_rating), one row per item row
+        vocab/users.json           external ids in row order (etl.vocabulary)
+        vocab/items.json
+        items.json                 item metadata (item_id, title, genres, tags, year, count,
+                                   mean_rating) by item row, as columns (hybrid.item_table)
         item_vectors.npy           fused item vectors [c_s * i_s for s] (float32)
         index.usearch              the HNSW inner-product index over item_vectors
         history.npz                training interactions, users x items, each row's entries in
@@ -27,8 +27,10 @@ step, then ``latest`` is swapped, so a reader sees either the old bundle or the 
 never half of one. Object stores have neither renames nor symlinks: there the version is uploaded
 with its manifest.json last (a folder without one is not a version), then the ``latest`` file is
 written in one put. Loading from a URL copies the version into a local cache folder first, since
-the factors and the usearch index are memory-mapped. No pickle anywhere: JSON, Parquet, npy/npz
-and the usearch file.
+the factors and the usearch index are memory-mapped. No pickle anywhere: JSON, npy/npz and the
+usearch file. A version written before holds its vocabularies and item table as Parquet files
+(``*.parquet`` in place of ``*.json``); it still loads, through pandas, which serving imports only
+then.
 """
 
 from __future__ import annotations
@@ -51,7 +53,6 @@ from typing import Any
 
 import fsspec
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractFileSystem
@@ -59,10 +60,11 @@ from fsspec.spec import AbstractFileSystem
 from etl.dataset import Dataset
 from etl.errors import BundleError
 from etl.jsonable import jsonable
-from etl.vocabulary import Vocabulary
+from etl.vocabulary import Vocabulary, vocabulary_file
 from hybrid.fusion import Fusion, check_weights
 from hybrid.index import FusedIndex, IndexConfig, ItemCatalog
 from hybrid.item_maps import ItemMaps, fit_item_maps
+from hybrid.item_table import ItemTable
 from hybrid.manifest import DatasetFacts, EventsFacts, IndexEntry, Manifest, SignalEntry, TrainingFacts
 from hybrid.variants import Variants
 from models.base import FactorModel, FitData
@@ -79,13 +81,14 @@ CACHE_KEEP = 3
 """Versions copied from one URL root that the local cache keeps (the newest copies)."""
 _FILES = (
     "manifest.json",
-    "vocab/users.parquet",
-    "vocab/items.parquet",
-    "items.parquet",
+    "vocab/users.json",
+    "vocab/items.json",
+    "items.json",
     "item_vectors.npy",
     "index.usearch",
     "history.npz",
 )
+"""Every version's files; a version written before may hold a .parquet file for each .json one."""
 
 
 @dataclass
@@ -96,7 +99,7 @@ class Bundle:
     manifest: Manifest
     fusion: Fusion
     index: FusedIndex
-    items_table: pd.DataFrame
+    items_table: ItemTable
     users: Vocabulary
     items: Vocabulary
     variants: Variants
@@ -260,12 +263,12 @@ def _write_version(folder: Path, fusion: Fusion, dataset: Dataset, manifest: Man
     for s in fusion.signals:
         fusion.models[s].save(folder / "signals" / s, data=False)  # their data once: vocab/, history.npz
     (folder / "vocab").mkdir()
-    dataset.users.save(folder / "vocab" / "users.parquet")
-    dataset.items.save(folder / "vocab" / "items.parquet")
+    dataset.users.save(folder / "vocab" / "users.json")
+    dataset.items.save(folder / "vocab" / "items.json")
     items_table = dataset.items_table
     if len(items_table) != n_items:
         raise BundleError(f"items table has {len(items_table)} rows for {n_items} items")
-    items_table.to_parquet(folder / "items.parquet", index=False)
+    ItemTable.from_columns(items_table, n_items).save(folder)
     assert manifest.training is not None  # publish records it
     _save_history(folder / "history.npz", dataset, fusion.models[fusion.signals[0]].seen_, manifest.training,
                   manifest.events_cutoff)
@@ -528,14 +531,17 @@ def load(path: str | Path, mmap: bool = True, cache_dir: str | Path | None = Non
     except BundleError as exc:
         raise BundleError(f"{path}/{exc}") from exc
     order = list(manifest.signal_order)
-    missing = [f for f in _FILES if not (path / f).exists()]
+    missing = [f for f in _FILES if not (path / f).exists() and not (path / f).with_suffix(".parquet").exists()]
     missing += [f"signals/{s}/" for s in order if not (path / "signals" / s / "model.json").exists()]
     if missing:
         raise BundleError(f"bundle {path} is incomplete: missing {', '.join(missing)}")
 
     n_users, n_items, dim = manifest.n_users, manifest.n_items, manifest.dim
-    users = Vocabulary.load(path / "vocab" / "users.parquet", kind="user")
-    items = Vocabulary.load(path / "vocab" / "items.parquet", kind="item")
+    try:
+        users = Vocabulary.load(vocabulary_file(path / "vocab", "users"), kind="user")
+        items = Vocabulary.load(vocabulary_file(path / "vocab", "items"), kind="item")
+    except ValueError as exc:
+        raise BundleError(f"bundle {path}: a vocabulary does not load: {exc}") from exc
     if (len(users), len(items)) != (n_users, n_items):
         raise BundleError(
             f"bundle {path}: vocabularies hold {len(users)} users, {len(items)} items; "
@@ -568,9 +574,12 @@ def load(path: str | Path, mmap: bool = True, cache_dir: str | Path | None = Non
     if fusion.dim != dim:
         raise BundleError(f"bundle {path}: fused dim {fusion.dim} differs from the manifest's {dim}")
 
-    items_table = pd.read_parquet(path / "items.parquet")
+    try:
+        items_table = ItemTable.load(path)
+    except ValueError as exc:
+        raise BundleError(f"bundle {path}: the item table does not load: {exc}") from exc
     if len(items_table) != n_items:
-        raise BundleError(f"bundle {path}: items.parquet has {len(items_table)} rows for {n_items} items")
+        raise BundleError(f"bundle {path}: the item table has {len(items_table)} rows for {n_items} items")
     try:
         vectors = np.load(path / "item_vectors.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
     except ValueError as exc:

@@ -31,80 +31,42 @@ inserting into the graph instead took 250-620 ms), linear in the catalogue, not 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Iterable, Sequence
 
 import numpy as np
-import pandas as pd
 
+from etl.items_log import CatalogueItem
 from etl.vocabulary import Vocabulary
 from hybrid.bundle import Bundle
 from hybrid.fusion import Fusion
 from hybrid.index import ItemCatalog
 from models.base import FactorModel
 
-__all__ = ["ADDITION_COLUMNS", "additions_table", "extend", "new_item_factors"]
-
-ADDITION_COLUMNS: tuple[str, ...] = ("id", "title", "genres", "tags", "year")
-"""Columns of an additions table: one row per item id, the last write of each id."""
+__all__ = ["canonical", "extend", "new_item_factors"]
 
 
-def additions_table(rows: list[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
-    """An additions table in canonical form: ids as strings, genres/tags as lists of strings, year
-    as nullable Int64, one row per id (the last one given wins), in first-added order."""
-    frame = pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows.copy()
-    if "id" not in frame.columns and "item_id" in frame.columns:
-        frame = frame.rename(columns={"item_id": "id"})
-    for col in ADDITION_COLUMNS:
-        if col not in frame.columns:
-            frame[col] = None
-    out = pd.DataFrame({"id": frame["id"].astype(str).to_numpy(dtype=object)})
-    out["title"] = ["" if t is None or (not isinstance(t, str) and pd.isna(t)) else str(t) for t in frame["title"]]
-    for col in ("genres", "tags"):
-        out[col] = [[str(x) for x in v] if isinstance(v, list | tuple | np.ndarray) else [] for v in frame[col]]
-    out["year"] = pd.to_numeric(frame["year"], errors="coerce").astype("Int64").to_numpy()
-    last = ~out["id"].duplicated(keep="last")
-    first_seen = out["id"].drop_duplicates(keep="first")
-    latest = out[last.to_numpy()].set_index("id")
-    return latest.loc[first_seen.to_numpy()].reset_index()
+def canonical(additions: Iterable[CatalogueItem]) -> list[CatalogueItem]:
+    """One item per id, the last one given winning, in first-added order."""
+    latest: dict[str, CatalogueItem] = {}
+    for item in additions:
+        latest[item.id] = item  # a dict keeps a key where it was first put
+    return list(latest.values())
 
 
-def extend(bundle: Bundle, additions: pd.DataFrame) -> Bundle:
+def extend(bundle: Bundle, additions: Iterable[CatalogueItem] | None) -> Bundle:
     """``bundle`` serving ``additions`` too (see the module docstring); ``bundle`` is unchanged.
-    An empty table gives ``bundle`` itself."""
-    if additions is None or not len(additions):
+    No additions give ``bundle`` itself."""
+    table = canonical(additions or ())
+    if not table:
         return bundle
-    table = additions_table(additions)
-    rows = bundle.items.rows(table["id"].tolist(), missing="ignore")
-    known, new = table[rows >= 0], table[rows < 0].reset_index(drop=True)
-
-    items_table = bundle.items_table.copy()
-    if "added" not in items_table.columns:
-        items_table["added"] = False
-    if len(known):
-        at = rows[rows >= 0]
-        items_table.loc[at, "title"] = known["title"].to_numpy()
-        items_table["genres"] = _set_cells(items_table["genres"], at, known["genres"])
-        items_table["tags"] = _set_cells(items_table["tags"], at, known["tags"])
-        items_table.loc[at, "year"] = known["year"].to_numpy()
-    if not len(new):
+    rows = bundle.items.rows([i.id for i in table], missing="ignore")
+    items_table = bundle.items_table.extended(rows, table)
+    new = [item for item, row in zip(table, rows.tolist(), strict=True) if row < 0]
+    if not new:
         return dataclasses.replace(bundle, items_table=items_table, catalog=ItemCatalog(items_table))
 
     n_old, m = len(bundle.items), len(new)
-    new_table = pd.DataFrame({
-        "row": np.arange(n_old, n_old + m, dtype=np.int64),
-        "item_id": pd.Series(new["id"].to_numpy(), dtype="string"),
-        "title": pd.Series(new["title"].to_numpy(), dtype="string"),
-        "genres": new["genres"].to_list(),
-        "tags": new["tags"].to_list(),
-        "year": new["year"].astype("Int64").to_numpy(),
-        "count": np.zeros(m, np.int64),
-        "mean_rating": np.full(m, np.nan),
-        "added": np.ones(m, bool),
-    })
-    items_table = pd.concat([items_table, new_table[[c for c in items_table.columns if c in new_table.columns]]],
-                            ignore_index=True)
-    items = Vocabulary(np.concatenate([bundle.items.ids, new["id"].to_numpy(dtype=object)]).tolist(), kind="item")
-
+    items = Vocabulary([*bundle.items.ids.tolist(), *(i.id for i in new)], kind="item")
     factors = new_item_factors(bundle, new)
     models: dict[str, FactorModel] = {
         s: bundle.fusion.models[s].with_items(factors[s], items) for s in bundle.fusion.signals
@@ -118,21 +80,15 @@ def extend(bundle: Bundle, additions: pd.DataFrame) -> Bundle:
                                items=items, seen=seen, catalog=ItemCatalog(items_table))
 
 
-def new_item_factors(bundle: Bundle, new: pd.DataFrame) -> dict[str, np.ndarray]:
+def new_item_factors(bundle: Bundle, new: Sequence[CatalogueItem]) -> dict[str, np.ndarray]:
     """Each signal's (unscaled) item vectors for items the bundle was not trained on."""
     m = len(new)
     out = {s: np.zeros((m, bundle.fusion.models[s].dim), np.float32) for s in bundle.fusion.signals}
     if "content" in out:
-        out["content"] = bundle.fusion.models["content"].embed_new(
-            new.rename(columns={"id": "item_id"}))  # type: ignore[attr-defined]
+        columns = {"item_id": [i.id for i in new], "title": [i.title for i in new],
+                   "genres": [list(i.genres) for i in new], "tags": [list(i.tags) for i in new],
+                   "year": [i.year for i in new]}
+        out["content"] = bundle.fusion.models["content"].embed_new(columns)  # type: ignore[attr-defined]
         if bundle.item_maps is not None:
             out.update({s: v for s, v in bundle.item_maps.apply(out["content"]).items() if s in out})
     return out
-
-
-def _set_cells(column: pd.Series, rows: np.ndarray, values: pd.Series) -> list[Any]:
-    """A list-valued column with ``rows`` replaced (pandas cannot assign lists through .loc)."""
-    cells = column.tolist()
-    for r, v in zip(rows.tolist(), values.tolist(), strict=True):
-        cells[r] = list(v)
-    return cells

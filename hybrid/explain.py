@@ -36,9 +36,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numba
 import numpy as np
-import pandas as pd
 
-from hybrid.index import as_list
+from hybrid.item_table import ItemTable, as_list
 from hybrid.screening import exact_dot
 from models.signals import SIGNALS, driver_signals
 
@@ -134,7 +133,7 @@ class _Labels:
     case-folded label winning.
     """
 
-    def __init__(self, cells: np.ndarray) -> None:
+    def __init__(self, cells: Sequence[Sequence[str]]) -> None:
         ids: dict[str, int] = {}
         indptr = [0]
         indices: list[int] = []
@@ -179,29 +178,18 @@ class _Labels:
 class ItemText:
     """What explanations and answers show of items, as arrays indexed by item row."""
 
-    def __init__(self, items_table: pd.DataFrame, ids: np.ndarray) -> None:
+    def __init__(self, items_table: ItemTable, ids: np.ndarray) -> None:
         self.table = items_table
-        n = len(ids)
-        titles = items_table["title"].to_numpy() if "title" in items_table.columns else np.full(n, None)
         self.titles = np.array(
-            [t if isinstance(t, str) and t else str(i) for t, i in zip(titles, ids, strict=True)], dtype=object
+            [t if t else str(i) for t, i in zip(items_table.title.tolist(), ids, strict=True)], dtype=object
         )
         """The title, or the item id where the title is missing or empty."""
-        self.genres = _Labels(items_table["genres"].to_numpy()) if "genres" in items_table.columns else None
-        self.tags = _Labels(items_table["tags"].to_numpy()) if "tags" in items_table.columns else None
-        self.added = items_table["added"].fillna(False).to_numpy(bool) if "added" in items_table.columns else None
-        """True for an item added while serving (hybrid/catalogue.py), None when the table has none."""
-        self.counts: list[int | None] | None = None
-        """The item table's interaction count, None where it is not an integer."""
-        if "count" in items_table.columns:
-            self.counts = [_as_int(v) for v in items_table["count"].tolist()]
-
-
-def _as_int(value: object) -> int | None:
-    try:
-        return int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        return None
+        self.genres = _Labels(items_table.genres)
+        self.tags = _Labels(items_table.tags)
+        self.added = items_table.added
+        """True for an item added while serving (hybrid/catalogue.py)."""
+        self.counts: list[int] = items_table.count.tolist()
+        """The item table's interaction count."""
 
 
 _TEXT: dict[int, ItemText] = {}
@@ -365,9 +353,7 @@ class _HistoryEvidence:
     def shared_labels(self, item_row: int, name: str) -> list[str]:
         """The item's labels of ``name`` ('genres' or 'tags') that the rest of the history carries,
         most frequent first."""
-        labels: _Labels | None = getattr(self.text, name)
-        if labels is None:
-            return []
+        labels: _Labels = getattr(self.text, name)
         if item_row in self.members:
             return labels.shared(item_row, self.history[self.history != item_row])
         with self._lock:  # the whole history: its label counts serve every item outside it
@@ -503,7 +489,7 @@ def _sentence(main: str | None, shares: dict[str, float], drivers: list[Driver],
         head = f"Recommended {qualifier}for its {label} signal ({share:.0%})"
     reason = _reason(main, drivers, path, text, item_row)
     sentence = head + (f": {reason}" if reason else "")
-    if text.added is not None and text.added[item_row]:
+    if text.added[item_row]:
         sentence = "New in the catalogue. " + sentence
     if genres:
         sentence += f"; shares {', '.join(genres[:3])} with your history"
@@ -527,6 +513,5 @@ def _reason(main: str | None, drivers: list[Driver], path: list[PathStep] | None
     if main == "sequence" and drivers:
         return f"it is often watched after {names}"
     if main == "popularity":
-        count = text.counts[item_row] if text.counts is not None else None
-        return f"it is popular ({count} people watched it)" if count is not None else "it is popular"
+        return f"it is popular ({text.counts[item_row]} people watched it)"
     return ""

@@ -13,6 +13,7 @@ return a wrong item, and a filter that keeps fewer than k items returns all of t
 from __future__ import annotations
 
 import math
+import mmap
 from collections.abc import Sequence
 import dataclasses
 from dataclasses import asdict, dataclass
@@ -20,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 from usearch.index import Index
 
+from hybrid.item_table import ItemTable
 from hybrid.screening import ScreenedVectors, exact_scores, ranked
 
-__all__ = ["IndexConfig", "FusedIndex", "ItemFilter", "ItemCatalog", "as_list"]
+__all__ = ["IndexConfig", "FusedIndex", "ItemFilter", "ItemCatalog"]
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,17 @@ class FusedIndex:
                 block = np.asarray(self.vectors[start : start + 65536], dtype=np.float64)
                 total += np.einsum("ij,ij->j", block, block)
             self._energy = total / total.sum() if total.sum() > 0 else np.full(len(total), 1.0 / len(total))
+            self.release_pages()
         return self._energy
+
+    def release_pages(self) -> None:
+        """Let the kernel take back this process's pages of memory-mapped vectors (np.memmap) after
+        a pass over every row (the int8 screen's build, ``energy``, a warm-up): they count in the
+        process's RSS until then, though serving reads only the rows it rescores, which fault back
+        in from the file. Vectors in memory are left alone."""
+        mapping = getattr(self.vectors, "_mmap", None)  # np.memmap's mapping of the whole file
+        if isinstance(mapping, mmap.mmap) and hasattr(mapping, "madvise"):
+            mapping.madvise(mmap.MADV_DONTNEED)
 
     # -- construction and persistence ------------------------------------------------------------
     @classmethod
@@ -370,18 +381,15 @@ class FusedIndex:
 class ItemCatalog:
     """Item metadata arranged for fast filtering (built once per bundle)."""
 
-    def __init__(self, items_table: pd.DataFrame) -> None:
-        n = len(items_table)
-        self.n_items = n
-        self.year = pd.to_numeric(items_table["year"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        self.mean_rating = pd.to_numeric(items_table["mean_rating"], errors="coerce").to_numpy(
-            dtype=np.float64, na_value=np.nan
-        )
-        self.count = pd.to_numeric(items_table["count"], errors="coerce").fillna(0).to_numpy(dtype=np.int64)
+    def __init__(self, items_table: ItemTable) -> None:
+        self.n_items = len(items_table)
+        self.year = items_table.year
+        self.mean_rating = items_table.mean_rating
+        self.count = items_table.count
         self._genre_rows: dict[str, list[int]] = {}
         self.genre_names: dict[str, str] = {}
-        for row, genres in enumerate(items_table["genres"].to_numpy()):
-            for g in as_list(genres):
+        for row, genres in enumerate(items_table.genres):
+            for g in genres:
                 key = g.casefold()
                 self.genre_names.setdefault(key, g)
                 self._genre_rows.setdefault(key, []).append(row)
@@ -432,7 +440,7 @@ class ItemFilter:
     def is_empty(self) -> bool:
         return all(v is None for v in asdict(self).values())
 
-    def mask(self, items: ItemCatalog | pd.DataFrame) -> np.ndarray:
+    def mask(self, items: ItemCatalog | ItemTable) -> np.ndarray:
         """Boolean mask over item rows of the items that pass."""
         cat = items if isinstance(items, ItemCatalog) else ItemCatalog(items)
         mask = np.ones(cat.n_items, dtype=bool)
@@ -451,14 +459,3 @@ class ItemFilter:
         if self.min_count is not None:
             mask &= cat.count >= self.min_count
         return mask
-
-
-def as_list(value: Any) -> list[str]:
-    """A genres/tags cell (list, array, None or a '|'-joined string) as a list of strings."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [v for v in value.split("|") if v]
-    if isinstance(value, float) and math.isnan(value):
-        return []
-    return [str(v) for v in value]

@@ -28,7 +28,7 @@ import scipy.sparse as sp
 from etl.dataset import Dataset
 from etl.errors import ClientRequiredError, ModelDivergedError, NotFittedError
 from etl.topk import topk, unit_rows
-from etl.vocabulary import Vocabulary
+from etl.vocabulary import Vocabulary, vocabulary_file
 from models.signals import SIGNALS
 
 logger = logging.getLogger(__name__)
@@ -277,8 +277,8 @@ class FactorModel(ABC):
         np.save(path / "item_factors.npy", self.item_factors_, allow_pickle=False)
         if data:
             sp.save_npz(path / "seen.npz", self.seen_.tocsr(), compressed=True)
-            self.users_.save(path / "users.parquet")
-            self.items_.save(path / "items.parquet")
+            self.users_.save(path / "users.json")
+            self.items_.save(path / "items.json")
         for name, arr in self._extra_arrays().items():
             np.save(path / f"{name}.npy", arr, allow_pickle=False)
 
@@ -302,8 +302,8 @@ class FactorModel(ABC):
         if data is None:
             if not (path / "seen.npz").exists():
                 raise ValueError(f"{path} holds the model's parameters only: load it with the data it was fit on")
-            data = FitData(Vocabulary.load(path / "users.parquet", kind="user"),
-                           Vocabulary.load(path / "items.parquet", kind="item"), sp.load_npz(path / "seen.npz").tocsr(),
+            data = FitData(Vocabulary.load(vocabulary_file(path, "users"), kind="user"),
+                           Vocabulary.load(vocabulary_file(path, "items"), kind="item"), sp.load_npz(path / "seen.npz").tocsr(),
                            meta.get("data", {}).get("split"))
         model.users_, model.items_, model.seen_, model.split_ = data.users, data.items, data.seen, data.split
         arrays = {p.stem: np.load(p, mmap_mode=mode, allow_pickle=False) for p in path.glob("*.npy")

@@ -17,16 +17,20 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from etl.dataset import Dataset
 from models.base import LinearFoldIn, TrainData, TrainingOptions, register, require_client
-from models.content_features import FIELDS, ContentVectorizer, item_tokens, project
+from models.content_features import FIELDS, ContentVectorizer, item_tokens, project, table_rows
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from models.content_features import ItemColumns
 
 Profile = Literal["uniform", "value", "recency"]
 PROFILES: tuple[str, ...] = ("uniform", "value", "recency")
@@ -297,12 +301,12 @@ class ContentModel(LinearFoldIn):
         ``item_factors_`` are those rows times the popularity lift."""
         return self.embedding_
 
-    def embed_new(self, items: pd.DataFrame) -> np.ndarray:
+    def embed_new(self, items: ItemColumns) -> np.ndarray:
         """Unit metadata rows (``embedding_``'s kind) of items this model was not fit on, e.g. items
         added while serving: the fitted vocabulary, IDF and basis, unknown tokens ignored. A model
         saved before the vectorizer was kept gives zero rows."""
         if self.vectorizer_ is None:
-            return np.zeros((len(items), self.embedding_.shape[1]), np.float32)
+            return np.zeros((table_rows(items), self.embedding_.shape[1]), np.float32)
         return self.vectorizer_.embed(items)
 
     def _extend_items(self, item_factors: np.ndarray) -> None:

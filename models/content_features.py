@@ -3,7 +3,7 @@ vocabulary of each field, its IDF, the field weights and the SVD basis.
 
 An item added after training (``upsertItems``) is embedded by the same arithmetic as the trained
 items (``ContentVectorizer.embed`` of the training table gives the trained ``embedding_`` back to
-float rounding), with numpy, scipy and pandas only: serving never needs scikit-learn for it.
+float rounding), with numpy and scipy only: serving never needs scikit-learn for it.
 Tokens the vocabulary does not know are ignored (a new tag counts once it is in a training run).
 """
 
@@ -11,11 +11,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
+
+from etl.jsonable import is_missing
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    ItemColumns = pd.DataFrame | Mapping[str, Sequence[Any]]
+    """An items table: a pandas frame (training's), or a dict of equal-length columns (serving's)."""
 
 __all__ = ["FIELDS", "ContentVectorizer", "item_tokens", "project"]
 
@@ -24,27 +32,32 @@ _YEAR_SUFFIX = re.compile(r"\s*\(\s*\d{4}(?:\s*-\s*\d{0,4})?\s*\)\s*$")
 _WORD = re.compile(r"[a-z0-9]{2,}")
 
 
-def item_tokens(items: pd.DataFrame, field: str, drop_stop_words: bool = True) -> list[list[str]]:
+def table_rows(items: ItemColumns) -> int:
+    """How many items a table holds."""
+    return len(next(iter(items.values()), ())) if isinstance(items, Mapping) else len(items)
+
+
+def item_tokens(items: ItemColumns, field: str, drop_stop_words: bool = True) -> list[list[str]]:
     """The tokens of one field for every item row, e.g. ['genre:Comedy', 'genre:Romance'].
 
     ``drop_stop_words``: leave out title words in scikit-learn's English stop-word list (which is
     imported for it). A fitted vocabulary never holds them, so ``ContentVectorizer.features``
     passes False: the same features, and a server that embeds added items never imports
     scikit-learn."""
-    n = len(items)
+    n = table_rows(items)
 
     def column(name: str) -> list[Any]:
-        return items[name].tolist() if name in items.columns else [None] * n
+        return list(items[name]) if name in items else [None] * n
 
     def as_list(v: Any) -> list[str]:
-        return [] if v is None or (not isinstance(v, list | tuple | np.ndarray) and pd.isna(v)) else [str(x) for x in v]
+        return [] if is_missing(v) else [str(x) for x in v]
 
     if field == "genres":
         return [[f"genre:{g}" for g in as_list(v)] for v in column("genres")]
     if field == "tags":
         return [[f"tag:{t}" for t in as_list(v)] for v in column("tags")]
     if field == "decade":
-        return [[] if pd.isna(y) else [f"decade:{int(y) // 10 * 10}s"] for y in column("year")]
+        return [[] if is_missing(y) else [f"decade:{int(y) // 10 * 10}s"] for y in column("year")]
     if field == "title":
         stop_words: frozenset[str] = frozenset()
         if drop_stop_words:
@@ -54,7 +67,7 @@ def item_tokens(items: pd.DataFrame, field: str, drop_stop_words: bool = True) -
             stop_words = ENGLISH_STOP_WORDS
         out = []
         for t in column("title"):
-            words = _WORD.findall(_YEAR_SUFFIX.sub("", "" if pd.isna(t) else str(t)).lower())
+            words = _WORD.findall(_YEAR_SUFFIX.sub("", "" if is_missing(t) else str(t)).lower())
             out.append([f"title:{w}" for w in words if w not in stop_words])
         return out
     raise ValueError(f"unknown field {field!r}; expected one of {', '.join(FIELDS)}")
@@ -97,7 +110,7 @@ class ContentVectorizer:
     def with_components(self, components: np.ndarray) -> ContentVectorizer:
         return replace(self, components=np.asarray(components, dtype=np.float64))
 
-    def features(self, items: pd.DataFrame) -> sp.csr_matrix:
+    def features(self, items: ItemColumns) -> sp.csr_matrix:
         """Items x features TF-IDF: per field, tf (or 1 + log tf) times the feature's IDF, the row's
         block L2-normalised and scaled by the field's weight (a block without known tokens is 0)."""
         column = {str(name): k for k, name in enumerate(self.names.tolist())}
@@ -112,7 +125,7 @@ class ContentVectorizer:
                     if c is not None:
                         rows.append(r)
                         cols.append(c)
-        n_items, n_features = len(items), len(self.names)
+        n_items, n_features = table_rows(items), len(self.names)
         counts = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_items, n_features))
         counts.sum_duplicates()
         coo = counts.tocoo()
@@ -124,7 +137,7 @@ class ContentVectorizer:
         values = values / norms[block] * weights
         return sp.csr_matrix((values, (coo.row, coo.col)), shape=(n_items, n_features))
 
-    def embed(self, items: pd.DataFrame) -> np.ndarray:
+    def embed(self, items: ItemColumns) -> np.ndarray:
         """Unit embedding rows (float32) of an items table (columns genres, tags, title, year as in
         the dataset's items.parquet; a missing column counts as empty)."""
         return project(self.features(items), self.components)

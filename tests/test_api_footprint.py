@@ -1,6 +1,6 @@
 """The API process loads what serving needs and nothing else (../shared/DESIGN.md, "Training apart
 from serving"): whatever signals its bundle holds, a server never imports torch, torch_geometric,
-scikit-learn or Dask, so a replica costs little memory and starts fast.
+scikit-learn, Dask, pandas or pyarrow, so a replica costs little memory and starts fast.
 
 The real ``hybridrec serve`` runs on a bundle of every signal and answers what serving does with
 them: explained recommendations, an explanation, similar items, a fold-in of a new user's
@@ -25,8 +25,9 @@ from models.base import SIGNAL_MODULES, FactorModel, TrainData, TrainingOptions
 pytest_plugins = ["tests.api_helpers"]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-TRAINING_ONLY = ("torch", "torch_geometric", "sklearn", "dask", "distributed", "training")
-"""Top-level packages that only training uses (fits, Dask dataframes and clusters, the pipeline and tuner)."""
+TRAINING_ONLY = ("torch", "torch_geometric", "sklearn", "dask", "distributed", "training", "pandas", "pyarrow")
+"""Top-level packages that only training uses (fits, Dask dataframes and clusters, the pipeline and tuner,
+the tables of ingest and the trainer: a bundle's vocabularies and item table are JSON)."""
 
 RECS = """query($u: ID!) { recommendations(userId: $u, first: 5) { onlineInteractions items { score item { id }
   explanation { sentence contributions { signal value } drivers { similarity item { id } } } } } }"""

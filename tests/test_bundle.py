@@ -26,7 +26,8 @@ from etl.errors import BundleError
 from hybrid import bundle as bundle_mod
 from hybrid.bundle import latest_version, list_bundles, load, publish, rollback
 from hybrid.fusion import Fusion
-from hybrid.index import FusedIndex, as_list
+from hybrid.index import FusedIndex
+from hybrid.item_table import as_list
 from hybrid.manifest import Manifest, TrainingFacts
 from hybrid.variants import Variants
 from models.base import FactorModel, TrainData, TrainingOptions, register
@@ -158,14 +159,14 @@ def test_publish_and_load_round_trip(tiny_dataset: Dataset, tiny_fusion: Fusion,
     root = tiny_bundle_root
     assert latest_version(root) == "v1" and (root / "latest").is_symlink()
     folder = root / "v1"
-    files = ["manifest.json", "items.parquet", "item_vectors.npy", "index.usearch", "history.npz"]
-    files += ["vocab/users.parquet", "vocab/items.parquet", *(f"signals/{s}/model.json" for s in tiny_fusion.signals)]
+    files = ["manifest.json", "items.json", "item_vectors.npy", "index.usearch", "history.npz"]
+    files += ["vocab/users.json", "vocab/items.json", *(f"signals/{s}/model.json" for s in tiny_fusion.signals)]
     for name in files:
         assert (folder / name).exists(), name
-    assert not [p for p in folder.rglob("*") if p.suffix in (".pkl", ".pickle")]
+    assert not [p for p in folder.rglob("*") if p.suffix in (".pkl", ".pickle", ".parquet")]
     # the models hold their parameters only; what they were fit on is the bundle's one copy
     for s in tiny_fusion.signals:
-        assert not {"seen.npz", "users.parquet", "items.parquet"} & {p.name for p in (folder / "signals" / s).iterdir()}
+        assert not {"seen.npz", "users.json", "items.json"} & {p.name for p in (folder / "signals" / s).iterdir()}
     with pytest.raises(ValueError, match="parameters only"):
         FactorModel.load(folder / "signals" / "als")
     loaded = load(root)
@@ -190,13 +191,33 @@ def test_publish_and_load_round_trip(tiny_dataset: Dataset, tiny_fusion: Fusion,
     assert isinstance(b.fusion.models["als"].item_factors_, np.memmap)
     np.testing.assert_allclose(b.fusion.item_vectors(), tiny_fusion.item_vectors(), rtol=1e-6)
     assert b.users == tiny_dataset.users and b.items == tiny_dataset.items
-    assert b.items_table["title"].tolist() == tiny_dataset.items_table["title"].tolist()
+    assert b.items_table.title.tolist() == tiny_dataset.items_table["title"].fillna("").tolist()
     assert (b.seen != tiny_dataset.matrix("train")).nnz == 0
     assert b.variants.traffic == {"als_heavy": 0.2, "tuned": 0.8}
     assert b.weights == TUNED
     q = tiny_fusion.query(tiny_fusion.user_parts(np.array([0])), TUNED)[0]
     fresh = FusedIndex.build(tiny_fusion.item_vectors())
     assert b.index.search(q, 10)[0].tolist() == fresh.search(q, 10)[0].tolist()
+
+
+def test_a_bundle_with_parquet_tables_written_before_still_loads(tiny_dataset, tiny_fusion, tmp_path):
+    import pandas as pd
+
+    folder = Path(publish_tiny(tmp_path, tiny_dataset, tiny_fusion, version="v1"))
+    new = load(tmp_path)
+    for name, vocab in (("users", tiny_dataset.users), ("items", tiny_dataset.items)):  # the format before
+        (folder / "vocab" / f"{name}.json").unlink()
+        pd.DataFrame({"id": pd.Series(vocab.ids, dtype="string"), "row": np.arange(len(vocab))}).to_parquet(
+            folder / "vocab" / f"{name}.parquet", index=False)
+    (folder / "items.json").unlink()
+    tiny_dataset.items_table.to_parquet(folder / "items.parquet", index=False)
+
+    old = load(tmp_path)
+    assert old.users == new.users and old.items == new.items
+    for column in ("item_id", "title", "year", "count", "mean_rating", "added"):
+        np.testing.assert_array_equal(getattr(old.items_table, column), getattr(new.items_table, column))
+    assert old.items_table.genres == new.items_table.genres and old.items_table.tags == new.items_table.tags
+    assert any(new.items_table.genres) and np.isnan(new.items_table.mean_rating).sum() < len(new.items_table)
 
 
 def test_failed_publish_leaves_latest_alone(tiny_dataset, tiny_fusion, tmp_path, monkeypatch):

@@ -6,20 +6,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from etl.events_log import Event
+from etl.items_log import CatalogueItem
 from graphql_api.engine import Engine
+from hybrid.catalogue import canonical
 from graphql_api.store import UserState
-from hybrid.catalogue import additions_table
 from hybrid.index import ItemFilter
 
 pytest_plugins = ["tests.api_helpers"]
 
 
-def additions(*rows: dict) -> pd.DataFrame:
-    return additions_table(list(rows))
+def additions(*rows: dict) -> list[CatalogueItem]:
+    return [CatalogueItem.from_dict(r) for r in rows]
 
 
 NEW = {"id": "new-1", "title": "A Brand New Film (2031)", "genres": ["Action", "Adventure"], "tags": ["dark"],
@@ -33,7 +33,7 @@ def engine(api_root: Path) -> Engine:
 
 def test_an_added_item_is_served_at_once(engine: Engine) -> None:
     n = len(engine.bundle.items)
-    twin = int(np.flatnonzero(engine.bundle.items_table["year"].to_numpy() == 1991)[0])  # same metadata kind
+    twin = int(np.flatnonzero(engine.bundle.items_table.year == 1991)[0])  # same metadata kind
     new_meta = dict(NEW, genres=list(engine.record(twin).genres), tags=list(engine.record(twin).tags), year=1991)
     served = engine.with_items(additions(new_meta))
     assert engine.record_of("1").id == "1" and len(engine.bundle.items) == n  # the old engine is unchanged
@@ -97,9 +97,12 @@ def test_with_items_rebuilds_from_the_loaded_bundle(engine: Engine) -> None:
     assert two.loaded is engine.bundle
     assert len(one.with_items(None).bundle.items) == len(engine.bundle.items)
     assert engine.with_items(None) is engine
-    # the last write of an id wins
-    table = additions(NEW, dict(NEW, title="Retitled"))
-    assert len(table) == 1 and table.loc[0, "title"] == "Retitled"
+    # the last write of an id wins, in the place of its first
+    table = canonical(additions(NEW, dict(NEW, id="new-2"), dict(NEW, title="Retitled")))
+    assert [(i.id, i.title) for i in table] == [("new-1", "Retitled"), ("new-2", NEW["title"])]
+    retitled = engine.with_items(additions(NEW, dict(NEW, title="Retitled")))
+    assert len(retitled.bundle.items) == len(engine.bundle.items) + 1
+    assert retitled.record_of("new-1").title == "Retitled"
 
 
 def test_item_maps_recover_a_linear_relation() -> None:

@@ -20,7 +20,7 @@ from etl.sources.base import RawSource
 from hybrid.bundle import Bundle, load, publish
 from hybrid.explain import Explanation, PathStep
 from hybrid.fusion import Fusion
-from hybrid.index import as_list
+from hybrid.item_table import as_list
 from hybrid.recommender import History, HybridRecommender
 from hybrid.variants import Variants
 from models.base import TrainData, TrainingOptions
@@ -47,7 +47,7 @@ def history_of(bundle: Bundle, user_id: str) -> np.ndarray:
 
 
 def genres_of(bundle: Bundle, row: int) -> list[str]:
-    return as_list(bundle.items_table["genres"][row])
+    return as_list(bundle.items_table.genres[row])
 
 
 def short(title: str) -> str:
@@ -138,7 +138,7 @@ def test_sentence_per_dominant_signal(rec: HybridRecommender, variant: str, phra
 def test_cold_user_explanation(bundle: Bundle, rec: HybridRecommender):
     item = rec.recommend("brand-new", 1, explain=True).items[0]
     expl = item.explanation
-    count = int(bundle.items_table["count"][item.item_row])
+    count = int(bundle.items_table.count[item.item_row])
     assert expl.sentence == f"Recommended for its popularity signal (100%): it is popular ({count} people watched it)."
     assert expl.drivers == [] and expl.graph_path is None and expl.shared_genres == []
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,7 @@ import pytest
 
 from hybrid.fusion import Fusion
 from hybrid.index import FusedIndex, IndexConfig, ItemCatalog, ItemFilter
+from hybrid.item_table import ItemTable
 from models.base import FactorModel, TrainData, TrainingOptions, register
 
 N_ITEMS = 5000
@@ -83,7 +85,7 @@ def scales_for(models: dict[str, FactorModel], rng: np.random.Generator) -> dict
     return out
 
 
-def items_table(n_items: int, counts: np.ndarray, seed: int = 1) -> pd.DataFrame:
+def items_table(n_items: int, counts: np.ndarray, seed: int = 1) -> ItemTable:
     rng = np.random.default_rng(seed)
     common = ["Action", "Comedy", "Drama", "Romance"]
     genres = [[common[i % 4], common[(i // 4) % 4]] for i in range(n_items)]
@@ -94,7 +96,7 @@ def items_table(n_items: int, counts: np.ndarray, seed: int = 1) -> pd.DataFrame
     year[3] = pd.NA
     mean = rng.uniform(0.5, 5.0, n_items)
     mean[5] = np.nan
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "item_id": [str(i) for i in range(n_items)],
             "title": [f"Item {i}" for i in range(n_items)],
@@ -105,6 +107,7 @@ def items_table(n_items: int, counts: np.ndarray, seed: int = 1) -> pd.DataFrame
             "mean_rating": mean,
         }
     )
+    return ItemTable.from_columns(frame, n_items)  # as publish converts the dataset's table
 
 
 @pytest.fixture(scope="module")
@@ -300,11 +303,11 @@ def test_item_filter_fields():
     table = items_table(200, np.arange(200))
     cat = ItemCatalog(table)
     m = ItemFilter(year_min=1960, year_max=1961).mask(cat)
-    years = table["year"].to_numpy(dtype=float, na_value=np.nan)
+    years = table.year
     assert (m == ((years >= 1960) & (years <= 1961))).all() and m.sum() > 0
     assert not ItemFilter(year_min=1950).mask(cat)[3], "unknown year fails a year filter"
     m = ItemFilter(min_mean_rating=4.0).mask(cat)
-    assert (table["mean_rating"][m] >= 4.0).all() and not m[5]
+    assert (table.mean_rating[m] >= 4.0).all() and not m[5]
     assert ItemFilter(min_count=150).mask(cat).sum() == 50
     assert ItemFilter().is_empty and ItemFilter().mask(cat).all()
     assert ItemFilter(genres="Drama").genres == ("Drama",)
@@ -331,6 +334,36 @@ def test_save_and_mmap_load(world, tmp_path):
     b, _ = loaded.search(query, 10, exclude=seen[:20])
     c, _ = in_memory.search(query, 10, exclude=seen[:20])
     assert (a == b).all() and (a == c).all()
+
+
+def _resident_kib(path: Path) -> int:
+    """This process's resident KiB of the mappings of ``path`` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if len(head) >= 5 and "-" in head[0] and not head[0].endswith(":"):
+            inside = line.endswith(str(path))
+        elif inside and head[0] == "Rss:":
+            total += int(head[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads /proc/self/smaps (Linux)")
+def test_released_pages_of_mapped_vectors_leave_rss_and_answers_alone(world, tmp_path):
+    fusion, index, seen = world["fusion"], world["index"], world["seen"]
+    np.save(tmp_path / "vectors.npy", world["vectors"])
+    index.save(tmp_path / "index.usearch")
+    loaded = FusedIndex.load(tmp_path / "index.usearch", vectors=np.load(tmp_path / "vectors.npy", mmap_mode="r"))
+    query = fusion.query(fusion.user_parts(np.arange(20)), WEIGHTS[0])
+    before, _ = loaded.search(query, 10, exclude=seen[:20])
+    assert loaded.energy.sum() == pytest.approx(1.0)  # a pass over every row, then released
+    np.asarray(loaded.vectors).sum()  # every page read again
+    assert _resident_kib(tmp_path / "vectors.npy") > 0
+    loaded.release_pages()
+    assert _resident_kib(tmp_path / "vectors.npy") == 0
+    after, _ = loaded.search(query, 10, exclude=seen[:20])
+    assert (before == after).all()
+    FusedIndex(loaded._index, world["vectors"]).release_pages()  # vectors in memory: nothing to release
 
 
 def test_bad_inputs(world, tmp_path):

@@ -19,7 +19,7 @@ from cluster.jobs import training_source
 from etl.dataset import Dataset
 from etl.events_log import Event, EventLog, RedisKeys
 from etl.ingest import ingest
-from etl.items_log import ITEMS_FILE, CatalogueItem, ItemLog, read_added_items, read_table
+from etl.items_log import ITEMS_FILE, CatalogueItem, ItemLog, ordered, read_added_items, read_table
 from graphql_api.errors import InvalidItem
 from graphql_api.items import MAX_BATCH, catalogue_token, read_items_file, upsert_items, validate_items
 from tests.api_helpers import REPO
@@ -288,6 +288,6 @@ def test_the_next_retrain_knows_added_items_natively(tmp_path: Path, client) -> 
     engine = Engine.load(tmp_path / "bundles")
     row = int(engine.item_rows(["9001"])[0])
     assert row >= 0 and engine.record(row).title == "Brand New (2026)" and engine.record(row).popularity == 4
-    overlaid = engine.with_items(read_added_items(events))
+    overlaid = engine.with_items(ordered(read_table(events)))
     assert len(overlaid.bundle.items) == len(engine.bundle.items), "an id the bundle knows is not added again"
     assert overlaid.record(row).title == "Brand New (2026)"

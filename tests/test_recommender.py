@@ -9,7 +9,8 @@ import pytest
 
 from etl.errors import UnknownIdError
 from hybrid.bundle import Bundle, load
-from hybrid.index import ItemFilter, as_list
+from hybrid.index import ItemFilter
+from hybrid.item_table import as_list
 from hybrid.recommender import History, HybridRecommender
 from tests.test_bundle import TUNED, tiny_bundle_root, tiny_fusion  # noqa: F401  (fixtures)
 
@@ -80,8 +81,8 @@ def test_sticky_variant_and_named_variants(bundle: Bundle, rec: HybridRecommende
 
 def _single_item_filter(bundle: Bundle) -> tuple[ItemFilter, int]:
     table = bundle.items_table
-    for year in sorted(set(table["year"].dropna().astype(int))):
-        for genre in sorted({g for cell in table["genres"] for g in as_list(cell)}):
+    for year in sorted({int(y) for y in table.year if y == y}):
+        for genre in sorted({g for cell in table.genres for g in cell}):
             f = ItemFilter(genres=(genre,), year_min=year, year_max=year)
             mask = f.mask(bundle.catalog)
             if mask.sum() == 1:
@@ -92,7 +93,7 @@ def _single_item_filter(bundle: Bundle) -> tuple[ItemFilter, int]:
 def test_filters_and_exclude_seen_are_exact(bundle: Bundle, rec: HybridRecommender):
     comedy = ItemFilter(genres=("comedy",))
     recs = rec.recommend("1", 10, variant="tuned", item_filter=comedy)
-    assert recs.items and all("Comedy" in as_list(bundle.items_table["genres"][r.item_row]) for r in recs.items)
+    assert recs.items and all("Comedy" in as_list(bundle.items_table.genres[r.item_row]) for r in recs.items)
     query = bundle.fusion.query(bundle.fusion.user_parts(np.array([bundle.users.row("1")])), TUNED)[0]
     allowed = comedy.mask(bundle.catalog)
     assert [r.item_row for r in recs.items] == brute(bundle, query, seen_rows(bundle, "1"), allowed)
@@ -136,7 +137,7 @@ def test_cold_start_content_variant_follows_the_filter(bundle: Bundle, rec: Hybr
     assert recs.variant == "content" and recs.weights["content"] == 1.0
     assert len(recs) == 5
     for r in recs.items:
-        assert "Horror" in as_list(bundle.items_table["genres"][r.item_row])
+        assert "Horror" in as_list(bundle.items_table.genres[r.item_row])
         assert r.contributions["content"] == pytest.approx(r.score, abs=1e-5) and r.score > 0
 
 
@@ -206,11 +207,11 @@ def test_item_without_interactions_is_found_through_content(bundle: Bundle, rec:
     counts = train_counts(bundle)
     cold = int(np.flatnonzero(counts == 0)[0])
     cold_id = str(bundle.items.ids[cold])
-    genres = set(as_list(bundle.items_table["genres"][cold]))
+    genres = set(as_list(bundle.items_table.genres[cold]))
     sims = rec.similar_items(cold_id, 5)
     assert set(sims[0].signals) == {"content"}
     for s in sims:
-        assert set(as_list(bundle.items_table["genres"][s.item_row])) & genres
+        assert set(as_list(bundle.items_table.genres[s.item_row])) & genres
     # and the cold item shows up for a warm item with the same content
     twin = sims[0].item_id
     found = rec.similar_items(twin, len(bundle.items) - 1, signal="content")

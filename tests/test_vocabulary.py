@@ -1,14 +1,16 @@
-"""Vocabulary lookups: the dict path (a few ids) and the pandas path (large batches) agree."""
+"""Vocabularies: lookups of few or many ids, and the JSON file (a Parquet one written before still loads)."""
 
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from etl.errors import UnknownIdError
-from etl.vocabulary import _DICT_BATCH, Vocabulary
+from etl.vocabulary import Vocabulary, vocabulary_file
 
 
 @pytest.fixture
@@ -38,13 +40,13 @@ def test_unknown_ids(vocab: Vocabulary):
 
 
 def test_large_batches_agree_with_small_ones():
-    ids = [f"i{k}" for k in range(3 * _DICT_BATCH)]
+    ids = [f"i{k}" for k in range(800)]
     vocab = Vocabulary(ids)
     rng = np.random.default_rng(0)
-    query = [ids[j] if j % 7 else f"missing{j}" for j in rng.integers(0, len(ids), 2 * _DICT_BATCH)]
+    query = [ids[j] if j % 7 else f"missing{j}" for j in rng.integers(0, len(ids), 600)]
     big = vocab.rows(query, missing="ignore")
     small = np.concatenate([vocab.rows(query[k : k + 10], missing="ignore") for k in range(0, len(query), 10)])
-    assert len(query) > _DICT_BATCH and big.tolist() == small.tolist()
+    assert big.tolist() == small.tolist()
     assert (big >= 0).sum() == sum(1 for q in query if not q.startswith("missing"))
     with pytest.raises(UnknownIdError) as err:
         vocab.rows(query)
@@ -55,3 +57,23 @@ def test_pickle_leaves_the_lookup_behind(vocab: Vocabulary):
     vocab.row("7")  # builds the dict
     copy = pickle.loads(pickle.dumps(vocab))
     assert copy._lookup is None and copy == vocab and copy.row("33") == 3
+
+
+def test_duplicate_ids_are_refused():
+    with pytest.raises(ValueError, match=r"duplicate ids: \['b'\]"):
+        Vocabulary(["a", "b", "c", "b"])
+
+
+def test_saved_as_json_and_parquet_written_before_still_loads(vocab: Vocabulary, tmp_path: Path):
+    vocab.save(tmp_path / "users.json")
+    back = Vocabulary.load(tmp_path / "users.json", kind="user")
+    assert back == vocab and back.kind == "user" and back.ids.tolist() == ["2", "7", "10", "33"]
+    with open(tmp_path / "users.json", "rb") as fh:  # a file object, as datasets on fsspec are read
+        assert Vocabulary.load(fh) == vocab
+
+    old = tmp_path / "old"
+    old.mkdir()
+    pd.DataFrame({"id": pd.Series(["b", "a"], dtype="string"), "row": [0, 1]}).to_parquet(old / "users.parquet")
+    assert vocabulary_file(old, "users") == old / "users.parquet"
+    assert Vocabulary.load(vocabulary_file(old, "users")).ids.tolist() == ["b", "a"]
+    assert vocabulary_file(tmp_path, "users") == tmp_path / "users.json"
