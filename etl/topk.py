@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["cosines", "row_norms", "topk", "unit_rows"]
+__all__ = ["topk", "unit_rows"]
 
 Exclude = np.ndarray | sp.spmatrix | sp.sparray | None
 
@@ -103,29 +103,10 @@ def _topk_block(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return rows, values
 
 
-def row_norms(vectors: np.ndarray) -> np.ndarray:
-    """Each row's Euclidean length as float32, 1 for an all-zero row: what ``unit_rows`` divides by."""
-    norms = np.linalg.norm(np.asarray(vectors, dtype=np.float32), axis=1)
-    norms[norms == 0] = 1.0
-    return norms
-
-
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length as float32 (all-zero rows stay zero): the cosine of two rows is
     the dot product of their unit rows."""
     v = np.asarray(vectors, dtype=np.float32)
-    return v / row_norms(v)[:, None]
-
-
-def cosines(vectors: np.ndarray, row: int, norms: np.ndarray | None = None, block_rows: int = 2048) -> np.ndarray:
-    """``unit_rows(vectors) @ unit_rows(vectors)[row]``, the same float32 values, computed a block of
-    rows at a time: no unit copy of ``vectors`` is held (a server's similar items read memory-mapped
-    factors). ``norms``: ``row_norms(vectors)``, when the caller keeps them."""
-    v = np.asarray(vectors, dtype=np.float32)
-    norms = row_norms(v) if norms is None else norms
-    target = v[row] / norms[row]
-    out = np.empty(len(v), dtype=np.float32)
-    for start in range(0, len(v), block_rows):
-        stop = start + block_rows
-        out[start:stop] = (v[start:stop] / norms[start:stop, None]) @ target
-    return out
+    norms = np.linalg.norm(v, axis=1)
+    norms[norms == 0] = 1.0
+    return v / norms[:, None]

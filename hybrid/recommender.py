@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from etl.topk import cosines, row_norms, topk
+from etl.topk import topk, unit_rows
 from hybrid.bundle import Bundle
 from hybrid.explain import Explanation, explain_items, item_text
 from hybrid.index import ItemFilter
@@ -185,7 +185,7 @@ class HybridRecommender:
     def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
         self.fusion = bundle.fusion
-        self._norms: dict[str, np.ndarray] = {}
+        self._unit: dict[str, np.ndarray] = {}
         self._popular: np.ndarray | None = None
 
     # -- stage 1: user vectors -----------------------------------------------------------------
@@ -378,8 +378,8 @@ class HybridRecommender:
         scores = np.zeros(len(self.bundle.items), dtype=np.float32)
         per_signal = {}
         for s, w in weights.items():
-            factors = self.fusion.models[s].item_factors_
-            part = np.float32(w) * cosines(factors, row, self._item_norms(s))
+            unit = self._unit_vectors(s)
+            part = np.float32(w) * (unit @ unit[row])
             per_signal[s] = part
             scores += part
         eligible = np.ones(len(scores), dtype=bool) if item_filter is None else item_filter.mask(self.bundle.catalog)
@@ -422,11 +422,10 @@ class HybridRecommender:
         total = sum(weights.values())
         return {s: w / total for s, w in weights.items() if w > 0}
 
-    def _item_norms(self, signal: str) -> np.ndarray:
-        """A signal's item vector lengths (its unit vectors are not kept: as many bytes as the factors)."""
-        if signal not in self._norms:
-            self._norms[signal] = row_norms(self.fusion.models[signal].item_factors_)
-        return self._norms[signal]
+    def _unit_vectors(self, signal: str) -> np.ndarray:
+        if signal not in self._unit:
+            self._unit[signal] = unit_rows(self.fusion.models[signal].item_factors_)
+        return self._unit[signal]
 
     # -- helpers --------------------------------------------------------------------------------
     def _user_row(self, user_id: str) -> int | None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
 
 from etl.dataset import Dataset
 from etl.metrics import top_k as evaluation_top_k
-from etl.topk import cosines, row_norms, topk, unit_rows
+from etl.topk import topk, unit_rows
 from hybrid.screening import ScreenedVectors, exact_scores, ranked
 from models.base import TrainData
 from models.popularity import Popularity
@@ -88,21 +87,6 @@ def test_unit_rows_give_cosines_and_keep_zero_rows() -> None:
     assert unit.dtype == np.float32
     np.testing.assert_allclose(unit, [[0.6, 0.8], [0.0, 0.0], [-1.0, 0.0]])
     np.testing.assert_allclose(unit @ unit[0], [1.0, 0.0, -0.6], rtol=1e-6)
-
-
-@pytest.mark.parametrize("block_rows", [64, 2048])
-def test_cosines_by_blocks_equal_the_unit_rows_product_exactly(block_rows: int) -> None:
-    # similar items rank these values: a last bit of difference could reorder near-ties. On one BLAS
-    # thread, as a server runs (graphql_api.engine.serving_threads): with several, the whole product
-    # itself changes in the last bit at the rows where the threads' shares meet
-    v = np.random.default_rng(3).standard_normal((5003, 96)).astype(np.float32)
-    v[7] = 0.0
-    unit = unit_rows(v)
-    with threadpool_limits(limits=1, user_api="blas"):
-        for row in (0, 7, 2500, 5002):
-            expected = unit @ unit[row]
-            assert np.array_equal(cosines(v, row, block_rows=block_rows), expected)
-            assert np.array_equal(cosines(v, row, row_norms(v), block_rows=block_rows), expected)
 
 
 # -- every caller ranks ties the same way ------------------------------------------------------
