@@ -13,7 +13,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -96,10 +95,11 @@ def serving_memory() -> None:
     """Large temporaries go back to the system when freed (glibc's malloc; elsewhere nothing).
 
     glibc raises its mmap threshold each time a mapped block is freed (up to 32 MiB), so that a
-    request's large temporaries (similar items' cosines, computed a few MiB at a time) soon come
+    request's large temporaries (the score rows of a page of searches, similar items' cosine rows) soon come
     from the heap and, once freed, stay in the worker's RSS. Fixed at glibc's default of 128 KiB
     they stay mapped: on the ml-latest-small six-signal bundle a worker held 7 MiB less after
-    bench/api_memory.py's warm-up (316.7 -> 309.5 MiB).
+    bench/api_memory.py's warm-up (316.7 -> 309.5 MiB, measured with similar items' cosines computed in
+    blocks, a change not kept).
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
