@@ -136,11 +136,14 @@ def _listeners(server: Uvicorn) -> dict[int, tuple[str, int]]:
 
     out = {}
     for child in psutil.Process(server.proc.pid).children():
-        conns = [c for c in child.net_connections("tcp") if c.laddr and c.laddr.port == server.port]
-        listening = [c for c in conns if c.status == psutil.CONN_LISTEN]
-        if listening:
-            inode = os.readlink(f"/proc/{child.pid}/fd/{listening[0].fd}")  # socket:[N]
-            out[child.pid] = (inode, sum(c.status == psutil.CONN_ESTABLISHED for c in conns))
+        try:
+            conns = [c for c in child.net_connections("tcp") if c.laddr and c.laddr.port == server.port]
+            listening = [c for c in conns if c.status == psutil.CONN_LISTEN]
+            if listening:
+                inode = os.readlink(f"/proc/{child.pid}/fd/{listening[0].fd}")  # socket:[N]
+                out[child.pid] = (inode, sum(c.status == psutil.CONN_ESTABLISHED for c in conns))
+        except (FileNotFoundError, psutil.NoSuchProcess):
+            continue  # a worker that is exiting (killed, or being replaced) between the listing and the read
     return out
 
 
