@@ -39,7 +39,7 @@ def run(coro):  # noqa: ANN001, ANN201 - a test helper
 
 def test_open_slots_are_searched_together_with_their_own_answers(index: FusedIndex) -> None:
     sizes: list[int] = []
-    batcher = SearchBatcher(observe=sizes.append)
+    batcher = SearchBatcher(observe=sizes.append, max_delay=10.0)  # the slots decide, not a loaded clock
     q, ex = queries(6)
 
     async def one(j: int) -> tuple[np.ndarray, np.ndarray]:
