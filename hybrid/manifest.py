@@ -62,7 +62,7 @@ class EventsFacts:
     """The accepted events the data holds; None in a bundle from before this was recorded."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"cutoff": self.cutoff, "read_at": self.read_at, "count": self.count}
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> EventsFacts:
@@ -86,16 +86,7 @@ class DatasetFacts:
     """None when training read no API events (every online event is then new)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "content_hash": self.content_hash,
-            "source": self.source,
-            "users": self.users,
-            "items": self.items,
-            "interactions": self.interactions,
-            "splits": self.splits,
-            "events": None if self.events is None else self.events.to_dict(),
-        }
+        return asdict(self)  # events (a dataclass too) as its own dict
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> DatasetFacts:
@@ -125,7 +116,7 @@ class TrainingFacts:
     events learned are ``DatasetFacts.events``, on the API's clock)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"split": self.split, "interactions": self.interactions, "cutoff": self.cutoff}
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> TrainingFacts:

@@ -39,17 +39,25 @@ def _health(base: str) -> dict:
     return httpx.get(f"{base}/health", timeout=5).json()
 
 
-def test_demo_answers_from_a_first_bundle_then_swaps_in_the_tuned_one(tmp_path: Path, client) -> None:
-    data = write_parquet(SyntheticConfig(n_interactions=4_000, seed=0), tmp_path / "synthetic", client=client)
+def _start_demo(tmp_path: Path, client, *, interactions: int, seed: int, signals: str) -> tuple[subprocess.Popen, int]:
+    """`hybridrec demo` on synthetic data (a first bundle of popularity, then ``signals`` tuned for
+    2 generations), in a session of its own; its stderr piped for _read_until. The process and port."""
+    data = write_parquet(SyntheticConfig(n_interactions=interactions, seed=seed), tmp_path / "synthetic",
+                         client=client)
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "HYBRIDREC_DATA": str(data)}
     env.pop("DASK_SCHEDULER_ADDRESS", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "cluster.cli", "demo", "--dev", "--data-root", str(tmp_path / "data"),
          "--bundle-root", str(tmp_path / "bundles"), "--port", str(port), "--first-signals", "popularity",
-         "--signals", "popularity,content", "--generations", "2"],
+         "--signals", signals, "--generations", "2"],
         cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True)
+    return proc, port
+
+
+def test_demo_answers_from_a_first_bundle_then_swaps_in_the_tuned_one(tmp_path: Path, client) -> None:
+    proc, port = _start_demo(tmp_path, client, interactions=4_000, seed=0, signals="popularity,content")
+    base = f"http://127.0.0.1:{port}"
     seen: list[str] = []
     try:
         line = _read_until(proc, "demo: answering", 180, seen)
@@ -79,15 +87,7 @@ def test_demo_answers_from_a_first_bundle_then_swaps_in_the_tuned_one(tmp_path: 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the server's parent-death signal is Linux's prctl")
 def test_a_demo_killed_outright_takes_its_server_with_it(tmp_path: Path, client) -> None:
-    data = write_parquet(SyntheticConfig(n_interactions=2_000, seed=1), tmp_path / "synthetic", client=client)
-    port = free_port()
-    env = {**os.environ, "HYBRIDREC_DATA": str(data)}
-    env.pop("DASK_SCHEDULER_ADDRESS", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cluster.cli", "demo", "--dev", "--data-root", str(tmp_path / "data"),
-         "--bundle-root", str(tmp_path / "bundles"), "--port", str(port), "--first-signals", "popularity",
-         "--signals", "popularity", "--generations", "2"],
-        cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True)
+    proc, port = _start_demo(tmp_path, client, interactions=2_000, seed=1, signals="popularity")
     try:
         _read_until(proc, "demo: answering", 180, [])
         proc.kill()  # SIGKILL: no handler of the demo runs
