@@ -293,13 +293,18 @@ def load_signals(signals_dir: str | Path, data: TrainData) -> dict[str, FactorMo
     """The signals `hybridrec train` saved under ``signals_dir`` (one folder each), checked to be fit
     on ``data``'s split of its dataset: the same vocabularies and the same interactions."""
     root = Path(signals_dir)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder")
     folders = sorted(p.parent for p in root.glob("*/model.json"))
     if not folders:
         raise DataError(f"{root} holds no saved signal (a folder with model.json; run `hybridrec train`)")
     models: dict[str, FactorModel] = {}
     seen = data.matrix()
     for folder in folders:
-        model = FactorModel.load(folder)
+        try:
+            model = FactorModel.load(folder)
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # a torn or foreign folder, named
+            raise DataError(f"{folder} is not a signal `hybridrec train` saved: {exc}") from exc
         if model.split_ != data.split:
             raise DataError(f"{folder} was fit on the {model.split_!r} split; the test rows need models fit on "
                             f"{data.split!r} (`hybridrec train --split {data.split}`)")

@@ -110,3 +110,7 @@ def test_evaluate_reads_what_train_saved(tiny_dataset, client, tmp_path: Path,
     assert "was fit on the 'fit' split" in capsys.readouterr().err
     assert main(["evaluate", str(tiny_dataset.path), "--signals-dir", str(tmp_path)]) == 2
     assert "holds no saved signal" in capsys.readouterr().err
+    (tmp_path / "torn" / "als").mkdir(parents=True)
+    (tmp_path / "torn" / "als" / "model.json").write_text("{")
+    assert main(["evaluate", str(tiny_dataset.path), "--signals-dir", str(tmp_path / "torn")]) == 2
+    assert f"{tmp_path / 'torn' / 'als'} is not a signal" in capsys.readouterr().err
