@@ -102,6 +102,7 @@ class FusedIndex:
         """How searches were answered (for benches and tests)."""
         self._energy: np.ndarray | None = None
         self._screen: ScreenedVectors | None = None
+        self._inverse_norms: dict[tuple[int, int], np.ndarray] = {}
 
     @property
     def screen(self) -> ScreenedVectors:
@@ -304,6 +305,34 @@ class FusedIndex:
     def item_vectors(self, item_rows: np.ndarray | Sequence[int]) -> np.ndarray:
         """The fused vectors of given items, float32 (a copy)."""
         return np.asarray(self._rows[np.asarray(item_rows, dtype=np.int64)], dtype=np.float32)
+
+    def cosines(self, row: int, dims: slice) -> np.ndarray:
+        """Cosine of item ``row`` with every item over the fused coordinates ``dims``, float32 (0
+        where either part is all zero).
+
+        A signal's part of the fused vectors is its item vectors times a positive scale, so over
+        ``Fusion.slices[s]`` these are the cosines of signal s's own item vectors: similar items
+        read them here, in the vectors the exact ranking reads anyway, instead of holding a unit
+        copy of every signal's item vectors (37 MiB of anonymous memory per worker on the
+        six-signal ml-latest-small bundle) or reading the signals' factor files (36 MiB more).
+        The strided product costs ~0.2 ms more per fused query on one core than products over
+        contiguous unit copies (2.7-2.9 against 2.6-2.7 ms, 9,742 x 993, one run of 4 interleaved
+        rounds, load 0.6).
+        """
+        part = self._rows[:, dims]
+        inverse = self._inverse_norm(dims)
+        return (part @ part[row]) * (inverse * inverse[row])
+
+    def _inverse_norm(self, dims: slice) -> np.ndarray:
+        key = (int(dims.start or 0), int(dims.stop if dims.stop is not None else self.dim))
+        if key not in self._inverse_norms:
+            norms = np.empty(len(self), dtype=np.float32)
+            for start in range(0, len(self), 4096):  # in blocks: small float64 temporaries
+                block = np.asarray(self._rows[start : start + 4096, key[0] : key[1]], dtype=np.float64)
+                norms[start : start + 4096] = np.sqrt(np.einsum("ij,ij->i", block, block))
+            with np.errstate(divide="ignore"):
+                self._inverse_norms[key] = np.where(norms > 0, 1.0 / norms, 0.0).astype(np.float32)
+        return self._inverse_norms[key]
 
     def scores(self, query: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
         """Exact fused scores of given items for one query (float32, summed in float64)."""

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from etl.topk import topk, unit_rows
+from etl.topk import topk
 from hybrid.bundle import Bundle
 from hybrid.explain import Explanation, explain_items, item_text
 from hybrid.index import ItemFilter
@@ -185,7 +185,6 @@ class HybridRecommender:
     def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
         self.fusion = bundle.fusion
-        self._unit: dict[str, np.ndarray] = {}
         self._popular: np.ndarray | None = None
 
     # -- stage 1: user vectors -----------------------------------------------------------------
@@ -378,8 +377,7 @@ class HybridRecommender:
         scores = np.zeros(len(self.bundle.items), dtype=np.float32)
         per_signal = {}
         for s, w in weights.items():
-            unit = self._unit_vectors(s)
-            part = np.float32(w) * (unit @ unit[row])
+            part = np.float32(w) * self.bundle.index.cosines(row, self.fusion.slices[s])
             per_signal[s] = part
             scores += part
         eligible = np.ones(len(scores), dtype=bool) if item_filter is None else item_filter.mask(self.bundle.catalog)
@@ -421,11 +419,6 @@ class HybridRecommender:
             weights = dict.fromkeys(signals, 1.0)
         total = sum(weights.values())
         return {s: w / total for s, w in weights.items() if w > 0}
-
-    def _unit_vectors(self, signal: str) -> np.ndarray:
-        if signal not in self._unit:
-            self._unit[signal] = unit_rows(self.fusion.models[signal].item_factors_)
-        return self._unit[signal]
 
     # -- helpers --------------------------------------------------------------------------------
     def _user_row(self, user_id: str) -> int | None:

@@ -242,6 +242,26 @@ def test_contributions_add_up_to_score(world):
         np.testing.assert_allclose(parts["als"], als, rtol=1e-4, atol=1e-4)
 
 
+def test_cosines_over_a_signals_slice_are_that_signals_own_cosines(world):
+    """The fused part of signal s is c_s * i_s (c_s > 0): cosines over it are the signal's."""
+    fusion, models = world["fusion"], world["models"]
+    vectors = world["vectors"].copy()
+    vectors[7, fusion.slices["content"]] = 0.0  # an all-zero part: cosine 0, with itself too
+    index = FusedIndex.build(vectors)
+    for s in ("als", "content", "lightgcn"):
+        factors = np.asarray(models[s].item_factors_, dtype=np.float64)
+        unit = factors / np.linalg.norm(factors, axis=1, keepdims=True)
+        for row in (0, 123, N_ITEMS - 1):
+            got = index.cosines(row, fusion.slices[s])
+            assert got.dtype == np.float32 and got.shape == (N_ITEMS,)
+            expected = unit @ unit[row]
+            if s == "content":
+                expected[7] = 0.0
+            np.testing.assert_allclose(got, expected, atol=2e-6)  # float32 products of unit-length rows
+    assert not index.cosines(7, fusion.slices["content"]).any()
+    assert index.cosines(7, fusion.slices["als"])[7] == pytest.approx(1.0, abs=1e-6)
+
+
 @pytest.mark.parametrize(
     ("item_filter", "expected_size"),
     [
