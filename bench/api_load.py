@@ -41,6 +41,11 @@ Usage::
     python bench/api_load.py                       # builds a bundle from ml-latest-small (or synthetic)
     python bench/api_load.py --bundle-root ROOT    # an existing bundle root (its latest)
     python bench/api_load.py --duration 10 --repeat 3 --connections 16 --results bench/results
+
+A change's before/after figures come from one paired run: a checkout of the code before (``git
+worktree add ../before COMMIT``) serves the same bundle beside this one, their runs interleaved::
+
+    python bench/api_load.py --bundle-root ROOT --against ../before --repeat 4 --phases uncached,explain
 """
 
 from __future__ import annotations
@@ -151,13 +156,14 @@ class Server:
     """``python -m MODULE ...`` serving on a free loopback port in its own process group; ready once
     /health has answered often enough that every worker has loaded."""
 
-    def __init__(self, module: list[str], env: dict[str, str], workers: int, log_path: Path) -> None:
+    def __init__(self, module: list[str], env: dict[str, str], workers: int, log_path: Path,
+                 repo: Path = REPO) -> None:
         self.port = free_port()
         self.log_path = log_path
         self.proc = subprocess.Popen(
             [sys.executable, "-m", *module, "--host", "127.0.0.1", "--port", str(self.port),
              "--workers", str(workers), "--log-level", "warning"],
-            cwd=REPO, env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+            cwd=repo, env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
             start_new_session=True,
         )
         self.url = f"http://127.0.0.1:{self.port}"
@@ -165,13 +171,14 @@ class Server:
 
     @classmethod
     def hybridrec(cls, root: Path, events: Path, workers: int, cache: bool, log_path: Path,
-                  redis_url: str | None = None, plain_executor: bool = True) -> Server:
+                  redis_url: str | None = None, plain_executor: bool = True, repo: Path = REPO) -> Server:
         """``hybridrec serve`` over the bundles of ``root``, its answer cache on or off, with
-        graphql_api/execution.py's executor or (``plain_executor`` False) graphql-core's own."""
+        graphql_api/execution.py's executor or (``plain_executor`` False) graphql-core's own; the
+        code of ``repo`` (this checkout, or another, e.g. a worktree of the code before a change)."""
         metrics_dir = log_path.with_suffix(".metrics")
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
-        env = {**os.environ, "PYTHONPATH": str(REPO), "HYBRIDREC_BUNDLE_ROOT": str(root),
+        env = {**os.environ, "PYTHONPATH": str(repo), "HYBRIDREC_BUNDLE_ROOT": str(root),
                "HYBRIDREC_EVENTS_DIR": str(events), "HYBRIDREC_ACCESS_LOG": "false",
                "HYBRIDREC_CACHE_TTL": "3600" if cache else "0", "HYBRIDREC_RELOAD_INTERVAL": "5",
                # as deployed: keys configured (the load is anonymous reads, which keys leave open)
@@ -182,7 +189,7 @@ class Server:
         env.pop("HYBRIDREC_REDIS_URL", None)
         if redis_url:
             env["HYBRIDREC_REDIS_URL"] = redis_url
-        return cls(["cluster.cli", "serve"], env, workers, log_path)
+        return cls(["cluster.cli", "serve"], env, workers, log_path, repo)
 
     @classmethod
     def stock(cls, log_path: Path) -> Server:
@@ -634,43 +641,58 @@ def plot(results: dict[str, Any], path: Path) -> None:
 EXECUTORS = ("plain", "graphql-core")
 
 
-def compare_executors(root: Path, users: list[str], phases: list[str], args: argparse.Namespace,
-                      generator: str, folder: Path) -> dict[str, Any]:
-    """graphql_api/execution.py's executor against graphql-core's own path, paired: two servers of
-    the same bundle (cache off) up at once, their runs interleaved (A B B A ...) so both sides see the
-    same machine; per phase the medians and the ratio of server CPU per request."""
+def compare_servers(servers: dict[str, Server], users: list[str], phases: list[str], args: argparse.Namespace,
+                    generator: str, folder: Path) -> dict[str, Any]:
+    """Two servers of the same bundle (cache off) up at once, their runs interleaved (A B B A ...) so
+    both sides see the same machine; per phase the medians and the ratios first/second of server
+    CPU per request and of req/s."""
     import numpy as np
 
-    servers = {name: Server.hybridrec(root, folder / f"events-{name}", args.workers, False,
-                                      folder / f"uvicorn-{name}.log", plain_executor=name == "plain")
-               for name in EXECUTORS}
+    names = list(servers)
     out: dict[str, Any] = {}
+    for phase in phases:
+        query = EXPLAINED if phase.startswith("explain") else CANONICAL
+        bodies = bodies_file(folder, query, users, phase)
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+        for name in names:  # one unmeasured pass each: compile, fill the OS caches
+            measure(servers[name], bodies, 2, args.connections, generator, folder)
+        for k in range(args.repeat):
+            for name in (names if k % 2 == 0 else names[::-1]):
+                load_before = os.getloadavg()[0]
+                res = measure(servers[name], bodies, args.duration, args.connections, generator, folder)
+                res["loadavg_before"] = round(load_before, 2)
+                runs[name].append({key: v for key, v in res.items() if key != "grid_ms"})
+                log(f"bench: {name:12s} {phase:8s} run {k + 1}/{args.repeat} {res['rps']:7.0f} req/s  "
+                    f"p99 {res['p99_ms']:6.2f} ms  server cpu {res['server_cpu_ms_per_req']:.2f} ms/req  "
+                    f"errors {res['errors']}  (load avg before {load_before:.1f})")
+        med = {name: {key: float(np.median([r[key] for r in runs[name]]))
+                      for key in ("rps", "p99_ms", "server_cpu_ms_per_req")} for name in names}
+        first, second = names
+        out[phase] = {"median": med, "runs": runs,
+                      "errors": {name: int(sum(r["errors"] for r in runs[name])) for name in names},
+                      "cpu_ratio": med[first]["server_cpu_ms_per_req"] / med[second]["server_cpu_ms_per_req"],
+                      "rps_ratio": med[first]["rps"] / med[second]["rps"]}
+    return out
+
+
+def paired_servers(root: Path, args: argparse.Namespace, folder: Path) -> dict[str, Server]:
+    """The two servers of a paired run: this checkout's and ``--against``'s, or (``--compare-executor``)
+    graphql_api/execution.py's executor and graphql-core's own path."""
+    servers: dict[str, Server] = {}
     try:
-        for phase in phases:
-            query = EXPLAINED if phase.startswith("explain") else CANONICAL
-            bodies = bodies_file(folder, query, users, phase)
-            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in EXECUTORS}
-            for name in EXECUTORS:  # one unmeasured pass each: compile, fill the OS caches
-                measure(servers[name], bodies, 2, args.connections, generator, folder)
-            for k in range(args.repeat):
-                for name in (EXECUTORS if k % 2 == 0 else EXECUTORS[::-1]):
-                    load_before = os.getloadavg()[0]
-                    res = measure(servers[name], bodies, args.duration, args.connections, generator, folder)
-                    res["loadavg_before"] = round(load_before, 2)
-                    runs[name].append({key: v for key, v in res.items() if key != "grid_ms"})
-                    log(f"bench: executor {name:12s} {phase:8s} run {k + 1}/{args.repeat} {res['rps']:7.0f} req/s  "
-                        f"p99 {res['p99_ms']:6.2f} ms  server cpu {res['server_cpu_ms_per_req']:.2f} ms/req  "
-                        f"errors {res['errors']}  (load avg before {load_before:.1f})")
-            med = {name: {key: float(np.median([r[key] for r in runs[name]]))
-                          for key in ("rps", "p99_ms", "server_cpu_ms_per_req")} for name in EXECUTORS}
-            out[phase] = {"median": med, "runs": runs,
-                          "errors": {name: int(sum(r["errors"] for r in runs[name])) for name in EXECUTORS},
-                          "cpu_ratio": med["plain"]["server_cpu_ms_per_req"] / med["graphql-core"]["server_cpu_ms_per_req"],
-                          "rps_ratio": med["plain"]["rps"] / med["graphql-core"]["rps"]}
-    finally:
+        if args.against:
+            for name, repo in (("this", REPO), ("against", args.against)):
+                servers[name] = Server.hybridrec(root, folder / f"events-{name}", args.workers, False,
+                                                 folder / f"uvicorn-{name}.log", repo=repo)
+        else:
+            for name in EXECUTORS:
+                servers[name] = Server.hybridrec(root, folder / f"events-{name}", args.workers, False,
+                                                 folder / f"uvicorn-{name}.log", plain_executor=name == "plain")
+    except BaseException:
         for server in servers.values():
             server.stop()
-    return out
+        raise
+    return servers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -694,6 +716,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare-executor", action="store_true",
                     help="only compare graphql_api/execution.py's executor with graphql-core's own path, paired, "
                          "on the uncached phases of --phases (default uncached,explain); writes api_load_executor.json")
+    ap.add_argument("--against", type=Path, metavar="CHECKOUT",
+                    help="only compare this checkout's server with CHECKOUT's (e.g. a git worktree of the code "
+                         "before a change) on the same bundle, paired like --compare-executor; writes "
+                         "api_load_against.json")
     args = ap.parse_args(argv)
     if args.repeat < 1 or args.duration < 1:
         ap.error("--repeat and --duration must be >= 1")
@@ -724,27 +750,38 @@ def main(argv: list[str] | None = None) -> int:
                                "loadavg": os.getloadavg()[0], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                "phases": {}, "all_runs": [], "latency": {}}
     del bundle
-    if args.compare_executor:
+    if args.compare_executor or args.against:
+        if args.against and not (args.against / "cluster" / "cli.py").exists():
+            ap.error(f"--against {args.against}: not a hybridrec checkout (no cluster/cli.py)")
         wanted = [p for p in args.phases.split(",") if p in ("uncached", "explain")] or ["uncached", "explain"]
         loadavg = os.getloadavg()[0]
+        servers = paired_servers(root, args, folder)
         try:
-            comparison = compare_executors(root, users, wanted, args, generator, folder)
+            comparison = compare_servers(servers, users, wanted, args, generator, folder)
         finally:
+            for server in servers.values():
+                server.stop()
             shutil.rmtree(folder, ignore_errors=True)
-        print(f"\nexecutors, paired (runs interleaved, {args.repeat} x {args.duration}s each, {args.connections} "
+        names = list(servers)
+        label = "checkouts" if args.against else "executors"
+        print(f"\n{label}, paired (runs interleaved, {args.repeat} x {args.duration}s each, {args.connections} "
               f"connections, {args.workers} workers, {generator}; load average at start {loadavg:.1f}, before runs "
               f"{min(r['loadavg_before'] for c in comparison.values() for rs in c['runs'].values() for r in rs):.1f}-"
               f"{max(r['loadavg_before'] for c in comparison.values() for rs in c['runs'].values() for r in rs):.1f})")
-        print(f"{'phase':9s} {'executor':13s} {'req/s':>7s} {'p99 ms':>7s} {'cpu/req ms':>10s} {'errors':>6s}")
+        if args.against:
+            print(f"this: {REPO}; against: {args.against}")
+        print(f"{'phase':9s} {'server':13s} {'req/s':>7s} {'p99 ms':>7s} {'cpu/req ms':>10s} {'errors':>6s}")
         for phase, c in comparison.items():
-            for name in EXECUTORS:
+            for name in names:
                 m = c["median"][name]
                 print(f"{phase:9s} {name:13s} {m['rps']:7.0f} {m['p99_ms']:7.2f} {m['server_cpu_ms_per_req']:10.3f} "
                       f"{c['errors'][name]:6d}")
-            print(f"{phase:9s} plain/graphql-core: server cpu per request {c['cpu_ratio']:.3f}x, req/s {c['rps_ratio']:.3f}x")
+            print(f"{phase:9s} {names[0]}/{names[1]}: server cpu per request {c['cpu_ratio']:.3f}x, "
+                  f"req/s {c['rps_ratio']:.3f}x")
         args.results.mkdir(parents=True, exist_ok=True)
-        path = args.results / "api_load_executor.json"
-        path.write_text(json.dumps({"bundle_root": str(root), "loadavg": loadavg, "workers": args.workers,
+        path = args.results / ("api_load_against.json" if args.against else "api_load_executor.json")
+        path.write_text(json.dumps({"bundle_root": str(root), "against": str(args.against or ""),
+                                    "loadavg": loadavg, "workers": args.workers,
                                     "connections": args.connections, "generator": generator,
                                     "started": results["started"], "phases": comparison}, indent=2))
         print(f"wrote {path}")

@@ -145,3 +145,16 @@ def test_bench_runs_end_to_end(tmp_path):
         assert paired["errors"][name] == 0 and len(paired["runs"][name]) == 2
         assert all(r["requests"] > 0 for r in paired["runs"][name])
     assert paired["cpu_ratio"] > 0 and "plain/graphql-core" in proc.stdout
+    # a checkout against another (here: itself), paired the same way
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "api_load.py"), "--bundle-root", str(tmp_path / "work" / "bundles-popularity-als"),
+         "--results", str(tmp_path / "out"), "--duration", "1", "--repeat", "2", "--phases", "uncached",
+         "--connections", "4", "--against", str(REPO)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    against = json.loads((tmp_path / "out" / "api_load_against.json").read_text())
+    assert against["against"] == str(REPO)
+    paired = against["phases"]["uncached"]
+    for name in ("this", "against"):
+        assert paired["errors"][name] == 0 and len(paired["runs"][name]) == 2
+        assert all(r["requests"] > 0 for r in paired["runs"][name])
+    assert paired["rps_ratio"] > 0 and "this/against" in proc.stdout
