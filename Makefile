@@ -36,9 +36,13 @@ lock:
 
 ## Everything: data ($$HYBRIDREC_DATA, else a GroupLens download, else synthetic), ingest, train,
 ## tune, index, publish, then serve the API with GraphiQL; prints the GraphiQL and dashboard URLs.
+## HYBRIDREC_DATA defaults to the MovieLens copy beside the checkout (../shared/data/ml-latest-small)
+## when there is one, so a machine without network trains on real data; set it to choose another.
+LOCAL_MOVIELENS := $(wildcard ../shared/data/ml-latest-small/ratings.csv)
 demo: $(STAMP)
 	@echo "make demo serves in development mode (--dev): no API keys, every operation open to anyone on this machine"
-	$(VENV)/bin/hybridrec demo --dev --data-root $(DATA_ROOT) --bundle-root $(DATA_ROOT)/bundles --host 127.0.0.1 --port 8000
+	$(if $(HYBRIDREC_DATA),,$(if $(LOCAL_MOVIELENS),@echo "make demo: HYBRIDREC_DATA=$(patsubst %/,%,$(dir $(LOCAL_MOVIELENS))) (the MovieLens copy beside the checkout)"))
+	HYBRIDREC_DATA="$(or $(HYBRIDREC_DATA),$(patsubst %/,%,$(dir $(LOCAL_MOVIELENS))))" $(VENV)/bin/hybridrec demo --dev --data-root $(DATA_ROOT) --bundle-root $(DATA_ROOT)/bundles --host 127.0.0.1 --port 8000
 
 ## redis-server from Debian's packages for the Redis-path tests (CI runs as root on a clean machine).
 redis: 
