@@ -319,12 +319,18 @@ class FusedIndex:
         contiguous unit copies (2.7-2.9 against 2.6-2.7 ms, 9,742 x 993, one run of 4 interleaved
         rounds, load 0.6).
         """
-        part = self._rows[:, dims]
-        inverse = self._inverse_norm(dims)
+        if not 0 <= int(row) < len(self):
+            raise ValueError(f"row {row} is outside [0, {len(self)})")
+        span = range(self.dim)[dims]
+        if span.step != 1 or len(span) == 0:
+            raise ValueError(f"dims must be a non-empty contiguous slice of [0, {self.dim}), got {dims}")
+        key = (span.start, span.stop)
+        part = self._rows[:, key[0] : key[1]]
+        inverse = self._inverse_norm(key)
         return (part @ part[row]) * (inverse * inverse[row])
 
-    def _inverse_norm(self, dims: slice) -> np.ndarray:
-        key = (int(dims.start or 0), int(dims.stop if dims.stop is not None else self.dim))
+    def _inverse_norm(self, key: tuple[int, int]) -> np.ndarray:
+        """1 / the length of every row's coordinates key[0]:key[1] (0 for an all-zero part), cached."""
         if key not in self._inverse_norms:
             norms = np.empty(len(self), dtype=np.float32)
             for start in range(0, len(self), 4096):  # in blocks: small float64 temporaries

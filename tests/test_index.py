@@ -260,6 +260,13 @@ def test_cosines_over_a_signals_slice_are_that_signals_own_cosines(world):
             np.testing.assert_allclose(got, expected, atol=2e-6)  # float32 products of unit-length rows
     assert not index.cosines(7, fusion.slices["content"]).any()
     assert index.cosines(7, fusion.slices["als"])[7] == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_array_equal(index.cosines(3, slice(-fusion.dim, None)), index.cosines(3, slice(0, fusion.dim)))
+    for row in (-1, N_ITEMS):
+        with pytest.raises(ValueError, match="outside"):
+            index.cosines(row, fusion.slices["als"])
+    for dims in (slice(0, 10, 2), slice(5, 5)):
+        with pytest.raises(ValueError, match="contiguous"):
+            index.cosines(0, dims)
 
 
 @pytest.mark.parametrize(
