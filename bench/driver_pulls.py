@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"round {round_ + 1}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         for signal in signals:
             model = bundle.fusion.models[signal]
-            factors = np.asarray(model.item_factors_)
+            factors = bundle.index.columns(bundle.fusion.slices[signal])  # what the API reads (c_s * i_s)
             spent = dict.fromkeys(ways, 0.0)
             equal = calls = 0
             for items in histories:

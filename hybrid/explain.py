@@ -332,17 +332,20 @@ class _HistoryEvidence:
         item at all (above rounding noise), ties by row; and their rows."""
         if k <= 0 or not self.rows:
             return [([], []) for _ in item_rows]
-        model = self.bundle.fusion.models[signal]
-        factors = np.asarray(model.item_factors_)
-        history, vectors = model.history_terms(self.ordered)  # each history item's part of the user vector
+        fusion = self.bundle.fusion
+        history, vectors = fusion.models[signal].history_terms(self.ordered)  # each history item's part
         if len(history) == 0:
             return [([], []) for _ in item_rows]
+        # the signal's item vectors times its scale c_s > 0 (FusedIndex.columns), not the model's
+        # factor file: the pulls come out times c_s, divided below
+        factors = self.bundle.index.columns(fusion.slices[signal])
         at = np.arange(len(history))
         vectors.flags.writeable = factors.flags.writeable  # one compiled kernel for both (memory-mapped
-        # factors are read-only, and numba compiles read-only arrays apart)
+        # vectors are read-only, and numba compiles read-only arrays apart)
         found = np.full((len(item_rows), k), -1, dtype=np.int64)
         sims = np.zeros((len(item_rows), k), dtype=np.float64)
         _top_pulls(vectors, at, history, factors, np.asarray(item_rows, dtype=np.int64), k, found, sims)
+        sims /= fusion.scales[signal]
         ids, titles = self.bundle.items.ids, self.text.titles
         out: list[tuple[list[Driver], list[int]]] = []
         for item_found, item_sims in zip(found.tolist(), sims.tolist(), strict=True):

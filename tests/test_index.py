@@ -269,6 +269,21 @@ def test_cosines_over_a_signals_slice_are_that_signals_own_cosines(world):
             index.cosines(0, dims)
 
 
+def test_columns_are_a_signals_scaled_item_vectors_without_a_copy(world, tmp_path):
+    """Over Fusion.slices[s] the fused columns are c_s * i_s, read in place (memory-mapped vectors too)."""
+    fusion, models = world["fusion"], world["models"]
+    np.save(tmp_path / "vectors.npy", world["vectors"])
+    mapped = np.load(tmp_path / "vectors.npy", mmap_mode="r")
+    index = FusedIndex(FusedIndex.build(world["vectors"])._index, mapped)
+    for s in ("als", "content", "lightgcn"):
+        part = index.columns(fusion.slices[s])
+        assert np.shares_memory(part, mapped) and not part.flags.writeable
+        np.testing.assert_allclose(part / fusion.scales[s], models[s].item_factors_, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(index.columns(slice(-1, None)), mapped[:, -1:])
+    with pytest.raises(ValueError, match="contiguous"):
+        index.columns(slice(3, 3))
+
+
 @pytest.mark.parametrize(
     ("item_filter", "expected_size"),
     [
