@@ -122,6 +122,8 @@ class Engine:
         if len(index) <= EXACT_SCAN_ITEMS:
             # build the int8 screen and load its jitted kernel now, not in the first request
             index.screen.top_k(np.zeros((1, index.dim), np.float32), 1)
+        else:  # HNSW ranks it: restore the graph now (a broken file fails the start, not a request)
+            index.graph.get()
         if len(bundle.items):  # and the explanations' kernel
             explain_items(bundle, user_id="", user_row=None, history=np.zeros(1, np.int64),
                           query=np.zeros(index.dim, np.float32), item_rows=[0])

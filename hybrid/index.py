@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import mmap
+import threading
 from collections.abc import Sequence
 import dataclasses
 from dataclasses import asdict, dataclass
@@ -27,7 +28,7 @@ from usearch.index import Index
 from hybrid.item_table import ItemTable
 from hybrid.screening import ScreenedVectors, exact_scores, ranked
 
-__all__ = ["IndexConfig", "FusedIndex", "ItemFilter", "ItemCatalog"]
+__all__ = ["IndexConfig", "FusedIndex", "Graph", "ItemFilter", "ItemCatalog"]
 
 
 @dataclass(frozen=True)
@@ -80,22 +81,74 @@ class IndexConfig:
 ExcludeLike = np.ndarray | Sequence[int] | None
 
 
+class Graph:
+    """The usearch graph of a FusedIndex, or its file, restored on first use (``get``).
+
+    A served catalogue up to graphql_api.engine.EXACT_SCAN_ITEMS is ranked exactly and never
+    searches the graph: restoring it only on first use keeps its mapped nodes (5 MiB for the
+    six-signal ml-latest-small bundle) out of such an API worker. The file's header is read at
+    once (``Index.metadata``: format, metric, size), so a file that is not a usearch index fails
+    where it is loaded; an extended index shares its Graph, so the file is restored once."""
+
+    def __init__(self, index: Index | None, count: int, ndim: int, path: str | None = None, view: bool = True) -> None:
+        """Use ``Graph.of`` (an index at hand) or ``Graph.file`` (a saved one)."""
+        self._index, self.count, self.ndim = index, count, ndim
+        self._path, self._view = path, view
+        self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, index: Index) -> Graph:
+        return cls(index, len(index), int(index.ndim))
+
+    @classmethod
+    def file(cls, path: str | Path, view: bool = True) -> Graph:
+        """The graph saved at ``path`` (``view``: memory-mapped when restored); ValueError when the
+        header is not a usearch inner-product index's."""
+        try:
+            head = Index.metadata(str(path))
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ValueError(f"{path} is not a readable usearch index: {exc}") from exc
+        if head is None:
+            raise ValueError(f"{path} is not a readable usearch index")
+        if head["kind_metric"].name != "IP":
+            raise ValueError(f"{path} uses metric {head['kind_metric'].name}, expected IP")
+        return cls(None, int(head["count_present"]), int(head["dimensions"]), str(path), view)
+
+    @property
+    def restored(self) -> bool:
+        return self._index is not None
+
+    def get(self) -> Index:
+        """The usearch index (restored from the file the first time)."""
+        if self._index is None:
+            with self._lock:
+                if self._index is None:
+                    try:
+                        index = Index.restore(self._path, view=self._view)
+                    except (ValueError, RuntimeError, OSError) as exc:
+                        raise ValueError(f"{self._path} is not a readable usearch index: {exc}") from exc
+                    if index is None or (len(index), int(index.ndim)) != (self.count, self.ndim):
+                        raise ValueError(f"{self._path} does not restore to its header's {self.count} x {self.ndim}")
+                    self._index = index
+        return self._index
+
+
 class FusedIndex:
     """Top-k by inner product over fused item vectors (keys = item rows)."""
 
     def __init__(
-        self, index: Index, vectors: np.ndarray, config: IndexConfig | None = None, *, mapped: bool = False
+        self, index: Index | Graph, vectors: np.ndarray, config: IndexConfig | None = None, *, mapped: bool = False
     ) -> None:
         self.config = config or IndexConfig()
         self.mapped = mapped
         """True when the graph is a memory-mapped view of its file (read-only)."""
-        if vectors.ndim != 2 or vectors.shape[1] != index.ndim or vectors.shape[0] < len(index):
-            raise ValueError(f"vectors have shape {vectors.shape}, index holds {len(index)} x {index.ndim}")
-        self._pending = np.arange(len(index), vectors.shape[0], dtype=np.int64)
+        graph = index if isinstance(index, Graph) else Graph.of(index)
+        if vectors.ndim != 2 or vectors.shape[1] != graph.ndim or vectors.shape[0] < graph.count:
+            raise ValueError(f"vectors have shape {vectors.shape}, index holds {graph.count} x {graph.ndim}")
+        self._pending = np.arange(graph.count, vectors.shape[0], dtype=np.int64)
         """Rows after the graph's (items added while serving, ``extended``): every graph search
         ranks them too, exactly."""
-        self._index = index
-        self._index.expansion_search = self.config.expansion_search
+        self.graph = graph
         self.vectors = vectors
         self._rows = np.asarray(vectors)  # a plain view: np.memmap's own __getitem__ costs ~0.1 ms a gather
         self.stats = {"hnsw": 0, "exact": 0, "grown": 0}
@@ -163,14 +216,14 @@ class FusedIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
         if not np.isfinite(vectors).all():
             raise ValueError("added item vectors have non-finite values")
-        return type(self)(self._index, np.concatenate([self._rows, vectors]), dataclasses.replace(self.config),
+        return type(self)(self.graph, np.concatenate([self._rows, vectors]), dataclasses.replace(self.config),
                           mapped=self.mapped)
 
     def save(self, path: str | Path) -> None:
         """Write the usearch file (graph and vectors)."""
         if len(self._pending):
             raise ValueError(f"an extended index ({len(self._pending)} rows outside the graph) is not saved: build one")
-        self._index.save(str(path))
+        self.graph.get().save(str(path))
 
     @classmethod
     def load(
@@ -180,29 +233,24 @@ class FusedIndex:
         vectors: np.ndarray | None = None,
         config: IndexConfig | None = None,
     ) -> FusedIndex:
-        """Open a saved index; ``mmap`` views the file instead of reading it into memory.
+        """Open a saved index; ``mmap`` views the file instead of reading it into memory. The
+        header is checked now, the graph restored on the first search that needs it (``Graph``).
 
         ``vectors`` (e.g. a memory-mapped npy of the same fused vectors) serves the exact rescoring;
         without it the vectors are read out of the index.
         """
-        try:
-            index = Index.restore(str(path), view=mmap)
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise ValueError(f"{path} is not a readable usearch index: {exc}") from exc
-        if index is None:
-            raise ValueError(f"{path} is not a readable usearch index")
-        if index.metric_kind.name != "IP":
-            raise ValueError(f"{path} uses metric {index.metric_kind.name}, expected IP")
+        graph = Graph.file(path, view=mmap)
         if vectors is None:
+            index = graph.get()
             vectors = np.asarray(index.get(np.arange(len(index), dtype=np.uint64)), dtype=np.float32)
-        return cls(index, vectors, config, mapped=mmap)
+        return cls(graph, vectors, config, mapped=mmap)
 
     def __len__(self) -> int:
         return len(self._rows)
 
     @property
     def dim(self) -> int:
-        return int(self._index.ndim)
+        return self.graph.ndim
 
     # -- search ------------------------------------------------------------------------------
     def search(
@@ -263,7 +311,7 @@ class FusedIndex:
             sizes = 2 ** np.ceil(np.log2(fetch[todo])).astype(np.int64)
             for size in np.unique(sizes):
                 group = todo[sizes == size]
-                keys, counts = self._hnsw(q[group], int(min(size, len(self._index))))
+                keys, counts = self._hnsw(q[group], int(min(size, self.graph.count)))
                 for pos, j in enumerate(group):
                     cand = keys[pos, : counts[pos]].astype(np.int64)
                     if len(self._pending):
@@ -364,7 +412,9 @@ class FusedIndex:
     # -- helpers ---------------------------------------------------------------------------------
     def _hnsw(self, queries: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         """Candidate keys (m, count) and how many are valid per row."""
-        matches = self._index.search(queries, count)
+        graph = self.graph.get()
+        graph.expansion_search = self.config.expansion_search  # the effective ef is max(this, count)
+        matches = graph.search(queries, count)
         if hasattr(matches, "counts"):
             return np.asarray(matches.keys), np.asarray(matches.counts)
         # usearch answers a one-row batch with a single Matches

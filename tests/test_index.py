@@ -274,7 +274,7 @@ def test_columns_are_a_signals_scaled_item_vectors_without_a_copy(world, tmp_pat
     fusion, models = world["fusion"], world["models"]
     np.save(tmp_path / "vectors.npy", world["vectors"])
     mapped = np.load(tmp_path / "vectors.npy", mmap_mode="r")
-    index = FusedIndex(FusedIndex.build(world["vectors"])._index, mapped)
+    index = FusedIndex(FusedIndex.build(world["vectors"]).graph, mapped)
     for s in ("als", "content", "lightgcn"):
         part = index.columns(fusion.slices[s])
         assert np.shares_memory(part, mapped) and not part.flags.writeable
@@ -378,6 +378,34 @@ def test_save_and_mmap_load(world, tmp_path):
     assert (a == b).all() and (a == c).all()
 
 
+
+def test_loaded_graph_is_restored_by_the_first_graph_search_only(world, tmp_path):
+    """Exact searches never restore the graph; the first HNSW search does, once for extended copies
+    too; a file whose header reads but whose graph does not fails there with a ValueError."""
+    fusion, index, seen = world["fusion"], world["index"], world["seen"]
+    path = tmp_path / "index.usearch"
+    index.save(path)
+    mapped = np.load(np.save(tmp_path / "vectors.npy", world["vectors"]) or tmp_path / "vectors.npy", mmap_mode="r")
+    loaded = FusedIndex.load(path, vectors=mapped)
+    assert not loaded.graph.restored and (loaded.graph.count, loaded.graph.ndim) == (N_ITEMS, fusion.dim)
+    query = fusion.query(fusion.user_parts(np.arange(20)), WEIGHTS[0])
+    loaded.search(query[0], 10, allowed=np.arange(50))  # a selective filter: ranked exactly
+    loaded.exact_search(query[1], 10)
+    assert not loaded.graph.restored and loaded.stats["hnsw"] == 0
+    grown = loaded.extended(world["vectors"][:3])
+    assert grown.graph is loaded.graph
+    rows, _ = grown.search(query, 10, exclude=seen[:20])
+    assert loaded.graph.restored and grown.stats["hnsw"] > 0
+    assert (rows == index.search(query, 10, exclude=seen[:20])[0]).all()  # the 3 copies score as their originals
+
+    # the file: the vectors (8 bytes of shape, then rows x dim float32), a 64-byte header, the graph
+    cut = tmp_path / "cut.usearch"
+    cut.write_bytes(path.read_bytes()[: 8 + N_ITEMS * fusion.dim * 4 + 64 + 100])
+    broken = FusedIndex.load(cut, vectors=mapped)
+    assert broken.graph.count == N_ITEMS
+    with pytest.raises(ValueError, match="cut.usearch"):
+        broken.search(query, 10, exclude=seen[:20])
+
 def _resident_kib(path: Path) -> int:
     """This process's resident KiB of the mappings of ``path`` (/proc/self/smaps)."""
     total, inside = 0, False
@@ -405,7 +433,7 @@ def test_released_pages_of_mapped_vectors_leave_rss_and_answers_alone(world, tmp
     assert _resident_kib(tmp_path / "vectors.npy") == 0
     after, _ = loaded.search(query, 10, exclude=seen[:20])
     assert (before == after).all()
-    FusedIndex(loaded._index, world["vectors"]).release_pages()  # vectors in memory: nothing to release
+    FusedIndex(loaded.graph, world["vectors"]).release_pages()  # vectors in memory: nothing to release
 
 
 def test_bad_inputs(world, tmp_path):
