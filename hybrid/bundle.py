@@ -112,6 +112,13 @@ class Bundle:
     """history.npz mapped at load: read on first use even when the file is gone by then (a local
     cache prunes old versions while a process may still serve one)."""
 
+    def __post_init__(self) -> None:
+        # the signals' fold-ins read their item vectors from the fused ones, the bundle's one copy
+        # that the ranking reads anyway (FactorModel.read_items_from): a worker does not also hold
+        # the signals' factor files
+        for s in self.fusion.signals:
+            self.fusion.models[s].read_items_from(self.index.columns(self.fusion.slices[s]), self.fusion.scales[s])
+
     @property
     def version(self) -> str:
         return self.manifest.version

@@ -373,11 +373,10 @@ class ALS(FactorModel):
         vals = np.ones(items.size) if vals is None else vals
         uniq, inv = np.unique(items, return_inverse=True)
         conf = cfg.confidences(np.bincount(inv, weights=vals)).astype(np.float64)
-        y = np.asarray(self.item_factors_)
-        yu = y[uniq].astype(np.float64)
+        yu = self.item_rows(uniq)
         reg = float(cfg.row_regularization(np.array([uniq.size]), self._trained_items())[0])
         with _one_blas_thread():
-            a = self._gram64() + (yu.T * (conf - cfg.unobserved_weight)) @ yu + reg * np.eye(y.shape[1])
+            a = self._gram64() + (yu.T * (conf - cfg.unobserved_weight)) @ yu + reg * np.eye(self.dim)
         return uniq, conf, yu, a
 
     def _trained_items(self) -> int:
@@ -387,10 +386,11 @@ class ALS(FactorModel):
     def _gram64(self) -> np.ndarray:
         """alpha0 YtY over the trained items: a fold-in solves against what training solved against,
         so an added item changes a user's vector only when it is in their history."""
-        if getattr(self, "_gram_cache", None) is None or self._gram_cache[0] is not self.item_factors_:
-            trained = np.asarray(self.item_factors_)[: self._trained_items()]
+        source = self.item_factors_ if self._item_source is None else self._item_source[0]  # what item_rows reads
+        if getattr(self, "_gram_cache", None) is None or self._gram_cache[0] is not source:
+            trained = self.item_rows(slice(0, self._trained_items()))
             gram = _gram(trained, self.config.unobserved_weight).astype(np.float64)
-            self._gram_cache = (self.item_factors_, gram)
+            self._gram_cache = (source, gram)
         return self._gram_cache[1]
 
     def _extend_items(self, item_factors: np.ndarray) -> None:

@@ -131,6 +131,8 @@ class FactorModel(ABC):
 
     kind: ClassVar[str]
     Config: ClassVar[type]
+    _item_source: tuple[np.ndarray, float] | None = None
+    """(columns, scale) that ``item_rows`` reads instead of ``item_factors_`` (``read_items_from``)."""
 
     def __init__(self, config: Any = None) -> None:
         self.config = config if config is not None else self.Config()
@@ -186,6 +188,7 @@ class FactorModel(ABC):
             raise ValueError(f"items holds {len(items)} ids for {n} items")
         new = copy.copy(self)
         new.item_factors_ = np.concatenate([np.asarray(self.item_factors_), factors])
+        new._item_source = None  # the columns it read hold only the old items
         new.items_ = items
         seen = self.seen_
         new.seen_ = sp.csr_matrix((seen.data, seen.indices, seen.indptr), shape=(seen.shape[0], n))
@@ -226,6 +229,27 @@ class FactorModel(ABC):
     def dim(self) -> int:
         self._require_fitted()
         return int(self.item_factors_.shape[1])
+
+    def item_rows(self, rows: np.ndarray | slice) -> np.ndarray:
+        """``item_factors_[rows]`` as float64: what fold-ins and their terms read. A served bundle
+        points them at its fused item vectors (``read_items_from``), which its ranking reads anyway,
+        so an API worker does not hold the signals' factor files as well."""
+        if self._item_source is None:
+            return np.asarray(self.item_factors_[rows], dtype=np.float64)
+        columns, scale = self._item_source
+        return np.asarray(columns[rows], dtype=np.float64) / scale
+
+    def read_items_from(self, columns: np.ndarray, scale: float) -> None:
+        """Let ``item_rows`` read ``columns / scale`` instead of ``item_factors_``: this signal's
+        columns of the fused item vectors (``FusedIndex.columns``), which are ``scale *
+        item_factors_`` up to float32 rounding (hybrid/fusion.py). ValueError when the shapes
+        differ or the scale is not positive."""
+        self._require_fitted()
+        if columns.shape != self.item_factors_.shape:
+            raise ValueError(f"{self.kind}: columns have shape {columns.shape}, item factors {self.item_factors_.shape}")
+        if not (np.isfinite(scale) and scale > 0):
+            raise ValueError(f"{self.kind}: the scale must be finite and > 0, got {scale!r}")
+        self._item_source = (columns, float(scale))
 
     def user_vectors(self, user_rows: np.ndarray) -> np.ndarray:
         self._require_fitted()
@@ -330,7 +354,8 @@ class LinearFoldIn(FactorModel):
     part of the user's score for item i, which explanations show as its pull."""
 
     projection_: np.ndarray
-    """(n_items, dim) rows a history is folded over (learned state, set by ``_fit`` or ``load``)."""
+    """(n_items, dim) rows a history is folded over (learned state, set by ``_fit`` or ``load``;
+    a model that derives them overrides ``projection_rows`` instead)."""
 
     @abstractmethod
     def history_weights(self, items: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -342,14 +367,18 @@ class LinearFoldIn(FactorModel):
         without weighted rows (e.g. an empty one) gives the zero vector."""
         rows, weights = self.history_weights(items, values)
         if rows.size == 0:
-            return np.zeros(self.projection_.shape[1], dtype=np.float32)
-        return (weights @ self.projection_[rows].astype(np.float64)).astype(np.float32)
+            return np.zeros(self.dim, dtype=np.float32)
+        return (weights @ self.projection_rows(rows)).astype(np.float32)
 
     def history_terms(self, items: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """w_j * projection_[j] per distinct history row (``FactorModel.history_terms``)."""
         rows, weights = self.history_weights(items, values)
-        parts = weights[:, None] * np.asarray(self.projection_[rows], dtype=np.float64)
-        return rows, parts.astype(np.float32).reshape(len(rows), self.projection_.shape[1])
+        parts = weights[:, None] * self.projection_rows(rows)
+        return rows, parts.astype(np.float32).reshape(len(rows), self.dim)
+
+    def projection_rows(self, rows: np.ndarray) -> np.ndarray:
+        """``projection_[rows]`` as float64."""
+        return np.asarray(self.projection_[rows], dtype=np.float64)
 
 
 # -- data the workers read from this process -------------------------------------------------------

@@ -121,11 +121,9 @@ class SVDItemItem(LinearFoldIn):
         a = sp.csr_matrix(binary @ sp.diags(col_scale))
         vectors, sigma = self._top_spectrum(a, options)
         self.singular_values_ = sigma.astype(np.float32)
-        shrink = sigma**2 / (sigma**2 + cfg.shrinkage) if cfg.shrinkage > 0 else np.ones_like(sigma)
-        # Fold-in matrix: user vector = (weighted history row) @ projection.
-        self.projection_ = (col_scale[:, None] * vectors * shrink[None, :]).astype(np.float32)
         lift = np.power(np.maximum(counts, 1.0), cfg.output_exponent)
         self.item_factors_ = (lift[:, None] * vectors).astype(np.float32)
+        self._derive_projection()
         self.user_factors_ = self._profiles(histories)
 
     def _top_spectrum(self, a: sp.csr_matrix, options: TrainingOptions) -> tuple[np.ndarray, np.ndarray]:
@@ -181,7 +179,25 @@ class SVDItemItem(LinearFoldIn):
             (weights, histories.indices.copy(), histories.indptr.copy()), shape=histories.shape
         )
         weighted.sum_duplicates()
-        return np.asarray(weighted @ self.projection_.astype(np.float64), dtype=np.float32)
+        return np.asarray(weighted @ self.projection_rows(np.arange(histories.shape[1])), dtype=np.float32)
+
+    def _derive_projection(self) -> None:
+        """The fold-in rows' factors (from the item counts, singular values and config): the
+        fold-in matrix count^-beta V diag(s^2 / (s^2 + shrinkage)) is the item vectors count^gamma V
+        re-weighted per row and per column, so it is not stored (``projection_rows``)."""
+        cfg: SVDConfig = self.config
+        sigma = self.singular_values_.astype(np.float64)
+        self.row_weights_ = np.power(np.maximum(self.item_counts_.astype(np.float64), 1.0),
+                                     -(cfg.input_exponent + cfg.output_exponent))
+        self.shrink_ = sigma**2 / (sigma**2 + cfg.shrinkage) if cfg.shrinkage > 0 else np.ones_like(sigma)
+
+    def projection_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Fold-in rows count_j^-beta V_j diag(s^2 / (s^2 + shrinkage)), float64, derived from the
+        item vectors (``item_rows``: in a served bundle its fused vectors) rather than stored: a
+        worker serving the six-signal ml-latest-small bundle held all 19 MiB of the stored
+        matrix's file after 200 users' requests. An added item's row is zero (``_extend_items``)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return self.item_rows(rows) * self.row_weights_[rows, None] * self.shrink_[None, :]
 
     def history_weights(self, items: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The distinct rows of a history (oldest first) and their weights: ``fold_in`` is
@@ -196,7 +212,7 @@ class SVDItemItem(LinearFoldIn):
     def _extend_items(self, item_factors: np.ndarray) -> None:
         # no co-occurrence: an added item in a history moves nothing (zero projection row)
         m = len(item_factors)
-        self.projection_ = np.concatenate([self.projection_, np.zeros((m, self.projection_.shape[1]), np.float32)])
+        self.row_weights_ = np.concatenate([self.row_weights_, np.zeros(m)])
         self.item_counts_ = np.concatenate([self.item_counts_, np.zeros(m, np.float32)])
 
     def _extra_state(self) -> dict[str, Any]:
@@ -204,12 +220,12 @@ class SVDItemItem(LinearFoldIn):
 
     def _extra_arrays(self) -> dict[str, np.ndarray]:
         return {
-            "projection": self.projection_,
             "singular_values": self.singular_values_,
             "item_counts": self.item_counts_,
         }
 
     def _restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self.projection_ = arrays["projection"]
+        # a folder saved before the projection was derived also holds projection.npy: not read
         self.singular_values_ = arrays["singular_values"]
         self.item_counts_ = arrays["item_counts"]
+        self._derive_projection()

@@ -355,7 +355,12 @@ def pulls_by_definition(bundle, signal: str, ordered: np.ndarray, item_row: int)
             weights[j] = float(recency_weights(np.array([age]), model.config)[0])
         elif signal == "content" or age < model.config.window:
             weights[j] = weights.get(j, 0.0) + 0.5 ** (age / model.config.half_life)
-    rows = model.embedding_ if signal == "content" else model.projection_
+    if signal == "svd":  # count^-beta V diag(s^2 / (s^2 + shrinkage)), with the item vectors count^gamma V
+        cfg, sigma = model.config, model.singular_values_.astype(np.float64)
+        lift = np.maximum(model.item_counts_.astype(np.float64), 1.0) ** -(cfg.input_exponent + cfg.output_exponent)
+        rows = model.item_factors_ * lift[:, None] * (sigma**2 / (sigma**2 + cfg.shrinkage))[None, :]
+    else:
+        rows = model.embedding_ if signal == "content" else model.projection_
     if signal == "content":
         total = sum(0.5 ** (age / model.config.half_life) for age in range(len(ordered))) + model.config.shrink
         weights = {j: w / total for j, w in weights.items()}
@@ -435,3 +440,30 @@ def test_rows_outside_the_catalogue_are_refused(bundle: Bundle, rec: HybridRecom
                                 ([0], [-1], "item_rows")):
         with pytest.raises(ValueError, match=rf"{name} has item rows outside \[0, {n}\)"):
             explain_items(bundle, user_id="1", user_row=0, history=np.array(history), query=query, item_rows=rows)
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads /proc/self/smaps (Linux)")
+def test_serving_reads_item_vectors_from_the_fused_ones_only(chain: HybridRecommender, tmp_path: Path):
+    """Explained recommendations and fold-ins read no page of the signals' factor files: their
+    item vectors come from the bundle's fused vectors (Bundle binds FactorModel.read_items_from),
+    and svd's fold-in rows are derived from them, not stored."""
+    import shutil
+
+    from tests.test_index import _resident_kib
+
+    copy = shutil.copytree(chain.bundle.path, tmp_path / chain.bundle.path.name)  # mapped by this test only
+    chain = HybridRecommender(load(copy))
+    bundle = chain.bundle
+    folder = bundle.path / "signals"
+    assert not (folder / "svd" / "projection.npy").exists()
+    for user_id in bundle.users.ids[:8]:
+        chain.recommend(str(user_id), 4, explain=True)
+        chain.recommend(str(user_id), 4, weights={"svd": 1.0}, explain=True)
+    chain.recommend("visitor", 4, history_override=History(np.array([3, 1, 4, 1, 5])), explain=True)
+    assert _resident_kib(bundle.path / "item_vectors.npy") > 0  # the reads went there
+    for signal in ("svd", "sequence"):
+        assert _resident_kib(folder / signal / "item_factors.npy") == 0, signal
+    for signal in ("svd", "sequence"):  # (this reads the files)
+        model = bundle.fusion.models[signal]
+        np.testing.assert_allclose(model.item_rows(np.arange(len(bundle.items))), model.item_factors_,
+                                   rtol=1e-6, atol=1e-7)

@@ -190,7 +190,7 @@ def test_a_linear_fold_in_is_its_weighted_history_rows(fitted: FactorModel) -> N
     values = np.array([4.0, 5.0, 3.0, 1.0, 2.0], dtype=np.float32)
     rows, weights = fitted.history_weights(history, values)
     assert rows.tolist() == sorted(set(rows.tolist())) and set(rows.tolist()) <= set(history.tolist())
-    expected = sum(w * fitted.projection_[r].astype(np.float64) for r, w in zip(rows, weights, strict=True))
+    expected = sum(w * fitted.projection_rows(np.array([r]))[0] for r, w in zip(rows, weights, strict=True))
     np.testing.assert_allclose(fitted.fold_in(history, values), expected, rtol=1e-5, atol=1e-6)
     assert not fitted.fold_in(np.array([], dtype=np.int64)).any()
 
@@ -209,3 +209,28 @@ def test_a_refit_config_reproduces_the_validated_fit(validated: FactorModel, tin
         assert config == validated.config
     else:
         assert config.epochs == best and refit.epochs_run_ == best
+
+
+def test_fold_ins_read_item_vectors_from_scaled_columns_alike(fitted: FactorModel) -> None:
+    """A served bundle points item_rows at the model's columns of the fused vectors (c * item
+    factors, float32); fold-ins and their terms come out the same up to that rounding."""
+    import copy
+
+    history = np.array([4, 0, 9, 4, 2])
+    before, (rows, parts) = fitted.fold_in(history), fitted.history_terms(history)
+    served = copy.copy(fitted)
+    scale = 3.7
+    fused = np.hstack([np.ones((fitted.item_factors_.shape[0], 2), np.float32),
+                       (fitted.item_factors_ * np.float32(scale)).astype(np.float32)])
+    served.read_items_from(fused[:, 2:], scale)  # a strided view, as FusedIndex.columns gives
+    np.testing.assert_allclose(served.item_rows(np.arange(5)), fitted.item_factors_[:5], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(served.fold_in(history), before, rtol=1e-4, atol=1e-6)
+    served_rows, served_parts = served.history_terms(history)
+    assert served_rows.tolist() == rows.tolist()
+    np.testing.assert_allclose(served_parts, parts, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="shape"):
+        served.read_items_from(fused[:-1, 2:], scale)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="scale"):
+            served.read_items_from(fused[:, 2:], bad)
+    assert fitted._item_source is None  # the copy's binding is its own
