@@ -16,7 +16,9 @@ that servers and workers on other hosts can read it. Layout of ``root``::
         vocab/items.json
         items.json                 item metadata (item_id, title, genres, tags, year, count,
                                    mean_rating) by item row, as columns (hybrid.item_table)
-        item_vectors.npy           fused item vectors [c_s * i_s for s] (float32)
+        item_vectors.npy           fused item vectors [c_s * i_s for s] (float32): serving reads
+                                   every signal's item vectors here (FactorModel.read_items_from),
+                                   not in signals/<name>/item_factors.npy
         index.usearch              the HNSW inner-product index over item_vectors
         history.npz                training interactions, users x items, each row's entries in
                                    time order (what fold-ins that weigh recency expect), with the
