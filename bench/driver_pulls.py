@@ -54,8 +54,8 @@ def kernel_pulls(vectors: np.ndarray, history: np.ndarray, factors: np.ndarray, 
 
     found = np.full((len(targets), k), -1, dtype=np.int64)
     sims = np.zeros((len(targets), k), dtype=np.float64)
-    vectors.flags.writeable = factors.flags.writeable
-    _top_pulls(vectors, np.arange(len(history)), history, factors, targets, k, found, sims)
+    _top_pulls(vectors, np.arange(len(history)), history, np.ascontiguousarray(factors[targets]), targets, k,
+               found, sims)
     return found, sims
 
 

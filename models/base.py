@@ -231,13 +231,16 @@ class FactorModel(ABC):
         return int(self.item_factors_.shape[1])
 
     def item_rows(self, rows: np.ndarray | slice) -> np.ndarray:
-        """``item_factors_[rows]`` as float64: what fold-ins and their terms read. A served bundle
-        points them at its fused item vectors (``read_items_from``), which its ranking reads anyway,
-        so an API worker does not hold the signals' factor files as well."""
+        """``item_factors_[rows]`` as a new float64 array (callers may change it in place): what
+        fold-ins and their terms read. A served bundle points them at its fused item vectors
+        (``read_items_from``), which its ranking reads anyway, so an API worker does not hold the
+        signals' factor files as well."""
         if self._item_source is None:
-            return np.asarray(self.item_factors_[rows], dtype=np.float64)
+            return np.array(self.item_factors_[rows], dtype=np.float64)
         columns, scale = self._item_source
-        return np.asarray(columns[rows], dtype=np.float64) / scale
+        out = np.array(columns[rows], dtype=np.float64)
+        out /= scale
+        return out
 
     def read_items_from(self, columns: np.ndarray, scale: float) -> None:
         """Let ``item_rows`` read ``columns / scale`` instead of ``item_factors_``: this signal's

@@ -197,7 +197,10 @@ class SVDItemItem(LinearFoldIn):
         worker serving the six-signal ml-latest-small bundle held all 19 MiB of the stored
         matrix's file after 200 users' requests. An added item's row is zero (``_extend_items``)."""
         rows = np.asarray(rows, dtype=np.int64)
-        return self.item_rows(rows) * self.row_weights_[rows, None] * self.shrink_[None, :]
+        out = self.item_rows(rows)  # a new array: weighted in place
+        out *= self.row_weights_[rows, None]
+        out *= self.shrink_[None, :]
+        return out
 
     def history_weights(self, items: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The distinct rows of a history (oldest first) and their weights: ``fold_in`` is
