@@ -197,8 +197,7 @@ class SVDItemItem(LinearFoldIn):
         worker serving the six-signal ml-latest-small bundle held all 19 MiB of the stored
         matrix's file after 200 users' requests. An added item's row is zero (``_extend_items``)."""
         rows = np.asarray(rows, dtype=np.int64)
-        out = self.item_rows(rows)  # a new array: weighted in place
-        out *= self.row_weights_[rows, None]
+        out = self.item_rows(rows, self.row_weights_[rows])  # a new array: shrunk in place
         out *= self.shrink_[None, :]
         return out
 
