@@ -32,10 +32,11 @@ sys.path.insert(0, str(REPO))
 
 def numpy_pulls(vectors: np.ndarray, history: np.ndarray, factors: np.ndarray, targets: np.ndarray,
                 k: int) -> tuple[np.ndarray, np.ndarray]:
-    """``_top_pulls``'s rule with numpy: rows of the drivers (-1 after the last) and their pulls,
-    one row per target."""
+    """``_top_pulls``'s rule with numpy (pull(j, i) = <vectors[j], factors[i]>, the operands of
+    ``FactorModel.pull_operands``; ``targets`` the items' rows): rows of the drivers (-1 after the
+    last) and their pulls, one row per target."""
     v64 = vectors.astype(np.float64)
-    t64 = np.asarray(factors[targets], dtype=np.float64)
+    t64 = np.asarray(factors, dtype=np.float64)
     pulls = v64 @ t64.T  # history x targets
     own = history[:, None] == targets[None, :]
     norms = np.sqrt(np.einsum("ij,ij->i", v64, v64))
@@ -54,8 +55,7 @@ def kernel_pulls(vectors: np.ndarray, history: np.ndarray, factors: np.ndarray, 
 
     found = np.full((len(targets), k), -1, dtype=np.int64)
     sims = np.zeros((len(targets), k), dtype=np.float64)
-    _top_pulls(vectors, np.arange(len(history)), history, np.ascontiguousarray(factors[targets]), targets, k,
-               found, sims)
+    _top_pulls(vectors, np.arange(len(history)), history, factors, targets, k, found, sims)
     return found, sims
 
 
@@ -83,14 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"round {round_ + 1}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         for signal in signals:
             model = bundle.fusion.models[signal]
-            factors = bundle.index.columns(bundle.fusion.slices[signal])  # what the API reads (c_s * i_s)
             spent = dict.fromkeys(ways, 0.0)
             equal = calls = 0
             for items in histories:
-                history, vectors = model.history_terms(items)
+                targets = rng.choice(len(bundle.items), args.targets, replace=False).astype(np.int64)
+                history, vectors, factors = model.pull_operands(items, targets)  # what the API passes
                 if len(history) == 0:
                     continue
-                targets = rng.choice(len(factors), args.targets, replace=False).astype(np.int64)
                 answers = []
                 for name, way in ways.items():
                     start = time.perf_counter()

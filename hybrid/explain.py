@@ -332,20 +332,16 @@ class _HistoryEvidence:
         item at all (above rounding noise), ties by row; and their rows."""
         if k <= 0 or not self.rows:
             return [([], []) for _ in item_rows]
-        fusion = self.bundle.fusion
-        history, vectors = fusion.models[signal].history_terms(self.ordered)  # each history item's part
+        targets = np.asarray(item_rows, dtype=np.int64)
+        # pull(j, i) = <vectors[j], factors[i]>: each history item's term of the signal's score of
+        # each item (FactorModel.pull_operands), in unit-stride float32 rows (the kernel's products
+        # do not vectorise over strided ones: 4.6x as long over the fused columns in place)
+        history, vectors, factors = self.bundle.fusion.models[signal].pull_operands(self.ordered, targets)
         if len(history) == 0:
             return [([], []) for _ in item_rows]
-        targets = np.asarray(item_rows, dtype=np.int64)
-        # the items' vectors times the signal's scale c_s > 0, from its columns of the fused vectors
-        # (FusedIndex.columns), not the model's factor file: the pulls come out times c_s, divided
-        # below. Gathered into unit-stride rows: the kernel's products do not vectorise over the
-        # strided columns (drivers took 4.6x as long when it read them in place)
-        factors = np.ascontiguousarray(self.bundle.index.columns(fusion.slices[signal])[targets])
         found = np.full((len(targets), k), -1, dtype=np.int64)
         sims = np.zeros((len(targets), k), dtype=np.float64)
         _top_pulls(vectors, np.arange(len(history)), history, factors, targets, k, found, sims)
-        sims /= fusion.scales[signal]
         ids, titles = self.bundle.items.ids, self.text.titles
         out: list[tuple[list[Driver], list[int]]] = []
         for item_found, item_sims in zip(found.tolist(), sims.tolist(), strict=True):

@@ -362,6 +362,23 @@ class ALS(FactorModel):
             parts = np.linalg.solve(a, yu.T * conf).T
         return uniq.astype(np.int64), parts.astype(_FLOAT)
 
+    def pull_operands(self, items: np.ndarray, item_rows: np.ndarray,
+                      values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pulls of ``history_terms`` split the other way: A is symmetric, so the term
+        <c_j A^-1 y_j, y_i> is <c_j y_j, A^-1 y_i>, one solve with a right-hand side per explained
+        item rather than one per history item (``FactorModel.pull_operands``). On the six-signal
+        ml-latest-small bundle the ALS-led explanations took ~1.2 ms a user with the parts."""
+        targets = np.asarray(item_rows, dtype=np.int64)
+        system = self._fold_in_system(items, values)
+        if system is None:
+            empty = np.zeros((0, self.dim), dtype=_FLOAT)
+            return np.zeros(0, dtype=np.int64), empty, np.zeros((len(targets), self.dim), dtype=_FLOAT)
+        uniq, conf, yu, a = system
+        with _one_blas_thread():
+            solved = np.linalg.solve(a, self.item_rows(targets).T).T
+        return (uniq.astype(np.int64), np.ascontiguousarray(yu * conf[:, None], dtype=_FLOAT),
+                np.ascontiguousarray(solved, dtype=_FLOAT))
+
     def _fold_in_system(self, items: np.ndarray, values: np.ndarray | None
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
         """A history's distinct rows, confidences c_u, factors Y_u (float64) and the matrix A that

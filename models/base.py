@@ -176,6 +176,17 @@ class FactorModel(ABC):
         fold-in does not split by history item (popularity) gives no rows."""
         return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
 
+    def pull_operands(self, items: np.ndarray, item_rows: np.ndarray,
+                      values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each history item's pull on each of ``item_rows`` as a product of two sides: (rows, a,
+        b) with <a[j], b[i]> = <part_j, item_factors_[item_rows[i]]>, ``history_terms``' term of
+        history item rows[j] in the score of item_rows[i]; float32, C-contiguous. Explanations
+        rank drivers by it. By default a holds the parts and b the items' vectors (``item_rows``);
+        a model may split the product where that is cheaper (ALS)."""
+        rows, parts = self.history_terms(items, values)
+        targets = self.item_rows(np.asarray(item_rows, dtype=np.int64))
+        return rows, np.ascontiguousarray(parts, dtype=np.float32), targets.astype(np.float32)
+
     def with_items(self, item_factors: np.ndarray, items: Vocabulary) -> Self:
         """A copy of this fitted model that also scores ``len(item_factors)`` items appended after its
         own (items added while serving, hybrid/catalogue.py), with these item vectors; ``items`` is

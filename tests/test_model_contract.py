@@ -234,3 +234,20 @@ def test_fold_ins_read_item_vectors_from_scaled_columns_alike(fitted: FactorMode
         with pytest.raises(ValueError, match="scale"):
             served.read_items_from(fused[:, 2:], bad)
     assert fitted._item_source is None  # the copy's binding is its own
+
+
+def test_pull_operands_multiply_out_to_the_history_terms(fitted: FactorModel) -> None:
+    """<a_j, b_i> is history item j's term of item i's score however the model splits it (ALS:
+    c_j y_j and A^-1 y_i instead of c_j A^-1 y_j and y_i)."""
+    history = np.array([4, 0, 9, 4, 2])
+    targets = np.array([1, 9, 3, 0])
+    rows, parts = fitted.history_terms(history)
+    got_rows, a, b = fitted.pull_operands(history, targets)
+    assert got_rows.tolist() == rows.tolist()
+    assert a.dtype == b.dtype == np.float32 and a.flags.c_contiguous and b.flags.c_contiguous
+    assert a.shape == (len(rows), fitted.dim) and b.shape == (len(targets), fitted.dim)
+    expected = parts.astype(np.float64) @ np.asarray(fitted.item_factors_[targets], np.float64).T
+    scale = np.abs(expected).max(initial=0.0) + 1e-12
+    np.testing.assert_allclose(a.astype(np.float64) @ b.astype(np.float64).T, expected, atol=1e-5 * scale)
+    empty_rows, empty_a, empty_b = fitted.pull_operands(np.zeros(0, np.int64), targets)
+    assert len(empty_rows) == len(empty_a) == 0 and empty_b.shape == (len(targets), fitted.dim)
