@@ -241,14 +241,19 @@ class FactorModel(ABC):
         self._require_fitted()
         return int(self.item_factors_.shape[1])
 
-    def item_rows(self, rows: np.ndarray | slice, weights: np.ndarray | None = None) -> np.ndarray:
-        """``weights[:, None] * item_factors_[rows]`` (no weights: the rows) as a new float64 array
-        (callers may change it in place), in one pass over the rows: what fold-ins and their terms
-        read. A served bundle points them at its fused item vectors (``read_items_from``), which its
-        ranking reads anyway, so an API worker does not hold the signals' factor files as well."""
+    def item_rows(self, rows: np.ndarray | slice, weights: np.ndarray | None = None,
+                  dtype: type = np.float64) -> np.ndarray:
+        """``weights[:, None] * item_factors_[rows]`` (no weights: the rows) as a new array of
+        ``dtype`` (callers may change it in place): what fold-ins and their terms read. A served
+        bundle points them at its fused item vectors (``read_items_from``), which its ranking reads
+        anyway, so an API worker does not hold the signals' factor files as well."""
         source, scale = (self.item_factors_, 1.0) if self._item_source is None else self._item_source
+        out = source[rows]  # an index array gathers a new array; a slice is a view
+        if isinstance(rows, slice) or out.dtype != dtype:
+            out = out.astype(dtype)
         factor = 1.0 / scale if weights is None else np.asarray(weights, dtype=np.float64)[:, None] / scale
-        return np.multiply(source[rows], factor, dtype=np.float64)
+        out *= np.asarray(factor, dtype=dtype)
+        return out
 
     def read_items_from(self, columns: np.ndarray, scale: float) -> None:
         """Let ``item_rows`` read ``columns / scale`` instead of ``item_factors_``: this signal's

@@ -201,6 +201,18 @@ class SVDItemItem(LinearFoldIn):
         out *= self.shrink_[None, :]
         return out
 
+    def pull_operands(self, items: np.ndarray, item_rows: np.ndarray,
+                      values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pulls of ``history_terms`` with the fold-in rows' per-column shrinkage moved to the
+        explained items' side: <w_j r_j (v_j * shrink), v_i> = <w_j r_j v_j, v_i * shrink> (v the item
+        vectors, r the per-row weights), so the history side is one weighted gather of item vectors
+        (``FactorModel.pull_operands``)."""
+        rows, weights = self.history_weights(items, values)
+        history = self.item_rows(rows, weights * self.row_weights_[rows], dtype=np.float32)
+        targets = self.item_rows(np.asarray(item_rows, dtype=np.int64))
+        targets *= self.shrink_[None, :]
+        return rows, history, targets.astype(np.float32)
+
     def history_weights(self, items: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The distinct rows of a history (oldest first) and their weights: ``fold_in`` is
         weights @ projection_[rows], so w_j <projection_[j], item_factors_[i]> is item j's part
