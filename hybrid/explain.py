@@ -11,8 +11,10 @@
    of their ``projection_`` (w_j by recency; for sequence only the last ``window`` items; for
    content the unit TF-IDF rows, weights over their sum); ALS: u_j = c_j A^-1 y_j, the user's
    solve applied to the history item (implicit's ``explain``); LightGCN: u_j = e_j / sqrt(d_j n),
-   its propagation step. For svd, sequence and content the terms add up to the served score; a
-   trained ALS or LightGCN user's stored vector is training's, which the fold-in of the same
+   its propagation step. Drivers rank the pulls as <a_j, b_i> from ``FactorModel.pull_operands``
+   (by default a_j = u_j, b_i = i_item; ALS splits them as <c_j y_j, A^-1 y_i>, svd moves its
+   per-column shrinkage to the item's side). For svd, sequence and content the terms add up to
+   the served score; a trained ALS or LightGCN user's stored vector is training's, which the fold-in of the same
    history approximates (ALS: the same system, solved by training's conjugate-gradient steps).
 3. Shared genres and tags between the item and the user's history, most frequent first.
 4. A shortest path in the user-item graph over the user's 2-hop neighbourhood in the training
@@ -335,7 +337,7 @@ class _HistoryEvidence:
         targets = np.asarray(item_rows, dtype=np.int64)
         # pull(j, i) = <vectors[j], factors[i]>: each history item's term of the signal's score of
         # each item (FactorModel.pull_operands), in unit-stride float32 rows (the kernel's products
-        # do not vectorise over strided ones: 4.6x as long over the fused columns in place)
+        # do not vectorise over strided ones: 4.6x as long when it read the fused columns in place)
         history, vectors, factors = self.bundle.fusion.models[signal].pull_operands(self.ordered, targets)
         if len(history) == 0:
             return [([], []) for _ in item_rows]

@@ -156,6 +156,7 @@ class FusedIndex:
         self._energy: np.ndarray | None = None
         self._screen: ScreenedVectors | None = None
         self._inverse_norms: dict[tuple[int, int], np.ndarray] = {}
+        self._columns: dict[tuple[int, int], np.ndarray] = {}
 
     @property
     def screen(self) -> ScreenedVectors:
@@ -369,20 +370,19 @@ class FusedIndex:
         """
         if not 0 <= int(row) < len(self):
             raise ValueError(f"row {row} is outside [0, {len(self)})")
-        key = self._span(dims)
-        part = self._rows[:, key[0] : key[1]]
-        inverse = self._inverse_norm(key)
+        part = self.columns(dims)
+        inverse = self._inverse_norm(self._span(dims))
         return (part @ part[row]) * (inverse * inverse[row])
 
     def columns(self, dims: slice) -> np.ndarray:
         """Every item's fused coordinates ``dims`` (a non-empty contiguous slice) as a view, not a
-        copy: over ``Fusion.slices[s]``, signal s's item vectors times its scale c_s > 0. The
-        explanations' drivers read a signal's item vectors here, where the ranking reads them
-        anyway, so a worker does not also map the signals' factor files (the svd and sequence
-        ones, 28 MiB on the six-signal ml-latest-small bundle, were all resident after 200 users'
-        explained recommendations)."""
-        start, stop = self._span(dims)
-        return self._rows[:, start:stop]
+        copy, the same view for the same span: over ``Fusion.slices[s]``, signal s's item vectors
+        times its scale c_s > 0. A served bundle's models read their item vectors here
+        (``FactorModel.read_items_from``), where the ranking reads them anyway."""
+        key = self._span(dims)
+        if key not in self._columns:
+            self._columns[key] = self._rows[:, key[0] : key[1]]
+        return self._columns[key]
 
     def _span(self, dims: slice) -> tuple[int, int]:
         """(start, stop) of a non-empty contiguous slice of the fused coordinates (ValueError otherwise)."""

@@ -184,8 +184,8 @@ class FactorModel(ABC):
         rank drivers by it. By default a holds the parts and b the items' vectors (``item_rows``);
         a model may split the product where that is cheaper (ALS)."""
         rows, parts = self.history_terms(items, values)
-        targets = self.item_rows(np.asarray(item_rows, dtype=np.int64))
-        return rows, np.ascontiguousarray(parts, dtype=np.float32), targets.astype(np.float32)
+        targets = self.item_rows(np.asarray(item_rows, dtype=np.int64), dtype=np.float32)
+        return rows, np.ascontiguousarray(parts, dtype=np.float32), targets
 
     def with_items(self, item_factors: np.ndarray, items: Vocabulary) -> Self:
         """A copy of this fitted model that also scores ``len(item_factors)`` items appended after its

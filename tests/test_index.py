@@ -278,6 +278,7 @@ def test_columns_are_a_signals_scaled_item_vectors_without_a_copy(world, tmp_pat
     for s in ("als", "content", "lightgcn"):
         part = index.columns(fusion.slices[s])
         assert np.shares_memory(part, mapped) and not part.flags.writeable
+        assert index.columns(fusion.slices[s]) is part  # one view a span: what reads it may key caches on it
         np.testing.assert_allclose(part / fusion.scales[s], models[s].item_factors_, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(index.columns(slice(-1, None)), mapped[:, -1:])
     with pytest.raises(ValueError, match="contiguous"):
@@ -385,7 +386,8 @@ def test_loaded_graph_is_restored_by_the_first_graph_search_only(world, tmp_path
     fusion, index, seen = world["fusion"], world["index"], world["seen"]
     path = tmp_path / "index.usearch"
     index.save(path)
-    mapped = np.load(np.save(tmp_path / "vectors.npy", world["vectors"]) or tmp_path / "vectors.npy", mmap_mode="r")
+    np.save(tmp_path / "vectors.npy", world["vectors"])
+    mapped = np.load(tmp_path / "vectors.npy", mmap_mode="r")
     loaded = FusedIndex.load(path, vectors=mapped)
     assert not loaded.graph.restored and (loaded.graph.count, loaded.graph.ndim) == (N_ITEMS, fusion.dim)
     query = fusion.query(fusion.user_parts(np.arange(20)), WEIGHTS[0])
