@@ -46,7 +46,8 @@ class SignalEntry:
     @classmethod
     def from_dict(cls, data: Any, where: str) -> SignalEntry:
         r = _Reader(data, where)
-        return cls(r.text("kind"), r.integer("dim"), r.number("scale"), r.mapping("config"), r.mapping("params"))
+        # positive: the fused vectors hold c_s * i_s, read back over c_s (FactorModel.read_items_from)
+        return cls(r.text("kind"), r.integer("dim"), r.positive("scale"), r.mapping("config"), r.mapping("params"))
 
 
 @dataclass(frozen=True)
@@ -301,6 +302,12 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise self._bad(key, "a finite number")
         return float(value)
+
+    def positive(self, key: str) -> float:
+        value = self.number(key)
+        if not value > 0:
+            raise self._bad(key, "a positive number")
+        return value
 
     def mapping(self, key: str) -> dict[str, Any]:
         value = self.get(key)

@@ -421,6 +421,7 @@ def test_a_bundle_published_before_the_training_split_was_recorded_loads(tiny_bu
 def test_a_manifest_names_the_field_it_cannot_read(broken_copy):
     cases = [
         (lambda m: m["signals"]["als"].update(dim="8"), "field 'signals.als.dim' must be an integer, got '8'"),
+        (lambda m: m["signals"]["als"].update(scale=0.0), "field 'signals.als.scale' must be a positive number, got 0.0"),
         (lambda m: m["dataset"].update(events={"read_at": 1.0}), "lacks 'dataset.events.cutoff'"),
         (lambda m: m.update(created_at="yesterday"), "field 'created_at' is not an ISO time"),
         (lambda m: m["training"].update(split=None), "field 'training.split' must be a string, got None"),
