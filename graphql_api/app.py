@@ -45,6 +45,7 @@ from strawberry.types import ExecutionResult
 
 from graphql_api.context import Context
 from graphql_api.cost import OPERATION
+from graphql_api.engine import serving_threads
 from graphql_api.input_limits import MAX_JSON_DEPTH, InputTooLarge, check_json, check_request
 from graphql_api.logs import configure_logging, get_logger, request_id_var
 from graphql_api.runtime import Runtime
@@ -438,6 +439,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """The ASGI app; settings default to the environment (loud when something required is missing)."""
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
+    # BLAS on one thread from here, the main thread, before any request or bundle load runs BLAS:
+    # Engine.load, in a worker thread, then sets what is already set instead of resizing OpenBLAS's
+    # process-wide pool under a request's BLAS call.
+    serving_threads()
     runtime = Runtime(settings)
 
     @contextlib.asynccontextmanager
