@@ -77,13 +77,18 @@ def check_first(first: int, field: str = "first") -> int:
 
 
 def serving_threads() -> None:
-    """BLAS on one thread in a serving process.
+    """BLAS on one thread in a serving process: numpy's OpenBLAS and scipy's (a separate library,
+    which the ALS fold-in's Cholesky uses), loaded here first, since a limit reaches only the
+    libraries loaded when it is set.
 
     A request runs a few small products (a user vector against the catalogue: 9.7k x 129 on
     ml-latest-small), and the server runs one process per core: BLAS threads only contend with the
     other workers. On a loaded 2-core machine that product took 9-17 ms on two OpenBLAS threads
-    against 0.6 ms on one.
+    against 0.6 ms on one; explained answers took 10 ms of CPU each instead of 2.8 when scipy's
+    library was left on two threads.
     """
+    import scipy.linalg  # noqa: F401 - loads scipy's OpenBLAS (numba's CPU target imports it anyway)
+
     threadpool_limits(limits=1, user_api="blas")
 
 

@@ -8,23 +8,23 @@ from pathlib import Path
 import dask
 import pytest
 from distributed import Client, LocalCluster
-from threadpoolctl import threadpool_limits
 
 from bench.tiny import make_tiny_source
 from etl.dataset import Dataset
 from etl.ingest import ingest
+from graphql_api.engine import serving_threads
 from tests.hang_guard import pytest_addoption, pytest_configure, pytest_runtest_protocol  # noqa: F401 - hooks
 
 REPO = Path(__file__).resolve().parents[1]
 ML_SMALL = REPO.parent / "shared" / "data" / "ml-latest-small"
 
 # One BLAS thread in the test process, set once before any test runs BLAS: what Dask's nanny gives
-# every worker process (OPENBLAS_NUM_THREADS=1) and what a serving process sets at start. The
-# session's cluster runs its workers as threads of this process, where the fits' scoped
-# `threadpool_limits` would otherwise resize the one process-wide OpenBLAS pool while another
-# thread is inside a threaded BLAS call, a pattern OpenBLAS's tracker knows as a source of hangs
-# (in C, where no Python timeout reaches them).
-threadpool_limits(limits=1, user_api="blas")
+# every worker process (OPENBLAS_NUM_THREADS=1) and what a serving process sets at start
+# (serving_threads: numpy's and scipy's OpenBLAS). The session's cluster runs its workers as
+# threads of this process, where the fits' scoped `threadpool_limits` would otherwise resize the
+# one process-wide OpenBLAS pool while another thread is inside a threaded BLAS call, a pattern
+# OpenBLAS's tracker knows as a source of hangs (in C, where no Python timeout reaches them).
+serving_threads()
 
 
 @pytest.fixture(scope="session")

@@ -104,3 +104,37 @@ def test_a_server_answers_every_signal_without_training_libraries(every_signal_r
     training = sorted(m for m in imported if m.split(".")[0] in TRAINING_ONLY)
     assert not training, (f"the API process imported {sorted({m.split('.')[0] for m in training})} "
                           f"({len(training)} modules, e.g. {training[:5]})")
+
+
+BLAS_THREADS = """
+import json, sys
+import numpy as np
+from threadpoolctl import threadpool_info
+from graphql_api.app import create_app
+from graphql_api.engine import Engine
+from graphql_api.settings import Settings
+
+create_app(Settings(bundle_root=sys.argv[1], events_dir=sys.argv[2], dev_mode=True))
+engine = Engine.load(sys.argv[1])
+engine.bundle.fusion.models["als"].pull_operands(np.array([0, 1, 2]), np.array([3, 4]))  # scipy's Cholesky
+print(json.dumps({i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}))
+"""
+
+
+def test_a_serving_process_runs_every_blas_library_on_one_thread(api_root: Path, tmp_path: Path) -> None:
+    """numpy and scipy each bring an OpenBLAS; a limit reaches only the libraries loaded when it is
+    set, and scipy's (the ALS fold-in's Cholesky) loads after start-up unless serving_threads loads
+    it first. Left on two threads, explained answers took 10 ms of CPU each instead of 2.8 (paired
+    run of bench/api_load.py on the six-signal ml-latest-small bundle)."""
+    import json
+    import subprocess
+    import sys
+
+    from bench.processes import REPO
+
+    done = subprocess.run([sys.executable, "-c", BLAS_THREADS, str(api_root), str(tmp_path / "events")], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    threads = json.loads(done.stdout.strip().splitlines()[-1])
+    assert any("scipy.libs" in path for path in threads) and any("numpy.libs" in path for path in threads)
+    assert set(threads.values()) == {1}, threads
