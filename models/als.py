@@ -260,7 +260,7 @@ def _cholesky(a: np.ndarray) -> tuple[np.ndarray, bool]:
     """The lower Cholesky factor of a fold-in's A (symmetric positive definite: alpha0 YtY plus
     c_j y_j y_j^T over the history plus reg_u I), for ``_solve``. On a history of 300 items at
     k = 128, syrk and Cholesky took 310 us against 405 us for the product and an LU solve (one
-    BLAS thread, interleaved, 2-core AMD EPYC)."""
+    BLAS thread, interleaved in one process, 2-core AMD EPYC at load average ~1.5: a test run beside it)."""
     from scipy.linalg import cho_factor
 
     return cho_factor(a, lower=True, overwrite_a=True, check_finite=False)
