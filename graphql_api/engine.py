@@ -92,25 +92,35 @@ def serving_threads() -> None:
     threadpool_limits(limits=1, user_api="blas")
 
 
+_M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-"""glibc's mallopt parameter: allocations from this size up are mapped, and unmapped when freed."""
+"""glibc's mallopt parameters: free memory above this much at the top of the heap is given back;
+allocations from this size up are mapped, and unmapped when freed."""
+
+SERVING_MMAP_THRESHOLD = 4 * 1024 * 1024
+"""Temporaries from this size up are mapped and given back when freed; smaller ones are reused
+from the heap, whose free top is kept up to twice this (``serving_memory``)."""
 
 
 def serving_memory() -> None:
-    """Large temporaries go back to the system when freed (glibc's malloc; elsewhere nothing).
+    """Fixed malloc thresholds for a serving process (glibc's malloc; elsewhere nothing).
 
-    glibc raises its mmap threshold each time a mapped block is freed (up to 32 MiB), so that a
-    request's large temporaries (the score rows of a page of searches, similar items' cosine rows) soon come
-    from the heap and, once freed, stay in the worker's RSS. Fixed at glibc's default of 128 KiB
-    they stay mapped: on the ml-latest-small six-signal bundle a worker held 7 MiB less after
-    bench/api_memory.py's warm-up (316.7 -> 309.5 MiB, measured with similar items' cosines computed in
-    blocks, a change not kept).
+    Left to glibc, the mmap threshold rises each time a mapped block is freed (up to 32 MiB), so
+    large temporaries soon come from the heap and stay in the worker's RSS once freed. At glibc's
+    fixed default (128 KiB, trim at 128 KiB) every temporary above it (an explanation's gather of
+    150 history rows of svd's 512 columns is 300 KiB) is mapped, or the heap top trimmed, afresh
+    and faulted in page by page on each request. On the ml-latest-small six-signal bundle (a worker
+    after bench/api_memory.py's warm-up of 200 users; explain_items over the top 10 of its 610
+    users): left to glibc 286.5 MiB RSS and 0 page faults a user; 128 KiB fixed 272.9 MiB and
+    19.6 faults a user (explain_items 10-30% slower in alternated processes); 4 MiB with the
+    trim at 8 MiB, as set here, 274.4 MiB and 0 faults a user.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return
-    libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+    libc.mallopt(_M_MMAP_THRESHOLD, SERVING_MMAP_THRESHOLD)
+    libc.mallopt(_M_TRIM_THRESHOLD, 2 * SERVING_MMAP_THRESHOLD)
 
 
 class Engine:
