@@ -68,6 +68,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.paired import PairedRatio, paired_ratio  # noqa: E402
+
 ML_SMALL = REPO.parent / "shared" / "data" / "ml-latest-small"
 CANONICAL = "query($u: ID!) { recommendations(userId: $u, first: 10) { variant items { score item { id title genres } } } }"
 EXPLAINED = ("query($u: ID!) { recommendations(userId: $u, first: 10) { variant items { score item { id title genres } "
@@ -644,8 +646,9 @@ EXECUTORS = ("plain", "graphql-core")
 def compare_servers(servers: dict[str, Server], users: list[str], phases: list[str], args: argparse.Namespace,
                     generator: str, folder: Path) -> dict[str, Any]:
     """Two servers of the same bundle (cache off) up at once, their runs interleaved (A B B A ...) so
-    both sides see the same machine; per phase the medians and the ratios first/second of server
-    CPU per request and of req/s."""
+    both sides see the same machine; per phase the medians, the ratios first/second of the medians
+    of server CPU per request and of req/s, and (``*_paired``, bench/paired.py) the median of the
+    ratios of adjacent runs with its 95% interval: the figure to quote on a drifting machine."""
     import numpy as np
 
     names = list(servers)
@@ -671,7 +674,11 @@ def compare_servers(servers: dict[str, Server], users: list[str], phases: list[s
         out[phase] = {"median": med, "runs": runs,
                       "errors": {name: int(sum(r["errors"] for r in runs[name])) for name in names},
                       "cpu_ratio": med[first]["server_cpu_ms_per_req"] / med[second]["server_cpu_ms_per_req"],
-                      "rps_ratio": med[first]["rps"] / med[second]["rps"]}
+                      "rps_ratio": med[first]["rps"] / med[second]["rps"],
+                      "cpu_paired": paired_ratio([r["server_cpu_ms_per_req"] for r in runs[first]],
+                                                 [r["server_cpu_ms_per_req"] for r in runs[second]]).to_dict(),
+                      "rps_paired": paired_ratio([r["rps"] for r in runs[first]],
+                                                 [r["rps"] for r in runs[second]]).to_dict()}
     return out
 
 
@@ -777,7 +784,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{phase:9s} {name:13s} {m['rps']:7.0f} {m['p99_ms']:7.2f} {m['server_cpu_ms_per_req']:10.3f} "
                       f"{c['errors'][name]:6d}")
             print(f"{phase:9s} {names[0]}/{names[1]}: server cpu per request {c['cpu_ratio']:.3f}x, "
-                  f"req/s {c['rps_ratio']:.3f}x")
+                  f"req/s {c['rps_ratio']:.3f}x (ratios of the medians)")
+            for key, what in (("cpu_paired", "server cpu per request"), ("rps_paired", "req/s")):
+                ratio = PairedRatio(**c[key])
+                print(f"{phase:9s} {names[0]}/{names[1]}: {what}, pair by pair: {ratio.describe()}")
         args.results.mkdir(parents=True, exist_ok=True)
         path = args.results / ("api_load_against.json" if args.against else "api_load_executor.json")
         path.write_text(json.dumps({"bundle_root": str(root), "against": str(args.against or ""),

@@ -248,12 +248,13 @@ class FactorModel(ABC):
         bundle points them at its fused item vectors (``read_items_from``), which its ranking reads
         anyway, so an API worker does not hold the signals' factor files as well."""
         source, scale = (self.item_factors_, 1.0) if self._item_source is None else self._item_source
-        out = source[rows]  # an index array gathers a new array; a slice is a view
-        if isinstance(rows, slice) or out.dtype != dtype:
-            out = out.astype(dtype)
+        gathered = source[rows]  # an index array gathers a new array; a slice is a view
         factor = 1.0 / scale if weights is None else np.asarray(weights, dtype=np.float64)[:, None] / scale
-        out *= np.asarray(factor, dtype=dtype)
-        return out
+        factor = np.asarray(factor, dtype=dtype)
+        if isinstance(rows, slice) or gathered.dtype != dtype:  # converted and scaled in one pass
+            return np.multiply(gathered, factor, dtype=dtype)
+        gathered *= factor
+        return gathered
 
     def read_items_from(self, columns: np.ndarray, scale: float) -> None:
         """Let ``item_rows`` read ``columns / scale`` instead of ``item_factors_``: this signal's

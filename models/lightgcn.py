@@ -171,7 +171,7 @@ class LightGCN(FactorModel):
         if items.size == 0:
             return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
         weights = 1.0 / np.sqrt(np.maximum(self.item_degrees_[items], 1.0)) / np.sqrt(items.size)
-        return items.astype(np.int64), self.item_rows(items, weights).astype(np.float32)
+        return items.astype(np.int64), self.item_rows(items, weights, dtype=np.float32)
 
     def _extend_items(self, item_factors: np.ndarray) -> None:
         self.item_degrees_ = np.concatenate([self.item_degrees_, np.zeros(len(item_factors), np.float32)])

@@ -209,9 +209,9 @@ class SVDItemItem(LinearFoldIn):
         (``FactorModel.pull_operands``)."""
         rows, weights = self.history_weights(items, values)
         history = self.item_rows(rows, weights * self.row_weights_[rows], dtype=np.float32)
-        targets = self.item_rows(np.asarray(item_rows, dtype=np.int64))
-        targets *= self.shrink_[None, :]
-        return rows, history, targets.astype(np.float32)
+        targets = self.item_rows(np.asarray(item_rows, dtype=np.int64), dtype=np.float32)
+        targets *= self.shrink_[None, :].astype(np.float32)
+        return rows, history, targets
 
     def history_weights(self, items: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The distinct rows of a history (oldest first) and their weights: ``fold_in`` is

@@ -158,3 +158,4 @@ def test_bench_runs_end_to_end(tmp_path):
         assert paired["errors"][name] == 0 and len(paired["runs"][name]) == 2
         assert all(r["requests"] > 0 for r in paired["runs"][name])
     assert paired["rps_ratio"] > 0 and "this/against" in proc.stdout
+    assert len(paired["cpu_paired"]["pairs"]) == 2 and "pair by pair" in proc.stdout
