@@ -648,7 +648,8 @@ def compare_servers(servers: dict[str, Server], users: list[str], phases: list[s
     """Two servers of the same bundle (cache off) up at once, their runs interleaved (A B B A ...) so
     both sides see the same machine; per phase the medians, the ratios first/second of the medians
     of server CPU per request and of req/s, and (``*_paired``, bench/paired.py) the median of the
-    ratios of adjacent runs with its 95% interval: the figure to quote on a drifting machine."""
+    ratios of adjacent runs with its 95% interval (from 6 runs a side; an even ``--repeat`` gives
+    each order, A B and B A, as many pairs): the figure to quote on a drifting machine."""
     import numpy as np
 
     names = list(servers)
@@ -708,7 +709,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work-dir", type=Path, default=REPO / "data" / "bench_api")
     ap.add_argument("--signals", help="signals of a built bundle (default: the pipeline's, comma-separated)")
     ap.add_argument("--duration", type=int, default=10, help="seconds per run of a phase")
-    ap.add_argument("--repeat", type=int, default=3, help="runs per phase (figures are their medians)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs per phase (figures are their medians); a paired run's interval needs 6 or more, even")
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--workers", type=int, default=2, help="uvicorn workers")
     ap.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
@@ -786,7 +788,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{phase:9s} {names[0]}/{names[1]}: server cpu per request {c['cpu_ratio']:.3f}x, "
                   f"req/s {c['rps_ratio']:.3f}x (ratios of the medians)")
             for key, what in (("cpu_paired", "server cpu per request"), ("rps_paired", "req/s")):
-                ratio = PairedRatio(**c[key])
+                ratio = PairedRatio.from_dict(c[key])
                 print(f"{phase:9s} {names[0]}/{names[1]}: {what}, pair by pair: {ratio.describe()}")
         args.results.mkdir(parents=True, exist_ok=True)
         path = args.results / ("api_load_against.json" if args.against else "api_load_executor.json")

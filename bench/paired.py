@@ -19,7 +19,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class PairedRatio:
-    pairs: list[float]
+    pairs: tuple[float, ...]
     """first[k] / second[k], in run order."""
     median: float
     low: float | None
@@ -29,13 +29,17 @@ class PairedRatio:
     """The interval's actual coverage (order statistics give a discrete set; at least the one asked for)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "pairs": list(self.pairs)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PairedRatio:
+        return cls(**{**data, "pairs": tuple(data["pairs"])})
 
     def describe(self) -> str:
-        """'1.013x (95% interval 0.981-1.044, 12 pairs)'."""
+        """'1.013x (96.1% interval 0.981-1.044, 12 pairs)'."""
         if self.low is None:
             return f"{self.median:.3f}x ({len(self.pairs)} pairs, too few for an interval)"
-        return (f"{self.median:.3f}x ({self.confidence:.0%} interval {self.low:.3f}-{self.high:.3f}, "
+        return (f"{self.median:.3f}x ({self.confidence:.1%} interval {self.low:.3f}-{self.high:.3f}, "
                 f"{len(self.pairs)} pairs)")
 
 
@@ -48,14 +52,14 @@ def paired_ratio(first: Sequence[float], second: Sequence[float], confidence: fl
     """
     if len(first) != len(second) or not first:
         raise ValueError(f"paired_ratio needs two equal, non-empty sides, got {len(first)} and {len(second)}")
-    if min(min(first), min(second)) <= 0:
-        raise ValueError("paired_ratio needs positive values")
+    if not all(math.isfinite(v) and v > 0 for v in (*first, *second)):
+        raise ValueError("paired_ratio needs finite, positive values")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    pairs = [a / b for a, b in zip(first, second)]
+    pairs = tuple(a / b for a, b in zip(first, second))
     n = len(pairs)
     tail = (1 - confidence) / 2
-    below, j = 0.0, 0  # below = P(Binomial(n, 1/2) < j + 1) once j is counted
+    below, j = 0.0, 0  # invariant: below == P(Binomial(n, 1/2) < j)
     while j < n:
         step = math.comb(n, j) / 2 ** n
         if below + step > tail:

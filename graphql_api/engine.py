@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -93,9 +94,9 @@ def serving_threads() -> None:
 
 
 _M_TRIM_THRESHOLD = -1
+"""glibc's mallopt parameter: free memory above this much at the top of the heap is given back."""
 _M_MMAP_THRESHOLD = -3
-"""glibc's mallopt parameters: free memory above this much at the top of the heap is given back;
-allocations from this size up are mapped, and unmapped when freed."""
+"""glibc's mallopt parameter: allocations from this size up are mapped, and unmapped when freed."""
 
 SERVING_MMAP_THRESHOLD = 4 * 1024 * 1024
 """Temporaries from this size up are mapped and given back when freed; smaller ones are reused
@@ -119,8 +120,9 @@ def serving_memory() -> None:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return
-    libc.mallopt(_M_MMAP_THRESHOLD, SERVING_MMAP_THRESHOLD)
-    libc.mallopt(_M_TRIM_THRESHOLD, 2 * SERVING_MMAP_THRESHOLD)
+    for param, value in ((_M_MMAP_THRESHOLD, SERVING_MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, 2 * SERVING_MMAP_THRESHOLD)):
+        if libc.mallopt(param, value) != 1:  # glibc answers 1 when it took the setting
+            warnings.warn(f"serving_memory: mallopt({param}, {value}) was refused", RuntimeWarning, stacklevel=2)
 
 
 class Engine:

@@ -210,7 +210,7 @@ class SVDItemItem(LinearFoldIn):
         rows, weights = self.history_weights(items, values)
         history = self.item_rows(rows, weights * self.row_weights_[rows], dtype=np.float32)
         targets = self.item_rows(np.asarray(item_rows, dtype=np.int64), dtype=np.float32)
-        targets *= self.shrink_[None, :].astype(np.float32)
+        targets *= self.shrink_[None, :]
         return rows, history, targets
 
     def history_weights(self, items: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
