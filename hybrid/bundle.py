@@ -598,7 +598,7 @@ def load(path: str | Path, mmap: bool = True, cache_dir: str | Path | None = Non
             f"bundle {path}: item_vectors.npy has shape {vectors.shape}, manifest says ({n_items}, {dim})"
         )
     try:
-        index = FusedIndex.load(path / "index.usearch", mmap=mmap, vectors=vectors, config=manifest.index.config)
+        index = FusedIndex.load(path / "index.usearch", vectors, mmap=mmap, config=manifest.index.config)
     except ValueError as exc:
         raise BundleError(f"bundle {path}: index.usearch: {exc}") from exc
     variants = manifest.variants

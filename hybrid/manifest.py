@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from etl.errors import BundleError
-from hybrid.index import IndexConfig
+from hybrid.index import GRAPH_DTYPE, IndexConfig
 from hybrid.variants import Variants
 
 __all__ = ["FORMAT", "DatasetFacts", "EventsFacts", "IndexEntry", "Manifest", "SignalEntry", "TrainingFacts"]
@@ -132,7 +132,9 @@ class IndexEntry:
     config: IndexConfig
     file: str = "index.usearch"
     metric: str = "ip"
-    dtype: str = "f32"
+    dtype: str = GRAPH_DTYPE
+    """The graph's scalar type (bundles published before GRAPH_DTYPE was f16 say f32; usearch
+    reads it from the file either way)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"file": self.file, "metric": self.metric, "dtype": self.dtype, **asdict(self.config)}

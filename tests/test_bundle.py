@@ -184,6 +184,7 @@ def test_publish_and_load_round_trip(tiny_dataset: Dataset, tiny_fusion: Fusion,
     assert manifest["signals"]["als"]["params"] == {"note": "svd stand-in"} and manifest["params"] == {"seed": 0}
     assert manifest["weights"] == TUNED and manifest["metrics"] == METRICS
     assert set(manifest["variants"]["variants"]) >= {"tuned", "als", "content", "lightgcn", "popularity", "als_heavy"}
+    assert (manifest["index"]["metric"], manifest["index"]["dtype"]) == ("ip", "f16")  # hybrid.index.GRAPH_DTYPE
 
     b = load(root)
     assert b.version == "v1" and b.path == folder.resolve()

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from usearch.index import Index
 
 from hybrid.fusion import Fusion
-from hybrid.index import FusedIndex, IndexConfig, ItemCatalog, ItemFilter
+from hybrid.index import GRAPH_DTYPE, FusedIndex, IndexConfig, ItemCatalog, ItemFilter
 from hybrid.item_table import ItemTable
 from models.base import FactorModel, TrainData, TrainingOptions, register
 
@@ -367,16 +368,19 @@ def test_save_and_mmap_load(world, tmp_path):
     vectors = world["vectors"]
     np.save(tmp_path / "vectors.npy", vectors)
     mapped_vectors = np.load(tmp_path / "vectors.npy", mmap_mode="r")
-    loaded = FusedIndex.load(path, mmap=True, vectors=mapped_vectors)
+    loaded = FusedIndex.load(path, mapped_vectors, mmap=True)
     assert loaded.mapped and len(loaded) == N_ITEMS and loaded.dim == fusion.dim
-    in_memory = FusedIndex.load(path, mmap=False)
+    in_memory = FusedIndex.load(path, np.load(tmp_path / "vectors.npy"), mmap=False)
     assert not in_memory.mapped
-    np.testing.assert_allclose(in_memory.vectors, vectors)
+    np.testing.assert_array_equal(in_memory.vectors, vectors)
     query = fusion.query(fusion.user_parts(np.arange(20)), WEIGHTS[0])
     a, _ = index.search(query, 10, exclude=seen[:20])
     b, _ = loaded.search(query, 10, exclude=seen[:20])
     c, _ = in_memory.search(query, 10, exclude=seen[:20])
     assert (a == b).all() and (a == c).all()
+    # the graph holds half-precision vectors (GRAPH_DTYPE); answers are ranked from the float32 rows
+    assert Index.metadata(str(path))["kind_scalar"].name == GRAPH_DTYPE.upper() == "F16"
+    assert loaded.graph.get().dtype.name == "F16"
 
 
 
@@ -388,7 +392,7 @@ def test_loaded_graph_is_restored_by_the_first_graph_search_only(world, tmp_path
     index.save(path)
     np.save(tmp_path / "vectors.npy", world["vectors"])
     mapped = np.load(tmp_path / "vectors.npy", mmap_mode="r")
-    loaded = FusedIndex.load(path, vectors=mapped)
+    loaded = FusedIndex.load(path, mapped)
     assert not loaded.graph.restored and (loaded.graph.count, loaded.graph.ndim) == (N_ITEMS, fusion.dim)
     query = fusion.query(fusion.user_parts(np.arange(20)), WEIGHTS[0])
     loaded.search(query[0], 10, allowed=np.arange(50))  # a selective filter: ranked exactly
@@ -403,7 +407,7 @@ def test_loaded_graph_is_restored_by_the_first_graph_search_only(world, tmp_path
     # the file: the vectors (8 bytes of shape, then rows x dim float32), a 64-byte header, the graph
     cut = tmp_path / "cut.usearch"
     cut.write_bytes(path.read_bytes()[: 8 + N_ITEMS * fusion.dim * 4 + 64 + 100])
-    broken = FusedIndex.load(cut, vectors=mapped)
+    broken = FusedIndex.load(cut, mapped)
     assert broken.graph.count == N_ITEMS
     with pytest.raises(ValueError, match="cut.usearch"):
         broken.search(query, 10, exclude=seen[:20])
@@ -425,7 +429,7 @@ def test_released_pages_of_mapped_vectors_leave_rss_and_answers_alone(world, tmp
     fusion, index, seen = world["fusion"], world["index"], world["seen"]
     np.save(tmp_path / "vectors.npy", world["vectors"])
     index.save(tmp_path / "index.usearch")
-    loaded = FusedIndex.load(tmp_path / "index.usearch", vectors=np.load(tmp_path / "vectors.npy", mmap_mode="r"))
+    loaded = FusedIndex.load(tmp_path / "index.usearch", np.load(tmp_path / "vectors.npy", mmap_mode="r"))
     query = fusion.query(fusion.user_parts(np.arange(20)), WEIGHTS[0])
     before, _ = loaded.search(query, 10, exclude=seen[:20])
     assert loaded.energy.sum() == pytest.approx(1.0)  # a pass over every row, then released
@@ -452,7 +456,10 @@ def test_bad_inputs(world, tmp_path):
     bad = tmp_path / "bad.usearch"
     bad.write_bytes(b"not an index" * 10)
     with pytest.raises(ValueError, match="usearch"):
-        FusedIndex.load(bad)
+        FusedIndex.load(bad, world["vectors"])
+    index.save(tmp_path / "good.usearch")
+    with pytest.raises(ValueError, match="the graph holds"):
+        FusedIndex.load(tmp_path / "good.usearch", world["vectors"][:-1])
     with pytest.raises(ValueError, match="non-finite"):
         FusedIndex.build(np.full((4, 3), np.nan, np.float32))
     with pytest.raises(ValueError):
