@@ -218,7 +218,8 @@ def run_index(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
     start = time.perf_counter()
     index.search(queries, K, exclude=train[users])
     search = time.perf_counter() - start
-    return len(vectors), {"items": len(vectors), "dim": int(vectors.shape[1]), "build_seconds": build,
+    return len(vectors), {"items": len(vectors), "dim": int(vectors.shape[1]), "graph_dtype": index.graph.dtype,
+                          "build_seconds": build,
                           "queries": int(users.size), "search_seconds": search,
                           "queries_per_second": users.size / search if search > 0 else None,
                           "answered": dict(index.stats)}

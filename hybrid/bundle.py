@@ -47,7 +47,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -283,7 +283,9 @@ def _write_version(folder: Path, fusion: Fusion, dataset: Dataset, manifest: Man
                   manifest.events_cutoff)
     vectors = fusion.item_vectors()
     np.save(folder / "item_vectors.npy", vectors, allow_pickle=False)
-    FusedIndex.build(vectors, index_config).save(folder / "index.usearch")
+    index = FusedIndex.build(vectors, index_config)
+    index.save(folder / "index.usearch")
+    manifest = replace(manifest, index=IndexEntry(index_config, dtype=index.graph.dtype))
     maps = fit_item_maps(fusion.models)
     if maps is not None:
         maps.save(folder)

@@ -87,10 +87,19 @@ float32 fused vectors (``FusedIndex._rank``), so the graph only has to find them
 six-signal ml-latest-small bundle's 9,742 x 993 fused vectors (connectivity 64, expansion_add and
 _search 256, the 610 users' queries, 256 candidates each rescored in float32; two alternated
 rounds, 2-core AMD EPYC at load 1.4-1.5): f16 built in 3.6-4.1 s against 8.8-11.5 s for f32,
-searched in 1.6-2.5 ms a query against 4.1-4.3, held 33.7 MB against 67.2, and gave the exact
+searched in 1.6-2.5 ms a query against 4.1-4.3, took 33.7 MB against 67.2 (usearch's
+``memory_usage``), and gave the exact
 top 10 for 608 of 610 queries against 609 (recall@10 0.9998 against 1.0). i8 is unusable here:
 usearch quantises i8 for vectors within [-1, 1], and fused coordinates span a wide range (0 exact
-top-10s even with the vectors scaled into it)."""
+top-10s even with the vectors scaled into it). Vectors with a coordinate beyond half precision's
+range get an f32 graph (``graph_dtype``)."""
+
+
+def graph_dtype(vectors: np.ndarray) -> str:
+    """GRAPH_DTYPE, or 'f32' when a coordinate of ``vectors`` is beyond half precision's range (it
+    would be infinite in the graph and mislead its navigation)."""
+    largest = float(np.abs(vectors).max(initial=0.0))
+    return GRAPH_DTYPE if largest <= float(np.finfo(np.float16).max) else "f32"
 
 
 class Graph:
@@ -102,15 +111,18 @@ class Graph:
     once (``Index.metadata``: format, metric, size), so a file that is not a usearch index fails
     where it is loaded; an extended index shares its Graph, so the file is restored once."""
 
-    def __init__(self, index: Index | None, count: int, ndim: int, path: str | None = None, view: bool = True) -> None:
+    def __init__(self, index: Index | None, count: int, ndim: int, dtype: str, path: str | None = None,
+                 view: bool = True) -> None:
         """Use ``Graph.of`` (an index at hand) or ``Graph.file`` (a saved one)."""
         self._index, self.count, self.ndim = index, count, ndim
         self._path, self._view = path, view
+        self.dtype = dtype
+        """The scalar kind of the graph's vectors ('f16', 'f32'), as usearch names it."""
         self._lock = threading.Lock()
 
     @classmethod
     def of(cls, index: Index) -> Graph:
-        return cls(index, len(index), int(index.ndim))
+        return cls(index, len(index), int(index.ndim), index.dtype.name.lower())
 
     @classmethod
     def file(cls, path: str | Path, view: bool = True) -> Graph:
@@ -124,7 +136,8 @@ class Graph:
             raise ValueError(f"{path} is not a readable usearch index")
         if head["kind_metric"].name != "IP":
             raise ValueError(f"{path} uses metric {head['kind_metric'].name}, expected IP")
-        return cls(None, int(head["count_present"]), int(head["dimensions"]), str(path), view)
+        return cls(None, int(head["count_present"]), int(head["dimensions"]), head["kind_scalar"].name.lower(),
+                   str(path), view)
 
     @property
     def restored(self) -> bool:
@@ -211,7 +224,7 @@ class FusedIndex:
         index = Index(
             ndim=vectors.shape[1],
             metric="ip",
-            dtype=GRAPH_DTYPE,
+            dtype=graph_dtype(vectors),
             connectivity=config.connectivity,
             expansion_add=config.expansion_add,
             expansion_search=config.expansion_search,
@@ -250,7 +263,8 @@ class FusedIndex:
         header is checked now, the graph restored on the first search that needs it (``Graph``).
 
         ``vectors``: the float32 fused vectors the graph was built from (e.g. a memory-mapped npy),
-        which rank its candidates exactly: the graph holds them in half precision (``GRAPH_DTYPE``).
+        which rank its candidates exactly: the graph holds them in ``Graph.dtype`` (``GRAPH_DTYPE``;
+        bundles published before it was f16, and vectors beyond its range, hold f32).
         ValueError when their shape is not the graph's.
         """
         graph = Graph.file(path, view=mmap)

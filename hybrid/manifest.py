@@ -133,8 +133,8 @@ class IndexEntry:
     file: str = "index.usearch"
     metric: str = "ip"
     dtype: str = GRAPH_DTYPE
-    """The graph's scalar type (bundles published before GRAPH_DTYPE was f16 say f32; usearch
-    reads it from the file either way)."""
+    """The graph's scalar kind as built (``hybrid.index.Graph.dtype``; bundles published before
+    GRAPH_DTYPE was f16 say f32; usearch reads it from the file either way)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"file": self.file, "metric": self.metric, "dtype": self.dtype, **asdict(self.config)}

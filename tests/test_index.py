@@ -380,7 +380,30 @@ def test_save_and_mmap_load(world, tmp_path):
     assert (a == b).all() and (a == c).all()
     # the graph holds half-precision vectors (GRAPH_DTYPE); answers are ranked from the float32 rows
     assert Index.metadata(str(path))["kind_scalar"].name == GRAPH_DTYPE.upper() == "F16"
-    assert loaded.graph.get().dtype.name == "F16"
+    assert loaded.graph.dtype == "f16" and loaded.graph.get().dtype.name == "F16"
+
+
+def test_a_float32_graph_still_loads_and_answers(world, tmp_path):
+    """Bundles published before the graph was half precision hold an f32 graph; so do vectors with
+    a coordinate beyond half precision's range (65504)."""
+    fusion, seen, vectors = world["fusion"], world["seen"], world["vectors"]
+    old = Index(ndim=vectors.shape[1], metric="ip", dtype="f32", connectivity=64, expansion_add=256, expansion_search=256)
+    old.add(np.arange(len(vectors), dtype=np.uint64), vectors, threads=1)
+    old.save(str(tmp_path / "old.usearch"))
+    loaded = FusedIndex.load(tmp_path / "old.usearch", vectors)
+    assert loaded.graph.dtype == "f32"
+    query = fusion.query(fusion.user_parts(np.arange(20)), WEIGHTS[0])
+    rows, scores = loaded.search(query, 10, exclude=seen[:20])
+    recall = []
+    for j in range(20):
+        exact_rows, exact_scores = loaded.exact_search(query[j], 10, exclude=seen[j])
+        np.testing.assert_allclose(scores[j], exact_scores, rtol=1e-4, atol=1e-4)
+        recall.append(len(set(rows[j]) & set(exact_rows)) / 10)
+    assert np.mean(recall) >= 0.98
+
+    wide = vectors.copy()
+    wide[0, 0] = 1e5
+    assert FusedIndex.build(wide[:50]).graph.dtype == "f32" and FusedIndex.build(vectors[:50]).graph.dtype == "f16"
 
 
 
@@ -404,9 +427,11 @@ def test_loaded_graph_is_restored_by_the_first_graph_search_only(world, tmp_path
     assert loaded.graph.restored and grown.stats["hnsw"] > 0
     assert (rows == index.search(query, 10, exclude=seen[:20])[0]).all()  # the 3 copies score as their originals
 
-    # the file: the vectors (8 bytes of shape, then rows x dim float32), a 64-byte header, the graph
+    # the file: the vectors (8 bytes of shape, then rows x dim in the graph's dtype), a 64-byte
+    # header, the graph
     cut = tmp_path / "cut.usearch"
-    cut.write_bytes(path.read_bytes()[: 8 + N_ITEMS * fusion.dim * 4 + 64 + 100])
+    cut.write_bytes(path.read_bytes()[: 8 + N_ITEMS * fusion.dim * np.dtype(GRAPH_DTYPE.replace("f", "float")).itemsize
+                                      + 64 + 100])
     broken = FusedIndex.load(cut, mapped)
     assert broken.graph.count == N_ITEMS
     with pytest.raises(ValueError, match="cut.usearch"):
