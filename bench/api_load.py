@@ -43,9 +43,11 @@ Usage::
     python bench/api_load.py --duration 10 --repeat 3 --connections 16 --results bench/results
 
 A change's before/after figures come from one paired run: a checkout of the code before (``git
-worktree add ../before COMMIT``) serves the same bundle beside this one, their runs interleaved::
+worktree add ../before COMMIT``) serves the same bundle beside this one, their runs interleaved,
+each phase's pairs summarised by the median of their ratios with its interval (bench/paired.py;
+on a 2-core machine whose speed drifts, 16-24 short pairs gave intervals of about +-5%)::
 
-    python bench/api_load.py --bundle-root ROOT --against ../before --repeat 4 --phases uncached,explain
+    python bench/api_load.py --bundle-root ROOT --against ../before --repeat 24 --duration 5 --phases uncached,explain
 """
 
 from __future__ import annotations
@@ -709,8 +711,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work-dir", type=Path, default=REPO / "data" / "bench_api")
     ap.add_argument("--signals", help="signals of a built bundle (default: the pipeline's, comma-separated)")
     ap.add_argument("--duration", type=int, default=10, help="seconds per run of a phase")
-    ap.add_argument("--repeat", type=int, default=3,
-                    help="runs per phase (figures are their medians); a paired run's interval needs 6 or more, even")
+    ap.add_argument("--repeat", type=int, default=None,
+                    help="runs per phase (figures are their medians); default 3, or 8 a side for a paired run "
+                         "(--against, --compare-executor), whose interval needs 6 or more, even")
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--workers", type=int, default=2, help="uvicorn workers")
     ap.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
@@ -730,6 +733,8 @@ def main(argv: list[str] | None = None) -> int:
                          "before a change) on the same bundle, paired like --compare-executor; writes "
                          "api_load_against.json")
     args = ap.parse_args(argv)
+    if args.repeat is None:
+        args.repeat = 8 if args.against or args.compare_executor else 3
     if args.repeat < 1 or args.duration < 1:
         ap.error("--repeat and --duration must be >= 1")
     import numpy as np
