@@ -98,7 +98,7 @@ range get an f32 graph (``graph_dtype``)."""
 def graph_dtype(vectors: np.ndarray) -> str:
     """GRAPH_DTYPE, or 'f32' when a coordinate of ``vectors`` is beyond half precision's range (it
     would be infinite in the graph and mislead its navigation)."""
-    largest = float(np.abs(vectors).max(initial=0.0))
+    largest = max(float(vectors.max(initial=0.0)), -float(vectors.min(initial=0.0)))  # no |vectors| copy
     return GRAPH_DTYPE if largest <= float(np.finfo(np.float16).max) else "f32"
 
 
