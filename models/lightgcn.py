@@ -26,16 +26,17 @@ if TYPE_CHECKING:
 
 @dataclass
 class LightGCNConfig:
-    """Hyper-parameters of LightGCN.
+    """Hyper-parameters of LightGCN, trained in the graph's spectral domain
+    (models.lightgcn_trainer.SpectralLightGCN: layer-0 embeddings in the span of the top
+    2 x ``rank`` eigenvectors of the normalised adjacency, propagation in closed form).
 
-    The defaults are tuned on ml-latest-small (DESIGN.md protocol): early-stopped on the
-    validation split while fitting on 'fit' (epochs up to 400, eval_every 10, patience 5), the
-    best validation NDCG@10 was 0.1233 at epoch 280; refit on 'train' for those 280 epochs, test
-    NDCG@10 = 0.1189, Recall@10 = 0.0590 (seed 0). Beside it: one negative per positive
-    (val 0.1224, test 0.1177), l2 1e-4 (val 0.1192, test 0.1182), batch 8192 at lr 5e-3 (val
-    0.1186, test 0.1151), l2 3e-3 (val 0.1193, test 0.1147), full-batch steps (test 0.1115).
-    Propagation runs over the whole graph at every step, so large batches are what keep the fit
-    cheap on CPU.
+    The defaults are chosen on ml-latest-small (DESIGN.md protocol): fit on 'fit', early-stopped
+    on validation (every 5 epochs, patience 5), the best validation NDCG@10 was 0.1233 at epoch 40
+    (46 s on a 2-thread worker); refit on 'train' for those 40 epochs: test NDCG@10 0.1204,
+    Recall@10 0.0626 (seed 0; 40 s). The full-graph trainer this replaced reached the same 0.1233
+    at epoch 280 (117 s a fit) and test 0.1189 / 0.0590. Beside it, on validation: rank 128 0.1192,
+    rank 512 0.1251 (twice the SVD), batch 1024 0.1246 at epoch 20 then falling, batch 4096 and
+    8192 slower per epoch to the same level, l2 1e-2 0.1216 at epoch 20 then falling.
     """
 
     embedding_dim: int = 64
@@ -44,25 +45,33 @@ class LightGCNConfig:
     """Propagation layers; final embeddings average layers 0..num_layers."""
     learning_rate: float = 1e-2
     """Adam step size."""
-    batch_size: int = 16384
+    batch_size: int = 2048
     """Positive interactions per BPR step."""
-    epochs: int = 280
+    epochs: int = 200
     """Epochs of a final fit; with validation, the most epochs before early stopping."""
+    epoch_size: int | None = None
+    """Positives an epoch draws (without repetition); None: all of them. A step's cost does not
+    grow with the graph, so on a large graph a shorter epoch lets early stopping look more often."""
+    rank: int = 256
+    """Singular pairs of the normalised interaction matrix kept (the basis of layer 0)."""
+    power_iterations: int = 4
+    """Subspace iterations of the truncated SVD (``torch.svd_lowrank``'s niter)."""
     l2: float = 1e-3
-    """L2 weight on the batch's layer-0 embeddings (half squared norms / batch size)."""
+    """L2 weight on the batch's layer-0 embeddings (half squared norms / batch size, in expectation over batches)."""
     negatives: int = 4
     """Uniform negatives sampled per positive (their loss and L2 terms are averaged)."""
     init_std: float = 0.1
     """Standard deviation of the normal initialisation of layer-0 embeddings."""
     patience: int = 5
     """Evaluations without a better validation NDCG@10 before stopping."""
-    eval_every: int = 10
+    eval_every: int = 5
     """Epochs between validation evaluations."""
     validation_users: int | None = None
     """Validation users sampled for early stopping (seeded); None evaluates all of them."""
 
     def __post_init__(self) -> None:
-        for name in ("embedding_dim", "num_layers", "batch_size", "epochs", "negatives", "patience", "eval_every"):
+        for name in ("embedding_dim", "num_layers", "batch_size", "epochs", "negatives", "patience", "eval_every",
+                     "rank", "power_iterations"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -71,6 +80,10 @@ class LightGCNConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if not self.l2 >= 0:
             raise ValueError(f"l2 must be >= 0, got {self.l2!r}")
+        if self.epoch_size is not None and (
+            isinstance(self.epoch_size, bool) or not isinstance(self.epoch_size, int) or self.epoch_size < 1
+        ):
+            raise ValueError(f"epoch_size must be None or an integer >= 1, got {self.epoch_size!r}")
         if self.validation_users is not None and (
             isinstance(self.validation_users, bool) or not isinstance(self.validation_users, int) or self.validation_users < 1
         ):
