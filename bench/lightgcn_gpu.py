@@ -1,7 +1,7 @@
-"""LightGCN at MovieLens-25M size on one device: adjacency, seconds per epoch, validation NDCG@10.
+"""LightGCN at MovieLens-25M size on one device: spectral basis, seconds per epoch, validation NDCG@10.
 
     python bench/lightgcn_gpu.py --interactions 200000 --device cpu --out /tmp/lgcn    # small, any machine
-    python bench/lightgcn_gpu.py --device cuda --batches auto 65536 --time-limit 130 --budget 350 \
+    python bench/lightgcn_gpu.py --device cuda --batches auto 16384 --time-limit 130 --budget 350 \
         --out bench/results/lightgcn_gpu                                                 # ~6 minutes
 
 Builds a MovieLens-25M-shaped interaction graph (162,541 users, 59,047 items, 25,000,095
@@ -10,12 +10,12 @@ interactions at full size; both scaled down with --interactions), splits it by t
 and trains LightGCN with the project's trainer (models.lightgcn_trainer.LightGCNTrainer) on 'fit',
 early-stopped on a seeded sample of validation users, within a wall-clock limit. It prints and
 writes (--out/lightgcn_<device>_<interactions>.json, after every run, so a run cut short keeps what it finished) the
-time of building the adjacency, seconds per epoch, validation NDCG@10 per evaluated epoch, the
+time of the spectral basis (models.lightgcn_trainer.spectral_basis), seconds per epoch, validation NDCG@10 per evaluated epoch, the
 epoch of the validation-picked best, peak GPU memory, and test NDCG@10 of the kept embeddings.
 
-Each --batches entry is one run: 'auto' is bench/scale.py's rule (the default batch of 16,384,
-grown so that an epoch is at most --steps steps: the setting of the CPU figure in the report),
-an integer is that batch. A run starts only if its first epoch is expected to end inside
+Each --batches entry is one run: 'auto' is LightGCNConfig's default batch, an integer is that
+batch. An epoch draws --epoch-size positives (bench/scale.py's default), so early stopping looks
+at validation every few million positives instead of every full pass. A run starts only if its first epoch is expected to end inside
 --budget (estimated from the seconds per step of the runs before it).
 
 The generator is numpy alone (no Dask), so the bench runs where only torch is installed: users
@@ -45,7 +45,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
-import torch_geometric  # noqa: E402
 
 from etl.metrics import evaluate  # noqa: E402
 from models.lightgcn import LightGCNConfig  # noqa: E402
@@ -211,10 +210,9 @@ def sample_rows(m: sp.csr_matrix, size: int, rng: np.random.Generator) -> sp.csr
     return sp.csr_matrix(sp.diags(keep) @ m)
 
 
-def batch_for(spec: str, fit_nnz: int, steps: int) -> int:
-    """'auto': bench/scale.py's lightgcn_batch rule (the default batch, grown to at most ``steps``
-    steps an epoch); else the integer given."""
-    return max(DEFAULT_BATCH, -(-fit_nnz // steps)) if spec == "auto" else int(spec)
+def batch_for(spec: str) -> int:
+    """'auto': LightGCNConfig's default batch; else the integer given."""
+    return DEFAULT_BATCH if spec == "auto" else int(spec)
 
 
 def log(message: str) -> None:
@@ -230,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--interactions", type=int, default=ML25M[0], help="graph size (users and items scale with it)")
     parser.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
     parser.add_argument("--batches", nargs="+", default=["auto"], help="one run per entry: 'auto' or a batch size")
-    parser.add_argument("--steps", type=int, default=64, help="most steps per epoch of an 'auto' batch")
+    parser.add_argument("--epoch-size", type=int, default=2**20, help="positives an epoch draws (at most all)")
     parser.add_argument("--epochs", type=int, default=200, help="most epochs per run")
     parser.add_argument("--eval-every", type=int, default=2)
     parser.add_argument("--patience", type=int, default=5)
@@ -273,7 +271,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     report: dict[str, Any] = {
         "bench": "lightgcn_gpu", "graph": asdict(shape), "device": str(device), "device_name": device_name(device),
-        "torch": torch.__version__, "torch_geometric": torch_geometric.__version__, "cuda": torch.version.cuda,
+        "torch": torch.__version__, "cuda": torch.version.cuda,
         "cpus": os.cpu_count(), "threads": torch.get_num_threads(), "python": platform.python_version(),
         "load_average_before": os.getloadavg()[0],
         "time": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
@@ -284,11 +282,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     write(args.out, report)
     step_seconds: float | None = None
     for spec in args.batches:
-        batch = batch_for(spec, fit.nnz, args.steps)
-        steps = -(-fit.nnz // batch)
+        batch = batch_for(spec)
+        steps = -(-min(fit.nnz, args.epoch_size) // batch)
         elapsed = time.perf_counter() - t0
         if args.budget is not None and step_seconds is not None:
-            expected = elapsed + 60 + steps * step_seconds * 1.3  # adjacency and one epoch, with margin
+            expected = elapsed + 60 + steps * step_seconds * 1.3  # basis and one epoch, with margin
             if expected > args.budget:
                 log(f"batch {batch:,}: skipped, its first epoch ({steps} steps) would end near {expected:.0f} s "
                     f"of a {args.budget:.0f} s budget")
@@ -296,7 +294,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 write(args.out, report)
                 continue
         limit = args.time_limit if args.budget is None else max(1.0, min(args.time_limit, args.budget - elapsed - 60))
-        config = LightGCNConfig(batch_size=batch, epochs=args.epochs, eval_every=min(args.eval_every, args.epochs),
+        config = LightGCNConfig(batch_size=batch, epoch_size=args.epoch_size, epochs=args.epochs, eval_every=min(args.eval_every, args.epochs),
                                 patience=args.patience, validation_users=args.eval_users)
         log(f"run: batch {batch:,} ({steps} steps an epoch), time limit {limit:.0f} s, on {device}")
         if device.type == "cuda":
@@ -310,7 +308,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         step_seconds = float(np.median(epochs)) / steps
         run = {
             "batch": batch, "steps_per_epoch": steps, "config": asdict(config), "time_limit": limit,
-            "wall_seconds": wall, "adjacency_seconds": result.adjacency_seconds,
+            "wall_seconds": wall, "basis_seconds": result.basis_seconds,
             "epoch_seconds": result.epoch_seconds, "median_epoch_seconds": float(np.median(epochs)),
             "step_seconds": step_seconds, "epochs_run": result.epochs_run, "history": result.history,
             "best_epoch": result.best_epoch, "best_validation_ndcg": result.best_ndcg,
@@ -321,7 +319,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         report["runs"].append(run)
         write(args.out, report)
-        log(f"batch {batch:,}: adjacency {result.adjacency_seconds:.1f} s, "
+        log(f"batch {batch:,}: basis {result.basis_seconds:.1f} s, "
             f"median epoch {run['median_epoch_seconds']:.2f} s "
             f"({step_seconds * 1000:.1f} ms a step), {result.epochs_run} epochs, best validation NDCG@10 "
             f"{result.best_ndcg} at epoch {result.best_epoch}, test NDCG@10 {run['test_ndcg']:.4f}, peak GPU MiB "

@@ -19,10 +19,11 @@ Each stage reports wall seconds, CPU seconds and peak RSS of this process and th
 together (bench/synthetic_scale.py's ProcessSampler), and what the stage added to it. Test
 metrics are over a seeded sample of --eval-users test users (all of them when fewer).
 
-LightGCN on CPU propagates the whole graph at every step, so at 25M an epoch is costly: here it
-gets a bounded epoch budget (--lightgcn-epochs, default 1; at 1M one epoch took ~200 s on a busy
-2-core machine, and an epoch's cost grows about quadratically: steps x graph size), which the
-report states; its quality at scale is therefore not its tuned quality.
+LightGCN trains in the graph's spectral domain (models.lightgcn_trainer: one truncated SVD, then
+steps whose cost does not grow with the graph), early-stopped on validation as on ml-latest-small;
+its epochs draw --lightgcn-epoch-size positives each, so validation is consulted every few
+million positives rather than once per 20M. --lightgcn-epochs caps the epochs (for quick runs;
+the report then says its quality is not its tuned quality).
 
 Resumable: a stage whose JSON (OUT/scale/n<N>/<stage>.json) exists, whose outputs under --cache
 are there and which ran with the same settings, is skipped unless --force, so a long run can be
@@ -117,25 +118,15 @@ def pipeline_config(ctx: ScaleContext) -> Any:
     args = ctx.args
     configs: dict[str, Any] = {}
     if "lightgcn" in args.signals:
-        e = args.lightgcn_epochs
         # validation_users: early-stopping checks on a sample, as the test metrics are
-        configs["lightgcn"] = {"epochs": e, "eval_every": min(e, 10), "validation_users": args.eval_users,
-                               "batch_size": lightgcn_batch(ctx.dataset().count("fit"), args.lightgcn_steps)}
+        configs["lightgcn"] = {"epoch_size": args.lightgcn_epoch_size, "validation_users": args.eval_users}
+        if args.lightgcn_epochs is not None:
+            e = args.lightgcn_epochs
+            configs["lightgcn"].update(epochs=e, eval_every=min(e, 5))
     ga = GAConfig(population=8, generations=3, patience=3, bagging=0) if args.quick else GAConfig()
     n_items = ctx.dataset().n_items
     return PipelineConfig(signals=tuple(args.signals), configs=configs, ga=ga, verbose=True,
                           per_signal=max(K, min(100, n_items // 2)))
-
-
-def lightgcn_batch(fit_interactions: int, steps: int) -> int:
-    """LightGCN's batch: its default (16,384), grown so that an epoch is at most ``steps`` steps.
-
-    Every step propagates the whole graph, so on CPU an epoch at the default batch costs about
-    steps x graph size, quadratic in the data; a batch that grows with the data keeps it linear.
-    """
-    from models.lightgcn import LightGCNConfig
-
-    return max(LightGCNConfig().batch_size, -(-fit_interactions // steps))
 
 
 def run_tune(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
@@ -242,7 +233,7 @@ def stages(signals: list[str]) -> list[tuple[str, Callable[[ScaleContext], tuple
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """What the stages after ingest depend on: a finished stage run with other settings is rerun."""
     return {"signals": list(args.signals), "lightgcn_epochs": args.lightgcn_epochs,
-            "lightgcn_steps": args.lightgcn_steps, "eval_users": args.eval_users,
+            "lightgcn_epoch_size": args.lightgcn_epoch_size, "eval_users": args.eval_users,
             "queries": args.queries, "workers": args.workers, "seed": args.seed, "quick": args.quick}
 
 
@@ -305,9 +296,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, default=CACHE, help="generated data, datasets and models")
     parser.add_argument("--signals", nargs="+", default=list(DEFAULT_SIGNALS))
     parser.add_argument("--stages", nargs="*", help="run only these stages (default: all)")
-    parser.add_argument("--lightgcn-epochs", type=int, default=1, help="LightGCN's epoch budget at every size")
-    parser.add_argument("--lightgcn-steps", type=int, default=64,
-                        help="most LightGCN steps per epoch: its batch grows with the data beyond that")
+    parser.add_argument("--lightgcn-epochs", type=int, default=None,
+                        help="cap on LightGCN's epochs (default: none, early stopping on validation decides)")
+    parser.add_argument("--lightgcn-epoch-size", type=int, default=2**20, help="positives a LightGCN epoch draws")
     parser.add_argument("--eval-users", type=int, default=10_000, help="test users sampled for metrics")
     parser.add_argument("--queries", type=int, default=1_000, help="index searches timed")
     parser.add_argument("--workers", type=int, default=2)

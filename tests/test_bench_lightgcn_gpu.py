@@ -59,13 +59,14 @@ def test_bench_json_and_report_section(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads((out / "lightgcn_gpu" / "lightgcn_cpu_40000.json").read_text())
     assert sum(data["sizes"].values()) == 40_000 and data["device"] == "cpu"
-    assert [r["batch"] for r in data["runs"]] == [16_384, 8_192]  # 'auto' is at least the default batch
+    assert [r["batch"] for r in data["runs"]] == [2_048, 8_192]  # 'auto' is the default batch
     for run in data["runs"]:
         assert run["epochs_run"] == 4 and len(run["epoch_seconds"]) == 4 and run["peak_gpu_mib"] is None
         epochs, scores = zip(*run["history"])
         assert list(epochs) == [2, 4]
         assert run["best_epoch"] == epochs[int(np.argmax(scores))] and run["best_validation_ndcg"] == max(scores)
         assert 0 < run["test_ndcg"] <= 1 and run["steps_per_epoch"] == -(-data["sizes"]["fit"] // run["batch"])
+        assert run["basis_seconds"] > 0
 
     report = subprocess.run([sys.executable, str(REPO / "bench" / "report.py"), "--results", str(out)], cwd=REPO,
                             capture_output=True, text=True, timeout=300)
