@@ -22,8 +22,8 @@ metrics are over a seeded sample of --eval-users test users (all of them when fe
 LightGCN trains in the graph's spectral domain (models.lightgcn_trainer: one truncated SVD, then
 steps whose cost does not grow with the graph), early-stopped on validation as on ml-latest-small;
 its epochs draw --lightgcn-epoch-size positives each, so validation is consulted every few
-million positives rather than once per 20M. --lightgcn-epochs caps the epochs (for quick runs;
-the report then says its quality is not its tuned quality).
+million positives rather than once per 20M. --lightgcn-epochs caps the epochs (tests use it to
+keep runs short; the report then says its quality is not its tuned quality).
 
 Resumable: a stage whose JSON (OUT/scale/n<N>/<stage>.json) exists, whose outputs under --cache
 are there and which ran with the same settings, is skipped unless --force, so a long run can be
@@ -119,10 +119,13 @@ def pipeline_config(ctx: ScaleContext) -> Any:
     configs: dict[str, Any] = {}
     if "lightgcn" in args.signals:
         # validation_users: early-stopping checks on a sample, as the test metrics are
-        configs["lightgcn"] = {"epoch_size": args.lightgcn_epoch_size, "validation_users": args.eval_users}
+        # every 2 epochs, patience 3: an epoch is a 20th of the data here, and the validation curve of a
+        # 25M graph flattens within a few epochs (bench/lightgcn_gpu.py: best at epoch 6 of 12)
+        configs["lightgcn"] = {"epoch_size": args.lightgcn_epoch_size, "validation_users": args.eval_users,
+                               "eval_every": 2, "patience": 3}
         if args.lightgcn_epochs is not None:
             e = args.lightgcn_epochs
-            configs["lightgcn"].update(epochs=e, eval_every=min(e, 5))
+            configs["lightgcn"].update(epochs=e, eval_every=min(e, 2))
     ga = GAConfig(population=8, generations=3, patience=3, bagging=0) if args.quick else GAConfig()
     n_items = ctx.dataset().n_items
     return PipelineConfig(signals=tuple(args.signals), configs=configs, ga=ga, verbose=True,

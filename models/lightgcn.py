@@ -1,6 +1,6 @@
 """The LightGCN signal: graph-propagated embeddings, score = <final user, final item>.
 
-User and item vectors are PyG LightGCN's final (layer-averaged) embeddings, so the signal fits
+User and item vectors are LightGCN's final (layer-averaged) embeddings, so the signal fits
 the FactorModel contract as it is (../shared/DESIGN.md, "The fused-embedding identity"). Training
 runs as one named Dask task (``lightgcn-train-*``) through models.lightgcn_trainer.
 
@@ -54,14 +54,15 @@ class LightGCNConfig:
     grow with the graph, so on a large graph a shorter epoch lets early stopping look more often."""
     rank: int = 256
     """Singular pairs of the normalised interaction matrix kept (the basis of layer 0)."""
-    power_iterations: int = 4
-    """Subspace iterations of the truncated SVD (``torch.svd_lowrank``'s niter)."""
+    power_iterations: int = 6
+    """Subspace iterations of the truncated SVD (models.lightgcn_trainer.spectral_basis)."""
     l2: float = 1e-3
     """L2 weight on the batch's layer-0 embeddings (half squared norms / batch size, in expectation over batches)."""
     negatives: int = 4
     """Uniform negatives sampled per positive (their loss and L2 terms are averaged)."""
     init_std: float = 0.1
-    """Standard deviation of the normal initialisation of layer-0 embeddings."""
+    """Standard deviation of the normal initialisation of the spectral parameters P and Q (a layer-0
+    row's scale is then init_std x the norm of its basis row, about sqrt(rank / rows))."""
     patience: int = 5
     """Evaluations without a better validation NDCG@10 before stopping."""
     eval_every: int = 5
@@ -115,7 +116,7 @@ class LightGCN(FactorModel):
         return replace(self.config, epochs=best, eval_every=min(self.config.eval_every, best))
 
     def _fit(self, data: TrainData, options: TrainingOptions) -> None:
-        # torch and PyG are imported by fitting only: a server loads this model to score and fold in
+        # torch is imported by fitting only: a server loads this model to score and fold in
         from models.lightgcn_trainer import train_lightgcn
 
         train = data.matrix()

@@ -54,6 +54,8 @@ class LightGCNResult:
     """Address of the Dask worker that ran the fit; None when it ran outside a Dask task."""
     basis_seconds: float = 0.0
     """Wall time of the graph's spectral basis (normalisation and truncated SVD, on the device)."""
+    basis_residual: float = 0.0
+    """max_j |R~ v_j - s_j u_j| / s_j over the basis: how far its triplets are from exact ones."""
     epoch_seconds: list[float] = field(default_factory=list)
     """Wall time of each epoch's training steps (its evaluation left out)."""
 
@@ -106,21 +108,28 @@ class SpectralBasis:
     """s: (rank,) float32, descending, in [0, 1]."""
     items: torch.Tensor
     """V: (n_items, rank) float32."""
+    residual: float = 0.0
+    """max_j |R~ v_j - s_j u_j| / s_j: 0 for exact triplets."""
 
 
 def spectral_basis(interactions: sp.csr_matrix, rank: int, power_iterations: int, device: torch.device) -> SpectralBasis:
     """Top-``rank`` singular triplets of the normalised interaction matrix by randomised subspace
-    iteration (Halko, Martinsson and Tropp 2011, algorithm 4.4, with 16 extra dimensions; seeded by
-    torch's generator): per iteration one sparse product with R~ and one with R~^T, each held as
-    CSR on the device, so the cost is linear in the interactions. (``torch.svd_lowrank`` on the
-    same COO matrix had not finished after 10 minutes at 16M interactions: it transposes and
-    multiplies COO tensors; here each product took ~4 s.)"""
+    iteration (Halko, Martinsson and Tropp 2011, algorithm 4.4; seeded by torch's generator): per
+    iteration one sparse product with R~ and one with R~^T, each held as CSR on the device, so the
+    cost is linear in the interactions. (``torch.svd_lowrank`` on the same COO matrix had not
+    finished after 10 minutes at 16M interactions: it transposes and multiplies COO tensors; here
+    each product took ~4 s.)
+
+    The subspace is rank / 2 wider than asked (at least 16): ml-latest-small's spectrum is flat
+    near rank 256 (s_128 = 0.29, s_255 = 0.25), and with 16 extra dimensions and 4 iterations the
+    256th triplet's relative residual |R~ v - s u| / s was 9.7%; with rank / 2 and 6 iterations
+    (the default) it is 0.5%, for ~1.6x the time. ``basis_residual`` measures it."""
     norm = normalized_interactions(interactions)
     n_users, n_items = norm.shape
     rank = max(1, min(rank, n_users, n_items))
-    width = min(rank + 16, n_users, n_items)
+    width = min(rank + max(16, rank // 2), n_users, n_items)
     r, r_t = _csr_tensor(norm, device), _csr_tensor(sp.csr_matrix(norm.T), device)
-    q = torch.linalg.qr(torch.randn(n_items, width, device=device)).Q
+    q = torch.linalg.qr(torch.randn(n_items, width, device=device, dtype=torch.float32)).Q
     for _ in range(power_iterations):
         q = torch.linalg.qr(torch.sparse.mm(r, q)).Q  # users x width
         q = torch.linalg.qr(torch.sparse.mm(r_t, q)).Q  # items x width
@@ -128,7 +137,14 @@ def spectral_basis(interactions: sp.csr_matrix, rank: int, power_iterations: int
     small = torch.sparse.mm(r_t, q_users).T  # width x items: Q^T R~
     u, s, vh = torch.linalg.svd(small, full_matrices=False)
     users = q_users @ u[:, :rank]
-    return SpectralBasis(users=users.contiguous(), values=s[:rank].contiguous(), items=vh[:rank].T.contiguous())
+    return SpectralBasis(users=users.contiguous(), values=s[:rank].contiguous(), items=vh[:rank].T.contiguous(),
+                         residual=_residual(r, users, s[:rank], vh[:rank].T))
+
+
+def _residual(r: torch.Tensor, users: torch.Tensor, values: torch.Tensor, items: torch.Tensor) -> float:
+    """max_j |R~ v_j - s_j u_j| / s_j (one more sparse product); R~^T u_j = s_j v_j holds by construction."""
+    gap = (torch.sparse.mm(r, items) - users * values).norm(dim=0)
+    return float((gap / values.clamp_min(1e-12)).max()) if values.numel() else 0.0
 
 
 def _csr_tensor(matrix: sp.csr_matrix, device: torch.device) -> torch.Tensor:
@@ -155,9 +171,13 @@ class SpectralLightGCN(torch.nn.Module):
 
     So a BPR step gathers its batch's rows of U and V and never propagates over the graph: its
     cost does not grow with the graph (full propagation costs about 31 s a step at MovieLens-25M
-    on 2 cores). This is LightGCN itself, restricted to 2 x rank of the graph's eigen-directions
-    (those of the largest |eigenvalue|, the ones propagation keeps), as SVD-GCN (Peng et al.
-    2022) observed. tests/test_lightgcn.py checks the closed form against PyG's stock LightGCN.
+    on 2 cores). With exact triplets this is LightGCN itself with its layer-0 embeddings restricted
+    to 2 x rank eigen-directions: those of the largest singular values, where the graph's
+    collaborative signal lives (SVD-GCN, Peng et al. 2022, trains in the same basis). The +s half
+    is what propagation amplifies; the -s half it damps (g(-1) = 0 for 3 layers), and the left-out
+    directions near 0 it keeps at 1/(K+1), as layer 0 alone would. The randomised basis is exact
+    to ``SpectralBasis.residual``. tests/test_lightgcn.py checks the closed form against PyG's
+    stock LightGCN.
     """
 
     def __init__(self, basis: SpectralBasis, config: LightGCNConfig) -> None:
@@ -167,8 +187,8 @@ class SpectralLightGCN(torch.nn.Module):
         self.register_buffer("basis_items", basis.items)
         layers = torch.stack([basis.values.double() ** k for k in range(config.num_layers + 1)]).mean(0)
         alternating = torch.stack([(-basis.values.double()) ** k for k in range(config.num_layers + 1)]).mean(0)
-        self.register_buffer("filter_even", layers.float())
-        self.register_buffer("filter_odd", alternating.float())
+        self.register_buffer("filter_pos", layers.float())  # g(s)
+        self.register_buffer("filter_neg", alternating.float())  # g(-s)
         device = basis.values.device
         self.p = torch.nn.Parameter(torch.randn(rank, dim, device=device) * config.init_std)
         self.q = torch.nn.Parameter(torch.randn(rank, dim, device=device) * config.init_std)
@@ -179,8 +199,8 @@ class SpectralLightGCN(torch.nn.Module):
 
     def final_maps(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(rank, dim) maps from basis rows to final (layer-averaged) embeddings."""
-        even, odd = self.filter_even[:, None] * self.p, self.filter_odd[:, None] * self.q
-        return (even + odd) * _HALF_SQRT2, (even - odd) * _HALF_SQRT2
+        pos, neg = self.filter_pos[:, None] * self.p, self.filter_neg[:, None] * self.q
+        return (pos + neg) * _HALF_SQRT2, (pos - neg) * _HALF_SQRT2
 
     def layer0(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Layer-0 embeddings of every user and item."""
@@ -197,7 +217,8 @@ _HALF_SQRT2 = 2.0**-0.5
 
 
 class BPRSampler:
-    """Uniform negative sampling for BPR: every positive once per epoch, in random order.
+    """Uniform negative sampling for BPR: an epoch's positives (all, or a sample of them) once each, in
+    random order.
 
     A sampled negative that is one of the user's positives is redrawn for a few vectorised
     rounds; the rare survivors stay (as noise the loss tolerates).
@@ -258,6 +279,8 @@ class _ExpectedPenalty:
     are uniform over the n items. So E[sum of squared layer-0 norms] / b is
     sum_u d_u/N |e_u|^2 + sum_i (d_i/N + 1/n) |e_i|^2, and with e = U M (or V M) that is
     tr(M^T C M) for the rank x rank matrices C = U^T diag(d_u/N) U, V^T diag(d_i/N + 1/n) V.
+    Approximately: a negative that hits one of the user's positives is redrawn, so negatives are
+    uniform over the user's other items; the difference is a share d_u/n of a user's negatives.
     """
 
     def __init__(self, basis: SpectralBasis, sampler: BPRSampler) -> None:
@@ -274,7 +297,8 @@ class _ExpectedPenalty:
 
 
 class LightGCNTrainer:
-    """Fits a PyG LightGCN with BPR; early-stops on validation NDCG@10 when validation is given."""
+    """Fits LightGCN in the spectral domain with BPR; early-stops on validation NDCG@10 when validation
+    is given."""
 
     def __init__(
         self,
@@ -297,7 +321,6 @@ class LightGCNTrainer:
     def fit(self, train: sp.csr_matrix, validation: sp.csr_matrix | None = None) -> LightGCNResult:
         """Train on ``train`` (users x items); with ``validation``, keep the best evaluated epoch."""
         cfg = self.config
-        n_users, n_items = train.shape
         if validation is not None and validation.shape != train.shape:
             raise ValueError(f"validation shape {validation.shape} differs from train {train.shape}")
         torch.manual_seed(self.seed)
@@ -319,7 +342,6 @@ class LightGCNTrainer:
         bar = tqdm(range(1, cfg.epochs + 1), desc="lightgcn", disable=not self.progress)
         started = time.perf_counter()
         for epoch in bar:
-            model.train()
             epoch_start = time.perf_counter()
             for users, pos, neg in sampler.epoch(cfg.batch_size, cfg.epoch_size):
                 loss = self._batch_loss(model, penalty, users, pos, neg)
@@ -358,6 +380,7 @@ class LightGCNTrainer:
             device=str(basis.values.device),
             worker=_worker_address(),
             basis_seconds=basis_seconds,
+            basis_residual=basis.residual,
             epoch_seconds=epoch_seconds,
         )
 
