@@ -277,6 +277,8 @@ def scale_section(results: Path, out: Path) -> list[str]:
     any_stage = next(iter(next(iter(scale.values())).values()))
     epochs = sorted({st.get("lightgcn_epochs") for stages in scale.values() for name, st in stages.items()
                      if st.get("lightgcn_epochs") and name in ("tune", "signal-lightgcn")})
+    budget_sizes = sorted(n for n, stages in scale.items() if any(
+        st.get("lightgcn_epochs") for name, st in stages.items() if name in ("tune", "signal-lightgcn")))
     epoch_sizes = sorted({st.get("settings", {}).get("lightgcn_epoch_size") for stages in scale.values()
                           for st in stages.values() if st.get("settings", {}).get("lightgcn_epoch_size")})
     eval_users = sorted({st.get("eval_users") for stages in scale.values() for st in stages.values()
@@ -291,11 +293,12 @@ def scale_section(results: Path, out: Path) -> list[str]:
         "process and its workers together; '+' is what the stage added to what they held when it began. "
         "A signal's seconds and memory are of its fit (its evaluation is in 'eval s').",
         "",
-        (f"**LightGCN ran with a bounded epoch budget of {', '.join(map(str, epochs))} epoch(s) at some size** "
-         "(the full-graph trainer before the spectral one, or a quick run): its time there is for that budget and its "
-         "quality is not its tuned quality. " if epochs else
-         "LightGCN (spectral-domain trainer) is early-stopped on validation at every size, epochs of "
-         f"{', '.join(f'{e:,}' for e in epoch_sizes) or '?'} positives. ")
+        (f"**LightGCN ran with a bounded epoch budget of {', '.join(map(str, epochs))} epoch(s) at "
+         f"{', '.join(f'{n:,}' for n in budget_sizes)}** (the full-graph trainer before the spectral one, or a "
+         "quick run): its time there is for that budget and its quality is not its tuned quality. " if epochs else "")
+        + (f"LightGCN (spectral-domain trainer) is early-stopped on validation at "
+           f"{', '.join(f'{n:,}' for n in sizes if n not in budget_sizes)}, epochs of "
+           f"{', '.join(f'{e:,}' for e in epoch_sizes) or '?'} positives. " if len(budget_sizes) < len(sizes) else "")
         + f"Test metrics are over a seeded sample of {', '.join(f'{u:,}' for u in eval_users) or 'all'} test users "
         "(all when fewer).",
         ""]
