@@ -31,10 +31,12 @@ class LightGCNConfig:
     2 x ``rank`` eigenvectors of the normalised adjacency, propagation in closed form).
 
     The defaults are chosen on ml-latest-small (DESIGN.md protocol): fit on 'fit', early-stopped
-    on validation (every 5 epochs, patience 5), the best validation NDCG@10 was 0.1233 at epoch 40
-    (46 s on a 2-thread worker); refit on 'train' for those 40 epochs: test NDCG@10 0.1204,
-    Recall@10 0.0626 (seed 0; 40 s). The full-graph trainer this replaced reached the same 0.1233
-    at epoch 280 (117 s a fit) and test 0.1189 / 0.0590. Beside it, on validation: rank 128 0.1192,
+    on validation (every 5 epochs, patience 5), the best validation NDCG@10 was 0.1233 at epoch 110
+    (135 s on a single-threaded Dask worker, `bench/quality.py`, 2026-12-07); refit on 'train' for
+    those 110 epochs: test NDCG@10 0.1196, Recall@10 0.0640 (142 s). (The first basis, 16 extra
+    dimensions and 4 iterations, peaked at epoch 40 with the same 0.1233, test 0.1204, on a
+    2-thread worker.) The full-graph trainer this replaced reached 0.1233 at epoch 280 (201 s a
+    fit) and test 0.1189 / 0.0590. Beside it, on validation (first basis): rank 128 0.1192,
     rank 512 0.1251 (twice the SVD), batch 1024 0.1246 at epoch 20 then falling, batch 4096 and
     8192 slower per epoch to the same level, l2 1e-2 0.1216 at epoch 20 then falling.
     """
