@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +64,6 @@ METRICS = ("ndcg", "recall", "precision", "map", "hit_rate", "coverage", "divers
 def signal_defaults(signals: Any) -> dict[str, Any]:
     """Each signal's default config: a row measured under other defaults (a retuned preset, a new
     trainer's settings) is measured again."""
-    from dataclasses import asdict
-
     from models.base import model_class
 
     return {s: asdict(model_class(s).Config()) for s in signals}

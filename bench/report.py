@@ -275,10 +275,10 @@ def scale_section(results: Path, out: Path) -> list[str]:
     sizes = list(scale)
     order = stage_order(scale)
     any_stage = next(iter(next(iter(scale.values())).values()))
-    epochs = sorted({st.get("lightgcn_epochs") for stages in scale.values() for name, st in stages.items()
-                     if st.get("lightgcn_epochs") and name in ("tune", "signal-lightgcn")})
-    budget_sizes = sorted(n for n, stages in scale.items() if any(
-        st.get("lightgcn_epochs") for name, st in stages.items() if name in ("tune", "signal-lightgcn")))
+    # LightGCN's epoch budget per size, where one was set (tuning's or its own refit stage)
+    budgets = {n: st["lightgcn_epochs"] for n, stages in scale.items() for name, st in stages.items()
+               if st.get("lightgcn_epochs") and name in ("tune", "signal-lightgcn")}
+    epochs, budget_sizes = sorted(set(budgets.values())), sorted(budgets)
     epoch_sizes = sorted({st.get("settings", {}).get("lightgcn_epoch_size") for stages in scale.values()
                           for st in stages.values() if st.get("settings", {}).get("lightgcn_epoch_size")})
     eval_users = sorted({st.get("eval_users") for stages in scale.values() for st in stages.values()
