@@ -247,13 +247,21 @@ def load_scale(results: Path) -> dict[int, dict[str, dict[str, Any]]]:
     return dict(sorted(out.items()))
 
 
+PIPELINE_STAGES = ("generate", "ingest", "tune", "refit", "hybrid", "index")
+"""The scale bench's stages in run order; their seconds add up to the run's wall time (a signal's
+own JSON, signal-<kind>, holds its share of the refit and its test metrics)."""
+
+
 def stage_order(scale: dict[int, dict[str, dict[str, Any]]]) -> list[str]:
-    fixed = ["generate", "ingest", "tune"]
     names = {s for stages in scale.values() for s in stages}
-    signals = sorted(s for s in names if s.startswith("signal-"))
-    tail = [s for s in ("hybrid", "index") if s in names]
-    rest = sorted(names - set(fixed) - set(signals) - set(tail))
-    return [s for s in fixed if s in names] + signals + tail + rest
+    return [s for s in PIPELINE_STAGES if s in names]
+
+
+def stage_total(stages: dict[str, dict[str, Any]]) -> float | None:
+    """The pipeline's seconds from generated data to the index at one size (None until every stage ran)."""
+    if not all(s in stages for s in PIPELINE_STAGES):
+        return None
+    return sum(stages[s]["seconds"] for s in PIPELINE_STAGES)
 
 
 def slope(xs: list[float], ys: list[float]) -> float | None:
@@ -288,10 +296,12 @@ def scale_section(results: Path, out: Path) -> list[str]:
         f"Sizes: {', '.join(f'{n:,}' for n in sizes)} interactions (etl.sources.synthetic, MovieLens-shaped), "
         f"{any_stage.get('workers', '?')} single-threaded Dask workers on {env.get('cpus', '?')} CPUs. Stages: "
         "generate and ingest (bench/synthetic_scale.py's stages), tune (training.pipeline.tune: every signal fit on "
-        "'fit', scales, validation pool, GA), each signal fit on 'train' (the pipeline's refit config), the hybrid "
+        "'fit', scales, validation pool, GA), refit (every signal fit on 'train' with the pipeline's refit config, "
+        "side by side as training.pipeline.fit_signals runs them), the hybrid "
         "evaluated on test, and the usearch index over the fused item vectors. Memory is the peak RSS of the bench "
         "process and its workers together; '+' is what the stage added to what they held when it began. "
-        "A signal's seconds and memory are of its fit (its evaluation is in 'eval s').",
+        "In the per-signal table a signal's seconds are its fit's, which overlap the other signals' fits, and its "
+        "memory is the peak of the refit stage (its evaluation is in 'eval s').",
         "",
         (f"**LightGCN ran with a bounded epoch budget of {', '.join(map(str, epochs))} epoch(s) at "
          f"{', '.join(f'{n:,}' for n in budget_sizes)}** (the full-graph trainer before the spectral one, or a "
@@ -321,9 +331,14 @@ def scale_section(results: Path, out: Path) -> list[str]:
         ms = slope([h[0] for h in have], [h[2] for h in have])
         rows.append([stage, *map(secs, secs_list), *map(mib, peaks), *map(mib, added),
                      f"{ts:.2f}" if ts is not None else "n/a", f"{ms:.2f}" if ms is not None else "n/a"])
+    totals = [stage_total(scale[n]) for n in sizes]
+    rows.append(["**total**", *map(secs, totals), *[""] * (2 * len(sizes) + 2)])
     lines += ["### Wall time and peak memory per stage", "", table(head, rows), "",
               "'time ~ n^' and 'peak ~ n^': least-squares slope on log-log axes over the sizes run "
-              "(1: linear growth). Missing cells: the stage has not run at that size (yet).", ""]
+              "(1: linear growth). Missing cells: the stage has not run at that size (yet); runs before "
+              "signals were refit side by side had a stage per signal instead of 'refit' (their fits are in "
+              "the per-signal table), so they have no refit cell and no total. 'refit' is the fits only; "
+              "each signal's test evaluation is reported apart.", ""]
     lines += signal_scale_table(scale, sizes)
     lines += stage_details(scale, sizes)
     time_png, mem_png = out / "scale_time.png", out / "scale_memory.png"
@@ -504,7 +519,9 @@ def lightgcn_device_section(results: Path) -> list[str]:
         lines += [f"The scale bench's CPU figure at 25M: LightGCN's fit on 'train' ({fmt(cpu.get('rows'))} interactions, "
                   f"{cpu.get('epochs_run') or '?'} epochs) took {secs(cpu['seconds'])} s "
                   f"on a single-threaded Dask worker ({cpu.get('environment', {}).get('cpus', '?')} CPUs, load average "
-                  f"{general(cpu.get('environment', {}).get('load_average'))}).", ""]
+                  f"{general(cpu.get('environment', {}).get('load_average'))})"
+                  + (", with the other signals' fits beside it" if len(cpu.get("fitted_with", [])) > 1 else "")
+                  + ".", ""]
     gpu = [r for r in records if str(r["device"]).startswith("cuda")]
     if not gpu:
         return lines + [f"_No GPU run yet: on a GPU machine, `{LIGHTGCN_DEVICE_RUN}` (about 6 minutes)._", ""]

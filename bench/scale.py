@@ -10,8 +10,10 @@ Per size, stages in order on one LocalCluster (--workers single-threaded process
   workers, then etl.ingest: validate, de-duplicate, vocabularies, protocol split);
 - tune: training.pipeline.tune, the pipeline's stages 1-3: every signal fit on 'fit' (LightGCN
   early-stopped on 'validation'), normalisation scales, the validation candidate pool, the GA;
-- signal-<kind>: that signal fit on 'train' with the config of the pipeline's refit
-  (FactorModel.refit_config: LightGCN for its validated epoch count), then its test metrics;
+- refit: every signal fit on 'train' with the config of the pipeline's refit
+  (FactorModel.refit_config: LightGCN for its validated epoch count), side by side as the
+  pipeline fits them; then each signal's test metrics (signal-<kind>.json, apart from the stage's
+  time);
 - hybrid: the fusion of the refit signals with the tuned scales and weights, on test;
 - index: the usearch index over the fused item vectors, and a batch of exact-filter searches.
 
@@ -27,7 +29,7 @@ keep runs short; the report then says its quality is not its tuned quality).
 
 Resumable: a stage whose JSON (OUT/scale/n<N>/<stage>.json) exists, whose outputs under --cache
 are there and which ran with the same settings, is skipped unless --force, so a long run can be
-continued. A signal's own stage keeps when only the signal list changed and tuning handed it the
+continued. A signal's refit is kept when only the signal list changed and tuning handed it the
 same config, so adding a signal refits the others only on 'fit' (tuning needs them all).
 """
 
@@ -156,27 +158,49 @@ def _evaluate(ctx: ScaleContext, score: Callable[[np.ndarray], np.ndarray], trai
     return evaluate(score, train, truth, k=K)
 
 
-def make_signal_stage(kind: str) -> Callable[[ScaleContext], tuple[int, dict[str, Any]]]:
-    def run(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
-        from bench.quality import config_from
-        from training.pipeline import signal_class
-        from models.base import TrainData
+def _signal_kept(ctx: ScaleContext, kind: str) -> dict[str, Any] | None:
+    """The signal's finished fit (its JSON) when its model is there and it ran with these settings."""
+    path = ctx.out_dir / f"signal-{kind}.json"
+    if not (path.exists() and (ctx.model_dir(kind) / "model.json").exists()):
+        return None
+    return kept_result(path, ctx.args.force, lambda d: same_settings(f"signal-{kind}", d, ctx.args, ctx))
 
-        config = config_from(kind, ctx.previous("tune")["refit_configs"][kind])
-        data = TrainData(ctx.dataset(), "train")
-        data.matrix()  # read before timing
-        model, cost = measure(lambda: signal_class(kind)(config).fit(data, ctx.options()))
+
+def run_refit(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
+    """The pipeline's refit: every signal fit on 'train' with its refit config, side by side
+    (training.pipeline.fit_signals), then each saved and evaluated on test apart from the fits.
+
+    A signal whose fit ran before with the same settings and refit config is kept. Each refit
+    signal's own JSON (signal-<kind>.json) holds its fit seconds, which overlap the others', its
+    test metrics and the peak memory of the fits together."""
+    from bench.quality import config_from
+    from models.base import TrainData
+    from training.pipeline import fit_signals
+
+    refit_configs = ctx.previous("tune")["refit_configs"]
+    kept = {kind: done for kind in ctx.args.signals if (done := _signal_kept(ctx, kind)) is not None}
+    ctx.results.update({f"signal-{kind}": done for kind, done in kept.items()})
+    todo = {kind: config_from(kind, refit_configs[kind]) for kind in ctx.args.signals if kind not in kept}
+    data = TrainData(ctx.dataset(), "train")
+    data.matrix()  # read before timing
+    (models, seconds), cost = measure(lambda: fit_signals(data, todo, ctx.options(), verbose=True))
+    for kind, model in models.items():
         model.save(ctx.model_dir(kind))
         start = time.perf_counter()
         metrics = _evaluate(ctx, model.score, data.matrix())
-        details = {"fit": cost.__dict__, "metrics": metrics, "evaluate_seconds": time.perf_counter() - start,
-                   "config": ctx.previous("tune")["refit_configs"][kind]}
+        record = {"stage": f"signal-{kind}", "interactions": ctx.config.n_interactions, "rows": data.matrix().nnz,
+                  "seconds": seconds[kind], "peak_mib": cost.peak_mib, "added_mib": cost.added_mib,
+                  "workers": ctx.args.workers, "eval_users": ctx.args.eval_users,
+                  "fitted_with": sorted(todo), "metrics": metrics, "evaluate_seconds": time.perf_counter() - start,
+                  "config": refit_configs[kind], "settings": settings(ctx.args), "environment": environment()}
         for attr in ("epochs_run_", "best_epoch_"):
             if hasattr(model, attr):
-                details[attr.rstrip("_")] = getattr(model, attr)
-        return data.matrix().nnz, details
-
-    return run
+                record[attr.rstrip("_")] = getattr(model, attr)
+        write_json(ctx.out_dir / f"signal-{kind}.json", record)
+        ctx.results[f"signal-{kind}"] = record
+        log(f"  signal-{kind:<11} fit {seconds[kind]:>9.1f} s; NDCG@{K} {metrics[f'ndcg@{K}']:.4f}")
+    return data.matrix().nnz, {"fit": cost.__dict__, "fitted": sorted(todo), "kept": sorted(kept),
+                               "fit_seconds": seconds}
 
 
 def _fusion(ctx: ScaleContext) -> tuple[Any, dict[str, float]]:
@@ -227,8 +251,7 @@ def stages(signals: list[str]) -> list[tuple[str, Callable[[ScaleContext], tuple
         ("ingest", run_ingest, lambda ctx: (ctx.dataset_dir / "manifest.json").exists()),
         ("tune", run_tune, always),
     ]
-    for s in signals:
-        out.append((f"signal-{s}", make_signal_stage(s), lambda ctx, s=s: (ctx.model_dir(s) / "model.json").exists()))
+    out.append(("refit", run_refit, lambda ctx: all((ctx.model_dir(s) / "model.json").exists() for s in signals)))
     out += [("hybrid", run_hybrid, always), ("index", run_index, always)]
     return out
 
@@ -243,9 +266,9 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 def same_settings(name: str, done: dict[str, Any], args: argparse.Namespace, ctx: ScaleContext) -> bool:
     """Whether the finished stage ``name`` (its JSON ``done``) holds for these settings.
 
-    A signal's own stage depends on the other signals only through the config tuning hands it
-    (its refit config), so adding a signal reruns tuning, the hybrid and the index, not the fits
-    of the signals that were there.
+    A signal's refit (``signal-<kind>``) depends on the other signals only through the config
+    tuning hands it (its refit config), so adding a signal reruns tuning, the hybrid and the
+    index, not the refits of the signals that were there.
     """
     now, then = settings(args), dict(done.get("settings") or {})
     if not name.startswith("signal-"):
@@ -276,7 +299,7 @@ def run_size(n: int, client: Any, args: argparse.Namespace) -> dict[str, Any]:
                   "peak_client_mib": cost.peak_client_mib, "peak_worker_mib": cost.peak_worker_mib,
                   "workers": args.workers, "eval_users": args.eval_users, "lightgcn_epochs": args.lightgcn_epochs,
                   "quick": args.quick, "settings": settings(args), "environment": environment(), **details}
-        if name.startswith("signal-"):  # the signal's own figure is its fit; evaluation is reported apart
+        if name == "refit":  # the stage's figure is its fits; the signals' evaluations are reported apart
             result["stage_seconds"], result["seconds"] = result["seconds"], details["fit"]["seconds"]
             result["stage_peak_mib"], result["peak_mib"] = result["peak_mib"], details["fit"]["peak_mib"]
             result["added_mib"] = details["fit"]["added_mib"]

@@ -135,6 +135,8 @@ class FactorModel(ABC):
     """(columns, scale) that ``item_rows`` reads instead of ``item_factors_`` (``read_items_from``)."""
 
     def __init__(self, config: Any = None) -> None:
+        if config is not None and not isinstance(config, self.Config):
+            raise TypeError(f"{self.kind}: config must be a {self.Config.__name__}, got {type(config).__name__}")
         self.config = config if config is not None else self.Config()
 
     # -- learning -----------------------------------------------------------------------------

@@ -92,13 +92,23 @@ def test_quality_table_has_every_method_with_the_jsons_figures(results: Path) ->
 
 def test_scale_table_has_every_stage_at_every_size(results: Path) -> None:
     scale = section((results / "report.md").read_text(), "## Scale")
-    for stage in ["generate", "ingest", "tune", *(f"signal-{s}" for s in SCALE_SIGNALS), "hybrid", "index"]:
+    for stage in ["generate", "ingest", "tune", "refit", "hybrid", "index"]:
         cells = row(scale, stage)
         assert "n/a" not in cells[1: 1 + 2 * len(SIZES)], cells  # seconds and peaks at both sizes
         for n in SIZES:
             measured = json.loads((results / "scale" / f"n{n}" / f"{stage}.json").read_text())
             assert measured["seconds"] >= 0 and measured["peak_mib"] > 0
         float(cells[-2])  # a growth slope from the two sizes
+    totals = row(scale, "**total**")[1: 1 + len(SIZES)]
+    for n, cell in zip(SIZES, totals, strict=True):
+        stages = [json.loads((results / "scale" / f"n{n}" / f"{s}.json").read_text())
+                  for s in ("generate", "ingest", "tune", "refit", "hybrid", "index")]
+        assert float(cell.replace(",", "")) == pytest.approx(sum(st["seconds"] for st in stages), abs=0.01)
+    for n in SIZES:  # each signal's refit and its test metrics, in the per-signal table
+        for s in SCALE_SIGNALS:
+            measured = json.loads((results / "scale" / f"n{n}" / f"signal-{s}.json").read_text())
+            line = next(ln for ln in scale.splitlines() if ln.startswith(f"| {n:,} | {s} |"))
+            assert f"{measured['metrics']['ndcg@10']:.4f}" in line and measured["fitted_with"] == sorted(SCALE_SIGNALS)
 
 
 def test_linked_plots_exist(results: Path) -> None:
@@ -112,7 +122,7 @@ def test_scale_resumes_finished_stages(results: Path) -> None:
     before = {p: p.read_text() for p in (results / "scale").rglob("*.json")}
     out = run("scale.py", "--quick", "--sizes", str(SIZES[0]), "--signals", *SCALE_SIGNALS, *SCALE_ARGS,
               "--out", str(results), "--cache", str(results / "cache"))
-    assert out.count("done before") == 3 + len(SCALE_SIGNALS) + 2
+    assert out.count("done before") == 6  # generate, ingest, tune, refit (its signals with it), hybrid, index
     assert {p: p.read_text() for p in (results / "scale").rglob("*.json")} == before
 
 

@@ -15,6 +15,7 @@ from training.pipeline import (
     PipelineConfig,
     default_config,
     evaluate_fusion,
+    fit_signals,
     fused_scorer,
     run_pipeline,
     tune,
@@ -138,6 +139,28 @@ def test_evaluate_fusion_on_a_user_sample(tiny_dataset, options):
     part = evaluate_fusion(fusion, {"popularity": 1.0}, tiny_dataset, max_users=10, signals=False)
     assert full["hybrid"]["ndcg@10"] == pytest.approx(full["popularity"]["ndcg@10"])
     assert part["hybrid"]["users"] == 10 < full["hybrid"]["users"]
+
+
+def test_concurrent_fits_equal_one_at_a_time(tiny_dataset, options):
+    """Signals fit side by side (one client thread each) give the models fit one after another:
+    every fit is seeded and its tasks' results do not depend on where or when they ran."""
+    data = TrainData(tiny_dataset, split="fit", validation="validation")
+    configs = {s: PipelineConfig(configs=TINY_CONFIGS).config_for(s) for s in ("als", "content", "lightgcn", "svd")}
+    apart, _ = fit_signals(data, configs, options, concurrency=1)
+    together, seconds = fit_signals(data, configs, options, concurrency=4)
+    assert list(together) == list(configs) == list(seconds)
+    for kind, model in apart.items():
+        np.testing.assert_array_equal(together[kind].item_factors_, model.item_factors_, err_msg=kind)
+        np.testing.assert_array_equal(together[kind].user_factors_, model.user_factors_, err_msg=kind)
+
+
+def test_a_failing_fit_is_raised_after_the_others_end(tiny_dataset, options):
+    data = TrainData(tiny_dataset, split="fit", validation="validation")
+    configs = {"popularity": default_config("popularity"), "lightgcn": TINY_CONFIGS["lightgcn"]}
+    with pytest.raises(TypeError, match="lightgcn: config must be a LightGCNConfig, got dict"):
+        fit_signals(data, configs, options, concurrency=2)
+    with pytest.raises(ValueError, match="concurrency"):
+        fit_signals(data, {"popularity": default_config("popularity")}, options, concurrency=-1)
 
 
 def test_config_validation():
