@@ -13,7 +13,6 @@ import shutil
 import sys
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from etl.errors import DataError, DownloadError
 from etl.ingest import IngestReport, ingest
 from etl.metrics import evaluate
 from etl.sources.base import ITEM_COLUMNS, RawSource
-from models.base import FactorModel, TrainData, model_class
+from models.base import FactorModel, TrainData
 
 DEMO_DATASET = "ml-latest-small"
 #: Interactions of the synthetic data used when the download fails (as many as ml-latest-small).
@@ -205,28 +204,18 @@ def train_job(
     dataset: str | Path, out: str | Path, signals: Sequence[str], *, split: str = "train", client: Any = None,
     seed: int = 0, progress: bool = True,
 ) -> dict[str, Path]:
-    """Fit each signal with its default (tuned) config, concurrently on the cluster; save each."""
-    from training.pipeline import default_config
-    from tqdm import tqdm
+    """Fit each signal with its default (tuned) config, side by side on the cluster
+    (training.pipeline.fit_signals, a line per fit when ``progress``); save each."""
+    from training.pipeline import default_config, fit_signals
 
     ds = Dataset.open(dataset)
     options = training_options(_cluster(client), seed=seed)
     data = TrainData(ds, split=split, validation="validation" if split == "fit" else None)
-    data.matrix()  # read once, before the threads share it
-
-    def fit(kind: str) -> FactorModel:
-        return model_class(kind)(default_config(kind)).fit(data, options)
-
+    models, _ = fit_signals(data, {kind: default_config(kind) for kind in signals}, options, verbose=progress)
     saved: dict[str, Path] = {}
-    with ThreadPoolExecutor(max_workers=len(signals)) as pool, tqdm(total=len(signals), desc="train", disable=not progress) as bar:
-        futures = {pool.submit(fit, kind): kind for kind in signals}
-        for future in as_completed(futures):
-            kind = futures[future]
-            target = Path(out) / kind
-            _replace_dir(target, future.result().save)
-            saved[kind] = target
-            bar.set_postfix_str(f"{kind} saved")
-            bar.update()
+    for kind, model in models.items():
+        saved[kind] = Path(out) / kind
+        _replace_dir(saved[kind], model.save)
     return saved
 
 
