@@ -271,6 +271,11 @@ def same_settings(name: str, done: dict[str, Any], args: argparse.Namespace, ctx
     index, not the refits of the signals that were there.
     """
     now, then = settings(args), dict(done.get("settings") or {})
+    if name == "refit":  # and every signal refit with the config tuning hands it now
+        configs = ctx.previous("tune")["refit_configs"]
+        paths = {s: ctx.out_dir / f"signal-{s}.json" for s in args.signals}
+        return then == now and all(p.exists() and same_json(read_json(p).get("config"), configs.get(s))
+                                   for s, p in paths.items())
     if not name.startswith("signal-"):
         return then == now
     kind = name.removeprefix("signal-")

@@ -205,18 +205,21 @@ def train_job(
     seed: int = 0, progress: bool = True,
 ) -> dict[str, Path]:
     """Fit each signal with its default (tuned) config, side by side on the cluster
-    (training.pipeline.fit_signals, a line per fit when ``progress``); save each."""
+    (training.pipeline.fit_signals, a line per fit when ``progress``); save each as its fit ends,
+    so a failing signal loses no other's finished fit."""
     from training.pipeline import default_config, fit_signals
 
     ds = Dataset.open(dataset)
     options = training_options(_cluster(client), seed=seed)
     data = TrainData(ds, split=split, validation="validation" if split == "fit" else None)
-    models, _ = fit_signals(data, {kind: default_config(kind) for kind in signals}, options, verbose=progress)
     saved: dict[str, Path] = {}
-    for kind, model in models.items():
+
+    def save(kind: str, model: FactorModel, seconds: float) -> None:
+        _replace_dir(Path(out) / kind, model.save)
         saved[kind] = Path(out) / kind
-        _replace_dir(saved[kind], model.save)
-    return saved
+
+    fit_signals(data, {kind: default_config(kind) for kind in signals}, options, verbose=progress, on_fit=save)
+    return {kind: saved[kind] for kind in signals}
 
 
 def tune_job(

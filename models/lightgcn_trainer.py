@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from models.lightgcn import LightGCNConfig
 
 logger = logging.getLogger(__name__)
+# Set once at import, not per call: warnings.catch_warnings swaps the process-wide filters, which
+# hides or restores other threads' warnings when fits run side by side (in-process Dask workers).
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
 
 
 @dataclass
@@ -150,12 +153,10 @@ def _residual(r: torch.Tensor, users: torch.Tensor, values: torch.Tensor, items:
 def _csr_tensor(matrix: sp.csr_matrix, device: torch.device) -> torch.Tensor:
     matrix = sp.csr_matrix(matrix, dtype=np.float32)
     matrix.sort_indices()
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": it is what the products need
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(matrix.indptr.astype(np.int64)), torch.from_numpy(matrix.indices.astype(np.int64)),
-            torch.from_numpy(matrix.data), size=matrix.shape, device=device, check_invariants=True,
-        )
+    return torch.sparse_csr_tensor(
+        torch.from_numpy(matrix.indptr.astype(np.int64)), torch.from_numpy(matrix.indices.astype(np.int64)),
+        torch.from_numpy(matrix.data), size=matrix.shape, device=device, check_invariants=True,
+    )
 
 
 class SpectralLightGCN(torch.nn.Module):

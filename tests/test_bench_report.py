@@ -103,7 +103,9 @@ def test_scale_table_has_every_stage_at_every_size(results: Path) -> None:
     for n, cell in zip(SIZES, totals, strict=True):
         stages = [json.loads((results / "scale" / f"n{n}" / f"{s}.json").read_text())
                   for s in ("generate", "ingest", "tune", "refit", "hybrid", "index")]
-        assert float(cell.replace(",", "")) == pytest.approx(sum(st["seconds"] for st in stages), abs=0.01)
+        walls = [st.get("stage_seconds", st["seconds"]) for st in stages]  # refit's: its fits, saves, evaluations
+        assert stages[3]["stage_seconds"] >= stages[3]["seconds"] > 0
+        assert float(cell.replace(",", "")) == pytest.approx(sum(walls), abs=0.051)  # printed to 0.1 s
     for n in SIZES:  # each signal's refit and its test metrics, in the per-signal table
         for s in SCALE_SIGNALS:
             measured = json.loads((results / "scale" / f"n{n}" / f"signal-{s}.json").read_text())

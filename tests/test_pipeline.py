@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 
@@ -21,7 +23,7 @@ from training.pipeline import (
     tune,
 )
 from training.tuner import GAConfig
-from models.base import TrainData, TrainingOptions
+from models.base import FactorModel, TrainData, TrainingOptions, register
 from models.popularity import Popularity
 
 SMALL_GA = GAConfig(population=8, generations=4, patience=4, seed=0)
@@ -154,13 +156,52 @@ def test_concurrent_fits_equal_one_at_a_time(tiny_dataset, options):
         np.testing.assert_array_equal(together[kind].user_factors_, model.user_factors_, err_msg=kind)
 
 
-def test_a_failing_fit_is_raised_after_the_others_end(tiny_dataset, options):
+@dataclass(frozen=True)
+class _NoConfig:
+    pass
+
+
+def _worker_failure() -> None:
+    raise RuntimeError("the worker's task failed")
+
+
+@register
+class FailsOnWorker(FactorModel):
+    """A signal whose fit submits a task that raises on a worker."""
+
+    kind = "test-fails-on-worker"
+    Config = _NoConfig
+
+    def _fit(self, data: TrainData, options: TrainingOptions) -> None:
+        options.client.submit(_worker_failure, pure=False).result()
+
+    def fold_in(self, items: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+
+def test_a_failing_fit_is_raised_once_the_running_fits_end(tiny_dataset, options):
     data = TrainData(tiny_dataset, split="fit", validation="validation")
+    ended: list[str] = []
+
+    def record(kind, model, seconds):
+        ended.append(kind)
+
+    configs = {"test-fails-on-worker": _NoConfig(), "svd": PipelineConfig(configs=TINY_CONFIGS).config_for("svd")}
+    with pytest.raises(RuntimeError, match="the worker's task failed"):
+        fit_signals(data, configs, options, concurrency=2, on_fit=record)
+    assert ended == ["svd"]  # the fit running beside the failure finished (and was handed on)
+
+
+def test_bad_configs_and_concurrency_fail_before_any_fit(tiny_dataset, options):
+    data = TrainData(tiny_dataset, split="fit", validation="validation")
+    ended: list[str] = []
     configs = {"popularity": default_config("popularity"), "lightgcn": TINY_CONFIGS["lightgcn"]}
     with pytest.raises(TypeError, match="lightgcn: config must be a LightGCNConfig, got dict"):
-        fit_signals(data, configs, options, concurrency=2)
-    with pytest.raises(ValueError, match="concurrency"):
-        fit_signals(data, {"popularity": default_config("popularity")}, options, concurrency=-1)
+        fit_signals(data, configs, options, concurrency=2, on_fit=lambda kind, *_: ended.append(kind))
+    assert ended == []
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="concurrency"):
+            fit_signals(data, {"popularity": default_config("popularity")}, options, concurrency=bad)
 
 
 def test_config_validation():

@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -150,8 +150,9 @@ class PipelineConfig:
 
 # -- stages ---------------------------------------------------------------------------------------
 def _log(verbose: bool, message: str) -> None:
-    if verbose:
-        print(f"pipeline: {message}", file=sys.stderr, flush=True)
+    if verbose:  # one write per line: fits log from several threads
+        sys.stderr.write(f"pipeline: {message}\n")
+        sys.stderr.flush()
 
 
 def _options(options: TrainingOptions | None, what: str) -> TrainingOptions:
@@ -161,12 +162,17 @@ def _options(options: TrainingOptions | None, what: str) -> TrainingOptions:
     return options
 
 
+FitCallback = Callable[[str, FactorModel, float], None]
+"""Called from the fitting thread as each fit ends: (signal, model, seconds)."""
+
+
 def fit_signals(
     data: TrainData,
     configs: Mapping[str, Any],
     options: TrainingOptions,
     verbose: bool = False,
     concurrency: int | None = None,
+    on_fit: FitCallback | None = None,
 ) -> tuple[dict[str, FactorModel], dict[str, float]]:
     """Fit one model per signal on ``data``; returns the models and each fit's wall seconds.
 
@@ -174,26 +180,32 @@ def fit_signals(
     its own client thread; their tasks share the cluster. A signal whose fit is one long task
     (LightGCN's trainer) would otherwise hold one worker while the other idles. The scale bench's
     1M refit (six signals, 2 single-threaded workers, 2-core AMD EPYC, alternated in one process,
-    load 0.1-1.6) took 147.0 and 145.8 s side by side against 175.0 s one after another (LightGCN alone
-    122 s of it); at 25M, where the other signals' fits add up to more than LightGCN's, tuning's
-    fits took 812 s against 1,294 s on another day (not paired). The seconds of concurrent fits
-    overlap, so they add up to more than the stage's wall time.
-    Models are returned in the order of ``configs``; the first error is raised once every
-    started fit has ended.
+    load 0.1-1.6) took 147.0 and 145.8 s side by side against 175.0 s one after another (LightGCN
+    alone 122 s of it); at 25M, where the other signals' fits add up to more than LightGCN's,
+    tuning's fits took 812 s against 1,294 s on another day (not paired). The seconds of
+    concurrent fits overlap, so they add up to more than the stage's wall time.
+
+    Models are returned in the order of ``configs``; ``on_fit`` sees each as it ends (to save it
+    before the others finish). Every model is built before any fit starts, so a config of the
+    wrong type fails at once. When a fit fails, fits not yet started are cancelled, the running
+    ones end, and the error is raised (an ExceptionGroup when several failed).
     """
     client = require_client(options.client, "fit_signals")
-    slots = concurrency or sum(client.nthreads().values())
-    if slots < 1:
-        raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
-    kinds = list(configs)
+    slots = max(1, sum(client.nthreads().values())) if concurrency is None else concurrency
+    if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
+        raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+    models = {kind: signal_class(kind)(config) for kind, config in configs.items()}
+    kinds = list(models)
 
-    def fit(kind: str) -> tuple[FactorModel, float]:
+    def fit(kind: str) -> float:
         _log(verbose, f"fitting {kind} on {data.split!r} ({kinds.index(kind) + 1}/{len(kinds)})")
         start = time.perf_counter()
-        model = signal_class(kind)(configs[kind]).fit(data, options)
+        models[kind].fit(data, options)
         seconds = time.perf_counter() - start
         _log(verbose, f"fit {kind} on {data.split!r} in {seconds:.1f}s")
-        return model, seconds
+        if on_fit is not None:
+            on_fit(kind, models[kind], seconds)
+        return seconds
 
     data.matrix()  # read once, before the threads share it
     if data.validation is not None:
@@ -206,9 +218,18 @@ def fit_signals(
         max_workers=min(slots, max(len(kinds), 1)), thread_name_prefix="fit-signal"
     ) as pool:
         futures = {kind: pool.submit(fit, kind) for kind in kinds}
-        wait(futures.values())
-    done = {kind: f.result() for kind, f in futures.items()}
-    return {k: m for k, (m, _) in done.items()}, {k: s for k, (_, s) in done.items()}
+        try:
+            wait(futures.values(), return_when=FIRST_EXCEPTION)
+        finally:  # a failure or an interrupt: start nothing more; the running fits end
+            for future in futures.values():
+                future.cancel()
+    errors = [f.exception() for f in futures.values() if not f.cancelled() and f.exception() is not None]
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        failed = [k for k, f in futures.items() if not f.cancelled() and f.exception() is not None]
+        raise ExceptionGroup(f"fits of {', '.join(failed)} failed", errors)
+    return models, {kind: f.result() for kind, f in futures.items()}
 
 
 def refit_signals(
