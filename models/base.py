@@ -15,11 +15,13 @@ import copy
 import importlib
 import json
 import logging
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from types import ModuleType
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -34,6 +36,19 @@ from models.signals import SIGNALS
 logger = logging.getLogger(__name__)
 
 _REGISTRY: dict[str, type[FactorModel]] = {}
+_FIT_IMPORTS = threading.Lock()
+
+
+def fitting_module(name: str) -> ModuleType:
+    """Import a module only fits use (scikit-learn), under one lock for the process.
+
+    Fits run side by side (training.pipeline.fit_signals), so two tasks in threads of one Dask
+    worker can import scikit-learn for the first time at once; its package has import cycles, and
+    the second thread then sees a partially initialised module ("cannot import name
+    '_approximate_mode' from partially initialized module 'sklearn.utils.extmath'", seen in
+    tests/test_cluster_topology.py). A server never imports these: they stay out of module scope."""
+    with _FIT_IMPORTS:
+        return importlib.import_module(name)
 #: Where each signal's model kind lives, so that model_class() can import it on first use.
 SIGNAL_MODULES: dict[str, str] = {s.kind: s.module for s in SIGNALS}
 

@@ -24,7 +24,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from etl.dataset import Dataset
-from models.base import LinearFoldIn, TrainData, TrainingOptions, register, require_client
+from models.base import LinearFoldIn, TrainData, TrainingOptions, fitting_module, register, require_client
 from models.content_features import FIELDS, ContentVectorizer, item_tokens, project, table_rows
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ def fit_vectorizer(items: pd.DataFrame, config: ContentConfig) -> ContentVectori
     tokens at least ``min_df`` items carry and their IDF (scikit-learn's smoothed IDF), with the
     field weights of ``config``. Its ``features`` gives the TF-IDF matrix; ``components`` is
     empty until ``fit_embedding``'s basis is attached (``with_components``)."""
-    from sklearn.feature_extraction.text import TfidfVectorizer  # fitting only: a server never loads it
+    TfidfVectorizer = fitting_module("sklearn.feature_extraction.text").TfidfVectorizer  # noqa: N806 - a class
 
     names: list[str] = []
     fields: list[int] = []
@@ -185,9 +185,8 @@ def fit_embedding(features: sp.csr_matrix, dim: int, seed: int = 0, n_iter: int 
         _, s, vt = np.linalg.svd(features.toarray(), full_matrices=False)
         components = vt[s > s[0] * 1e-10]
     else:
-        from sklearn.decomposition import TruncatedSVD  # fitting only: a server never loads it
-
-        svd = TruncatedSVD(dim, algorithm="randomized", n_iter=n_iter, random_state=seed)
+        truncated_svd = fitting_module("sklearn.decomposition").TruncatedSVD
+        svd = truncated_svd(dim, algorithm="randomized", n_iter=n_iter, random_state=seed)
         components = svd.fit(features).components_
     dense = np.asarray(features @ components.T)
     total = float(features.multiply(features).sum())

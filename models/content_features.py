@@ -62,9 +62,9 @@ def item_tokens(items: ItemColumns, field: str, drop_stop_words: bool = True) ->
         stop_words: frozenset[str] = frozenset()
         if drop_stop_words:
             # scikit-learn's English stop words, imported only where titles are fit (off by default)
-            from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+            from models.base import fitting_module
 
-            stop_words = ENGLISH_STOP_WORDS
+            stop_words = fitting_module("sklearn.feature_extraction.text").ENGLISH_STOP_WORDS
         out = []
         for t in column("title"):
             words = _WORD.findall(_YEAR_SUFFIX.sub("", "" if is_missing(t) else str(t)).lower())

@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from models.base import LinearFoldIn, TrainData, TrainingOptions, register, user_blocks
+from models.base import LinearFoldIn, TrainData, TrainingOptions, fitting_module, register, user_blocks
 
 __all__ = ["SequenceConfig", "SequenceModel", "transition_counts"]
 
@@ -91,8 +91,7 @@ def transition_counts(histories: sp.csr_matrix, max_gap: int) -> sp.csr_matrix:
 
 def _decompose(transitions: sp.csr_matrix, k: int, power_iterations: int, seed: int) -> tuple[np.ndarray, ...]:
     """A Dask task: top-k singular triplets of the transition matrix (signs fixed per vector)."""
-    from sklearn.utils.extmath import randomized_svd
-
+    randomized_svd = fitting_module("sklearn.utils.extmath").randomized_svd
     with threadpool_limits(limits=1):
         u, s, vt = randomized_svd(transitions, k, n_iter=power_iterations, random_state=seed)
     return u, s, vt
