@@ -303,11 +303,13 @@ def scale_section(results: Path, out: Path) -> list[str]:
         f"Sizes: {', '.join(f'{n:,}' for n in sizes)} interactions (etl.sources.synthetic, MovieLens-shaped), "
         f"{any_stage.get('workers', '?')} single-threaded Dask workers on {env.get('cpus', '?')} CPUs. Stages: "
         "generate and ingest (bench/synthetic_scale.py's stages), tune (training.pipeline.tune: every signal fit on "
-        "'fit', scales, validation pool, GA), refit (every signal fit on 'train' with the pipeline's refit config, "
-        "side by side as training.pipeline.fit_signals runs them), the hybrid "
+        "'fit', scales, validation pool, GA), refit (training.pipeline.refit_signals: each signal's final model on "
+        "'train', fit again with the pipeline's refit config, side by side, or tuning's model with every user "
+        "folded in from 'train', as the pipeline does from REFOLD_MIN_INTERACTIONS 'train' interactions on; the "
+        "per-signal table's 'refit' column says which), the hybrid "
         "evaluated on test, and the usearch index over the fused item vectors. Memory is the peak RSS of the bench "
         "process and its workers together; '+' is what the stage added to what they held when it began. "
-        "In the per-signal table a signal's seconds are its fit's, which overlap the other signals' fits, and its "
+        "In the per-signal table a signal's seconds are its refit's (fits overlap the other signals' fits), and its "
         "memory is the peak of the refit stage (its evaluation is in 'eval s').",
         "",
         (f"**LightGCN ran with a bounded epoch budget of {', '.join(map(str, epochs))} epoch(s) at "
@@ -345,7 +347,7 @@ def scale_section(results: Path, out: Path) -> list[str]:
               "(1: linear growth). Missing cells: the stage has not run at that size (yet); runs before "
               "signals were refit side by side had a stage per signal instead of 'refit' (their fits are in "
               "the per-signal table), so they have no refit cell and no total. 'refit' includes saving and "
-              "evaluating each signal (its fits alone: 'refit: fits s' below); no total where the refit "
+              "evaluating each signal (making the models alone: 'refit: models s' below); no total where the refit "
               "kept signals fit by an earlier run.", ""]
     lines += signal_scale_table(scale, sizes)
     lines += stage_details(scale, sizes)
@@ -365,14 +367,16 @@ def signal_scale_table(scale: dict[int, dict[str, dict[str, Any]]], sizes: list[
                 continue
             m = st.get("metrics", {})
             rows.append([f"{n:,}", stage.removeprefix("signal-"), m.get("ndcg@10"), m.get("recall@10"),
-                         m.get("coverage@10"), secs(st.get("seconds")) if stage != "hybrid" else "",
+                         m.get("coverage@10"), st.get("refit", "fit") if stage != "hybrid" else "",
+                         secs(st.get("seconds")) if stage != "hybrid" else "",
                          mib(st.get("peak_mib")) if stage != "hybrid" else "",
                          secs(st.get("evaluate_seconds") if stage != "hybrid" else st.get("seconds")),
                          str(st.get("epochs_run") or "")])
     rows.sort(key=lambda r: (int(r[0].replace(",", "")), r[1] == "hybrid", r[1]))
     if not rows:
         return []
-    head = ["interactions", "signal", "NDCG@10", "Recall@10", "coverage@10", "fit s", "peak MiB", "eval s", "epochs"]
+    head = ["interactions", "signal", "NDCG@10", "Recall@10", "coverage@10", "refit", "refit s", "peak MiB", "eval s",
+            "epochs"]
     return ["### Per signal at each size (test split)", "", table(head, rows), ""]
 
 
@@ -389,7 +393,7 @@ def stage_details(scale: dict[int, dict[str, dict[str, Any]]], sizes: list[int])
                      secs(st.get("refit", {}).get("seconds")),
                      (tune.get("validation") or {}).get("hybrid"), secs(index.get("build_seconds")),
                      f"{qps:,.0f}" if qps else "n/a"])
-    head = ["interactions", "users", "items", "train", "tune: fit s", "tune: pool s", "tune: GA s", "GA evals", "refit: fits s",
+    head = ["interactions", "users", "items", "train", "tune: fit s", "tune: pool s", "tune: GA s", "GA evals", "refit: models s",
             "val NDCG@10 (blend)", "index build s", "searches/s"]
     return ["### Inside tuning and indexing", "", table(head, rows), "",
             "Searches: a batch of exact-filter searches (train items excluded) of sampled users over the HNSW "
@@ -746,14 +750,15 @@ def per_signal_section(datasets: list[dict[str, Any]], results: Path) -> list[st
         for stage, st in sorted(scale[n].items()):
             if stage.startswith("signal-"):
                 m = st.get("metrics", {})
-                rows.append([f"synthetic {n:,} (scale)", stage.removeprefix("signal-"), m.get("ndcg@10"),
+                rows.append([f"synthetic {n:,} (scale, {st.get('refit', 'fit')})", stage.removeprefix("signal-"), m.get("ndcg@10"),
                              m.get("recall@10"), m.get("coverage@10"), secs(st.get("seconds")), mib(st.get("peak_mib"))])
     if not rows:
         return []
     head = ["data", "signal", "NDCG@10", "Recall@10", "coverage@10", "fit s", "peak MiB"]
     return ["## Per signal", "", "Each signal alone, fit on 'train' (quality bench; and the scale bench at the largest "
-            "size whose signal stages have run, with its LightGCN epoch budget, where signals are fit side by side: "
-            "a fit's seconds overlap the others' and the peak is the refit stage's).", "", table(head, rows), ""]
+            "size whose signal stages have run, with its LightGCN epoch budget, where signals are fit side by side, "
+            "a fit's seconds overlapping the others', or tuning's model refolded on 'train' ('fold_in'); the peak is "
+            "the refit stage's).", "", table(head, rows), ""]
 
 
 def build(results: Path, out: Path, design: Path, given: dict[str, list[Path]]) -> Path:

@@ -10,10 +10,12 @@ Per size, stages in order on one LocalCluster (--workers single-threaded process
   workers, then etl.ingest: validate, de-duplicate, vocabularies, protocol split);
 - tune: training.pipeline.tune, the pipeline's stages 1-3: every signal fit on 'fit' (LightGCN
   early-stopped on 'validation'), normalisation scales, the validation candidate pool, the GA;
-- refit: every signal fit on 'train' with the config of the pipeline's refit
-  (FactorModel.refit_config: LightGCN for its validated epoch count), side by side as the
-  pipeline fits them; then each signal's test metrics (signal-<kind>.json, apart from the stage's
-  time);
+- refit: the pipeline's stage 4 (training.pipeline.refit_signals, from tuning's models, kept
+  under --cache): each signal's final model on 'train', fit again with its refit config
+  (FactorModel.refit_config: LightGCN for its validated epoch count) or, from
+  REFOLD_MIN_INTERACTIONS on, tuning's model with every user folded in from 'train'
+  (PipelineConfig.refit 'auto'); then each signal's test metrics (signal-<kind>.json, apart from
+  the stage's time);
 - hybrid: the fusion of the refit signals with the tuned scales and weights, on test;
 - index: the usearch index over the fused item vectors, and a batch of exact-filter searches.
 
@@ -89,6 +91,10 @@ class ScaleContext(BenchContext):
     def model_dir(self, kind: str) -> Path:
         return self.work_dir / "models" / kind
 
+    def tuned_dir(self, kind: str) -> Path:
+        """Where tuning's model of a signal (fit on 'fit') is kept for the refit."""
+        return self.work_dir / "tuned" / kind
+
     def previous(self, stage: str) -> dict[str, Any]:
         if stage not in self.results:
             self.results[stage] = read_json(self.out_dir / f"{stage}.json")
@@ -131,7 +137,7 @@ def pipeline_config(ctx: ScaleContext) -> Any:
     ga = GAConfig(population=8, generations=3, patience=3, bagging=0) if args.quick else GAConfig()
     n_items = ctx.dataset().n_items
     return PipelineConfig(signals=tuple(args.signals), configs=configs, ga=ga, verbose=True,
-                          per_signal=max(K, min(100, n_items // 2)))
+                          per_signal=max(K, min(100, n_items // 2)), refit=args.refit)
 
 
 def run_tune(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
@@ -140,6 +146,8 @@ def run_tune(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
 
     ds = ctx.dataset()
     outcome = tune(ds, pipeline_config(ctx), ctx.options())
+    for kind, model in outcome.models.items():  # the refit starts from them (as the pipeline does)
+        model.save(ctx.tuned_dir(kind), data=False)
     refit = {s: jsonable(m.refit_config()) for s, m in outcome.models.items()}
     epochs = {s: {"epochs_run": getattr(m, "epochs_run_", None), "best_epoch": getattr(m, "best_epoch_", None)}
               for s, m in outcome.models.items() if hasattr(m, "epochs_run_")}
@@ -158,39 +166,46 @@ def _evaluate(ctx: ScaleContext, score: Callable[[np.ndarray], np.ndarray], trai
     return evaluate(score, train, truth, k=K)
 
 
-def _signal_kept(ctx: ScaleContext, kind: str) -> dict[str, Any] | None:
-    """The signal's finished fit (its JSON) when its model is there and it ran with these settings."""
+def _signal_kept(ctx: ScaleContext, kind: str, how: str) -> dict[str, Any] | None:
+    """The signal's finished refit (its JSON) when its model is there and it ran with these
+    settings and was made ``how`` ('fit' or 'fold_in', training.pipeline.refit_plan)."""
     path = ctx.out_dir / f"signal-{kind}.json"
     if not (path.exists() and (ctx.model_dir(kind) / "model.json").exists()):
         return None
-    return kept_result(path, ctx.args.force, lambda d: same_settings(f"signal-{kind}", d, ctx.args, ctx))
+    done = kept_result(path, ctx.args.force, lambda d: same_settings(f"signal-{kind}", d, ctx.args, ctx))
+    return done if done is not None and done.get("refit", "fit") == how else None
 
 
 def run_refit(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
-    """The pipeline's refit: every signal fit on 'train' with its refit config, side by side
-    (training.pipeline.fit_signals), then each saved and evaluated on test apart from the fits.
+    """The pipeline's stage 4 (training.pipeline.refit_signals) from tuning's models: each signal
+    fit again on 'train' side by side, or refolded (``PipelineConfig.refit``); then each saved and
+    evaluated on test apart from the refit.
 
-    A signal whose fit ran before with the same settings and refit config is kept. Each refit
-    signal's own JSON (signal-<kind>.json) holds its fit seconds, which overlap the others', its
-    test metrics and the peak memory of the fits together."""
-    from bench.quality import config_from
-    from models.base import TrainData
-    from training.pipeline import fit_signals
+    A signal whose refit ran before with the same settings, refit config and mode is kept. Each
+    refit signal's own JSON (signal-<kind>.json) holds its seconds (fits overlap each other), its
+    test metrics and the peak memory of the stage's refit."""
+    from models.base import FactorModel, FitData, TrainData
+    from training.pipeline import refit_plan, refit_signals
 
+    ds = ctx.dataset()
+    mode = pipeline_config(ctx).refit
+    plan = refit_plan(mode, ds, ctx.args.signals)
     refit_configs = ctx.previous("tune")["refit_configs"]
-    kept = {kind: done for kind in ctx.args.signals if (done := _signal_kept(ctx, kind)) is not None}
+    kept = {kind: done for kind in ctx.args.signals if (done := _signal_kept(ctx, kind, plan[kind])) is not None}
     ctx.results.update({f"signal-{kind}": done for kind, done in kept.items()})
-    todo = {kind: config_from(kind, refit_configs[kind]) for kind in ctx.args.signals if kind not in kept}
-    data = TrainData(ctx.dataset(), "train")
+    todo = [kind for kind in ctx.args.signals if kind not in kept]
+    fit_data = FitData(ds.users, ds.items, ds.matrix("fit"), "fit")
+    tuned = {kind: FactorModel.load(ctx.tuned_dir(kind), data=fit_data) for kind in todo}
+    data = TrainData(ds, "train")
     data.matrix()  # read before timing
-    (models, seconds), cost = measure(lambda: fit_signals(data, todo, ctx.options(), verbose=True))
+    (models, seconds), cost = measure(lambda: refit_signals(ds, tuned, ctx.options(), verbose=True, refit=mode))
     for kind, model in models.items():
         model.save(ctx.model_dir(kind))
         start = time.perf_counter()
         metrics = _evaluate(ctx, model.score, data.matrix())
         record = {"stage": f"signal-{kind}", "interactions": ctx.config.n_interactions, "rows": data.matrix().nnz,
-                  "seconds": seconds[kind], "peak_mib": cost.peak_mib, "added_mib": cost.added_mib,
-                  "workers": ctx.args.workers, "eval_users": ctx.args.eval_users,
+                  "seconds": seconds[kind], "refit": plan[kind], "peak_mib": cost.peak_mib,
+                  "added_mib": cost.added_mib, "workers": ctx.args.workers, "eval_users": ctx.args.eval_users,
                   "fitted_with": sorted(todo), "metrics": metrics, "evaluate_seconds": time.perf_counter() - start,
                   "config": refit_configs[kind], "settings": settings(ctx.args), "environment": environment()}
         for attr in ("epochs_run_", "best_epoch_"):
@@ -198,9 +213,9 @@ def run_refit(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
                 record[attr.rstrip("_")] = getattr(model, attr)
         write_json(ctx.out_dir / f"signal-{kind}.json", record)
         ctx.results[f"signal-{kind}"] = record
-        log(f"  signal-{kind:<11} fit {seconds[kind]:>9.1f} s; NDCG@{K} {metrics[f'ndcg@{K}']:.4f}")
-    return data.matrix().nnz, {"fit": cost.__dict__, "fitted": sorted(todo), "kept": sorted(kept),
-                               "fit_seconds": seconds}
+        log(f"  signal-{kind:<11} {plan[kind]:<7} {seconds[kind]:>9.1f} s; NDCG@{K} {metrics[f'ndcg@{K}']:.4f}")
+    return data.matrix().nnz, {"fit": cost.__dict__, "mode": mode, "refit": plan, "fitted": sorted(todo),
+                               "kept": sorted(kept), "fit_seconds": seconds}
 
 
 def _fusion(ctx: ScaleContext) -> tuple[Any, dict[str, float]]:
@@ -249,7 +264,7 @@ def stages(signals: list[str]) -> list[tuple[str, Callable[[ScaleContext], tuple
     out: list[Any] = [
         ("generate", run_generate, lambda ctx: (ctx.work_dir / "synthetic" / "items.parquet").exists()),
         ("ingest", run_ingest, lambda ctx: (ctx.dataset_dir / "manifest.json").exists()),
-        ("tune", run_tune, always),
+        ("tune", run_tune, lambda ctx: all((ctx.tuned_dir(s) / "model.json").exists() for s in signals)),
     ]
     out.append(("refit", run_refit, lambda ctx: all((ctx.model_dir(s) / "model.json").exists() for s in signals)))
     out += [("hybrid", run_hybrid, always), ("index", run_index, always)]
@@ -260,7 +275,8 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     """What the stages after ingest depend on: a finished stage run with other settings is rerun."""
     return {"signals": list(args.signals), "lightgcn_epochs": args.lightgcn_epochs,
             "lightgcn_epoch_size": args.lightgcn_epoch_size, "eval_users": args.eval_users,
-            "queries": args.queries, "workers": args.workers, "seed": args.seed, "quick": args.quick}
+            "queries": args.queries, "workers": args.workers, "seed": args.seed, "quick": args.quick,
+            "refit": args.refit}
 
 
 def same_settings(name: str, done: dict[str, Any], args: argparse.Namespace, ctx: ScaleContext) -> bool:
@@ -336,6 +352,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--partition-size", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="small GA (for tiny smoke runs)")
+    parser.add_argument("--refit", choices=("auto", "fit", "fold_in"), default="auto",
+                        help="PipelineConfig.refit: how the refit stage makes each final model (default: the pipeline's)")
     parser.add_argument("--force", action="store_true", help="rerun stages whose JSON exists")
     args = parser.parse_args(argv)
     args.sizes = args.sizes or list(DEFAULT_SIZES)

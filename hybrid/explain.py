@@ -10,12 +10,14 @@
    one exact term per history item, its pull. svd, sequence and content: u_j = w_j p_j over rows
    of their ``projection_`` (w_j by recency; for sequence only the last ``window`` items; for
    content the unit TF-IDF rows, weights over their sum); ALS: u_j = c_j A^-1 y_j, the user's
-   solve applied to the history item (implicit's ``explain``); LightGCN: u_j = e_j / sqrt(d_j n),
-   its propagation step. Drivers rank the pulls as <a_j, b_i> from ``FactorModel.pull_operands``
+   solve applied to the history item (implicit's ``explain``); LightGCN: u_j = f_j / sqrt(d_j n),
+   f_j the item's row of the spectral basis's extension V S^-1 M (a trained user's history gives
+   back its trained vector). Drivers rank the pulls as <a_j, b_i> from ``FactorModel.pull_operands``
    (by default a_j = u_j, b_i = i_item; ALS splits them as <c_j y_j, A^-1 y_i>, svd moves its
    per-column shrinkage to the item's side). For svd, sequence and content the terms add up to
    the served score; a trained ALS or LightGCN user's stored vector is training's, which the fold-in of the same
-   history approximates (ALS: the same system, solved by training's conjugate-gradient steps).
+   history approximates (ALS: the same system, solved by training's conjugate-gradient steps; LightGCN: to
+   the basis residual).
 3. Shared genres and tags between the item and the user's history, most frequent first.
 4. A shortest path in the user-item graph over the user's 2-hop neighbourhood in the training
    interactions: you -> an item you saw -> another user who saw it -> this item (a search over

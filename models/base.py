@@ -4,7 +4,8 @@ Every signal (ALS, content, LightGCN, popularity) ends as user vectors and item 
 score(u, i) = <u, i>; that is what lets hybrid/ fuse them into one index (../shared/DESIGN.md).
 Subclasses implement ``_fit`` and ``fold_in``; recommend, similar_items, save and load are shared.
 A model that learns one of its own hyperparameters while fitting (LightGCN's early-stopped epoch
-count) overrides ``refit_config``, which the pipeline's final fit on 'train' uses.
+count) overrides ``refit_config``, which the pipeline's final fit on 'train' uses; ``refold`` is the
+other way to that final model on large data: the item side kept, every user folded in again.
 
 Constructors only store the config; learned state ends in ``_``.
 """
@@ -145,6 +146,9 @@ class FactorModel(ABC):
     """A recommender with score(u, i) = <user_factors_[u], item_factors_[i]>."""
 
     kind: ClassVar[str]
+    refolds: ClassVar[bool] = True
+    """Whether the pipeline's fold-in refit (``refold``) applies; False for a signal whose fit
+    costs less than a fold-in and whose item side follows the latest interactions (popularity)."""
     Config: ClassVar[type]
     _item_source: tuple[np.ndarray, float] | None = None
     """(columns, scale) that ``item_rows`` reads instead of ``item_factors_`` (``read_items_from``)."""
@@ -177,6 +181,37 @@ class FactorModel(ABC):
         its own hyperparameters (an early-stopped model's validated epoch count). By default the
         config as given."""
         return self.config
+
+    def refold(self, data: TrainData) -> Self:
+        """A copy of this fitted model for ``data``'s split with the item side unchanged and every
+        user's vector folded in from that split's history (``fold_in_histories``): what the
+        pipeline's final model is instead of a fit on 'train' when the data is large
+        (training.pipeline.refit_signals), and what serving does with events after a bundle's
+        cutoff. The vocabularies must be the ones this model was fit with (the same dataset's
+        other split); the copy shares the item arrays."""
+        self._require_fitted()
+        histories = data.dataset.matrix(data.split, ordered=True)
+        if histories.shape != (len(self.users_), self.item_factors_.shape[0]):
+            raise ValueError(f"{self.kind}: split {data.split!r} is {histories.shape[0]} users x "
+                             f"{histories.shape[1]} items; the model was fit on "
+                             f"{len(self.users_)} x {self.item_factors_.shape[0]}")
+        new = copy.copy(self)
+        new.users_, new.items_ = data.dataset.users, data.dataset.items
+        new.seen_, new.split_ = data.matrix(), data.split
+        new.user_factors_ = np.ascontiguousarray(self.fold_in_histories(histories), dtype=np.float32)
+        new._check_finite()
+        return new
+
+    def fold_in_histories(self, histories: sp.csr_matrix) -> np.ndarray:
+        """(rows, dim) float32: ``fold_in`` of every row of a time-ordered history matrix
+        (``Dataset.matrix(split, ordered=True)``: item rows as columns, values as data). One call
+        per row here; a model with a vectorised form of its fold-in overrides this."""
+        out = np.zeros((histories.shape[0], self.dim), dtype=np.float32)
+        indptr, indices, data = histories.indptr, histories.indices, histories.data
+        for row in range(histories.shape[0]):
+            lo, hi = indptr[row], indptr[row + 1]
+            out[row] = self.fold_in(indices[lo:hi], data[lo:hi])
+        return out
 
     @abstractmethod
     def fold_in(self, items: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:

@@ -267,10 +267,11 @@ class ContentModel(LinearFoldIn):
         self.item_counts_ = np.asarray((self.seen_ > 0).sum(axis=0), dtype=np.float32).ravel()
         lift = popularity_lift(self.item_counts_, self.config)
         self.item_factors_ = (self.embedding_ * lift[:, None]).astype(np.float32)
-        self.user_factors_ = self._profiles(data.dataset.matrix(data.split, ordered=True))
+        self.user_factors_ = self.fold_in_histories(data.dataset.matrix(data.split, ordered=True))
 
-    def _profiles(self, histories: sp.csr_matrix) -> np.ndarray:
-        """User vectors of every row of a time-ordered history matrix (Dataset.matrix(split, ordered=True))."""
+    def fold_in_histories(self, histories: sp.csr_matrix) -> np.ndarray:
+        """``fold_in`` of every row of a time-ordered history matrix (Dataset.matrix(split, ordered=True)),
+        vectorised: the fit's user vectors and a refold's (``FactorModel.fold_in_histories``)."""
         lengths = np.diff(histories.indptr)
         positions = np.arange(histories.nnz) - np.repeat(histories.indptr[:-1], lengths)
         w = position_weights(np.repeat(lengths, lengths), positions, histories.data, self.config)

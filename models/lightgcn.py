@@ -17,8 +17,9 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import scipy.sparse as sp
 
-from models.base import FactorModel, SharedValues, TrainData, TrainingOptions, gather_shared, register, require_client
+from models.base import LinearFoldIn, SharedValues, TrainData, TrainingOptions, gather_shared, register, require_client
 
 if TYPE_CHECKING:
     from models.lightgcn_trainer import LightGCNResult
@@ -96,11 +97,11 @@ class LightGCNConfig:
 
 
 @register
-class LightGCN(FactorModel):
+class LightGCN(LinearFoldIn):
     """LightGCN (He et al. 2020) trained with BPR on a Dask worker.
 
-    Learned state: ``user_factors_``, ``item_factors_`` (final embeddings), ``item_degrees_``
-    (for fold_in), ``epochs_run_``, and with validation ``best_epoch_`` / ``best_ndcg_``; after a
+    Learned state: ``user_factors_``, ``item_factors_`` (final embeddings), ``item_degrees_`` and
+    ``user_projection_`` (for fold_in), ``epochs_run_``, and with validation ``best_epoch_`` / ``best_ndcg_``; after a
     fit, ``device_`` says where it trained ('cpu', 'cuda:0').
     """
 
@@ -108,6 +109,9 @@ class LightGCN(FactorModel):
     Config = LightGCNConfig
     best_epoch_: int | None = None
     """The validated best epoch count of a fit with validation (early stopping); None otherwise."""
+    user_projection_: np.ndarray | None = None
+    """(n_items, dim) float32 rows a history is folded over (``projection_rows``); None in a
+    model saved before they were kept."""
 
     def refit_config(self) -> LightGCNConfig:
         """After a fit that early-stopped on validation: the config for its validated epoch count
@@ -153,6 +157,7 @@ class LightGCN(FactorModel):
             )
         self.user_factors_ = np.asarray(result.user_embeddings, dtype=np.float32)
         self.item_factors_ = np.asarray(result.item_embeddings, dtype=np.float32)
+        self.user_projection_ = None if result.user_projection is None else np.asarray(result.user_projection, np.float32)
         self.item_degrees_ = np.diff(train.tocsc().indptr).astype(np.float32)
         self.epochs_run_ = int(result.epochs_run)
         self.best_epoch_ = result.best_epoch
@@ -160,37 +165,47 @@ class LightGCN(FactorModel):
         self.history_ = list(result.history)
         self.device_ = result.device
 
-    def fold_in(self, items: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
-        """One LightGCN propagation step from the fixed item embeddings to a new user.
-
-        A trained user's layer-l+1 embedding is sum_i e_i^(l) / sqrt(d_u d_i) over its items;
-        applied to the final (layer-averaged) item embeddings, with the item degrees of the
-        training graph and d_u = the number of distinct items, it gives the user's final
-        embedding less its own layer-0 term plus its layer-(K+1) term (in the spectral basis: less
-        the layer-0 term scaled by 1 - s^(K+1) per direction, small where s is near 1). On ml-latest-small (40 epochs on 'train', seed 0),
-        vectors folded in from each user's train history have median cosine 0.969 (least 0.79) to
-        the trained ones and 0.66 of their norm, and test NDCG@10 0.1246 against the trained
-        vectors' 0.1223 (/tmp measurement, spectral trainer; the full-graph one gave 0.98, 0.66,
-        0.117 vs 0.117-0.120). The graph is binary, so ``values`` are only checked for shape, not
-        used. An empty history gives zeros.
-        """
+    def history_weights(self, items: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct rows of a history and 1 / sqrt(d_j n) for each (d_j: the item's degree in the
+        training graph, n: the distinct items): the normalised adjacency's row of a user with that
+        history. The graph is binary, so ``values`` are only checked for shape, not used."""
         items, _ = self._history(items, values)
         items = np.unique(items)
         if items.size == 0:
-            return np.zeros(self.dim, dtype=np.float32)
-        weights = 1.0 / np.sqrt(np.maximum(self.item_degrees_[items], 1.0))
-        vec = weights @ self.item_rows(items) / np.sqrt(items.size)
-        return vec.astype(np.float32)
+            return items, np.zeros(0, dtype=np.float64)
+        return items, 1.0 / np.sqrt(np.maximum(self.item_degrees_[items].astype(np.float64), 1.0) * items.size)
 
-    def history_terms(self, items: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """``fold_in``'s propagation step split by history item: item j's part of the user vector is
-        e_j / sqrt(d_j |history|), so its term of the score of item i is <e_j, e_i> / sqrt(d_j |history|)."""
-        items, _ = self._history(items, values)
-        items = np.unique(items)
-        if items.size == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
-        weights = 1.0 / np.sqrt(np.maximum(self.item_degrees_[items], 1.0)) / np.sqrt(items.size)
-        return items.astype(np.int64), self.item_rows(items, weights, dtype=np.float32)
+    def projection_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The rows a history is folded over (float64): ``user_projection_`` (V S^-1 M_users, see
+        models.lightgcn_trainer.SpectralLightGCN.user_projection), with which a trained user's
+        history gives back its trained vector to the basis residual, and a new history the basis's
+        extension to it. An item without a row there (added while serving, or a model saved before
+        the rows were kept) is folded over its item vector: one propagation step, whose vectors
+        have about 0.66 of a trained one's norm (median cosine 0.97 on ml-latest-small)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        known = self.user_projection_
+        if known is None:
+            return self.item_rows(rows)
+        inside = rows < known.shape[0]
+        if inside.all():
+            return np.asarray(known[rows], dtype=np.float64)
+        out = self.item_rows(rows)
+        out[inside] = known[rows[inside]]
+        return out
+
+    def fold_in_histories(self, histories: sp.csr_matrix) -> np.ndarray:
+        """``fold_in`` of every row, vectorised: the normalised rows of the binary history matrix
+        times the fold-in rows of every item."""
+        binary = sp.csr_matrix((np.ones(histories.nnz), histories.indices.copy(), histories.indptr.copy()),
+                               shape=histories.shape)
+        binary.sum_duplicates()  # sorts its indices in place: the history matrix keeps its time order
+        binary.data[:] = 1.0
+        lengths = np.diff(binary.indptr).astype(np.float64)
+        row_scale = np.divide(1.0, np.sqrt(lengths), out=np.zeros_like(lengths), where=lengths > 0)
+        col_scale = 1.0 / np.sqrt(np.maximum(self.item_degrees_.astype(np.float64), 1.0))
+        weights = sp.csr_matrix(sp.diags(row_scale) @ binary @ sp.diags(col_scale))
+        rows = self.projection_rows(np.arange(histories.shape[1]))
+        return np.asarray(weights @ rows, dtype=np.float32)
 
     def _extend_items(self, item_factors: np.ndarray) -> None:
         self.item_degrees_ = np.concatenate([self.item_degrees_, np.zeros(len(item_factors), np.float32)])
@@ -203,10 +218,14 @@ class LightGCN(FactorModel):
         }
 
     def _extra_arrays(self) -> dict[str, np.ndarray]:
-        return {"item_degrees": self.item_degrees_}
+        arrays = {"item_degrees": self.item_degrees_}
+        if self.user_projection_ is not None:
+            arrays["user_projection"] = self.user_projection_
+        return arrays
 
     def _restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.item_degrees_ = arrays["item_degrees"]
+        self.user_projection_ = arrays.get("user_projection")
         self.epochs_run_ = state.get("epochs_run")
         self.best_epoch_ = state.get("best_epoch")
         self.best_ndcg_ = state.get("best_ndcg")

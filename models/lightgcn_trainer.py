@@ -45,6 +45,9 @@ class LightGCNResult:
     """(n_items, dim) float32."""
     epochs_run: int
     """Epochs trained before stopping."""
+    user_projection: np.ndarray | None = None
+    """(n_items, dim) float32: V S^-1 M_users, the rows a user's history is folded over so that a
+    trained user's history gives back its trained vector (``SpectralLightGCN.user_projection``)."""
     best_epoch: int | None = None
     """Epoch of the kept embeddings when early stopping ran; None without validation."""
     best_ndcg: float | None = None
@@ -186,6 +189,7 @@ class SpectralLightGCN(torch.nn.Module):
         rank, dim = basis.values.numel(), config.embedding_dim
         self.register_buffer("basis_users", basis.users)
         self.register_buffer("basis_items", basis.items)
+        self.register_buffer("basis_values", basis.values)
         layers = torch.stack([basis.values.double() ** k for k in range(config.num_layers + 1)]).mean(0)
         alternating = torch.stack([(-basis.values.double()) ** k for k in range(config.num_layers + 1)]).mean(0)
         self.register_buffer("filter_pos", layers.float())  # g(s)
@@ -212,6 +216,18 @@ class SpectralLightGCN(torch.nn.Module):
         """Final embeddings of every user and item."""
         users, items = self.final_maps()
         return self.basis_users @ users, self.basis_items @ items
+
+    def user_projection(self) -> torch.Tensor:
+        """(n_items, dim) rows F = V S^-1 M_users that fold a history in: a user's basis row is
+        U_u = R~_u V S^-1 (the triplets' R~ V = U S), so its final embedding U_u M_users is
+        sum_i F_i / sqrt(d_u d_i) over its items, exact to ``SpectralBasis.residual`` for a user of
+        the training graph and the basis's extension (Nystroem) to any other history. Directions
+        with s below 1e-4 s_max (none on a connected graph's top spectrum) are left out."""
+        values = self.basis_values
+        floor = values.max().clamp_min(1e-30) * 1e-4 if values.numel() else values.new_tensor(1.0)
+        inverse = torch.where(values > floor, 1.0 / values.clamp_min(1e-30), torch.zeros_like(values))
+        users, _ = self.final_maps()
+        return self.basis_items @ (inverse[:, None] * users)
 
 
 _HALF_SQRT2 = 2.0**-0.5
@@ -336,7 +352,7 @@ class LightGCNTrainer:
         penalty = _ExpectedPenalty(basis, sampler)
         val = self._validation_rows(validation, rng) if validation is not None else None
 
-        best: tuple[np.ndarray, np.ndarray] | None = None
+        best: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         best_epoch, best_ndcg, history, stale = None, -np.inf, [], 0
         epoch_seconds: list[float] = []
         epoch = 0
@@ -354,13 +370,13 @@ class LightGCNTrainer:
             out_of_time = self.time_limit is not None and time.perf_counter() - started >= self.time_limit
             logger.info("lightgcn epoch %d on %s: %.2f s", epoch, self.device, epoch_seconds[-1])
             if val is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs or out_of_time):
-                user_emb, item_emb = self._embeddings(model)
+                user_emb, item_emb, projection = self._embeddings(model)
                 ndcg = evaluate(lambda rows: user_emb[rows] @ item_emb.T, train, val)["ndcg@10"]
                 history.append((epoch, ndcg))
                 bar.set_postfix(ndcg=f"{ndcg:.4f}")
                 logger.info("lightgcn epoch %d: validation NDCG@10 %.4f", epoch, ndcg)
                 if ndcg > best_ndcg:
-                    best, best_epoch, best_ndcg, stale = (user_emb, item_emb), epoch, ndcg, 0
+                    best, best_epoch, best_ndcg, stale = (user_emb, item_emb, projection), epoch, ndcg, 0
                 else:
                     stale += 1
                     if stale >= cfg.patience:
@@ -374,6 +390,7 @@ class LightGCNTrainer:
         return LightGCNResult(
             user_embeddings=best[0],
             item_embeddings=best[1],
+            user_projection=best[2],
             epochs_run=epoch,
             best_epoch=best_epoch,
             best_ndcg=None if best_epoch is None else float(best_ndcg),
@@ -412,9 +429,10 @@ class LightGCNTrainer:
 
     @staticmethod
     @torch.no_grad()
-    def _embeddings(model: SpectralLightGCN) -> tuple[np.ndarray, np.ndarray]:
-        users, items = model.embeddings()
-        return np.ascontiguousarray(users.float().cpu().numpy()), np.ascontiguousarray(items.float().cpu().numpy())
+    def _embeddings(model: SpectralLightGCN) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Final user and item embeddings and the user fold-in rows, as float32 arrays."""
+        arrays = (*model.embeddings(), model.user_projection())
+        return tuple(np.ascontiguousarray(a.float().cpu().numpy()) for a in arrays)  # type: ignore[return-value]
 
     def _validation_rows(self, validation: sp.csr_matrix, rng: np.random.Generator) -> sp.csr_matrix:
         """The validation matrix, restricted to a seeded sample of its users when configured."""

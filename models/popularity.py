@@ -22,6 +22,7 @@ class PopularityConfig:
 class Popularity(FactorModel):
     kind = "popularity"
     Config = PopularityConfig
+    refolds = False  # a count: refit on 'train', it costs less than a fold-in and counts the latest events
 
     def _fit(self, data: TrainData, options: TrainingOptions) -> None:
         counts = np.asarray((self.seen_ > 0).sum(axis=0), dtype=np.float64).ravel()

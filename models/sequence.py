@@ -126,9 +126,7 @@ class SequenceModel(LinearFoldIn):
         self.singular_values_ = s.astype(np.float32)
         self.projection_ = (u * (s * signs)[None, :]).astype(np.float32)
         self.item_factors_ = (vt * signs[:, None]).T.astype(np.float32)
-        self.user_factors_ = np.vstack([
-            self.fold_in(histories.indices[histories.indptr[r]:histories.indptr[r + 1]]) for r in range(n_users)
-        ]) if n_users else np.zeros((0, k), dtype=np.float32)  # fmt: skip
+        self.user_factors_ = self.fold_in_histories(histories)
 
     def history_weights(self, items: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The distinct rows of a history's last ``window`` items (oldest first) and their weights:

@@ -124,7 +124,7 @@ class SVDItemItem(LinearFoldIn):
         lift = np.power(np.maximum(counts, 1.0), cfg.output_exponent)
         self.item_factors_ = (lift[:, None] * vectors).astype(np.float32)
         self._derive_projection()
-        self.user_factors_ = self._profiles(histories)
+        self.user_factors_ = self.fold_in_histories(histories)
 
     def _top_spectrum(self, a: sp.csr_matrix, options: TrainingOptions) -> tuple[np.ndarray, np.ndarray]:
         """Top-k right singular vectors and values of ``a`` by subspace iteration on A^T A."""
@@ -170,8 +170,9 @@ class SVDItemItem(LinearFoldIn):
         vectors *= np.where(signs == 0, 1.0, signs)
         return vectors, np.sqrt(np.clip(evals[order], 0.0, None))
 
-    def _profiles(self, histories: sp.csr_matrix) -> np.ndarray:
-        """User vectors of every row of a time-ordered history matrix."""
+    def fold_in_histories(self, histories: sp.csr_matrix) -> np.ndarray:
+        """``fold_in`` of every row of a time-ordered history matrix, vectorised: the fit's user
+        vectors and a refold's (``FactorModel.fold_in_histories``)."""
         lengths = np.diff(histories.indptr)
         ages = np.repeat(lengths, lengths) - 1 - (np.arange(histories.nnz) - np.repeat(histories.indptr[:-1], lengths))
         weights = recency_weights(ages, self.config)

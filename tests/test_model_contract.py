@@ -183,7 +183,7 @@ def test_history_terms_add_up_to_the_fold_in(fitted: FactorModel) -> None:
 def test_a_linear_fold_in_is_its_weighted_history_rows(fitted: FactorModel) -> None:
     from models.base import LinearFoldIn
 
-    assert isinstance(fitted, LinearFoldIn) == (fitted.kind in ("content", "svd", "sequence"))
+    assert isinstance(fitted, LinearFoldIn) == (fitted.kind in ("content", "lightgcn", "svd", "sequence"))
     if not isinstance(fitted, LinearFoldIn):
         return
     history = np.array([4, 0, 9, 4, 2])
@@ -193,6 +193,38 @@ def test_a_linear_fold_in_is_its_weighted_history_rows(fitted: FactorModel) -> N
     expected = sum(w * fitted.projection_rows(np.array([r]))[0] for r, w in zip(rows, weights, strict=True))
     np.testing.assert_allclose(fitted.fold_in(history, values), expected, rtol=1e-5, atol=1e-6)
     assert not fitted.fold_in(np.array([], dtype=np.int64)).any()
+
+
+def test_fold_in_histories_is_the_fold_in_of_every_row(fitted: FactorModel, tiny_dataset: Dataset) -> None:
+    """A vectorised ``fold_in_histories`` (content, lightgcn, svd) gives what ``fold_in`` gives row
+    by row (the base class's loop, which the others use)."""
+    histories = tiny_dataset.matrix("train", ordered=True)
+    order = histories.indices.copy()
+    got = fitted.fold_in_histories(histories)
+    np.testing.assert_array_equal(histories.indices, order)  # the time order is left as it was
+    assert got.shape == (tiny_dataset.n_users, fitted.dim) and got.dtype == np.float32
+    np.testing.assert_allclose(got, FactorModel.fold_in_histories(fitted, histories), rtol=1e-4, atol=1e-5)
+
+
+def test_refold_keeps_the_item_side_and_folds_every_user_in(validated: FactorModel, tiny_dataset: Dataset) -> None:
+    """The pipeline's fold-in refit: the model fit on 'fit', its users folded in from 'train'."""
+    import copy
+
+    data = TrainData(tiny_dataset, split="train")
+    before = validated.user_factors_.copy()
+    refolded = validated.refold(data)
+    assert refolded.split_ == "train" and validated.split_ == "fit"
+    assert refolded.seen_.nnz == data.matrix().nnz > validated.seen_.nnz
+    assert refolded.item_factors_ is validated.item_factors_ and refolded.config == validated.config
+    np.testing.assert_array_equal(validated.user_factors_, before)  # the fitted model is unchanged
+    np.testing.assert_allclose(refolded.user_factors_,
+                               validated.fold_in_histories(tiny_dataset.matrix("train", ordered=True)), rtol=1e-6)
+    np.testing.assert_allclose(refolded.score(np.arange(3)), refolded.user_factors_[:3] @ validated.item_factors_.T,
+                               rtol=1e-5, atol=1e-6)
+    fewer = copy.copy(validated)
+    fewer.item_factors_ = validated.item_factors_[:-1]
+    with pytest.raises(ValueError, match="model was fit on"):
+        fewer.refold(data)
 
 
 def test_a_refit_config_reproduces_the_validated_fit(validated: FactorModel, tiny_dataset: Dataset, client) -> None:

@@ -19,6 +19,8 @@ from training.pipeline import (
     evaluate_fusion,
     fit_signals,
     fused_scorer,
+    refit_plan,
+    refit_signals,
     run_pipeline,
     tune,
 )
@@ -204,7 +206,35 @@ def test_bad_configs_and_concurrency_fail_before_any_fit(tiny_dataset, options):
             fit_signals(data, {"popularity": default_config("popularity")}, options, concurrency=bad)
 
 
+def test_a_fold_in_refit_keeps_tunings_item_side(tiny_dataset, options):
+    """refit 'fold_in': each final model is the model fit on 'fit' with every user folded in from
+    its 'train' history; popularity (a count, cheaper to fit than to fold in) is fit again."""
+    kinds = ("als", "lightgcn", "popularity", "svd")
+    config = PipelineConfig(signals=kinds, configs={s: c for s, c in TINY_CONFIGS.items() if s in kinds})
+    data = TrainData(tiny_dataset, split="fit", validation="validation")
+    tuned, _ = fit_signals(data, {s: config.config_for(s) for s in kinds}, options)
+    final, seconds = refit_signals(tiny_dataset, tuned, options, refit="fold_in")
+    assert list(final) == list(seconds) == list(kinds)
+    train, histories = tiny_dataset.matrix("train"), tiny_dataset.matrix("train", ordered=True)
+    for s, model in final.items():
+        assert model.split_ == "train" and model.seen_.nnz == train.nnz and seconds[s] >= 0, s
+        assert tuned[s].split_ == "fit"
+    for s in ("als", "lightgcn", "svd"):
+        assert final[s].item_factors_ is tuned[s].item_factors_
+        np.testing.assert_allclose(final[s].user_factors_, tuned[s].fold_in_histories(histories), rtol=1e-6)
+    counts = np.asarray((train > 0).sum(axis=0)).ravel()
+    np.testing.assert_allclose(final["popularity"].item_factors_[:, 0], np.log1p(counts), rtol=1e-6)
+    assert refit_plan("fold_in", tiny_dataset, kinds) == {"als": "fold_in", "lightgcn": "fold_in",
+                                                          "popularity": "fit", "svd": "fold_in"}
+    # 'auto' folds in only from REFOLD_MIN_INTERACTIONS 'train' interactions on: the tiny data is fit again
+    assert set(refit_plan("auto", tiny_dataset, kinds).values()) == {"fit"}
+    with pytest.raises(ValueError, match="refit must be one of"):
+        refit_plan("sometimes", tiny_dataset, kinds)
+
+
 def test_config_validation():
+    with pytest.raises(ValueError, match="PipelineConfig.refit"):
+        PipelineConfig(refit="fold-in")
     with pytest.raises(ValueError, match="not among signals"):
         PipelineConfig(signals=("als",), configs={"svd": {}})
     with pytest.raises(ValueError, match="repeats"):
