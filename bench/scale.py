@@ -287,6 +287,8 @@ def same_settings(name: str, done: dict[str, Any], args: argparse.Namespace, ctx
     index, not the refits of the signals that were there.
     """
     now, then = settings(args), dict(done.get("settings") or {})
+    if name == "tune":  # tuning is the same whatever the refit does with its models
+        now.pop("refit"), then.pop("refit", None)
     if name == "refit":  # and every signal refit with the config tuning hands it now
         configs = ctx.previous("tune")["refit_configs"]
         paths = {s: ctx.out_dir / f"signal-{s}.json" for s in args.signals}

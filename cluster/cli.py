@@ -92,7 +92,7 @@ def _cmd_tune(args: argparse.Namespace) -> str:
     from cluster.jobs import tune_job
 
     summary = tune_job(args.dataset, args.run, signals=args.signals, client=_client(args), seed=args.seed,
-                       generations=args.generations)
+                       generations=args.generations, refit=args.refit)
     return json.dumps({"weights": summary["weights"], "validation": summary["validation"],
                        "test_ndcg@10": {k: v["ndcg@10"] for k, v in summary["test"].items()}}, indent=2)
 
@@ -114,7 +114,7 @@ def _cmd_pipeline(args: argparse.Namespace) -> str:
     from cluster.jobs import pipeline_job
 
     return str(pipeline_job(args.data_root, args.bundle_root, source=args.source, client=_client(args), seed=args.seed,
-                            signals=args.signals, generations=args.generations, **_events(args)))
+                            signals=args.signals, generations=args.generations, refit=args.refit, **_events(args)))
 
 
 def _cmd_retrain(args: argparse.Namespace) -> str:
@@ -370,6 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
     def scheduler(p: argparse.ArgumentParser) -> None:
         p.add_argument("--scheduler", help="Dask scheduler address (default: $DASK_SCHEDULER_ADDRESS, else a LocalCluster)")
 
+    def refit(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--refit", choices=("auto", "fit", "fold_in"), default="auto",
+                       help="final models on 'train': fit again, or tuning's with every user folded in "
+                            "(default auto: fold_in from 2M 'train' interactions on, training.pipeline.REFOLD_MIN_INTERACTIONS)")
+
     def events(p: argparse.ArgumentParser) -> None:
         p.add_argument("--events-dir", help="the API's accepted-events folder (default: $HYBRIDREC_EVENTS_DIR)")
         p.add_argument("--redis-url", help="the API's Redis (default: $HYBRIDREC_REDIS_URL)")
@@ -431,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run folder to write (signals, run.json, convergence.png)")
     p.add_argument("--signals", type=_signals, default=None, help="comma-separated (default: all)")
     p.add_argument("--generations", type=int, default=None, help="GA generations (default: the tuner's)")
+    refit(p)
     p.add_argument("--seed", type=int, default=0)
     scheduler(p)
 
@@ -455,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "else the same steps: $HYBRIDREC_DATA, else download, else synthetic)")
     p.add_argument("--signals", type=_signals, default=None, help="comma-separated signals to tune (default: all)")
     p.add_argument("--generations", type=int, default=None, help="GA generations (default: the tuner's)")
+    refit(p)
     p.add_argument("--seed", type=int, default=0)
     events(p)
     scheduler(p)

@@ -224,9 +224,12 @@ def train_job(
 
 def tune_job(
     dataset: str | Path, run_dir: str | Path, *, signals: Sequence[str] | None = None, client: Any = None,
-    seed: int = 0, generations: int | None = None,
+    seed: int = 0, generations: int | None = None, refit: str = "auto",
 ) -> dict[str, Any]:
     """Tune the blend on validation, refit on train, evaluate on test; save the run folder.
+
+    ``refit``: how the final models are made on 'train' (``PipelineConfig.refit``: 'auto', 'fit'
+    or 'fold_in').
 
     The run folder holds the final signals (signals/<kind>/), run.json (weights, scales, metrics,
     parameters, the GA's history) and the GA's convergence plot (convergence.png).
@@ -235,7 +238,7 @@ def tune_job(
     from training.tuner import GAConfig
 
     ga = GAConfig(seed=seed) if generations is None else GAConfig(seed=seed, generations=generations)
-    config = PipelineConfig(signals=tuple(signals or DEFAULT_SIGNALS), ga=ga, seed=seed)
+    config = PipelineConfig(signals=tuple(signals or DEFAULT_SIGNALS), ga=ga, seed=seed, refit=refit)
     options = training_options(_cluster(client), seed=seed)
     run = Path(run_dir)
 
@@ -332,11 +335,12 @@ def evaluate_job(dataset: str | Path, *, run_dir: str | Path | None = None, sign
 def pipeline_job(
     data_root: str | Path, bundle_root: str | Path, *, source: str | Path | None = None, client: Any = None,
     events_dir: str | Path | None = None, redis_url: str | None = None, seed: int = 0,
-    signals: Sequence[str] | None = None, generations: int | None = None,
+    signals: Sequence[str] | None = None, generations: int | None = None, refit: str = "auto",
 ) -> str | Path:
     """Everything: data (with the API's accepted events) -> ingest -> tune -> index -> publish.
 
-    ``signals`` and ``generations`` are the tuner's (default: every signal, the GA's generations).
+    ``signals``, ``generations`` and ``refit`` are the tuner's (default: every signal, the GA's
+    generations, ``PipelineConfig.refit``'s 'auto').
     """
     root = Path(data_root)
     raw = read_source(source) if source else demo_source(root / "raw", client=client)
@@ -344,7 +348,7 @@ def pipeline_job(
     dataset = root / "dataset"
     ingest_job(training_source(raw, intake), dataset, client=client)
     run = root / "runs" / "latest"
-    tune_job(dataset, run, signals=signals, client=client, seed=seed, generations=generations)
+    tune_job(dataset, run, signals=signals, client=client, seed=seed, generations=generations, refit=refit)
     return index_job(run, bundle_root, dataset)
 
 

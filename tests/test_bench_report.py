@@ -143,6 +143,26 @@ def test_scale_keeps_signal_fits_when_a_signal_is_added(results: Path, tmp_path:
     assert (folder / "signal-svd.json").exists()
 
 
+def test_scale_refits_by_fold_in_when_asked(results: Path, tmp_path: Path) -> None:
+    """--refit fold_in keeps tuning (it does not depend on the refit) and makes the final models
+    from tuning's: als and content folded in from 'train', popularity fit again; the per-signal
+    table says which."""
+    shutil.copytree(results / "scale", tmp_path / "scale")
+    folder = tmp_path / "scale" / f"n{SIZES[0]}"
+    out = run("scale.py", "--quick", "--sizes", str(SIZES[0]), "--signals", *SCALE_SIGNALS, *SCALE_ARGS,
+              "--refit", "fold_in", "--out", str(tmp_path), "--cache", str(results / "cache"))
+    assert out.count("done before with the same settings") == 3, out[-3000:]  # generate, ingest, tune
+    refit = json.loads((folder / "refit.json").read_text())
+    assert refit["mode"] == "fold_in" and refit["refit"] == {"popularity": "fit", "als": "fold_in", "content": "fold_in"}
+    run("report.py", "--results", str(tmp_path))
+    scale = section((tmp_path / "report.md").read_text(), "## Scale")
+    for s in SCALE_SIGNALS:
+        measured = json.loads((folder / f"signal-{s}.json").read_text())
+        assert measured["refit"] == refit["refit"][s] and measured["metrics"]["ndcg@10"] > 0
+        line = next(ln for ln in scale.splitlines() if ln.startswith(f"| {SIZES[0]:,} | {s} |"))
+        assert f"| {measured['refit']} |" in line, line
+
+
 def test_missing_results_are_named_then_serving_results_included(tmp_path: Path) -> None:
     run("report.py", "--results", str(tmp_path))
     report = (tmp_path / "report.md").read_text()

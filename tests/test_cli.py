@@ -94,6 +94,25 @@ def test_bundle_commands_on_a_url_root(tiny_dataset, tmp_path: Path, monkeypatch
     assert "'nope://bundles': Protocol not known" in capsys.readouterr().err
 
 
+def test_tune_refits_by_fold_in_when_asked(tiny_dataset, client, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`hybridrec tune --refit fold_in`: the run keeps tuning's svd with its users folded in from
+    'train' (popularity, a count, is fit again) and says so in run.json; a mode it does not know
+    is a usage error."""
+    from cluster.jobs import RUN_FILE
+
+    run = tmp_path / "run"
+    code = main(["tune", str(tiny_dataset.path), "--run", str(run), "--signals", "popularity,svd",
+                 "--generations", "2", "--refit", "fold_in", "--scheduler", client.scheduler.address])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((run / RUN_FILE).read_text())
+    assert summary["refit"] == {"popularity": "fit", "svd": "fold_in"}
+    assert json.loads((run / "signals" / "svd" / "model.json").read_text())["data"]["split"] == "train"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tune", str(tiny_dataset.path), "--run", str(run), "--refit", "sometimes"])
+    assert exit_info.value.code == 2 and "invalid choice: 'sometimes'" in capsys.readouterr().err
+
+
 def test_evaluate_reads_what_train_saved(tiny_dataset, client, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     from cluster.jobs import train_job

@@ -395,6 +395,8 @@ class PipelineResult:
     fusion: Fusion
     params: dict[str, dict[str, Any]]
     """Per signal: the config of the final fit."""
+    refit: dict[str, str]
+    """Per signal: how its final model was made on 'train', 'fit' or 'fold_in' (``refit_plan``)."""
     tuning_scales: dict[str, float]
     pool: dict[str, Any]
     search: dict[str, list[dict[str, Any]]]
@@ -424,6 +426,7 @@ class PipelineResult:
             "validation": self.validation,
             "test": self.test,
             "params": self.params,
+            "refit": self.refit,
             "pool": self.pool,
             "tuning": self.tuning.summary(),
             "search": self.search,
@@ -537,6 +540,7 @@ def run_pipeline(
         tuning=outcome.tuning,
         fusion=fusion,
         params=params,
+        refit=refit_plan(config.refit, dataset, fusion.signals),
         tuning_scales=outcome.scales,
         pool=pool,
         search=outcome.search,
@@ -547,7 +551,7 @@ def run_pipeline(
         outcome.tuning.plot(plot)
     if bundle_root is not None:
         metrics = {"test": test, "validation": outcome.validation}
-        extra = {"tuning": outcome.tuning.summary(), "pool": pool}
+        extra = {"tuning": outcome.tuning.summary(), "pool": pool, "refit": result.refit}
         result.bundle = publish_bundle(bundle_root, fusion, dataset, outcome.weights, metrics, {**params, **extra})
         _log(config.verbose, f"published {result.bundle}")
     return result
