@@ -200,7 +200,7 @@ def run_refit(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
     data.matrix()  # read before timing
     (models, seconds), cost = measure(lambda: refit_signals(ds, tuned, ctx.options(), verbose=True, refit=mode))
     for kind, model in models.items():
-        model.save(ctx.model_dir(kind))
+        model.save(ctx.model_dir(kind), data=False)  # 'train' is the dataset's: read once per stage (_fusion)
         start = time.perf_counter()
         metrics = _evaluate(ctx, model.score, data.matrix())
         record = {"stage": f"signal-{kind}", "interactions": ctx.config.n_interactions, "rows": data.matrix().nnz,
@@ -220,10 +220,12 @@ def run_refit(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
 
 def _fusion(ctx: ScaleContext) -> tuple[Any, dict[str, float]]:
     from hybrid.fusion import Fusion
-    from models.base import FactorModel
+    from models.base import FactorModel, FitData
 
     tuned = ctx.previous("tune")
-    models = {s: FactorModel.load(ctx.model_dir(s)) for s in ctx.args.signals}
+    ds = ctx.dataset()
+    train = FitData(ds.users, ds.items, ds.matrix("train"), "train")
+    models = {s: FactorModel.load(ctx.model_dir(s), data=train) for s in ctx.args.signals}
     return Fusion(models, {s: float(tuned["scales"][s]) for s in ctx.args.signals}), tuned["weights"]
 
 

@@ -267,7 +267,7 @@ class ContentModel(LinearFoldIn):
         self.item_counts_ = np.asarray((self.seen_ > 0).sum(axis=0), dtype=np.float32).ravel()
         lift = popularity_lift(self.item_counts_, self.config)
         self.item_factors_ = (self.embedding_ * lift[:, None]).astype(np.float32)
-        self.user_factors_ = self.fold_in_histories(data.dataset.matrix(data.split, ordered=True))
+        self.user_factors_ = self.fold_in_histories(data.histories())
 
     def fold_in_histories(self, histories: sp.csr_matrix) -> np.ndarray:
         """``fold_in`` of every row of a time-ordered history matrix (Dataset.matrix(split, ordered=True)),

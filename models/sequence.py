@@ -106,7 +106,7 @@ class SequenceModel(LinearFoldIn):
 
     def _fit(self, data: TrainData, options: TrainingOptions) -> None:
         cfg: SequenceConfig = self.config
-        histories = data.dataset.matrix(data.split, ordered=True)
+        histories = data.histories()
         n_users, n_items = histories.shape
         client, bounds = user_blocks(n_users, cfg.n_blocks, options, "sequence fit")
         token = uuid.uuid4().hex[:8]

@@ -107,7 +107,7 @@ class SVDItemItem(LinearFoldIn):
 
     def _fit(self, data: TrainData, options: TrainingOptions) -> None:
         cfg: SVDConfig = self.config
-        histories = data.dataset.matrix(data.split, ordered=True)
+        histories = data.histories()
         binary = sp.csr_matrix(
             (np.ones(histories.nnz, dtype=np.float64), histories.indices.copy(), histories.indptr.copy()),
             shape=histories.shape,
