@@ -38,6 +38,7 @@ same config, so adding a signal refits the others only on 'fit' (tuning needs th
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -147,7 +148,7 @@ def run_tune(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
     ds = ctx.dataset()
     outcome = tune(ds, pipeline_config(ctx), ctx.options())
     for kind, model in outcome.models.items():  # the refit starts from them (as the pipeline does)
-        model.save(ctx.tuned_dir(kind), data=False)
+        _save(model, ctx.tuned_dir(kind))
     refit = {s: jsonable(m.refit_config()) for s, m in outcome.models.items()}
     epochs = {s: {"epochs_run": getattr(m, "epochs_run_", None), "best_epoch": getattr(m, "best_epoch_", None)}
               for s, m in outcome.models.items() if hasattr(m, "epochs_run_")}
@@ -157,6 +158,13 @@ def run_tune(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
         "pool": {"users": outcome.pool.n_users, "width": outcome.pool.width, "coverage": outcome.pool.coverage()},
         "evaluations": outcome.tuning.evaluations,
     }  # fmt: skip
+
+
+def _save(model: Any, folder: Path) -> None:
+    """A model's parameters alone into an emptied folder (a file of an earlier save would load with
+    them): its interactions are the dataset's, read once per stage (``_fusion``)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    model.save(folder, data=False)
 
 
 def _evaluate(ctx: ScaleContext, score: Callable[[np.ndarray], np.ndarray], train: Any) -> dict[str, float]:
@@ -198,9 +206,10 @@ def run_refit(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
     tuned = {kind: FactorModel.load(ctx.tuned_dir(kind), data=fit_data) for kind in todo}
     data = TrainData(ds, "train")
     data.matrix()  # read before timing
-    (models, seconds), cost = measure(lambda: refit_signals(ds, tuned, ctx.options(), verbose=True, refit=mode))
+    (models, seconds), cost = measure(lambda: refit_signals(ds, tuned, ctx.options(), verbose=True, refit=mode,
+                                                            data=data))
     for kind, model in models.items():
-        model.save(ctx.model_dir(kind), data=False)  # 'train' is the dataset's: read once per stage (_fusion)
+        _save(model, ctx.model_dir(kind))
         start = time.perf_counter()
         metrics = _evaluate(ctx, model.score, data.matrix())
         record = {"stage": f"signal-{kind}", "interactions": ctx.config.n_interactions, "rows": data.matrix().nnz,

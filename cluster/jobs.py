@@ -277,7 +277,8 @@ def index_job(run_dir: str | Path, bundle_root: str | Path, dataset: str | Path 
     if ds.manifest["content_hash"] != summary.get("dataset_hash"):
         raise DataError(f"{ds.path} is not the dataset the run was tuned on (content hash differs)")
     metrics = {"test": summary["test"], "validation": summary["validation"]}
-    params = {**summary["params"], "tuning": summary["tuning"], "pool": summary["pool"]}
+    params = {**summary["params"], "tuning": summary["tuning"], "pool": summary["pool"],
+              **({"refit": summary["refit"]} if "refit" in summary else {})}  # runs before refit was recorded lack it
     log(f"index: building the usearch index over {ds.n_items:,} fused item vectors and publishing")
     path = publish_bundle(bundle_root, fusion, ds, summary["weights"], metrics, params, make_latest=make_latest)
     log(f"index: published {path}" + ("" if make_latest else " (candidate, not latest)"))

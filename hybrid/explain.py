@@ -62,10 +62,9 @@ class Driver(NamedTuple):
     item_id: str
     title: str
     similarity: float
-    """How hard the history item pulls the recommended item up in the driver signal: <i_j, i_item>
-    on its item factors (als, lightgcn), or the item's own term w_j <p_j, i_item> of the user's
-    score (svd, sequence, content: these terms over the whole history add up to the signal's
-    score)."""
+    """How hard the history item pulls the recommended item up in the driver signal: its term of
+    the folded-in user's score for the item (``FactorModel.pull_operands``: ALS c_j <A^-1 y_j,
+    y_item>; svd, sequence, content and lightgcn w_j <p_j, i_item> over their fold-in rows)."""
     row: int
     """The history item's row in the bundle's catalogue."""
 

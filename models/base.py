@@ -199,8 +199,8 @@ class FactorModel(ABC):
         """A copy of this fitted model for ``data``'s split with the item side unchanged and every
         user's vector folded in from that split's history (``fold_in_histories``): what the
         pipeline's final model is instead of a fit on 'train' when the data is large
-        (training.pipeline.refit_signals), and what serving does with events after a bundle's
-        cutoff. The vocabularies must be the ones this model was fit with (the same dataset's
+        (training.pipeline.refit_signals); the same fold-in serving applies, one user at a time,
+        to events after a bundle's cutoff. The vocabularies must be the ones this model was fit with (the same dataset's
         other split); the copy shares the item arrays."""
         self._require_fitted()
         histories = data.histories()
@@ -432,7 +432,7 @@ class FactorModel(ABC):
 class LinearFoldIn(FactorModel):
     """A model whose user vector is a weighted sum of per-item rows of ``projection_``:
     ``fold_in(history) = w @ projection_[rows]`` with ``(rows, w) = history_weights(history)``
-    (content, svd, sequence). So w_j <projection_[j], item_factors_[i]> is history item j's exact
+    (content, lightgcn, svd, sequence). So w_j <projection_[j], item_factors_[i]> is history item j's exact
     part of the user's score for item i, which explanations show as its pull."""
 
     projection_: np.ndarray

@@ -6,7 +6,8 @@ runs as one named Dask task (``lightgcn-train-*``) through models.lightgcn_train
 
 Tuning protocol: fit on ``TrainData(split='fit', validation='validation')`` to early-stop at
 ``best_epoch_``; the final model is refit on ``'train'`` with ``refit_config()``, for that many
-epochs (no validation then).
+epochs (no validation then), or on large data it is the tuned model refolded on 'train'
+(training.pipeline.refit_signals), its users folded in over ``user_projection_``.
 """
 
 from __future__ import annotations
@@ -164,6 +165,15 @@ class LightGCN(LinearFoldIn):
         self.best_ndcg_ = result.best_ndcg
         self.history_ = list(result.history)
         self.device_ = result.device
+
+    def refold(self, data: TrainData) -> LightGCN:
+        """``FactorModel.refold``; ValueError for a model saved without its fold-in rows, whose
+        fold-in (one propagation step over the item vectors, about 0.66 of a trained vector's norm)
+        would not match the scale its blend weight was tuned in: fit such a model again."""
+        if self.user_projection_ is None:
+            raise ValueError("lightgcn: this model has no fold-in rows (user_projection.npy: saved before they were "
+                             "kept); fit it again on the split (refit 'fit') rather than refolding it")
+        return super().refold(data)
 
     def history_weights(self, items: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The distinct rows of a history and 1 / sqrt(d_j n) for each (d_j: the item's degree in the

@@ -102,12 +102,18 @@ def test_tune_refits_by_fold_in_when_asked(tiny_dataset, client, tmp_path: Path,
     from cluster.jobs import RUN_FILE
 
     run = tmp_path / "run"
-    code = main(["tune", str(tiny_dataset.path), "--run", str(run), "--signals", "popularity,svd",
+    code = main(["tune", str(tiny_dataset.path), "--run", str(run), "--signals", "lightgcn,popularity,svd",
                  "--generations", "2", "--refit", "fold_in", "--scheduler", client.scheduler.address])
     assert code == 0, capsys.readouterr().err
     summary = json.loads((run / RUN_FILE).read_text())
-    assert summary["refit"] == {"popularity": "fit", "svd": "fold_in"}
+    assert summary["refit"] == {"lightgcn": "fold_in", "popularity": "fit", "svd": "fold_in"}
     assert json.loads((run / "signals" / "svd" / "model.json").read_text())["data"]["split"] == "train"
+    # the refolded LightGCN is tuning's: its params are those a refit would have run (the validated epochs)
+    best = json.loads((run / "signals" / "lightgcn" / "model.json").read_text())["state"]["best_epoch"]
+    assert best is not None and summary["params"]["lightgcn"]["epochs"] == best
+    assert main(["index", str(run), "--bundle-root", str(tmp_path / "bundles")]) == 0, capsys.readouterr().err
+    manifest = json.loads((tmp_path / "bundles" / "latest" / "manifest.json").read_text())
+    assert manifest["params"]["refit"] == summary["refit"]
     with pytest.raises(SystemExit) as exit_info:
         main(["tune", str(tiny_dataset.path), "--run", str(run), "--refit", "sometimes"])
     assert exit_info.value.code == 2 and "invalid choice: 'sometimes'" in capsys.readouterr().err

@@ -133,7 +133,7 @@ def test_a_trained_users_history_folds_in_to_its_trained_vector(fitted: LightGCN
     assert cosine.min() > 0.99 and np.abs(ratio - 1).max() < 0.05, (cosine.min(), ratio.min(), ratio.max())
 
 
-def test_a_model_without_fold_in_rows_folds_over_its_item_vectors(fitted: LightGCN) -> None:
+def test_a_model_without_fold_in_rows_folds_over_its_item_vectors(fitted: LightGCN, tiny_dataset: Dataset) -> None:
     """A model saved before the fold-in rows were kept (and an item added while serving) folds a
     history over the item vectors: one propagation step, sum_j e_j / sqrt(d_j n)."""
     import copy
@@ -145,6 +145,8 @@ def test_a_model_without_fold_in_rows_folds_over_its_item_vectors(fitted: LightG
     expected = (fitted.item_factors_[items] / np.sqrt(fitted.item_degrees_[items] * 3.0)[:, None]).sum(0)
     np.testing.assert_allclose(old.fold_in(history), expected, rtol=1e-5, atol=1e-6)
     assert not np.allclose(fitted.fold_in(history), expected)
+    with pytest.raises(ValueError, match="no fold-in rows"):  # its fold-ins are not on the tuned scale
+        old.refold(TrainData(tiny_dataset))
     from etl.vocabulary import Vocabulary
 
     items = Vocabulary([*fitted.items_.ids.tolist(), "added-1"], kind="item")

@@ -68,6 +68,9 @@ __all__ = [
     "fit_signals",
     "fused_scorer",
     "publish_bundle",
+    "REFIT_MODES",
+    "REFOLD_MIN_INTERACTIONS",
+    "refit_plan",
     "refit_signals",
     "run_pipeline",
     "signal_class",
@@ -277,15 +280,20 @@ def refit_signals(
     options: TrainingOptions,
     verbose: bool = False,
     refit: str = "fit",
+    data: TrainData | None = None,
 ) -> tuple[dict[str, FactorModel], dict[str, float]]:
     """Every signal's final model on the whole 'train' split, and the seconds each took.
+
+    ``data``: the dataset's 'train' TrainData to use (its matrices already read); None builds one.
 
     ``refit`` (``PipelineConfig.refit``; ``refit_plan`` resolves it per signal) 'fit': fit again
     with its tuned hyperparameters (``FactorModel.refit_config``: LightGCN for its validated epoch
     count). 'fold_in': the model of ``fitted`` (fit on 'fit') with every user folded in from its
     'train' history (``FactorModel.refold``), for the signals that refold, side by side in this
     process (their seconds overlap); the others fit again."""
-    data = TrainData(dataset, split="train")
+    data = data if data is not None else TrainData(dataset, split="train")
+    if Path(data.dataset.path) != Path(dataset.path) or data.split != "train":
+        raise ValueError(f"data must be the 'train' split of {dataset.path}, got {data.split!r} of {data.dataset.path}")
     plan = refit_plan(refit, dataset, list(fitted))
     models, seconds = fit_signals(data, {s: m.refit_config() for s, m in fitted.items() if plan[s] == "fit"},
                                   options, verbose)
@@ -476,6 +484,7 @@ def tune(dataset: Dataset | str | Path, config: PipelineConfig | None = None,
     rest, seconds = fit_signals(data, {s: c for s, c in configs.items() if s not in models}, options, verbose)
     models.update(rest)
     models = {s: models[s] for s in config.signals}
+    data.__dict__.pop("_histories", None)  # the fits' shared read, not held through the pool and the GA
     timings.update({f"fit_{s}": v for s, v in seconds.items()})
     timings["fit_signals"] = time.perf_counter() - start
 
@@ -546,7 +555,9 @@ def run_pipeline(
         fusion, outcome.weights, dataset, k=config.k, max_users=config.max_eval_users, seed=config.seed
     )
     timings["evaluate"] = time.perf_counter() - start
-    params = {s: jsonable(m.config) for s, m in final.items()}
+    # the config of each final model's fit: a refolded one's as its refit would have been (LightGCN's
+    # validated epoch count, not tuning's cap); a model fit on 'train' gives its own
+    params = {s: jsonable(m.refit_config()) for s, m in final.items()}
     pool = {"users": outcome.pool.n_users, "width": outcome.pool.width, "per_signal": outcome.pool.per_signal,
             "coverage": outcome.pool.coverage()}
     result = PipelineResult(
