@@ -235,7 +235,11 @@ class LightGCN(LinearFoldIn):
 
     def _restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.item_degrees_ = arrays["item_degrees"]
-        self.user_projection_ = arrays.get("user_projection")
+        projection = arrays.get("user_projection")
+        if projection is not None and projection.shape != self.item_factors_.shape:
+            raise ValueError(f"lightgcn: user_projection.npy has shape {projection.shape}, "
+                             f"the item factors {self.item_factors_.shape}")
+        self.user_projection_ = projection
         self.epochs_run_ = state.get("epochs_run")
         self.best_epoch_ = state.get("best_epoch")
         self.best_ndcg_ = state.get("best_ndcg")
