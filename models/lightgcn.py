@@ -236,7 +236,9 @@ class LightGCN(LinearFoldIn):
     def _restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.item_degrees_ = arrays["item_degrees"]
         projection = arrays.get("user_projection")
-        if projection is not None and projection.shape != self.item_factors_.shape:
+        n_items, dim = self.item_factors_.shape  # items added after the fit have no row (projection_rows)
+        if projection is not None and (projection.ndim != 2 or projection.shape[1] != dim
+                                       or projection.shape[0] > n_items):
             raise ValueError(f"lightgcn: user_projection.npy has shape {projection.shape}, "
                              f"the item factors {self.item_factors_.shape}")
         self.user_projection_ = projection

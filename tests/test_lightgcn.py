@@ -165,7 +165,7 @@ def test_save_load_roundtrip(fitted: LightGCN, tmp_path: Path) -> None:
     np.testing.assert_array_equal(loaded.item_degrees_, fitted.item_degrees_)
     np.testing.assert_array_equal(loaded.user_projection_, fitted.user_projection_)
     # a folder whose fold-in rows do not match its items (a torn or foreign file) fails where it loads
-    np.save(tmp_path / "m" / "user_projection.npy", fitted.user_projection_[:-1])
+    np.save(tmp_path / "m" / "user_projection.npy", fitted.user_projection_[:, :-1])
     with pytest.raises(ValueError, match="user_projection.npy has shape"):
         FactorModel.load(tmp_path / "m")
     np.testing.assert_array_equal(loaded.fold_in(np.array([0, 5, 7])), fitted.fold_in(np.array([0, 5, 7])))
