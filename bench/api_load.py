@@ -28,7 +28,8 @@ connections.
 The bundle: by default the pipeline's signals (all of them, each with its default config, fit on
 ml-latest-small's 'train' split), built once per signal set under ``--work-dir``.
 
-Each phase runs ``--repeat`` times (the machine is shared: figures are the median of the runs, and
+Each phase runs ``--repeat`` times after ``--warmup`` seconds of the same load that are not measured
+(the machine is shared: figures are the median of the runs, and
 every run is kept in the JSON with the load average before it). Cache hits and misses are reported
 apart: the client counts the answers by their ``x-cache`` header, and the server's own latency
 histogram (Prometheus, summed over the workers) gives each kind's percentiles.
@@ -40,6 +41,8 @@ Usage::
 
     python bench/api_load.py                       # builds a bundle from ml-latest-small (or synthetic)
     python bench/api_load.py --bundle-root ROOT    # an existing bundle root (its latest)
+    python bench/api_load.py --scale 25000000 --results bench/results/api_load_25m
+                                                   # the bundle bench/scale.py published at 25M
     python bench/api_load.py --duration 10 --repeat 3 --connections 16 --results bench/results
 
 A change's before/after figures come from one paired run: a checkout of the code before (``git
@@ -267,6 +270,21 @@ end
 threads = {}
 setup = function(thread) table.insert(threads, thread) end
 """
+DEFAULT_USERS = 20_000
+"""Users the requests cycle over by default: every user of ml-latest-small's bundle; a seeded sample of
+a 25M bundle's 162,540 (whose cached warm-up over all of them, one Python client, took over 6 minutes)."""
+
+
+def sample_users(users: list[str], count: int, seed: int = 0) -> list[str]:
+    """``count`` of ``users`` drawn without replacement (seeded, in their bundle order); all when fewer."""
+    if len(users) <= count:
+        return users
+    import numpy as np
+
+    keep = np.sort(np.random.default_rng(seed).choice(len(users), size=count, replace=False))
+    return [users[k] for k in keep]
+
+
 #: Percentiles the client reports (the latency distribution the plot draws).
 GRID = [0.5 * k for k in range(1, 199)] + [99.5, 99.9, 99.99]
 
@@ -708,6 +726,14 @@ def paired_servers(root: Path, args: argparse.Namespace, folder: Path) -> dict[s
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle-root", type=Path, help="an existing bundle root (default: build one)")
+    ap.add_argument("--scale", type=int, metavar="N",
+                    help="serve the bundle bench/scale.py published at N interactions (its index stage, under "
+                         "--scale-cache), e.g. 25000000")
+    ap.add_argument("--scale-cache", type=Path, default=REPO / "bench" / "results" / "tmp",
+                    help="bench/scale.py's --cache (default its default)")
+    ap.add_argument("--users", type=int, default=DEFAULT_USERS,
+                    help=f"requests cycle over a seeded sample of this many of the bundle's users (all when fewer; "
+                         f"default {DEFAULT_USERS:,}): the cached phases' warm-up passes over each of them")
     ap.add_argument("--work-dir", type=Path, default=REPO / "data" / "bench_api")
     ap.add_argument("--signals", help="signals of a built bundle (default: the pipeline's, comma-separated)")
     ap.add_argument("--duration", type=int, default=10, help="seconds per run of a phase")
@@ -715,6 +741,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="runs per phase (figures are their medians); default 3, or 8 a side for a paired run "
                          "(--against, --compare-executor), whose interval needs 6 or more, even")
     ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--warmup", type=int, default=5,
+                    help="seconds of each phase's load run before its measured runs, not measured (0: none): "
+                         "a 25M bundle's first requests fault its mapped factors in (p99 2.4 s in the first "
+                         "10 s run, 29 ms in the next)")
     ap.add_argument("--workers", type=int, default=2, help="uvicorn workers")
     ap.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
     ap.add_argument("--phases", default="reference,cached,uncached,explain,explain-cached")
@@ -735,8 +765,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.repeat is None:
         args.repeat = 8 if args.against or args.compare_executor else 3
-    if args.repeat < 1 or args.duration < 1:
-        ap.error("--repeat and --duration must be >= 1")
+    if args.repeat < 1 or args.duration < 1 or args.users < 1:
+        ap.error("--repeat, --duration and --users must be >= 1")
+    if args.scale is not None:
+        if args.bundle_root:
+            ap.error("give --scale or --bundle-root, not both")
+        args.bundle_root = args.scale_cache / "scale" / f"n{args.scale}" / "bundles"
     import numpy as np
 
     from training.pipeline import DEFAULT_SIGNALS
@@ -750,16 +784,18 @@ def main(argv: list[str] | None = None) -> int:
     from hybrid.bundle import load
 
     bundle = load(root)
-    users = [str(u) for u in bundle.users.ids]
-    log(f"bench: bundle {bundle.version} ({', '.join(bundle.signals)}), {len(users)} users, "
-        f"{len(bundle.items)} items")
+    users = sample_users([str(u) for u in bundle.users.ids], args.users)
+    log(f"bench: bundle {bundle.version} ({', '.join(bundle.signals)}), {len(bundle.users)} users "
+        f"({len(users)} in the requests), {len(bundle.items)} items")
     generator = args.generator
     if generator == "auto":
         generator = "wrk" if shutil.which("wrk") else "python"
     folder = Path(tempfile.mkdtemp(prefix="api-load-"))
-    results: dict[str, Any] = {"bundle": bundle.version, "signals": list(bundle.signals), "users": len(users),
+    results: dict[str, Any] = {"bundle": bundle.version, "signals": list(bundle.signals),
+                               "users": len(bundle.users), "users_requested": len(users),
                                "items": len(bundle.items), "workers": args.workers, "cpus": os.cpu_count(),
                                "connections": args.connections, "duration_s": args.duration, "repeat": args.repeat,
+                               "warmup_s": args.warmup,
                                "generator": generator, "redis": bool(args.redis),
                                "loadavg": os.getloadavg()[0], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                "phases": {}, "all_runs": [], "latency": {}}
@@ -839,6 +875,9 @@ def main(argv: list[str] | None = None) -> int:
                         query = EXPLAINED if phase.startswith("explain") else CANONICAL
                         bodies = bodies_file(folder, query, users, phase)
                     hit_share = warm(server.url, bodies, connections) if kind == "cached" else None
+                    if args.warmup:  # not measured: the bundle's mapped pages fault in, caches fill
+                        measure(server, bodies, args.warmup, connections, generator, folder,
+                                metrics=kind != "reference", cores=1 if kind == "reference" else 2)
                     for k in range(args.repeat):
                         load_before = os.getloadavg()[0]
                         res = measure(server, bodies, args.duration, connections, generator, folder,
@@ -877,7 +916,7 @@ def main(argv: list[str] | None = None) -> int:
     results["latency_percentiles"] = GRID
 
     print(f"\nAPI load bench: bundle {results['bundle']} ({', '.join(results['signals'])}), "
-          f"{results['users']} users x {results['items']} items; uvicorn {args.workers} workers on "
+          f"{results['users']} users x {results['items']} items (requests for {results['users_requested']} users); uvicorn {args.workers} workers on "
           f"{results['cpus']} CPUs{' with Redis' if args.redis else ''}; {generator}, {args.connections} "
           f"connections, {args.repeat} x {args.duration}s per phase (medians)")
     loads = [r["loadavg_before"] for r in results["all_runs"]]

@@ -17,7 +17,9 @@ Per size, stages in order on one LocalCluster (--workers single-threaded process
   (PipelineConfig.refit 'auto'); then each signal's test metrics (signal-<kind>.json, apart from
   the stage's time);
 - hybrid: the fusion of the refit signals with the tuned scales and weights, on test;
-- index: the usearch index over the fused item vectors, and a batch of exact-filter searches.
+- index: the serving bundle published under --cache (its build time is the usearch index's, with
+  its graph space), and searches of its index as served (``bench/api_load.py --scale N`` load-tests
+  that bundle).
 
 Each stage reports wall seconds, CPU seconds and peak RSS of this process and the Dask workers
 together (bench/synthetic_scale.py's ProcessSampler), and what the stage added to it. Test
@@ -91,6 +93,11 @@ class ScaleContext(BenchContext):
 
     def model_dir(self, kind: str) -> Path:
         return self.work_dir / "models" / kind
+
+    @property
+    def bundle_root(self) -> Path:
+        """Where the index stage publishes the serving bundle."""
+        return self.work_dir / "bundles"
 
     def tuned_dir(self, kind: str) -> Path:
         """Where tuning's model of a signal (fit on 'fit') is kept for the refit."""
@@ -248,25 +255,41 @@ def run_hybrid(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
 
 
 def run_index(ctx: ScaleContext) -> tuple[int, dict[str, Any]]:
-    from hybrid.index import FusedIndex
+    """The serving bundle published under --cache (training.pipeline.publish_bundle: models, fused
+    item vectors, graph space and usearch index; ``bench/api_load.py --scale N`` serves it), then
+    searches of its index as a server loads it: --queries sampled users with the tuned blend, their
+    'train' items excluded, one batch (usearch on every core) and one query at a time."""
+    from hybrid.bundle import load
+    from training.pipeline import publish_bundle
 
     fusion, weights = _fusion(ctx)
-    vectors = fusion.item_vectors()
+    root = ctx.bundle_root
+    shutil.rmtree(root, ignore_errors=True)
     start = time.perf_counter()
-    index = FusedIndex.build(vectors, threads=ctx.args.workers)
-    build = time.perf_counter() - start
-    train = fusion.models[fusion.signals[0]].seen_
+    publish_bundle(root, fusion, ctx.dataset(), weights, metrics={"test": ctx.previous("hybrid")["metrics"]},
+                   params={"source": "bench/scale.py", "refit": ctx.previous("refit")["refit"]})
+    publish = time.perf_counter() - start
+    del fusion
+    bundle = load(root)
+    index, entry = bundle.index, bundle.manifest.index
+    train = bundle.history
     users = np.flatnonzero(np.diff(train.indptr) > 0)
     users = np.random.default_rng(ctx.args.seed).choice(users, size=min(ctx.args.queries, users.size), replace=False)
-    queries = fusion.query(fusion.user_parts(users), weights)
+    queries = bundle.fusion.query(bundle.fusion.user_parts(users), weights)
+    exclude = train[users]
     start = time.perf_counter()
-    index.search(queries, K, exclude=train[users])
+    index.search(queries, K, exclude=exclude)
     search = time.perf_counter() - start
-    return len(vectors), {"items": len(vectors), "dim": int(vectors.shape[1]), "graph_dtype": index.graph.dtype,
-                          "build_seconds": build,
-                          "queries": int(users.size), "search_seconds": search,
-                          "queries_per_second": users.size / search if search > 0 else None,
-                          "answered": dict(index.stats)}
+    start = time.perf_counter()
+    for j in range(len(users)):
+        index.search(queries[j], K, exclude=exclude[j])
+    single = time.perf_counter() - start
+    return len(index), {"items": len(index), "dim": index.dim, "graph_dtype": index.graph.dtype,
+                        "graph_width": index.graph.ndim, "graph_space": None if index.space is None else index.space.widths,
+                        "build_seconds": entry.build_seconds, "publish_seconds": publish,
+                        "queries": int(users.size), "search_seconds": search,
+                        "queries_per_second": users.size / search if search > 0 else None,
+                        "single_query_ms": 1e3 * single / users.size, "answered": dict(index.stats)}
 
 
 def stages(signals: list[str]) -> list[tuple[str, Callable[[ScaleContext], tuple[int, dict[str, Any]]], Callable[[ScaleContext], bool]]]:

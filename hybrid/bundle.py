@@ -19,7 +19,11 @@ that servers and workers on other hosts can read it. Layout of ``root``::
         item_vectors.npy           fused item vectors [c_s * i_s for s] (float32): serving reads
                                    every signal's item vectors here (FactorModel.read_items_from),
                                    not in signals/<name>/item_factors.npy
-        index.usearch              the HNSW inner-product index over item_vectors
+        index.usearch              the HNSW inner-product index over item_vectors (in the graph
+                                   space, when the manifest names one)
+        graph_space.npz            hybrid.graph_space.GraphSpace: the maps of item vectors and
+                                   queries into the graph's space (optional: not in bundles
+                                   published before it, or with IndexConfig.graph_share None)
         history.npz                training interactions, users x items, each row's entries in
                                    time order (what fold-ins that weigh recency expect), with the
                                    split, its newest timestamp and the events cutoff as metadata
@@ -46,6 +50,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -64,6 +69,8 @@ from etl.errors import BundleError
 from etl.jsonable import jsonable
 from etl.vocabulary import Vocabulary, vocabulary_file
 from hybrid.fusion import Fusion, check_weights
+from hybrid.graph_space import FILE as SPACE_FILE
+from hybrid.graph_space import GraphSpace, weighted_shares
 from hybrid.index import FusedIndex, IndexConfig, ItemCatalog
 from hybrid.item_maps import ItemMaps, fit_item_maps
 from hybrid.item_table import ItemTable
@@ -146,8 +153,11 @@ class Bundle:
 
     @cached_property
     def seen_by_item(self) -> sp.csc_matrix:
-        """The training interactions by item (column access), built on first use."""
-        return self.seen.tocsc()
+        """The training interactions by item (column access), each item's users sorted by row,
+        built on first use."""
+        by_item = self.seen.tocsc()
+        by_item.sort_indices()  # a no-op after scipy's conversion, which sorts; explanations rely on it
+        return by_item
 
     @cached_property
     def history(self) -> sp.csr_matrix:
@@ -283,13 +293,38 @@ def _write_version(folder: Path, fusion: Fusion, dataset: Dataset, manifest: Man
                   manifest.events_cutoff)
     vectors = fusion.item_vectors()
     np.save(folder / "item_vectors.npy", vectors, allow_pickle=False)
-    index = FusedIndex.build(vectors, index_config)
+    start = time.perf_counter()
+    space = None if index_config.graph_share is None else graph_space(fusion, vectors, manifest.weights, index_config)
+    index = FusedIndex.build(vectors, index_config, space=space)
+    seconds = time.perf_counter() - start
     index.save(folder / "index.usearch")
-    manifest = replace(manifest, index=IndexEntry(index_config, dtype=index.graph.dtype))
+    if space is not None:
+        space.save(folder / SPACE_FILE)
+    manifest = replace(manifest, index=IndexEntry(index_config, dtype=index.graph.dtype,
+                                                  space_file=None if space is None else SPACE_FILE,
+                                                  build_seconds=round(seconds, 3)))
     maps = fit_item_maps(fusion.models)
     if maps is not None:
         maps.save(folder)
     _write_json(folder / "manifest.json", manifest.to_dict())
+
+
+GRAPH_SPACE_USERS = 20_000
+"""Users whose vectors fit a bundle's graph space (a seeded sample when there are more)."""
+
+
+def graph_space(fusion: Fusion, vectors: np.ndarray, weights: dict[str, float], config: IndexConfig,
+                seed: int = 0) -> GraphSpace:
+    """The graph space of a fusion for its tuned ``weights`` (hybrid/graph_space.py: the shares
+    ``config.graph_share`` and ``graph_floor`` give): its item columns, and the user vectors of up
+    to ``GRAPH_SPACE_USERS`` of its users."""
+    if config.graph_share is None:
+        raise ValueError("IndexConfig.graph_share is None: the graph holds the fused vectors, no space")
+    shares = weighted_shares(weights, config.graph_share, config.graph_floor)
+    n_users = fusion.models[fusion.signals[0]].user_factors_.shape[0]
+    rows = np.arange(n_users) if n_users <= GRAPH_SPACE_USERS else np.sort(
+        np.random.default_rng(seed).choice(n_users, size=GRAPH_SPACE_USERS, replace=False))
+    return GraphSpace.fit({s: vectors[:, sl] for s, sl in fusion.slices.items()}, fusion.user_parts(rows), shares)
 
 
 def _upload(folder: Path, url: str) -> None:
@@ -599,8 +634,14 @@ def load(path: str | Path, mmap: bool = True, cache_dir: str | Path | None = Non
         raise BundleError(
             f"bundle {path}: item_vectors.npy has shape {vectors.shape}, manifest says ({n_items}, {dim})"
         )
+    space = None
+    if manifest.index.space_file is not None:
+        try:
+            space = GraphSpace.load(path / manifest.index.space_file)
+        except ValueError as exc:
+            raise BundleError(f"bundle {path}: {manifest.index.space_file}: {exc}") from exc
     try:
-        index = FusedIndex.load(path / "index.usearch", vectors, mmap=mmap, config=manifest.index.config)
+        index = FusedIndex.load(path / "index.usearch", vectors, mmap=mmap, config=manifest.index.config, space=space)
     except ValueError as exc:
         raise BundleError(f"bundle {path}: index.usearch: {exc}") from exc
     variants = manifest.variants

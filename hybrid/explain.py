@@ -303,12 +303,37 @@ def explain_items(
 
 
 # -- evidence ------------------------------------------------------------------------------------
+def lowest_common(a: np.ndarray, b: np.ndarray, skip: int | None = None) -> int | None:
+    """The lowest value in both sorted arrays of distinct values other than ``skip``; None when none.
+
+    Reads the shorter array from its front in growing chunks, each looked up in the longer one by
+    binary search, and stops at the first chunk with a common value: two popular items' viewers
+    (tens of thousands each at 25M interactions) usually share one near the front, where marking
+    one item's viewers in a mask over every user and gathering the other's cost a pass over both
+    (the explained query's graph paths were a third of its server CPU on the 25M bundle).
+    """
+    short, long = (a, b) if len(a) <= len(b) else (b, a)
+    if len(long) == 0:
+        return None
+    start, size = 0, 64
+    while start < len(short):
+        chunk = short[start : start + size]
+        found = long[np.minimum(np.searchsorted(long, chunk), len(long) - 1)] == chunk
+        if skip is not None:
+            found &= chunk != skip
+        if found.any():
+            return int(chunk[int(np.argmax(found))])
+        start, size = start + size, size * 4
+    return None
+
+
+
 class _HistoryEvidence:
     """What the explanations of one user's items share: the history, the labels it carries, the
     user's end of the graph path.
 
-    Explanations read their evidence lazily, maybe from several threads: the label counts and the
-    path's scratch mask are guarded by a lock.
+    Explanations read their evidence lazily, maybe from several threads: the label counts are
+    guarded by a lock.
     """
 
     def __init__(self, bundle: Bundle, text: ItemText, ordered: np.ndarray, history: np.ndarray, user_id: str,
@@ -325,8 +350,6 @@ class _HistoryEvidence:
         self.max_neighbours = max_neighbours
         self.you = PathStep("user", user_id, "you")
         self._counts: dict[str, list[int]] = {}
-        self._watching: np.ndarray | None = None
-        self._sorted = False
         self._lock = threading.Lock()
 
     def drivers(self, signal: str, item_rows: list[int], k: int) -> list[tuple[list[Driver], list[int]]]:
@@ -379,31 +402,19 @@ class _HistoryEvidence:
         target = PathStep("item", item_id, title)
         if item_row in self.members and item_row in list(self._neighbours(lead)):
             return [self.you, target]
-        by_item = self.bundle.seen_by_item
+        by_item = self.bundle.seen_by_item  # each item's viewers sorted by row
         indptr, indices = by_item.indptr, by_item.indices
         watchers = indices[indptr[item_row] : indptr[item_row + 1]]
         user = self.user_row
         if len(watchers) == 0 or (user is not None and len(watchers) == 1 and int(watchers[0]) == user):
             return None
-        with self._lock:  # the user's explanations share one scratch mask over the users
-            if self._watching is None:
-                self._watching = np.zeros(by_item.shape[0], dtype=bool)
-                self._sorted = bool(by_item.has_sorted_indices)
-            watching = self._watching
-            watching[watchers] = True
-            if user is not None:
-                watching[user] = False
-            try:
-                for h in self._neighbours(lead):
-                    both = indices[indptr[h] : indptr[h + 1]]
-                    both = both[watching[both]]
-                    if len(both):
-                        uid = str(self.bundle.users.ids[int(both[0] if self._sorted else both.min())])
-                        return [self.you, PathStep("item", str(self.bundle.items.ids[h]), str(self.text.titles[h])),
-                                PathStep("user", uid, f"user {uid}"), target]
-                return None
-            finally:
-                watching[watchers] = False
+        for h in self._neighbours(lead):
+            co_user = lowest_common(watchers, indices[indptr[h] : indptr[h + 1]], skip=user)
+            if co_user is not None:
+                uid = str(self.bundle.users.ids[co_user])
+                return [self.you, PathStep("item", str(self.bundle.items.ids[h]), str(self.text.titles[h])),
+                        PathStep("user", uid, f"user {uid}"), target]
+        return None
 
     def _neighbours(self, lead: list[int]) -> Iterator[int]:
         """The path's history items in order: ``lead`` (the drivers), then the rest by row, at most

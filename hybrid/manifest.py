@@ -135,9 +135,15 @@ class IndexEntry:
     dtype: str = GRAPH_DTYPE
     """The graph's scalar kind as built (``hybrid.index.Graph.dtype``; bundles published before
     GRAPH_DTYPE was f16 say f32; usearch reads it from the file either way)."""
+    space_file: str | None = None
+    """The graph space's file (hybrid/graph_space.py); None: the graph holds the fused vectors as
+    they are (every bundle published before graph spaces, and ``IndexConfig.graph_share`` None)."""
+    build_seconds: float | None = None
+    """How long the index took to build (the space's fit included) when it was published."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "metric": self.metric, "dtype": self.dtype, **asdict(self.config)}
+        return {"file": self.file, "metric": self.metric, "dtype": self.dtype, "space_file": self.space_file,
+                "build_seconds": self.build_seconds, **asdict(self.config)}
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> IndexEntry:
@@ -147,7 +153,8 @@ class IndexEntry:
             config = IndexConfig(**{k: v for k, v in r.data.items() if k in known})
         except (TypeError, ValueError) as exc:
             raise BundleError(f"manifest.json field {where!r} is invalid: {exc}") from exc
-        return cls(config, r.text("file"), r.text("metric"), r.text("dtype"))
+        return cls(config, r.text("file"), r.text("metric"), r.text("dtype"), r.optional_text("space_file"),
+                   r.optional_number("build_seconds"))
 
 
 @dataclass(frozen=True)

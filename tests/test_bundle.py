@@ -26,7 +26,7 @@ from etl.errors import BundleError
 from hybrid import bundle as bundle_mod
 from hybrid.bundle import latest_version, list_bundles, load, publish, rollback
 from hybrid.fusion import Fusion
-from hybrid.index import FusedIndex
+from hybrid.index import FusedIndex, IndexConfig
 from hybrid.item_table import as_list
 from hybrid.manifest import Manifest, TrainingFacts
 from hybrid.variants import Variants
@@ -201,6 +201,35 @@ def test_publish_and_load_round_trip(tiny_dataset: Dataset, tiny_fusion: Fusion,
     assert b.index.search(q, 10)[0].tolist() == fresh.search(q, 10)[0].tolist()
 
 
+def test_the_index_lives_in_a_graph_space_fit_for_the_tuned_blend(tiny_dataset, tiny_fusion, tiny_bundle_root, tmp_path):
+    """The published graph holds each item's fused vector mapped into the graph space (its file and
+    build time named in the manifest); search answers rank from the fused vectors as before, and a
+    bundle without a space (graph_share None, or published before spaces) still loads and answers."""
+    from hybrid.graph_space import GraphSpace, weighted_shares
+
+    manifest = json.loads((tiny_bundle_root / "v1" / "manifest.json").read_text())
+    assert manifest["index"]["space_file"] == "graph_space.npz" and manifest["index"]["build_seconds"] > 0
+    b = load(tiny_bundle_root)
+    space = GraphSpace.load(tiny_bundle_root / "v1" / "graph_space.npz")
+    assert b.index.space is not None and b.index.graph.ndim == space.width < tiny_fusion.dim
+    assert b.index.dim == tiny_fusion.dim
+    shares = weighted_shares(TUNED, 0.999, 0.8)
+    assert shares["als"] == pytest.approx(0.999) and all(0.8 <= v <= 1.0 for v in shares.values())
+    queries = tiny_fusion.query(tiny_fusion.user_parts(np.arange(tiny_dataset.n_users)), TUNED)
+    vectors = tiny_fusion.item_vectors()
+    rows, scores = b.index.search(queries, 5)
+    exact = np.sort(queries @ vectors.T, axis=1)[:, ::-1][:, :5]
+    np.testing.assert_allclose(scores, exact, rtol=1e-5, atol=1e-5)
+
+    plain = publish_tiny(tmp_path / "plain", tiny_dataset, tiny_fusion, version="v1",
+                         index_config=IndexConfig(graph_share=None))
+    assert json.loads((plain / "manifest.json").read_text())["index"]["space_file"] is None
+    assert not (plain / "graph_space.npz").exists()
+    p = load(tmp_path / "plain")
+    assert p.index.space is None and p.index.graph.ndim == tiny_fusion.dim
+    np.testing.assert_allclose(p.index.search(queries, 5)[1], exact, rtol=1e-5, atol=1e-5)
+
+
 def test_a_bundle_with_parquet_tables_written_before_still_loads(tiny_dataset, tiny_fusion, tmp_path):
     import pandas as pd
 
@@ -293,6 +322,16 @@ def test_load_validation_names_the_problem(broken_copy, tmp_path):
     b = broken_copy()
     (b / "index.usearch").unlink()
     with pytest.raises(BundleError, match="missing index.usearch"):
+        load(b)
+
+    b = broken_copy()
+    (b / "graph_space.npz").write_bytes(b"torn")
+    with pytest.raises(BundleError, match="graph_space.npz: .*not a readable graph space"):
+        load(b)
+
+    b = broken_copy()
+    _edit_manifest(b, lambda m: m["index"].update(space_file=None))  # the graph is not the fused width
+    with pytest.raises(BundleError, match="index.usearch: vectors have shape"):
         load(b)
 
     b = broken_copy()

@@ -467,3 +467,19 @@ def test_serving_reads_item_vectors_from_the_fused_ones_only(chain: HybridRecomm
         model = bundle.fusion.models[signal]
         np.testing.assert_allclose(model.item_rows(np.arange(len(bundle.items))), model.item_factors_,
                                    rtol=1e-6, atol=1e-7)
+
+
+def test_lowest_common_is_the_lowest_shared_value_but_the_skipped_one():
+    from hybrid.explain import lowest_common
+
+    rng = np.random.default_rng(3)
+    for trial in range(300):
+        a = np.unique(rng.integers(0, 5000, rng.integers(0, 400)))
+        b = np.unique(rng.integers(0, 5000, rng.integers(0, 3000)))
+        skip = int(rng.choice(a)) if len(a) and trial % 2 else None
+        both = np.intersect1d(a, b)
+        both = both[both != skip] if skip is not None else both
+        expected = int(both[0]) if len(both) else None
+        assert lowest_common(a, b, skip) == expected
+        assert lowest_common(b, a, skip) == expected
+    assert lowest_common(np.array([], np.int32), np.array([1, 2], np.int32)) is None

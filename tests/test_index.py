@@ -503,9 +503,12 @@ def test_small_catalogue_uses_exact_path():
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_hnsw_recall_on_real_signals(ml_small, client):
+@pytest.mark.parametrize("in_space", [False, True], ids=["fused", "graph-space"])
+def test_hnsw_recall_on_real_signals(ml_small, client, in_space):
     """The same check over real ALS + content + popularity vectors of ml-latest-small (9,742
-    items): popularity-shaped norms make inner-product HNSW harder than the synthetic world."""
+    items): popularity-shaped norms make inner-product HNSW harder than the synthetic world. Also
+    with the graph in the graph space a bundle fits for the first blend (hybrid/graph_space.py)."""
+    from hybrid.bundle import graph_space
     import scipy.sparse as sp
 
     from models.als import ALS, ALSConfig
@@ -521,17 +524,19 @@ def test_hnsw_recall_on_real_signals(ml_small, client):
     }
     fusion = Fusion.fit_scales(models, ml_small.matrix("test"))
     vectors = fusion.item_vectors()
-    index = FusedIndex.build(vectors, threads=1)  # one thread: the same graph for the same vectors
+    tuned = {"als": 1.0, "content": 0.2, "popularity": 0.3}
+    space = graph_space(fusion, vectors, tuned, IndexConfig()) if in_space else None
+    index = FusedIndex.build(vectors, threads=1, space=space)  # one thread: the same graph for the same vectors
     seen = sp.csr_matrix(ml_small.matrix("train"))
     users = np.arange(ml_small.n_users)
     recalls = {}
-    for weights in ({"als": 1.0, "content": 0.2, "popularity": 0.3}, {"als": 1.0}, {"als": 1.0, "content": 1.0}):
+    for weights in (tuned, {"als": 1.0}, {"als": 1.0, "content": 1.0}):
         query = fusion.query(fusion.user_parts(users), weights)
         rows, _ = index.search(query, 10, exclude=seen)
         scores = query @ vectors.T
         scores[seen.nonzero()] = -np.inf
         ref = np.argsort(-scores, axis=1, kind="stable")[:, :10]
         recalls[str(weights)] = float(np.mean([len(set(rows[j]) & set(ref[j])) / 10 for j in users]))
-    print(f"recall@10 on ml-latest-small: {recalls}; paths {index.stats}")
+    print(f"recall@10 on ml-latest-small: {recalls}; paths {index.stats}; graph width {index.graph.ndim}")
     assert min(recalls.values()) >= 0.99
     assert index.stats["exact"] >= len(users)  # ALS alone is a subspace query: ranked exactly
