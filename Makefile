@@ -64,7 +64,8 @@ test: $(STAMP) redis browser
 ## The benches and one report, bench/results/report.md (+ PNGs, JSON of the raw figures):
 ## quality (the protocol table on ml-latest-small and BENCH_SYNTHETIC synthetic interactions),
 ## scale (BENCH_SIZES through ingest, tuning, each signal, hybrid and index; resumable: a stage
-## whose JSON exists is skipped, SCALE_ARGS=--force reruns), API load, faults, our ALS against
+## whose JSON exists is skipped, SCALE_ARGS=--force reruns), API load (ml-latest-small's bundle and
+## the largest scale size's), faults, our ALS against
 ## implicit's (ml-latest-small and ALS_SIZES), the blend tuners (GA vs grid vs random on
 ## ml-latest-small with TUNER_ARGS; tuning time at TUNER_SYNTHETIC interactions), then the report.
 ## Quality, ALS-against-implicit and tuner results measured with the same settings are kept too
@@ -76,6 +77,9 @@ BENCH_SIZES ?= 1000000 5000000 25000000
 QUALITY_ARGS ?=
 SCALE_ARGS ?=
 API_LOAD_ARGS ?= --results $(BENCH_OUT)
+## the API load bench again on the largest scale size's bundle (the scale bench's index stage publishes it)
+API_LOAD_SCALE ?= $(lastword $(BENCH_SIZES))
+API_LOAD_SCALE_ARGS ?= --phases reference,cached,uncached,explain --explain-connections 4
 FAULTS_ARGS ?= --results $(BENCH_OUT)
 ALS_SIZES ?= 5000000 25000000
 ALS_ARGS ?=
@@ -86,6 +90,7 @@ bench: $(STAMP) redis wrk
 	$(PY) bench/quality.py --out $(BENCH_OUT) --synthetic $(BENCH_SYNTHETIC) $(QUALITY_ARGS)
 	$(PY) bench/scale.py --out $(BENCH_OUT) --sizes $(BENCH_SIZES) $(SCALE_ARGS)
 	-$(PY) bench/api_load.py $(API_LOAD_ARGS)
+	-$(PY) bench/api_load.py --scale $(API_LOAD_SCALE) --results $(BENCH_OUT)/api_load_scale $(API_LOAD_SCALE_ARGS)
 	-@if [ -f bench/faults.py ]; then $(PY) bench/faults.py $(FAULTS_ARGS); else echo "bench/faults.py not found: faults left out"; fi
 	$(PY) bench/als_vs_implicit.py --out $(BENCH_OUT) --interactions $(ALS_SIZES) $(ALS_ARGS)
 	$(PY) bench/tuner.py --out $(BENCH_OUT) --synthetic $(TUNER_SYNTHETIC)

@@ -528,6 +528,23 @@ class CpuMeter:
         self.busiest_share = max(used.values(), default=0.0) / self.server if self.server > 0 else 0.0
         r = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.client = r.ru_utime + r.ru_stime - self.c0
+        self.rss_mib, self.anon_mib = self._rss()
+
+    def _rss(self) -> tuple[list[float], list[float]]:
+        """Resident MiB of each server process (the supervisor first, then the workers), and of it
+        the anonymous part (heaps, arrays in memory; the rest is file pages: libraries and the
+        bundle's mapped files, shared between the workers through the page cache)."""
+        import psutil
+
+        rss, anon = [], []
+        for p in [self.root, *self.root.children(recursive=True)]:
+            try:
+                info = p.memory_info()
+            except psutil.NoSuchProcess:
+                continue
+            rss.append(round(info.rss / 2**20, 1))
+            anon.append(round((info.rss - info.shared) / 2**20, 1))
+        return rss, anon
 
 
 def measure(server: Server, bodies: Path, duration: int, connections: int, generator: str, folder: Path,
@@ -555,6 +572,7 @@ def measure(server: Server, bodies: Path, duration: int, connections: int, gener
     res["server_cpu_ms_per_req"] = cpu.server / max(res["requests"], 1) * 1000
     res["client_cpu_ms_per_req"] = cpu.client / max(res["requests"], 1) * 1000
     res["busiest_worker_cpu_share"] = round(cpu.busiest_share, 3)
+    res["server_rss_mib"], res["server_anon_mib"] = cpu.rss_mib, cpu.anon_mib
     # what its cores (2, or 1 for the one-worker reference) could serve if the server had them to
     # itself (no client, no neighbours)
     res["capacity_rps"] = 1000 * cores / max(res["server_cpu_ms_per_req"], 1e-9)
@@ -600,6 +618,8 @@ def summarise(phase: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     out["server_cpu_ms_per_req"] = med["server_cpu_ms_per_req"]
     out["capacity_rps"] = med["capacity_rps"]
     out["loadavg_before"] = [r["loadavg_before"] for r in runs]
+    out["server_rss_mib"] = runs[-1].get("server_rss_mib")  # each server process's after the last run
+    out["server_anon_mib"] = runs[-1].get("server_anon_mib")  # and its anonymous part
     out["rps_runs"] = [round(r["rps"], 1) for r in runs]
     out["p99_ms_runs"] = [round(r["p99_ms"], 2) for r in runs]
     return out
@@ -940,6 +960,12 @@ def main(argv: list[str] | None = None) -> int:
                 if r.get("search_batch_mean") is not None]
     if batching:
         print("mean queries per index search (concurrent requests' searches batched): " + ", ".join(batching))
+    rss = [f"{phase} {'/'.join(f'{v:,.0f}' for v in r['server_rss_mib'])} "
+           f"({'/'.join(f'{v:,.0f}' for v in r.get('server_anon_mib') or [])})"
+           for phase, r in results["phases"].items() if r.get("server_rss_mib")]
+    if rss:
+        print("server RSS MiB after each phase, supervisor/workers (anonymous part; the rest is file pages: "
+              "libraries and the bundle's mapped files, shared between workers in the page cache): " + ", ".join(rss))
     print("cache hits and misses apart (client: answers by x-cache header; server: p99 from its histogram)")
     for phase, r in results["phases"].items():
         hit = r["server_hit_p99_ms"]
