@@ -301,7 +301,7 @@ def stages(signals: list[str]) -> list[tuple[str, Callable[[ScaleContext], tuple
         ("tune", run_tune, lambda ctx: all((ctx.tuned_dir(s) / "model.json").exists() for s in signals)),
     ]
     out.append(("refit", run_refit, lambda ctx: all((ctx.model_dir(s) / "model.json").exists() for s in signals)))
-    out += [("hybrid", run_hybrid, always), ("index", run_index, always)]
+    out += [("hybrid", run_hybrid, always), ("index", run_index, lambda ctx: (ctx.bundle_root / "latest").exists())]
     return out
 
 

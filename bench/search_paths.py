@@ -11,7 +11,10 @@ trained history left out) is ranked for the top k by:
 - ``usearch-i8``: usearch's exact (brute-force, SIMD) search over the screen's int8 codes for the k
   + excluded best, then the excluded dropped and the rest rescored in float32 (``screening.ranked``);
 - ``numpy``: the float32 product of the batch with every item vector (BLAS, one thread as served)
-  and the project's top-k (etl.topk.topk).
+  and the project's top-k (etl.topk.topk);
+- ``hnsw-space`` (bundles with a graph space): the bundle's usearch graph searched as a catalogue
+  above EXACT_SCAN_ITEMS is (``FusedIndex.search``: HNSW in the graph space, the candidates ranked
+  from the fused vectors), an approximate path.
 
 Batches of 1 and of 7 queries (the API's batched searches hold about 7 under load,
 graphql_api/batching.py), with a 32 MB buffer read between batches (the vectors out of cache, as
@@ -64,7 +67,22 @@ def paths(index, k: int) -> dict[str, Search]:  # noqa: ANN001 - a FusedIndex
         scores = q @ vectors.T
         return np.stack([topk(s, k, exclude=ex)[0] for s, ex in zip(scores, excludes, strict=True)])
 
-    return {"screen": by_screen, "usearch-i8": by_usearch, "numpy": by_numpy}
+    ways = {"screen": by_screen, "usearch-i8": by_usearch, "numpy": by_numpy}
+    if index.space is not None:
+        import dataclasses
+
+        from hybrid.index import FusedIndex
+
+        # the bundle's graph as a catalogue above graphql_api.engine.EXACT_SCAN_ITEMS is served:
+        # HNSW in the graph space, candidates ranked from the fused vectors (no exact thresholds)
+        graph = FusedIndex(index.graph, index.vectors, dataclasses.replace(index.config, exact_count=0, exact_share=0.0),
+                           mapped=index.mapped, space=index.space)
+
+        def by_graph(q: np.ndarray, excludes: list[np.ndarray]) -> np.ndarray:
+            return graph.search(q, k, exclude=excludes)[0]
+
+        ways["hnsw-space"] = by_graph
+    return ways
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -640,6 +640,10 @@ def load(path: str | Path, mmap: bool = True, cache_dir: str | Path | None = Non
             space = GraphSpace.load(path / manifest.index.space_file)
         except ValueError as exc:
             raise BundleError(f"bundle {path}: {manifest.index.space_file}: {exc}") from exc
+        dims = {s: fusion.models[s].dim for s in fusion.signals}
+        if space.dims != dims:
+            raise BundleError(f"bundle {path}: {manifest.index.space_file} maps signals {space.dims}, "
+                              f"the bundle has {dims}")
     try:
         index = FusedIndex.load(path / "index.usearch", vectors, mmap=mmap, config=manifest.index.config, space=space)
     except ValueError as exc:

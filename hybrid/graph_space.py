@@ -16,7 +16,9 @@ items, ``E[<u, x>^2]`` splits over the singular values of A^T B = U S W^T, and
 so keeping the top r_s directions gives the rank-r_s map of least mean squared score error (the
 balanced truncation of the bilinear form): item x -> x @ item_map, user u -> u @ query_map. A
 query for blend weights w is [w_s u_s]: each block is mapped on its own, so the weights scale the
-blocks of the mapped query just as they scale the fused one, and one graph answers every variant.
+blocks of the mapped query just as they scale the fused one, so one graph serves every blend that
+weighs the signals roughly as the tuned one does; a blend leaning on a signal the space cut hard
+would lose more of its score there (``GraphSpace.loss``) and FusedIndex ranks it exactly.
 r_s is the fewest directions holding a share of the signal's mean squared score, and the share
 follows the tuned blend (``weighted_shares``): the graph's geometry (item-item inner products over
 all blocks) should be the tuned queries', not that of a wide block they hardly weigh. (A and B are
@@ -29,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +43,8 @@ FILE = "graph_space.npz"
 
 @dataclass(frozen=True)
 class GraphSpace:
-    """Block-diagonal maps from the fused space to the graph's (both ``dim x width``, float32)."""
+    """Block-diagonal maps from the fused space to the graph's (both ``dim x width``, float32), and
+    what each signal's block keeps."""
 
     item_map: np.ndarray
     """Fused item vector (row) @ item_map -> its graph vector."""
@@ -48,16 +52,35 @@ class GraphSpace:
     """Fused query (row) @ query_map -> its graph query."""
     widths: dict[str, int]
     """Each signal's directions, in the fused order."""
+    dims: dict[str, int]
+    """Each signal's fused columns, in the fused order."""
+    kept: dict[str, float]
+    """Each signal's share of its mean squared score that the graph space keeps."""
+    gains: dict[str, float]
+    """Each signal's mean squared score per unit of squared user-vector length (over the users the
+    space was fit on): what a query's block of that length scores, squared, on average (``loss``)."""
 
     def __post_init__(self) -> None:
         if self.item_map.ndim != 2 or self.item_map.shape != self.query_map.shape:
             raise ValueError(f"graph space maps have shapes {self.item_map.shape} and {self.query_map.shape}; "
                              "they must be one (dim, width) shape")
-        if sum(self.widths.values()) != self.width:
-            raise ValueError(f"graph space widths {self.widths} do not add up to its {self.width} columns")
+        signals = list(self.widths)
+        if [list(self.dims), list(self.kept), list(self.gains)] != [signals] * 3:
+            raise ValueError(f"graph space records name signals {signals}, {list(self.dims)}, {list(self.kept)} "
+                             f"and {list(self.gains)}: they must be one list")
+        if sum(self.widths.values()) != self.width or sum(self.dims.values()) != self.dim:
+            raise ValueError(f"graph space widths {self.widths} and dims {self.dims} do not add up to its "
+                             f"{self.dim} x {self.width} maps")
         for name in ("item_map", "query_map"):
             if not np.isfinite(getattr(self, name)).all():
                 raise ValueError(f"graph space {name} has non-finite values")
+        values = [*self.kept.values(), *self.gains.values()]
+        if not all(np.isfinite(v) and v >= 0 for v in values):
+            raise ValueError(f"graph space kept shares {self.kept} and gains {self.gains} must be finite and >= 0")
+        starts = np.cumsum([0, *self.dims.values()])[:-1]
+        object.__setattr__(self, "_starts", starts.astype(np.int64))
+        object.__setattr__(self, "_lost", np.array([1.0 - self.kept[s] for s in signals]))
+        object.__setattr__(self, "_gains", np.array([self.gains[s] for s in signals]))
 
     @property
     def dim(self) -> int:
@@ -77,22 +100,29 @@ class GraphSpace:
 
         ``items[s]``: signal s's fused item columns (c_s i_s, n_items x dim_s); ``users[s]``: its
         user vectors for a sample of users (any count x dim_s); both in the fused order.
+        ValueError for a missing or bad share, mismatched widths or non-finite vectors.
         """
+        missing = [s for s in items if s not in users or (isinstance(share, Mapping) and s not in share)]
+        if missing:
+            raise ValueError(f"no user vectors or share for signal(s) {missing}")
         shares = {s: float(share[s] if isinstance(share, Mapping) else share) for s in items}
         for s, value in shares.items():
             if not 0.0 < value <= 1.0:
                 raise ValueError(f"share must be in (0, 1], got {value} for {s}")
-        blocks = [_balanced(np.asarray(items[s]), np.asarray(users[s]), shares[s]) for s in items]
-        dim = sum(p.shape[0] for p, _ in blocks)
-        width = sum(p.shape[1] for p, _ in blocks)
+        blocks = {s: _balanced(np.asarray(items[s]), np.asarray(users[s]), shares[s], s) for s in items}
+        dim = sum(b.item_map.shape[0] for b in blocks.values())
+        width = sum(b.item_map.shape[1] for b in blocks.values())
         item_map = np.zeros((dim, width), np.float32)
         query_map = np.zeros((dim, width), np.float32)
         row = col = 0
-        for p, q in blocks:
-            item_map[row : row + p.shape[0], col : col + p.shape[1]] = p
-            query_map[row : row + p.shape[0], col : col + p.shape[1]] = q
-            row, col = row + p.shape[0], col + p.shape[1]
-        return cls(item_map, query_map, {s: int(p.shape[1]) for s, (p, _) in zip(items, blocks, strict=True)})
+        for b in blocks.values():
+            rows, cols = b.item_map.shape
+            item_map[row : row + rows, col : col + cols] = b.item_map
+            query_map[row : row + rows, col : col + cols] = b.query_map
+            row, col = row + rows, col + cols
+        return cls(item_map, query_map, {s: int(b.item_map.shape[1]) for s, b in blocks.items()},
+                   {s: int(b.item_map.shape[0]) for s, b in blocks.items()}, {s: b.kept for s, b in blocks.items()},
+                   {s: b.gain for s, b in blocks.items()})
 
     def items(self, vectors: np.ndarray, block_rows: int = 65_536) -> np.ndarray:
         """Graph vectors of fused item vectors (in blocks: they may be memory-mapped), float32."""
@@ -107,18 +137,38 @@ class GraphSpace:
         """Graph queries of fused queries (m x dim), float32."""
         return np.asarray(queries, np.float32) @ self.query_map
 
+    def loss(self, queries: np.ndarray) -> np.ndarray:
+        """(m,) the share of each fused query's mean squared score the graph space loses: its
+        signals' lost shares weighed by what each block of the query scores, squared, on average
+        (``gains`` times the block's squared length). The tuned blend's queries lose about
+        1 - graph_share; one that leans on a signal the blend hardly weighs loses up to 1 - the
+        floor of its share, and FusedIndex.search ranks it exactly (IndexConfig.graph_max_loss)."""
+        q = np.asarray(queries, np.float64)
+        blocks = np.add.reduceat(q * q, self._starts, axis=1) * self._gains
+        total = blocks.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total > 0, (blocks @ self._lost) / total, 0.0)
+
     def save(self, path: str | Path) -> None:
-        np.savez(path, item_map=self.item_map, query_map=self.query_map,
-                 signals=np.array(list(self.widths)), widths=np.array(list(self.widths.values()), np.int64))
+        signals = list(self.widths)
+        np.savez(path, item_map=self.item_map, query_map=self.query_map, signals=np.array(signals),
+                 widths=np.array([self.widths[s] for s in signals], np.int64),
+                 dims=np.array([self.dims[s] for s in signals], np.int64),
+                 kept=np.array([self.kept[s] for s in signals]), gains=np.array([self.gains[s] for s in signals]))
 
     @classmethod
     def load(cls, path: str | Path) -> GraphSpace:
         """ValueError naming the file when it is not a graph space."""
         try:
             with np.load(path, allow_pickle=False) as data:
-                widths = dict(zip(data["signals"].tolist(), data["widths"].tolist(), strict=True))
-                return cls(data["item_map"].astype(np.float32), data["query_map"].astype(np.float32), widths)
-        except (OSError, KeyError, ValueError, TypeError) as exc:
+                signals = data["signals"].tolist()
+
+                def record(name: str, kind: type) -> dict[str, Any]:
+                    return dict(zip(signals, map(kind, data[name].tolist()), strict=True))
+
+                return cls(data["item_map"].astype(np.float32), data["query_map"].astype(np.float32),
+                           record("widths", int), record("dims", int), record("kept", float), record("gains", float))
+        except (OSError, KeyError, ValueError, TypeError, EOFError) as exc:
             raise ValueError(f"{path} is not a readable graph space: {exc}") from exc
 
 
@@ -146,22 +196,37 @@ def weighted_shares(weights: Mapping[str, float], share: float, floor: float) ->
     return out
 
 
-def _balanced(items: np.ndarray, users: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
-    """(item map, query map) of one signal, dim_s x r_s each (see the module docstring)."""
+@dataclass(frozen=True)
+class _Block:
+    item_map: np.ndarray
+    query_map: np.ndarray
+    kept: float
+    gain: float
+
+
+def _balanced(items: np.ndarray, users: np.ndarray, share: float, name: str) -> _Block:
+    """One signal's maps (dim_s x r_s each) and what they keep (see the module docstring)."""
     dim = items.shape[1]
-    if users.ndim != 2 or users.shape[1] != dim or len(users) == 0 or len(items) == 0:
-        raise ValueError(f"need item and user vectors of one width, got {items.shape} and {users.shape}")
-    a, a_inverse = _root(_second_moment(users))
+    if items.ndim != 2 or users.ndim != 2 or users.shape[1] != dim or len(users) == 0 or len(items) == 0:
+        raise ValueError(f"{name}: need item and user vectors of one width, got {items.shape} and {users.shape}")
+    if not (np.isfinite(items).all() and np.isfinite(users).all()):
+        raise ValueError(f"{name}: item or user vectors have non-finite values")
+    second_users = _second_moment(users)
+    a, a_inverse = _root(second_users)
     b, b_inverse = _root(_second_moment(items))
-    if a.shape[1] == 0 or b.shape[1] == 0:  # scores all zero: one zero direction keeps the block's place
-        return np.zeros((dim, 1), np.float32), np.zeros((dim, 1), np.float32)
-    u, s, wt = np.linalg.svd(a.T @ b, full_matrices=False)
-    energy = s**2
-    r = min(len(s), int(np.searchsorted(np.cumsum(energy) / energy.sum(), share - 1e-12)) + 1)
+    energy = np.zeros(0)
+    if a.shape[1] and b.shape[1]:
+        u, s, wt = np.linalg.svd(a.T @ b, full_matrices=False)
+        energy = s**2
+    total = float(energy.sum())
+    if total <= 0.0:  # scores all zero: one zero direction keeps the block's place
+        return _Block(np.zeros((dim, 1), np.float32), np.zeros((dim, 1), np.float32), 1.0, 0.0)
+    r = min(len(s), int(np.searchsorted(np.cumsum(energy) / total, share - 1e-12)) + 1)
     root = np.sqrt(s[:r])
     item_map = b_inverse.T @ (wt[:r].T * root)  # (B^+)^T W_r S_r^1/2
     query_map = a_inverse.T @ (u[:, :r] * root)  # (A^+)^T U_r S_r^1/2
-    return item_map.astype(np.float32), query_map.astype(np.float32)
+    return _Block(item_map.astype(np.float32), query_map.astype(np.float32), min(1.0, float(energy[:r].sum()) / total),
+                  total / float(np.trace(second_users)))
 
 
 def _second_moment(rows: np.ndarray, block_rows: int = 65_536) -> np.ndarray:

@@ -215,11 +215,26 @@ def test_the_index_lives_in_a_graph_space_fit_for_the_tuned_blend(tiny_dataset, 
     assert b.index.dim == tiny_fusion.dim
     shares = weighted_shares(TUNED, 0.999, 0.8)
     assert shares["als"] == pytest.approx(0.999) and all(0.8 <= v <= 1.0 for v in shares.values())
+    assert set(space.dims) == set(tiny_fusion.signals) and max(space.loss(np.eye(tiny_fusion.dim))) <= 0.2 + 1e-6
     queries = tiny_fusion.query(tiny_fusion.user_parts(np.arange(tiny_dataset.n_users)), TUNED)
     vectors = tiny_fusion.item_vectors()
-    rows, scores = b.index.search(queries, 5)
     exact = np.sort(queries @ vectors.T, axis=1)[:, ::-1][:, :5]
+    # through the graph: a catalogue this small is otherwise ranked exactly
+    b.index.config = IndexConfig(exact_count=0, exact_share=0.0, min_active_share=0.0, overfetch=2,
+                                 expansion_search=10)  # a fetch of 10, not beyond a quarter of 42 items
+    rows, scores = b.index.search(queries, 5)
+    assert b.index.stats["hnsw"] == len(queries)
     np.testing.assert_allclose(scores, exact, rtol=1e-5, atol=1e-5)
+
+    broken = tmp_path / "wrong-dims"  # a space of other signals' widths
+    shutil.copytree(tiny_bundle_root / "v1", broken)
+    dims = list(space.dims.values())
+    moved = [1, *dims[1:-1], dims[-1] + dims[0] - 1]  # the same total width, cut elsewhere
+    other = GraphSpace(space.item_map, space.query_map, space.widths, dict(zip(space.dims, moved, strict=True)),
+                       space.kept, space.gains)
+    other.save(broken / "graph_space.npz")
+    with pytest.raises(BundleError, match="graph_space.npz maps signals"):
+        load(broken)
 
     plain = publish_tiny(tmp_path / "plain", tiny_dataset, tiny_fusion, version="v1",
                          index_config=IndexConfig(graph_share=None))

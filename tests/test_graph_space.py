@@ -108,9 +108,58 @@ def test_bad_spaces_fail_with_what_was_wrong(tmp_path):
     bad = space.item_map.copy()
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
-        GraphSpace(bad, space.query_map, space.widths)
+        GraphSpace(bad, space.query_map, space.widths, space.dims, space.kept, space.gains)
+    with pytest.raises(ValueError, match="must be one list"):
+        GraphSpace(space.item_map, space.query_map, space.widths, {"wide": 48}, space.kept, space.gains)
+    with pytest.raises(ValueError, match="no user vectors or share"):
+        GraphSpace.fit(items, users, {"wide": 0.9})
+    nan_users = dict(users, low=np.full_like(users["low"], np.nan))
+    with pytest.raises(ValueError, match="low: item or user vectors have non-finite values"):
+        GraphSpace.fit(items, nan_users, 0.9)
     vectors = _fused(items)
     index = FusedIndex.build(vectors, threads=1, space=space)
     other = GraphSpace.fit(items, users, 1.0)
     with pytest.raises(ValueError, match="graph space is"):
         FusedIndex(index.graph, vectors, space=other)
+
+
+def test_weighted_shares_follow_the_tuned_weights():
+    from hybrid.graph_space import weighted_shares
+
+    shares = weighted_shares({"lead": 2.0, "half": 1.0, "tiny": 0.01, "off": 0.0}, 0.999, 0.8)
+    assert shares["lead"] == pytest.approx(0.999)
+    assert shares["half"] == pytest.approx(1 - 0.001 / 0.25)  # alike errors in the blend's units
+    assert shares["tiny"] == shares["off"] == 0.8  # the floor
+    with pytest.raises(ValueError, match="positive one"):
+        weighted_shares({"a": 0.0}, 0.999, 0.8)
+    with pytest.raises(ValueError, match="share and floor"):
+        weighted_shares({"a": 1.0}, 0.999, 0.0)
+
+
+def test_a_signal_that_scores_nothing_keeps_one_zero_column():
+    items, users = _signals()
+    users = dict(users, low=np.zeros_like(users["low"]))
+    space = GraphSpace.fit(items, users, 0.99)
+    assert space.widths["low"] == 1 and space.gains["low"] == 0.0
+    exact = _fused(users) @ _fused(items).T
+    mapped = space.queries(_fused(users)) @ space.items(_fused(items)).T
+    assert np.mean((mapped - exact) ** 2) <= 0.011 * np.mean(exact**2)
+
+
+def test_queries_leaning_on_what_the_space_cut_are_ranked_exactly():
+    """A blend like the one the space was cut for goes through the graph; one leaning on a signal
+    held at the floor loses more than graph_max_loss of its score there and is ranked exactly."""
+    items, users = _signals()
+    space = GraphSpace.fit(items, users, {"wide": 0.8, "low": 0.999, "one": 1.0})  # 'wide' held at the floor
+    tuned = _fused({"wide": users["wide"][:50] * 0.01, "low": users["low"][:50], "one": users["one"][:50]})
+    leaning = _fused({"wide": users["wide"][:50], "low": users["low"][:50] * 0.01, "one": users["one"][:50] * 0.0})
+    assert space.loss(tuned).max() < 0.05 < space.loss(leaning).min()
+    assert space.loss(leaning).max() <= 1 - space.kept["wide"] + 1e-3
+    vectors = _fused(items)
+    index = FusedIndex.build(vectors, threads=1, space=space)
+    index.search(tuned, 10)
+    assert index.stats["hnsw"] == 50 and index.stats["exact"] == 0
+    rows, _ = index.search(leaning, 10)
+    assert index.stats["exact"] == 50
+    exact = np.argsort(-(leaning @ vectors.T), axis=1, kind="stable")[:, :10]
+    np.testing.assert_array_equal(np.sort(rows, axis=1), np.sort(exact, axis=1))
