@@ -472,7 +472,14 @@ def warm(url: str, bodies: Path, connections: int, max_passes: int = 12) -> floa
                 nonlocal hits
                 while queue:
                     body = queue.pop()
-                    r = await client.post("/graphql", content=body, headers={"content-type": "application/json"})
+                    for attempt in range(3):  # a kept-alive connection the server closed: ask again
+                        try:
+                            r = await client.post("/graphql", content=body,
+                                                  headers={"content-type": "application/json"})
+                            break
+                        except httpx.TransportError:
+                            if attempt == 2:
+                                raise
                     r.raise_for_status()
                     hits += r.headers.get("x-cache") == "hit"
             await asyncio.gather(*(loop() for _ in range(connections)))
