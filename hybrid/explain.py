@@ -327,7 +327,6 @@ def lowest_common(a: np.ndarray, b: np.ndarray, skip: int | None = None) -> int 
     return None
 
 
-
 class _HistoryEvidence:
     """What the explanations of one user's items share: the history, the labels it carries, the
     user's end of the graph path.
