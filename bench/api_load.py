@@ -41,7 +41,7 @@ Usage::
 
     python bench/api_load.py                       # builds a bundle from ml-latest-small (or synthetic)
     python bench/api_load.py --bundle-root ROOT    # an existing bundle root (its latest)
-    python bench/api_load.py --scale 25000000 --results bench/results/api_load_25m
+    python bench/api_load.py --scale 25000000 --results bench/results/api_load_scale
                                                    # the bundle bench/scale.py published at 25M
     python bench/api_load.py --duration 10 --repeat 3 --connections 16 --results bench/results
 
@@ -751,13 +751,14 @@ def paired_servers(root: Path, args: argparse.Namespace, folder: Path) -> dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.harness import CACHE as SCALE_CACHE
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle-root", type=Path, help="an existing bundle root (default: build one)")
     ap.add_argument("--scale", type=int, metavar="N",
                     help="serve the bundle bench/scale.py published at N interactions (its index stage, under "
                          "--scale-cache), e.g. 25000000")
-    ap.add_argument("--scale-cache", type=Path, default=REPO / "bench" / "results" / "tmp",
-                    help="bench/scale.py's --cache (default its default)")
+    ap.add_argument("--scale-cache", type=Path, default=SCALE_CACHE, help="bench/scale.py's --cache (default its default)")
     ap.add_argument("--users", type=int, default=DEFAULT_USERS,
                     help=f"requests cycle over a seeded sample of this many of the bundle's users (all when fewer; "
                          f"default {DEFAULT_USERS:,}): the cached phases' warm-up passes over each of them")

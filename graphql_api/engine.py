@@ -38,9 +38,10 @@ EXACT_SCAN_ITEMS = 20_000
 """Catalogues up to this size are ranked exactly, not by HNSW: on one core the int8-screened exact
 search (hybrid/screening.py) of 9.7k x 993 six-signal fused vectors takes ~0.6-1.1 ms alone and
 ~0.45 ms a query in a batch (a float32 scan ~2.4 ms), an HNSW search deep enough for a user's
-excluded history 6-9 ms (and exact answers are the reference HNSW approximates). bench/search_paths.py, paths interleaved (2026-12-07, load 0.7-0.9): at 9,742
-items the screen 0.39 ms a query against 1.3 for the bundle's graph-space HNSW; at 62,423 items
-(the 25M bundle) 1.0-1.1 against 0.8."""
+excluded history 6-9 ms (and exact answers are the reference HNSW approximates). With graph spaces
+(bench/search_paths.py, paths interleaved, 2026-12-07, load 0.7-0.9): at 9,742 items the screen
+0.39 ms a query against 1.3 for the bundle's graph-space HNSW; at 62,423 items (the 25M bundle)
+1.0-1.1 against 0.8."""
 
 #: GraphQL signal names <-> bundle signal names.
 SIGNAL_NAMES: dict[str, str] = {s.name: s.graphql for s in SIGNALS}

@@ -74,9 +74,10 @@ class GraphSpace:
         for name in ("item_map", "query_map"):
             if not np.isfinite(getattr(self, name)).all():
                 raise ValueError(f"graph space {name} has non-finite values")
-        values = [*self.kept.values(), *self.gains.values()]
-        if not all(np.isfinite(v) and v >= 0 for v in values):
-            raise ValueError(f"graph space kept shares {self.kept} and gains {self.gains} must be finite and >= 0")
+        if not all(0 <= v <= 1 for v in self.kept.values()) or not all(np.isfinite(v) and v >= 0
+                                                                        for v in self.gains.values()):
+            raise ValueError(f"graph space kept shares {self.kept} must be in [0, 1] and gains {self.gains} "
+                             "finite and >= 0")
         starts = np.cumsum([0, *self.dims.values()])[:-1]
         object.__setattr__(self, "_starts", starts.astype(np.int64))
         object.__setattr__(self, "_lost", np.array([1.0 - self.kept[s] for s in signals]))

@@ -109,6 +109,8 @@ def test_bad_spaces_fail_with_what_was_wrong(tmp_path):
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
         GraphSpace(bad, space.query_map, space.widths, space.dims, space.kept, space.gains)
+    with pytest.raises(ValueError, match="kept shares"):
+        GraphSpace(space.item_map, space.query_map, space.widths, space.dims, dict(space.kept, wide=1.5), space.gains)
     with pytest.raises(ValueError, match="must be one list"):
         GraphSpace(space.item_map, space.query_map, space.widths, {"wide": 48}, space.kept, space.gains)
     with pytest.raises(ValueError, match="no user vectors or share"):
